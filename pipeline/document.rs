@@ -1,0 +1,116 @@
+//! The `Document` model and `DocBatch`, the unit that flows between nodes.
+//!
+//! Why our own struct rather than Arrow inside: stages edit strings per document
+//! (decode, extract, segment, shingle, tokenize); Arrow arrays are immutable and a
+//! builder round-trip per edit costs time and clarity. Arrow lives at the edges
+//! (Parquet in and out, audits); `crate::arrow_io` owns the Document ⇄ RecordBatch schema.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+/// One document (or, after `pack`, one packed training sequence).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Document {
+    /// Stable, source-scoped id derived from (source, file, position). Never random.
+    pub id: String,
+    /// Input name from the config (the source node's name unless overridden).
+    pub source: String,
+    /// UTF-8 text. Always valid UTF-8 by construction.
+    pub text: String,
+    /// ISO-639 language code from `langid` (e.g. "zh", "en").
+    pub lang: Option<String>,
+    /// Word segmentation as byte spans into `text`, computed once by `segment_zh`
+    /// and reused by filters, dedup and classifiers. Invalidated (set to None) by any
+    /// stage that edits `text`.
+    pub words: Option<Vec<Range<u32>>>,
+    /// Token ids from `tokenize` (or the packed sequence after `pack`).
+    pub tokens: Option<Vec<u32>>,
+    /// Numeric scores, keyed `<stage>.<metric>`, e.g. `langid.score`.
+    pub attrs: BTreeMap<String, f64>,
+    /// String metadata: url, domain, warc offset, charset, ...
+    pub meta: BTreeMap<String, String>,
+    /// Set on packed sequences only (see the `pack` stage).
+    pub packed: Option<Packed>,
+    /// Set by the runtime when the document is sent to a `rejected` port.
+    pub reject: Option<RejectInfo>,
+}
+
+/// Packing information for one packed sequence.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Packed {
+    /// Start offset (in tokens) of every document segment inside `tokens`.
+    pub doc_offsets: Vec<u32>,
+    /// Ids of the documents whose tokens make up this sequence, aligned with `doc_offsets`.
+    pub doc_ids: Vec<String>,
+    /// Tokens per source in this sequence.
+    pub source_mix: BTreeMap<String, u32>,
+    /// Number of padding tokens at the end of the sequence.
+    pub n_pad: u32,
+}
+
+/// Why a document was rejected. The runtime fills `stage` with the node name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RejectInfo {
+    /// Node name that rejected the document.
+    pub stage: String,
+    /// Short machine-readable reason, e.g. `too_short`, `lang`, `duplicate`.
+    pub reason: String,
+    /// The score that triggered the reject, when there is one.
+    pub score: Option<f64>,
+    /// Free-form detail (e.g. all failing rules, `duplicate_of=<id>`).
+    pub detail: String,
+}
+
+impl Document {
+    /// A new document with id, source and text; everything else empty.
+    pub fn new(id: impl Into<String>, source: impl Into<String>, text: impl Into<String>) -> Self {
+        Document {
+            id: id.into(),
+            source: source.into(),
+            text: text.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Replace the text and drop everything derived from the old text.
+    pub fn set_text(&mut self, text: String) {
+        self.text = text;
+        self.words = None;
+        self.tokens = None;
+    }
+
+    /// The words as `&str` slices, if `segment_zh` has run.
+    pub fn word_strs(&self) -> Option<impl Iterator<Item = &str>> {
+        let text = &self.text;
+        self.words
+            .as_ref()
+            .map(move |w| w.iter().map(move |r| &text[r.start as usize..r.end as usize]))
+    }
+
+    /// Approximate in-memory size, used for byte counters.
+    pub fn byte_len(&self) -> u64 {
+        self.text.len() as u64
+    }
+}
+
+/// A batch of documents. `seq` restores input order after parallel work.
+#[derive(Debug, Clone, Default)]
+pub struct DocBatch {
+    /// Sequence number within the producing port's stream, starting at 0.
+    pub seq: u64,
+    /// Index of the consuming node's input this batch arrived on (fan-in), set by the runtime.
+    pub input: usize,
+    /// The documents.
+    pub docs: Vec<Document>,
+}
+
+impl DocBatch {
+    /// A batch with the given sequence number.
+    pub fn new(seq: u64, docs: Vec<Document>) -> Self {
+        DocBatch {
+            seq,
+            input: 0,
+            docs,
+        }
+    }
+}

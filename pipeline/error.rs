@@ -1,0 +1,91 @@
+//! One error type for the engine and every stage.
+//!
+//! Errors carry context (node, path, document id) so a failed run names what failed.
+//! `anyhow` is used only in `main.rs`; everything below it returns [`Error`].
+
+use std::path::PathBuf;
+
+/// The engine's error. The runtime wraps stage errors in [`Error::Node`] so the
+/// message always names the node that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O error on a path.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A configuration problem list (all problems at once).
+    #[error("invalid config:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Config(Vec<String>),
+    /// A failure inside a node, tagged with the node name.
+    #[error("node `{node}`: {source}")]
+    Node {
+        node: String,
+        #[source]
+        source: Box<Error>,
+    },
+    /// Too many bad records in one source.
+    #[error("bad-record budget exceeded: {count} bad records (max_bad_records = {budget}); last: {last}")]
+    BadRecordBudget {
+        count: u64,
+        budget: u64,
+        last: String,
+    },
+    /// Arrow / Parquet failure.
+    #[error("parquet: {0}")]
+    Parquet(String),
+    /// The run was cancelled because another node failed first.
+    #[error("cancelled")]
+    Cancelled,
+    /// Anything else, with a message.
+    #[error("{0}")]
+    Msg(String),
+}
+
+/// Result alias used across the engine and stages.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A free-form error.
+    pub fn msg(m: impl Into<String>) -> Self {
+        Error::Msg(m.into())
+    }
+    /// Wrap an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+    /// Tag an error with a node name (idempotent: an already tagged error is kept).
+    pub fn in_node(self, node: &str) -> Self {
+        match self {
+            e @ Error::Node { .. } => e,
+            Error::Cancelled => Error::Cancelled,
+            e => Error::Node {
+                node: node.to_string(),
+                source: Box::new(e),
+            },
+        }
+    }
+}
+
+impl From<parquet::errors::ParquetError> for Error {
+    fn from(e: parquet::errors::ParquetError) -> Self {
+        Error::Parquet(e.to_string())
+    }
+}
+
+impl From<arrow::error::ArrowError> for Error {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        Error::Parquet(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Msg(format!("json: {e}"))
+    }
+}

@@ -1,0 +1,21 @@
+//! # sluice
+//!
+//! A streaming DAG of stages that turns raw web scrapes into pretraining data for large
+//! language models, with Chinese as a first-class language.
+//!
+//! `pipeline/` is the engine: the [`document::Document`] model, the [`stage`] contracts,
+//! the config model ([`config`]), graph checks ([`graph`]), the [`runtime`], run-directory
+//! I/O ([`rundir`]) and the Arrow schema ([`arrow_io`]). `stages/` holds the work, one
+//! module per `kind:`; [`registry`] is the only place that names them.
+
+pub mod error;
+pub mod document;
+pub mod stage;
+pub mod registry;
+pub mod testing;
+
+#[path = "../stages/mod.rs"]
+pub mod stages;
+
+pub use document::{DocBatch, Document};
+pub use error::{Error, Result};

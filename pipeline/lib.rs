@@ -13,6 +13,9 @@ pub mod document;
 pub mod stage;
 pub mod registry;
 pub mod testing;
+pub mod storage;
+pub mod launch;
+pub mod cli_slurm;
 
 #[path = "../stages/mod.rs"]
 pub mod stages;

@@ -15,7 +15,12 @@ use crate::error::{Error, Result};
 
 /// Open an input file for buffered reading, decompressing by extension
 /// (`.gz` — multi-member aware — and `.zst`).
+/// Object-store URLs (`s3://`, `gs://`, `az://`) stream through [`crate::storage::open`].
 pub fn open_input(path: &str) -> Result<Box<dyn BufRead + Send>> {
+    if crate::storage::is_remote(path) {
+        let raw = BufReader::with_capacity(1 << 16, crate::storage::open(path)?);
+        return wrap_decoder(path, raw);
+    }
     let f = File::open(path).map_err(|e| Error::io(path, e))?;
     let raw = BufReader::with_capacity(1 << 16, f);
     Ok(wrap_decoder(path, raw)?)
@@ -44,7 +49,18 @@ pub fn wrap_decoder<R: BufRead + Send + 'static>(
 pub fn expand_paths(patterns: &[String]) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for p in patterns {
-        if p.contains(['*', '?', '[']) {
+        if crate::storage::is_remote(p) {
+            // Object-store patterns: listed by prefix, matched key by key (storage::expand).
+            let found = crate::storage::expand(p)?;
+            if p.contains(['*', '?', '[']) || p.ends_with('/') {
+                if found.is_empty() {
+                    return Err(Error::msg(format!("no input objects match `{p}`")));
+                }
+            } else if !crate::storage::exists(p)? {
+                return Err(Error::msg(format!("input object not found: {p}")));
+            }
+            out.extend(found);
+        } else if p.contains(['*', '?', '[']) {
             let mut found: Vec<String> = glob::glob(p)
                 .map_err(|e| Error::msg(format!("bad glob `{p}`: {e}")))?
                 .filter_map(|r| r.ok())

@@ -36,6 +36,8 @@ enum Command {
         /// Pipeline config (YAML).
         config: PathBuf,
     },
+    /// Run a config as Slurm job arrays: submit, status, resume.
+    Slurm(sluice::cli_slurm::SlurmArgs),
     /// List stage kinds with their one-line doc and config fields.
     Stages {
         /// Show only this kind.
@@ -47,9 +49,13 @@ enum Command {
 struct RunArgs {
     /// Pipeline config (YAML).
     config: PathBuf,
-    /// Run directory.
+    /// Run directory: a local path or an object-store URL (s3://, gs://, az://).
     #[arg(long, default_value = "out")]
     out: PathBuf,
+    /// Run the config as N local processes (ranks 0..N-1, same markers as Slurm),
+    /// skipping ranks already done.
+    #[arg(long, conflicts_with_all = ["rank", "world_size"])]
+    local_tasks: Option<usize>,
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -92,6 +98,9 @@ fn main() -> ExitCode {
         Command::Run(a) => cmd_run(a),
         Command::Validate { config } => cmd_validate(&config),
         Command::Stages { kind } => cmd_stages(kind.as_deref()),
+        Command::Slurm(a) => sluice::cli_slurm::run(a)
+            .map(|_| ExitCode::SUCCESS)
+            .map_err(Into::into),
     };
     match res {
         Ok(code) => code,
@@ -115,6 +124,10 @@ fn print_problems(path: &std::path::Path, problems: &[String]) {
 }
 
 fn cmd_run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    if let Some(n) = a.local_tasks {
+        sluice::launch::local::run_cli(&a.config, &a.out.to_string_lossy(), n, a.threads)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let spec = match config::load(&a.config) {
         Ok(s) => s,
         Err(p) => {
@@ -135,7 +148,13 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<ExitCode> {
         progress: !a.no_progress,
         overwrite: a.overwrite,
     };
-    match runtime::run(spec, &opts) {
+    let out_str = a.out.to_string_lossy().into_owned();
+    let result = if sluice::storage::is_remote(&out_str) {
+        sluice::launch::remote::run(spec, &opts, &out_str)
+    } else {
+        runtime::run(spec, &opts)
+    };
+    match result {
         Ok(s) if s.skipped => {
             tracing::info!(
                 "nothing to do: rank {} of {} already finished",

@@ -136,19 +136,19 @@ fn s3_multipart_round_trip_and_streaming_read() {
     let Some(moto) = Moto::start("s3_multipart_round_trip_and_streaming_read") else {
         return;
     };
-    moto.bucket("rt");
+    moto.bucket("roundtrip");
     // 21 MiB: two full 8 MiB parts and a 5 MiB tail, written in odd-sized pieces.
     let data = noise(21 << 20, 7);
-    let uri = "s3://rt/run/shards/big.bin";
+    let uri = "s3://roundtrip/run/shards/big.bin";
     let mut w = storage::create(uri).unwrap();
     for piece in data.chunks(777_777) {
         w.write_all(piece).unwrap();
     }
     // Parts are uploaded, but nothing is visible until commit.
     assert!(!storage::exists(uri).unwrap());
-    assert_eq!(moto.open_uploads("rt"), 1);
+    assert_eq!(moto.open_uploads("roundtrip"), 1);
     assert_eq!(w.commit().unwrap(), data.len() as u64);
-    assert_eq!(moto.open_uploads("rt"), 0);
+    assert_eq!(moto.open_uploads("roundtrip"), 0);
     assert_eq!(storage::size(uri).unwrap(), data.len() as u64);
 
     // Streaming read, in small reads, equals the input.
@@ -165,19 +165,19 @@ fn s3_multipart_round_trip_and_streaming_read() {
     assert!(back == data, "round trip differs");
 
     // Small objects go through one PUT; glob listing is sorted and filtered.
-    storage::put("s3://rt/in/b.jsonl", "{\"text\":\"乙\"}\n".as_bytes()).unwrap();
-    storage::put("s3://rt/in/a.jsonl", "{\"text\":\"甲\"}\n".as_bytes()).unwrap();
-    storage::put("s3://rt/in/c.txt", b"x").unwrap();
-    storage::put("s3://rt/in/sub/d.jsonl", b"x").unwrap();
+    storage::put("s3://roundtrip/in/b.jsonl", "{\"text\":\"乙\"}\n".as_bytes()).unwrap();
+    storage::put("s3://roundtrip/in/a.jsonl", "{\"text\":\"甲\"}\n".as_bytes()).unwrap();
+    storage::put("s3://roundtrip/in/c.txt", b"x").unwrap();
+    storage::put("s3://roundtrip/in/sub/d.jsonl", b"x").unwrap();
     assert_eq!(
-        storage::expand("s3://rt/in/*.jsonl").unwrap(),
-        vec!["s3://rt/in/a.jsonl", "s3://rt/in/b.jsonl"]
+        storage::expand("s3://roundtrip/in/*.jsonl").unwrap(),
+        vec!["s3://roundtrip/in/a.jsonl", "s3://roundtrip/in/b.jsonl"]
     );
-    assert_eq!(storage::expand("s3://rt/in/").unwrap().len(), 4);
-    assert_eq!(storage::read_all("s3://rt/in/a.jsonl").unwrap(), "{\"text\":\"甲\"}\n".as_bytes());
+    assert_eq!(storage::expand("s3://roundtrip/in/").unwrap().len(), 4);
+    assert_eq!(storage::read_all("s3://roundtrip/in/a.jsonl").unwrap(), "{\"text\":\"甲\"}\n".as_bytes());
     // A missing object fails at open, naming the URL.
-    let e = storage::open("s3://rt/in/missing.jsonl").err().unwrap().to_string();
-    assert!(e.contains("s3://rt/in/missing.jsonl"), "{e}");
+    let e = storage::open("s3://roundtrip/in/missing.jsonl").err().unwrap().to_string();
+    assert!(e.contains("s3://roundtrip/in/missing.jsonl"), "{e}");
 }
 
 #[test]
@@ -207,4 +207,70 @@ fn s3_failed_upload_leaves_no_object() {
         w.write_all(b"{}").unwrap();
     }
     assert!(!storage::exists("s3://fail/marker.done").unwrap());
+}
+
+#[test]
+fn s3_jsonl_inputs_to_s3_shards_equal_a_local_run() {
+    let Some(moto) = Moto::start("s3_jsonl_inputs_to_s3_shards_equal_a_local_run") else {
+        return;
+    };
+    moto.bucket("iotest");
+    let tmp = tempfile::tempdir().unwrap();
+    let local_in = tmp.path().join("in");
+    std::fs::create_dir_all(&local_in).unwrap();
+    crate::scale::split_inputs(&local_in, 4, 1);
+    for e in std::fs::read_dir(&local_in).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        storage::put(&format!("s3://iotest/in/{name}"), &std::fs::read(e.path()).unwrap()).unwrap();
+    }
+    let run = |cfg_yaml: String, out: &str, extra: &[&str]| {
+        let cfg = tmp.path().join(format!("c{}.yaml", xxhash_rust::xxh3::xxh3_64(out.as_bytes())));
+        std::fs::write(&cfg, cfg_yaml).unwrap();
+        let mut c = crate::common::bin();
+        c.args(["run", cfg.to_str().unwrap(), "--out", out, "--no-progress"]).args(extra);
+        for (k, v) in moto.env() {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    // Reference: the same files read locally, written locally.
+    let local_out = tmp.path().join("local");
+    let o = run(
+        crate::scale::pipeline_yaml(&format!("\"{}/*.jsonl\"", local_in.display())),
+        local_out.to_str().unwrap(),
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want = crate::scale::rows_in(&local_out.join("shards"));
+
+    // From S3 to S3, as two local ranks.
+    let yaml = crate::scale::pipeline_yaml("\"s3://iotest/in/*.jsonl\"");
+    let o = run(yaml.clone(), "s3://iotest/run", &["--local-tasks", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let objs = storage::expand("s3://iotest/run/").unwrap();
+    for want_obj in ["s3://iotest/run/manifest.json", "s3://iotest/run/stats.json", "s3://iotest/run/ranks/r0001-of-0002.done"] {
+        assert!(objs.iter().any(|o| o == want_obj), "{want_obj} missing in {objs:?}");
+    }
+    assert!(!objs.iter().any(|o| o.ends_with(".tmp")), "{objs:?}");
+    let dl = tmp.path().join("dl");
+    std::fs::create_dir_all(&dl).unwrap();
+    for o in storage::expand("s3://iotest/run/shards/*.parquet").unwrap() {
+        let name = o.rsplit('/').next().unwrap();
+        std::fs::write(dl.join(name), storage::read_all(&o).unwrap()).unwrap();
+    }
+    assert_eq!(crate::scale::rows_in(&dl), want, "S3 round trip changed the documents");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&storage::read_all("s3://iotest/run/manifest.json").unwrap()).unwrap();
+    assert_eq!(manifest["totals"]["rows"].as_u64(), Some(want.len() as u64));
+
+    // A re-run skips both finished ranks.
+    let o = run(yaml, "s3://iotest/run", &["--local-tasks", "2"]);
+    assert!(o.status.success());
+
+    // A run that fails (bad-record budget 0, one broken line) publishes nothing.
+    storage::put("s3://iotest/bad/in.jsonl", b"{\"text\":\"fine line that is long enough\"}\nnot json\n").unwrap();
+    let bad_yaml = crate::scale::pipeline_yaml("\"s3://iotest/bad/in.jsonl\"").replace("run:\n", "run:\n  max_bad_records: 0\n");
+    let o = run(bad_yaml, "s3://iotest/badrun", &[]);
+    assert!(!o.status.success(), "a run over its bad-record budget must fail");
+    assert!(storage::expand("s3://iotest/badrun/").unwrap().is_empty(), "failed run left objects");
 }

@@ -14,10 +14,12 @@ use std::process::{Child, Command, Stdio};
 use super::RunSpec;
 use crate::error::{Error, Result};
 
-/// Where per-unit logs go: `<out>/logs` for a local run directory, `./sluice-logs` otherwise.
+/// Where per-unit logs go: `<out>/logs` for a local run directory; for an object-store
+/// run directory, `$TMPDIR/sluice-logs/<hash of the URL>`.
 pub fn log_dir(spec: &RunSpec) -> PathBuf {
     if crate::storage::is_remote(&spec.out) {
-        PathBuf::from("sluice-logs")
+        let h = xxhash_rust::xxh3::xxh3_64(spec.out.as_bytes());
+        std::env::temp_dir().join("sluice-logs").join(format!("{h:016x}"))
     } else {
         Path::new(&spec.out).join("logs")
     }
@@ -96,4 +98,21 @@ pub fn run(spec: &RunSpec, max_running: usize) -> Result<usize> {
         }
     }
     Ok(ran)
+}
+
+/// `sluice run CONFIG --out OUT --local-tasks N [--threads T]`: N ranks, all running at
+/// once; each gets `T` threads (default: the machine's cores divided among the ranks).
+pub fn run_cli(config: &Path, out: &str, tasks: usize, threads: Option<usize>) -> Result<()> {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = threads.unwrap_or_else(|| (cores / tasks.max(1)).max(1));
+    let spec = RunSpec::new(config, out, tasks, Some(threads))?;
+    let ran = run(&spec, tasks)?;
+    tracing::info!(
+        "{} of {} ranks ran ({} already done); logs in {}",
+        ran,
+        tasks,
+        tasks - ran.min(tasks),
+        log_dir(&spec).display()
+    );
+    Ok(())
 }

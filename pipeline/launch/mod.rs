@@ -18,6 +18,7 @@
 //!   chained with `afterok`, and reads the same markers back.
 
 pub mod local;
+pub mod remote;
 pub mod slurm;
 
 use std::path::{Path, PathBuf};

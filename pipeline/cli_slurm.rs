@@ -15,6 +15,8 @@ pub struct SlurmArgs {
     cmd: SlurmCmd,
 }
 
+// Parsed once per process: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, clap::Subcommand)]
 enum SlurmCmd {
     /// Write one sbatch job array per phase (chained with afterok) and submit them.
@@ -120,7 +122,11 @@ pub fn run(args: SlurmArgs) -> Result<()> {
                 if ids.is_empty() {
                     println!("nothing to do: every rank is already done");
                 } else {
-                    println!("submitted job(s) {}; logs in {}", ids.join(", "), run.dir.join("logs").display());
+                    println!(
+                        "submitted job(s) {}; logs in {}",
+                        ids.join(", "),
+                        run.dir.join("logs").display()
+                    );
                 }
             }
             Ok(())
@@ -144,9 +150,15 @@ pub fn run(args: SlurmArgs) -> Result<()> {
                 .filter(|u| matches!(u.state, UnitState::Failed | UnitState::Missing))
                 .count();
             if ids.is_empty() {
-                println!("nothing to resubmit ({} ranks done or still queued)", before.len());
+                println!(
+                    "nothing to resubmit ({} ranks done or still queued)",
+                    before.len()
+                );
             } else if !a.dry_run {
-                println!("resubmitted {redo} failed/missing rank(s) as job(s) {}", ids.join(", "));
+                println!(
+                    "resubmitted {redo} failed/missing rank(s) as job(s) {}",
+                    ids.join(", ")
+                );
             }
             Ok(())
         }

@@ -9,20 +9,20 @@
 //! module per `kind:`; [`registry`] is the only place that names them.
 
 pub mod arrow_io;
+pub mod cli_slurm;
 pub mod config;
 pub mod document;
 pub mod error;
 pub mod graph;
 pub mod io;
+pub mod launch;
 pub mod registry;
 pub mod rundir;
 pub mod runtime;
 pub mod shard_writer;
 pub mod stage;
-pub mod testing;
 pub mod storage;
-pub mod launch;
-pub mod cli_slurm;
+pub mod testing;
 
 #[path = "../stages/mod.rs"]
 pub mod stages;

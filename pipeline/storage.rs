@@ -65,7 +65,9 @@ pub fn part_size() -> usize {
 
 /// Whether a path names an object store (`s3://`, `gs://`, `az://`, ...) rather than a local file.
 pub fn is_remote(path: &str) -> bool {
-    const SCHEMES: &[&str] = &["s3://", "s3a://", "gs://", "az://", "abfs://", "abfss://", "azure://", "adl://"];
+    const SCHEMES: &[&str] = &[
+        "s3://", "s3a://", "gs://", "az://", "abfs://", "abfss://", "azure://", "adl://",
+    ];
     SCHEMES.iter().any(|s| path.starts_with(s))
 }
 
@@ -153,7 +155,11 @@ pub fn resolve(uri: &str) -> Result<Remote> {
                 .build()
                 .map_err(|e| oerr(uri, e))?,
         ),
-        other => return Err(Error::msg(format!("{uri}: unsupported storage scheme {other:?}"))),
+        other => {
+            return Err(Error::msg(format!(
+                "{uri}: unsupported storage scheme {other:?}"
+            )))
+        }
     };
     m.insert(base.clone(), store.clone());
     Ok(Remote { store, key, base })
@@ -162,7 +168,11 @@ pub fn resolve(uri: &str) -> Result<Remote> {
 /// Join a relative path onto a base directory or URL with `/`.
 pub fn join(base: &str, rel: &str) -> String {
     if is_remote(base) {
-        format!("{}/{}", base.trim_end_matches('/'), rel.trim_start_matches('/'))
+        format!(
+            "{}/{}",
+            base.trim_end_matches('/'),
+            rel.trim_start_matches('/')
+        )
     } else {
         Path::new(base).join(rel).to_string_lossy().into_owned()
     }
@@ -189,7 +199,7 @@ impl Read for RemoteReader {
         }
         let n = buf.len().min(self.cur.len());
         buf[..n].copy_from_slice(&self.cur[..n]);
-        let _ = bytes::Buf::advance(&mut self.cur, n);
+        bytes::Buf::advance(&mut self.cur, n);
         Ok(n)
     }
 }
@@ -259,7 +269,9 @@ pub fn exists(path: &str) -> Result<bool> {
 /// Size in bytes of a file or object.
 pub fn size(path: &str) -> Result<u64> {
     if !is_remote(path) {
-        return std::fs::metadata(path).map(|m| m.len()).map_err(|e| Error::io(path, e));
+        return std::fs::metadata(path)
+            .map(|m| m.len())
+            .map_err(|e| Error::io(path, e));
     }
     let r = resolve(path)?;
     runtime()
@@ -460,7 +472,9 @@ impl AtomicWriter {
                 .map(|u| u.put_part(PutPayload::from(chunk)))
                 .ok_or_else(|| std::io::Error::other("no upload"))?;
             inflight.push_back(rt.spawn(fut));
-            while inflight.len() >= UPLOAD_CONCURRENCY || (final_flush && buf.is_empty() && !inflight.is_empty()) {
+            while inflight.len() >= UPLOAD_CONCURRENCY
+                || (final_flush && buf.is_empty() && !inflight.is_empty())
+            {
                 let Some(h) = inflight.pop_front() else { break };
                 let res = rt.block_on(h);
                 let err = match res {
@@ -483,8 +497,12 @@ impl AtomicWriter {
         let path = self.path.clone();
         match &mut self.target {
             Target::Local { tmp, dst, file } => {
-                let f = file.take().ok_or_else(|| Error::msg(format!("{path}: already committed")))?;
-                let f = f.into_inner().map_err(|e| Error::io(&*tmp, e.into_error()))?;
+                let f = file
+                    .take()
+                    .ok_or_else(|| Error::msg(format!("{path}: already committed")))?;
+                let f = f
+                    .into_inner()
+                    .map_err(|e| Error::io(&*tmp, e.into_error()))?;
                 f.sync_all().map_err(|e| Error::io(&*tmp, e))?;
                 drop(f);
                 std::fs::rename(&*tmp, &*dst).map_err(|e| Error::io(&*dst, e))?;
@@ -557,7 +575,9 @@ impl Drop for AtomicWriter {
                 drop(file.take());
                 let _ = std::fs::remove_file(&*tmp);
             }
-            Target::Remote { upload, inflight, .. } => {
+            Target::Remote {
+                upload, inflight, ..
+            } => {
                 let rt = runtime();
                 for h in inflight.drain(..) {
                     h.abort();
@@ -591,7 +611,10 @@ mod tests {
         assert!(is_remote("az://c/k"));
         assert!(!is_remote("/tmp/x"));
         assert!(!is_remote("samples/x.jsonl"));
-        assert_eq!(join("s3://b/run/", "shards/a.parquet"), "s3://b/run/shards/a.parquet");
+        assert_eq!(
+            join("s3://b/run/", "shards/a.parquet"),
+            "s3://b/run/shards/a.parquet"
+        );
         assert_eq!(join("out", "ranks/x.done"), "out/ranks/x.done");
     }
 

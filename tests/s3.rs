@@ -74,7 +74,10 @@ impl Moto {
         };
         let t0 = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(30), "moto_server did not start");
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "moto_server did not start"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         Some(m)
@@ -165,8 +168,16 @@ fn s3_multipart_round_trip_and_streaming_read() {
     assert!(back == data, "round trip differs");
 
     // Small objects go through one PUT; glob listing is sorted and filtered.
-    storage::put("s3://roundtrip/in/b.jsonl", "{\"text\":\"乙\"}\n".as_bytes()).unwrap();
-    storage::put("s3://roundtrip/in/a.jsonl", "{\"text\":\"甲\"}\n".as_bytes()).unwrap();
+    storage::put(
+        "s3://roundtrip/in/b.jsonl",
+        "{\"text\":\"乙\"}\n".as_bytes(),
+    )
+    .unwrap();
+    storage::put(
+        "s3://roundtrip/in/a.jsonl",
+        "{\"text\":\"甲\"}\n".as_bytes(),
+    )
+    .unwrap();
     storage::put("s3://roundtrip/in/c.txt", b"x").unwrap();
     storage::put("s3://roundtrip/in/sub/d.jsonl", b"x").unwrap();
     assert_eq!(
@@ -174,9 +185,15 @@ fn s3_multipart_round_trip_and_streaming_read() {
         vec!["s3://roundtrip/in/a.jsonl", "s3://roundtrip/in/b.jsonl"]
     );
     assert_eq!(storage::expand("s3://roundtrip/in/").unwrap().len(), 4);
-    assert_eq!(storage::read_all("s3://roundtrip/in/a.jsonl").unwrap(), "{\"text\":\"甲\"}\n".as_bytes());
+    assert_eq!(
+        storage::read_all("s3://roundtrip/in/a.jsonl").unwrap(),
+        "{\"text\":\"甲\"}\n".as_bytes()
+    );
     // A missing object fails at open, naming the URL.
-    let e = storage::open("s3://roundtrip/in/missing.jsonl").err().unwrap().to_string();
+    let e = storage::open("s3://roundtrip/in/missing.jsonl")
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("s3://roundtrip/in/missing.jsonl"), "{e}");
 }
 
@@ -191,7 +208,8 @@ fn s3_failed_upload_leaves_no_object() {
     // written, so two parts were already uploaded to the server.
     let res: Result<(), String> = (|| {
         let mut w = storage::create(uri).map_err(|e| e.to_string())?;
-        w.write_all(&noise(17 << 20, 3)).map_err(|e| e.to_string())?;
+        w.write_all(&noise(17 << 20, 3))
+            .map_err(|e| e.to_string())?;
         assert_eq!(moto.open_uploads("fail"), 1);
         Err("producer failed mid-way".to_string())
     })();
@@ -221,13 +239,21 @@ fn s3_jsonl_inputs_to_s3_shards_equal_a_local_run() {
     crate::scale::split_inputs(&local_in, 4, 1);
     for e in std::fs::read_dir(&local_in).unwrap().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        storage::put(&format!("s3://iotest/in/{name}"), &std::fs::read(e.path()).unwrap()).unwrap();
+        storage::put(
+            &format!("s3://iotest/in/{name}"),
+            &std::fs::read(e.path()).unwrap(),
+        )
+        .unwrap();
     }
     let run = |cfg_yaml: String, out: &str, extra: &[&str]| {
-        let cfg = tmp.path().join(format!("c{}.yaml", xxhash_rust::xxh3::xxh3_64(out.as_bytes())));
+        let cfg = tmp.path().join(format!(
+            "c{}.yaml",
+            xxhash_rust::xxh3::xxh3_64(out.as_bytes())
+        ));
         std::fs::write(&cfg, cfg_yaml).unwrap();
         let mut c = crate::common::bin();
-        c.args(["run", cfg.to_str().unwrap(), "--out", out, "--no-progress"]).args(extra);
+        c.args(["run", cfg.to_str().unwrap(), "--out", out, "--no-progress"])
+            .args(extra);
         for (k, v) in moto.env() {
             c.env(k, v);
         }
@@ -248,8 +274,15 @@ fn s3_jsonl_inputs_to_s3_shards_equal_a_local_run() {
     let o = run(yaml.clone(), "s3://iotest/run", &["--local-tasks", "2"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let objs = storage::expand("s3://iotest/run/").unwrap();
-    for want_obj in ["s3://iotest/run/manifest.json", "s3://iotest/run/stats.json", "s3://iotest/run/ranks/r0001-of-0002.done"] {
-        assert!(objs.iter().any(|o| o == want_obj), "{want_obj} missing in {objs:?}");
+    for want_obj in [
+        "s3://iotest/run/manifest.json",
+        "s3://iotest/run/stats.json",
+        "s3://iotest/run/ranks/r0001-of-0002.done",
+    ] {
+        assert!(
+            objs.iter().any(|o| o == want_obj),
+            "{want_obj} missing in {objs:?}"
+        );
     }
     assert!(!objs.iter().any(|o| o.ends_with(".tmp")), "{objs:?}");
     let dl = tmp.path().join("dl");
@@ -258,9 +291,14 @@ fn s3_jsonl_inputs_to_s3_shards_equal_a_local_run() {
         let name = o.rsplit('/').next().unwrap();
         std::fs::write(dl.join(name), storage::read_all(&o).unwrap()).unwrap();
     }
-    assert_eq!(crate::scale::rows_in(&dl), want, "S3 round trip changed the documents");
+    assert_eq!(
+        crate::scale::rows_in(&dl),
+        want,
+        "S3 round trip changed the documents"
+    );
     let manifest: serde_json::Value =
-        serde_json::from_slice(&storage::read_all("s3://iotest/run/manifest.json").unwrap()).unwrap();
+        serde_json::from_slice(&storage::read_all("s3://iotest/run/manifest.json").unwrap())
+            .unwrap();
     assert_eq!(manifest["totals"]["rows"].as_u64(), Some(want.len() as u64));
 
     // A re-run skips both finished ranks.
@@ -268,9 +306,20 @@ fn s3_jsonl_inputs_to_s3_shards_equal_a_local_run() {
     assert!(o.status.success());
 
     // A run that fails (bad-record budget 0, one broken line) publishes nothing.
-    storage::put("s3://iotest/bad/in.jsonl", b"{\"text\":\"fine line that is long enough\"}\nnot json\n").unwrap();
-    let bad_yaml = crate::scale::pipeline_yaml("\"s3://iotest/bad/in.jsonl\"").replace("run:\n", "run:\n  max_bad_records: 0\n");
+    storage::put(
+        "s3://iotest/bad/in.jsonl",
+        b"{\"text\":\"fine line that is long enough\"}\nnot json\n",
+    )
+    .unwrap();
+    let bad_yaml = crate::scale::pipeline_yaml("\"s3://iotest/bad/in.jsonl\"")
+        .replace("run:\n", "run:\n  max_bad_records: 0\n");
     let o = run(bad_yaml, "s3://iotest/badrun", &[]);
-    assert!(!o.status.success(), "a run over its bad-record budget must fail");
-    assert!(storage::expand("s3://iotest/badrun/").unwrap().is_empty(), "failed run left objects");
+    assert!(
+        !o.status.success(),
+        "a run over its bad-record budget must fail"
+    );
+    assert!(
+        storage::expand("s3://iotest/badrun/").unwrap().is_empty(),
+        "failed run left objects"
+    );
 }

@@ -19,7 +19,9 @@ use crate::error::{Error, Result};
 pub fn log_dir(spec: &RunSpec) -> PathBuf {
     if crate::storage::is_remote(&spec.out) {
         let h = xxhash_rust::xxh3::xxh3_64(spec.out.as_bytes());
-        std::env::temp_dir().join("sluice-logs").join(format!("{h:016x}"))
+        std::env::temp_dir()
+            .join("sluice-logs")
+            .join(format!("{h:016x}"))
     } else {
         Path::new(&spec.out).join("logs")
     }
@@ -34,7 +36,11 @@ pub fn run(spec: &RunSpec, max_running: usize) -> Result<usize> {
     for phase in spec.phases() {
         let todo = spec.pending_units(&phase)?;
         if todo.is_empty() {
-            tracing::info!("phase {}: all {} units already done", phase.name, phase.units);
+            tracing::info!(
+                "phase {}: all {} units already done",
+                phase.name,
+                phase.units
+            );
             continue;
         }
         tracing::info!(
@@ -71,7 +77,10 @@ pub fn run(spec: &RunSpec, max_running: usize) -> Result<usize> {
             let mut i = 0;
             let mut progressed = false;
             while i < running.len() {
-                let status = running[i].1.try_wait().map_err(|e| Error::io(&running[i].2, e))?;
+                let status = running[i]
+                    .1
+                    .try_wait()
+                    .map_err(|e| Error::io(&running[i].2, e))?;
                 if let Some(st) = status {
                     let (u, _, log) = running.swap_remove(i);
                     progressed = true;
@@ -103,7 +112,9 @@ pub fn run(spec: &RunSpec, max_running: usize) -> Result<usize> {
 /// `sluice run CONFIG --out OUT --local-tasks N [--threads T]`: N ranks, all running at
 /// once; each gets `T` threads (default: the machine's cores divided among the ranks).
 pub fn run_cli(config: &Path, out: &str, tasks: usize, threads: Option<usize>) -> Result<()> {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let threads = threads.unwrap_or_else(|| (cores / tasks.max(1)).max(1));
     let spec = RunSpec::new(config, out, tasks, Some(threads))?;
     let ran = run(&spec, tasks)?;

@@ -78,7 +78,10 @@ impl RunSpec {
             return Err(Error::msg("--tasks must be at least 1"));
         }
         if !config.is_file() {
-            return Err(Error::msg(format!("config not found: {}", config.display())));
+            return Err(Error::msg(format!(
+                "config not found: {}",
+                config.display()
+            )));
         }
         let sluice = std::env::current_exe().map_err(|e| Error::io("current_exe", e))?;
         Ok(RunSpec {
@@ -119,7 +122,10 @@ impl RunSpec {
 
     /// The completion marker of one unit (written by the engine after its outputs).
     pub fn unit_marker(&self, _phase: &Phase, unit: usize) -> String {
-        storage::join(&self.out, &format!("ranks/r{:04}-of-{:04}.done", unit, self.tasks))
+        storage::join(
+            &self.out,
+            &format!("ranks/r{:04}-of-{:04}.done", unit, self.tasks),
+        )
     }
 
     /// Whether a unit has finished.
@@ -188,6 +194,9 @@ mod tests {
             spec.unit_args(ph, 3).join(" "),
             "run /c/x.yaml --out s3://b/run --rank 3 --world-size 7 --threads 2"
         );
-        assert_eq!(spec.unit_marker(ph, 3), "s3://b/run/ranks/r0003-of-0007.done");
+        assert_eq!(
+            spec.unit_marker(ph, 3),
+            "s3://b/run/ranks/r0003-of-0007.done"
+        );
     }
 }

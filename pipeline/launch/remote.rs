@@ -38,7 +38,10 @@ pub fn staging_dir(url: &str, rank: usize) -> PathBuf {
 fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut v = Vec::new();
     if dir.is_dir() {
-        for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.flatten() {
+        for e in std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .flatten()
+        {
             let p = e.path();
             if p.is_file() && !p.to_string_lossy().ends_with(".tmp") {
                 v.push(p);
@@ -60,7 +63,8 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions, url: &str) -> Result<RunSummar
             storage::delete(&obj)?;
         }
     } else if storage::exists(&marker)? {
-        let done: Value = serde_json::from_slice(&storage::read_all(&marker)?).unwrap_or(Value::Null);
+        let done: Value =
+            serde_json::from_slice(&storage::read_all(&marker)?).unwrap_or(Value::Null);
         if done.get("config_hash").and_then(|h| h.as_str()) != Some(spec.config_hash.as_str()) {
             return Err(Error::msg(format!(
                 "{url} holds a finished run of a different config ({tag}); use another --out or --overwrite"
@@ -88,7 +92,10 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions, url: &str) -> Result<RunSummar
     for sub in ["shards", "rejects"] {
         let mut written = Vec::new();
         for f in files_under(&stage.join(sub))? {
-            let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = f
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let dst = storage::join(url, &format!("{sub}/{name}"));
             storage::upload_file(&f, &dst)?;
             written.push(dst);
@@ -115,11 +122,18 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions, url: &str) -> Result<RunSummar
 /// Write the merged `stats.json` / `manifest.json` at `url` if every rank is done.
 pub fn try_merge(url: &str, world: usize) -> Result<bool> {
     for r in 0..world {
-        if !storage::exists(&storage::join(url, &format!("ranks/{}.done", rank_tag(r, world))))? {
+        if !storage::exists(&storage::join(
+            url,
+            &format!("ranks/{}.done", rank_tag(r, world)),
+        ))? {
             return Ok(false);
         }
     }
-    let read = |name: String| -> Result<Value> { Ok(serde_json::from_slice(&storage::read_all(&storage::join(url, &name))?)?) };
+    let read = |name: String| -> Result<Value> {
+        Ok(serde_json::from_slice(&storage::read_all(
+            &storage::join(url, &name),
+        )?)?)
+    };
     let mut stats = Vec::new();
     let mut manifests = Vec::new();
     for r in 0..world {
@@ -127,8 +141,19 @@ pub fn try_merge(url: &str, world: usize) -> Result<bool> {
         stats.push(read(format!("ranks/{tag}.stats.json"))?);
         manifests.push(read(format!("ranks/{tag}.manifest.json"))?);
     }
-    let pretty = |v: &Value| format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_else(|_| "{}".into()));
-    storage::put(&storage::join(url, "stats.json"), pretty(&merge_stats(&stats)).as_bytes())?;
-    storage::put(&storage::join(url, "manifest.json"), pretty(&merge_manifests(&manifests)).as_bytes())?;
+    let pretty = |v: &Value| {
+        format!(
+            "{}\n",
+            serde_json::to_string_pretty(v).unwrap_or_else(|_| "{}".into())
+        )
+    };
+    storage::put(
+        &storage::join(url, "stats.json"),
+        pretty(&merge_stats(&stats)).as_bytes(),
+    )?;
+    storage::put(
+        &storage::join(url, "manifest.json"),
+        pretty(&merge_manifests(&manifests)).as_bytes(),
+    )?;
     Ok(true)
 }

@@ -121,7 +121,10 @@ pub fn default_dir(out: &str) -> Result<PathBuf> {
 }
 
 fn sh_quote(s: &str) -> String {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-:=,+@%".contains(&b)) {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-:=,+@%".contains(&b))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
@@ -158,7 +161,9 @@ impl SlurmRun {
 
     /// Log path of a unit (matches the `#SBATCH --output` pattern).
     pub fn log_path(&self, phase: &str, unit: usize) -> PathBuf {
-        self.dir.join("logs").join(format!("{phase}-r{unit:04}.log"))
+        self.dir
+            .join("logs")
+            .join(format!("{phase}-r{unit:04}.log"))
     }
 
     /// The sbatch script for some units of a phase.
@@ -176,7 +181,11 @@ impl SlurmRun {
             array.push_str(&format!("%{m}"));
         }
         sb(format!("--array={array}"));
-        sb(format!("--output={}/logs/{}-r%4a.log", self.dir.display(), phase.name));
+        sb(format!(
+            "--output={}/logs/{}-r%4a.log",
+            self.dir.display(),
+            phase.name
+        ));
         sb("--open-mode=append".to_string());
         sb("--ntasks=1".to_string());
         if let Some(p) = &o.partition {
@@ -228,8 +237,18 @@ impl SlurmRun {
 
     /// Write a script for `units` of `phase` and submit it (or, with `dry_run`, print it).
     /// `after` is the job id it must wait for (`afterok`). Returns the job id.
-    fn submit_phase(&mut self, phase: &Phase, units: &[usize], after: Option<&str>, dry_run: bool) -> Result<String> {
-        let attempt = self.submissions.iter().filter(|s| s.phase == phase.name).count();
+    fn submit_phase(
+        &mut self,
+        phase: &Phase,
+        units: &[usize],
+        after: Option<&str>,
+        dry_run: bool,
+    ) -> Result<String> {
+        let attempt = self
+            .submissions
+            .iter()
+            .filter(|s| s.phase == phase.name)
+            .count();
         let script = self.dir.join(format!("{}-{}.sbatch", phase.name, attempt));
         let text = self.render_script(phase, units);
         let mut cmd = vec!["sbatch".to_string(), "--parsable".to_string()];
@@ -312,7 +331,10 @@ impl SlurmRun {
                 } else if let Some(sub) = last {
                     match queue.get(&(sub.job_id.clone(), u)) {
                         Some((state, reason)) => {
-                            st.state = if matches!(state.as_str(), "PENDING" | "REQUEUED" | "REQUEUE_HOLD" | "SUSPENDED") {
+                            st.state = if matches!(
+                                state.as_str(),
+                                "PENDING" | "REQUEUED" | "REQUEUE_HOLD" | "SUSPENDED"
+                            ) {
                                 UnitState::Pending
                             } else {
                                 UnitState::Running
@@ -338,7 +360,10 @@ impl SlurmRun {
         // units are resubmitted with a fresh chain.
         let mut dead: Vec<String> = status
             .iter()
-            .filter(|s| s.state == UnitState::Pending && s.reason.as_deref() == Some("DependencyNeverSatisfied"))
+            .filter(|s| {
+                s.state == UnitState::Pending
+                    && s.reason.as_deref() == Some("DependencyNeverSatisfied")
+            })
             .filter_map(|s| s.job.clone())
             .collect();
         dead.sort();
@@ -380,7 +405,11 @@ impl SlurmRun {
                 .iter()
                 .filter(|s| matches!(s.state, UnitState::Running | UnitState::Pending))
                 .filter(|s| !cancelled.contains(&(s.phase.clone(), s.unit)))
-                .filter_map(|s| s.job.as_ref().and_then(|j| j.split('_').next().map(str::to_string)))
+                .filter_map(|s| {
+                    s.job
+                        .as_ref()
+                        .and_then(|j| j.split('_').next().map(str::to_string))
+                })
                 .next();
             let mut deps: Vec<String> = after.iter().cloned().collect();
             if redo.is_empty() {
@@ -479,8 +508,14 @@ pub fn format_status(run: &SlurmRun, st: &[UnitStatus]) -> String {
                 "  rank {:>4}: {:?}{}{} log {}\n",
                 u.unit,
                 u.state,
-                u.job.as_ref().map(|j| format!(" job {j}")).unwrap_or_default(),
-                u.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default(),
+                u.job
+                    .as_ref()
+                    .map(|j| format!(" job {j}"))
+                    .unwrap_or_default(),
+                u.reason
+                    .as_ref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default(),
                 u.log.display()
             ));
         }
@@ -540,10 +575,15 @@ mod tests {
 
     #[test]
     fn squeue_lines_expand_to_tasks() {
-        let m = parse_squeue("12_3|RUNNING|None\n13_[0-2,5%2]|PENDING|Dependency\n14|PENDING|Priority\n");
+        let m = parse_squeue(
+            "12_3|RUNNING|None\n13_[0-2,5%2]|PENDING|Dependency\n14|PENDING|Priority\n",
+        );
         assert_eq!(m[&("12".to_string(), 3)].0, "RUNNING");
         for t in [0, 1, 2, 5] {
-            assert_eq!(m[&("13".to_string(), t)], ("PENDING".to_string(), "Dependency".to_string()));
+            assert_eq!(
+                m[&("13".to_string(), t)],
+                ("PENDING".to_string(), "Dependency".to_string())
+            );
         }
         assert!(!m.contains_key(&("13".to_string(), 3)));
         assert_eq!(m.len(), 5);

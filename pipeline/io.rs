@@ -131,7 +131,9 @@ impl AtomicFile {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
         let mut tmp = final_path.clone().into_os_string();
-        tmp.push(".tmp");
+        // The pid makes the temp name unique per process: when the last ranks of a run
+        // finish together, each writes the merged stats.json/manifest.json at once.
+        tmp.push(format!(".{}.tmp", std::process::id()));
         let tmp_path = PathBuf::from(tmp);
         let file = File::create(&tmp_path).map_err(|e| Error::io(&tmp_path, e))?;
         Ok(AtomicFile {

@@ -412,7 +412,7 @@ pub fn create(path: &str) -> Result<AtomicWriter> {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
         let mut tmp = dst.clone().into_os_string();
-        tmp.push(".tmp");
+        tmp.push(format!(".{}.tmp", std::process::id()));
         let tmp = PathBuf::from(tmp);
         let f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         Target::Local {

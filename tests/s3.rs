@@ -195,6 +195,18 @@ fn s3_multipart_round_trip_and_streaming_read() {
         .unwrap()
         .to_string();
     assert!(e.contains("s3://roundtrip/in/missing.jsonl"), "{e}");
+
+    // Compressed inputs stream through the same decoders as local files.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all("{\"text\":\"压缩的行\"}\n".repeat(50_000).as_bytes())
+        .unwrap();
+    storage::put("s3://roundtrip/gz/z.jsonl.gz", &gz.finish().unwrap()).unwrap();
+    let mut text = String::new();
+    sluice::io::open_input("s3://roundtrip/gz/z.jsonl.gz")
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    assert_eq!(text.lines().count(), 50_000);
 }
 
 #[test]

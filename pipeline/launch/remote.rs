@@ -85,7 +85,14 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions, url: &str) -> Result<RunSummar
     let mut local = opts.clone();
     local.out_dir = stage.clone();
     local.overwrite = false;
-    let mut summary = runtime::run(spec, &local)?;
+    let mut summary = match runtime::run(spec, &local) {
+        Ok(s) => s,
+        Err(e) => {
+            // Nothing was published; a re-run starts from a clean staging directory anyway.
+            let _ = std::fs::remove_dir_all(&stage);
+            return Err(e);
+        }
+    };
 
     // 1. Data files, then leftovers of an earlier attempt of this rank.
     let needle = format!("-r{rank:04}-");

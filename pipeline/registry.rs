@@ -9,8 +9,11 @@ use crate::stages::*;
 pub fn all() -> Vec<Kind> {
     vec![
         // sources
+        ingest_warc::kind(),
         // transforms and stages
+        extract_html::kind(),
         length_filter::kind(),
+        url_filter::kind(),
         // sinks
     ]
 }

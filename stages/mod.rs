@@ -2,3 +2,6 @@
 //! in [`crate::registry`].
 
 pub mod length_filter;
+pub mod ingest_warc;
+pub mod extract_html;
+pub mod url_filter;

@@ -9,12 +9,16 @@ use crate::stages::*;
 pub fn all() -> Vec<Kind> {
     vec![
         // sources
+        ingest_jsonl::kind(),
+        ingest_parquet::kind(),
         ingest_warc::kind(),
         // transforms and stages
         extract_html::kind(),
         length_filter::kind(),
+        tokenize::kind(),
         url_filter::kind(),
         // sinks
+        parquet_shards::kind(),
     ]
 }
 

@@ -245,7 +245,7 @@ mod tests {
                 r,
                 vec![
                     ("a", "blocked_domain", "domain=900788.com"),
-                    ("b", "blocked_domain", "domain=3d2666.cn"),
+                    ("b", "blocked_domain", "domain=www.3d2666.cn"),
                     ("d", "blocked_url_pattern", r"pattern=(?i)\.(jpg|png)$"),
                 ]
             );

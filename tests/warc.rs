@@ -23,33 +23,41 @@ fn read(file: &str, extra: serde_json::Value) -> (IngestWarc, CollectSink) {
     (src, sink)
 }
 
-/// (file, emitted docs, rejected docs, bad records, records read) with the default config
-/// (HTML only, status 200).
+/// (file, emitted docs, rejected docs, bad records, well-formed records read) with the
+/// default config (HTML only, status 200). Notable rows:
+/// * `clipped.warc.gz`: the only member is cut off → one `gzip_truncated` bad record.
+/// * `cc_net-sample.warc.wet.txt`: every Content-Length counts characters, not bytes →
+///   three `content_length_mismatch` bad records, nothing emitted (the reader does not guess).
+/// * `warcio/bad.arc`: lengths `-1`/`abc` and a non-HTTP body → four bad records.
+/// * `warcio/example-trunc.warc`: the response is cut inside its body → one bad record.
+/// * `warcio/example-space-in-url.arc`: the URL has spaces (parsed) but the record is 8
+///   bytes short of its declared length → `truncated`.
+/// * `warcio/example-digest.warc` holds only `request` records → nothing emitted.
 const EXPECTED: &[(&str, usize, usize, usize, u64)] = &[
-    ("warcfile.warc.gz", 14, 0, 0, 50),
+    ("warcfile.warc.gz", 16, 0, 0, 50),
     ("clipped.warc.gz", 0, 0, 1, 0),
-    ("whirlwind.warc", 1, 0, 0, 3),
-    ("whirlwind.warc.gz", 1, 0, 0, 3),
+    ("whirlwind.warc", 1, 0, 0, 4),
+    ("whirlwind.warc.gz", 1, 0, 0, 4),
     ("whirlwind.warc.wet", 1, 0, 0, 2),
     ("whirlwind.warc.wet.gz", 1, 0, 0, 2),
     ("whirlwind.warc.wat.gz", 0, 0, 0, 2),
-    ("dolma-wget-sample-0000.warc.gz", 22, 0, 0, 70),
-    ("cc_net-sample.warc.wet.txt", 1, 0, 2, 2),
-    ("warcio/bad.arc", 0, 0, 3, 1),
-    ("warcio/example-bad-non-chunked.warc.gz", 1, 0, 0, 4),
-    ("warcio/example-bad.warc.gz.bad", 0, 0, 1, 0),
-    ("warcio/example-digest.warc", 1, 0, 0, 4),
+    ("dolma-wget-sample-0000.warc.gz", 22, 0, 0, 48),
+    ("cc_net-sample.warc.wet.txt", 0, 0, 3, 0),
+    ("warcio/bad.arc", 0, 0, 4, 1),
+    ("warcio/example-bad-non-chunked.warc.gz", 1, 0, 0, 6),
+    ("warcio/example-bad.warc.gz.bad", 1, 0, 0, 6),
+    ("warcio/example-digest.warc", 0, 0, 0, 4),
     ("warcio/example-iana.org-chunked.warc", 1, 0, 0, 3),
     ("warcio/example-resource.warc.gz", 1, 0, 0, 3),
-    ("warcio/example-space-in-target-uri.warc.gz", 0, 0, 0, 1),
-    ("warcio/example-space-in-url.arc", 1, 0, 0, 2),
-    ("warcio/example-trunc.warc", 1, 0, 1, 3),
-    ("warcio/example-wget-bad-target-uri.warc.gz", 1, 0, 0, 4),
-    ("warcio/example-wrong-chunks.warc.gz", 1, 0, 0, 4),
+    ("warcio/example-space-in-target-uri.warc.gz", 0, 0, 0, 2),
+    ("warcio/example-space-in-url.arc", 0, 0, 1, 1),
+    ("warcio/example-trunc.warc", 0, 0, 1, 3),
+    ("warcio/example-wget-bad-target-uri.warc.gz", 1, 0, 0, 6),
+    ("warcio/example-wrong-chunks.warc.gz", 1, 0, 0, 2),
     ("warcio/example.arc", 1, 0, 0, 2),
     ("warcio/example.arc.gz", 1, 0, 0, 2),
-    ("warcio/example.warc", 1, 0, 0, 4),
-    ("warcio/example.warc.gz", 1, 0, 0, 4),
+    ("warcio/example.warc", 1, 0, 0, 6),
+    ("warcio/example.warc.gz", 1, 0, 0, 6),
     ("warcio/post-test.warc.gz", 0, 0, 0, 6),
 ];
 
@@ -61,7 +69,7 @@ fn every_sample_reads_with_expected_counts() {
     for sub in ["", "warcio/"] {
         for e in std::fs::read_dir(dir().join(sub)).expect("samples/warc") {
             let name = e.expect("entry").file_name().to_string_lossy().into_owned();
-            if !name.starts_with("LICENSE") && dir().join(sub).join(&name).is_file() {
+            if !name.starts_with("LICENSE") && !name.ends_with(".md") && dir().join(sub).join(&name).is_file() {
                 on_disk.push(format!("{sub}{name}"));
             }
         }
@@ -96,7 +104,10 @@ fn has_mojibake(t: &str) -> bool {
 fn chinese_spam_pages_decode_to_readable_chinese() {
     let (src, sink) = read("warcfile.warc.gz", serde_json::json!({}));
     let zh: Vec<_> = sink.docs.iter().filter(|d| d.meta["charset"] == "gb18030").collect();
-    assert!(zh.len() >= 8, "GB18030 pages: {} ({:?})", zh.len(), src.stats.charsets);
+    // Six pages declare gb2312/gbk in <meta> only (the HTTP header says plain text/html).
+    assert_eq!(zh.len(), 6, "GB18030 pages: {:?}", src.stats.charsets);
+    let cjk_pages = sink.docs.iter().filter(|d| d.text.chars().filter(|c| ('\u{4e00}'..='\u{9fff}').contains(c)).count() >= 100).count();
+    assert!(cjk_pages >= 10, "pages with Chinese text: {cjk_pages}");
     for d in &sink.docs {
         assert!(!has_mojibake(&d.text), "{} ({}) looks like mojibake", d.id, d.meta["charset"]);
     }
@@ -116,7 +127,7 @@ fn chinese_spam_pages_decode_to_readable_chinese() {
             titles += 1;
         }
     }
-    assert!(titles >= 8, "Chinese titles: {titles}");
+    assert!(titles >= 5, "Chinese titles: {titles}");
     // Non-Chinese pages keep their own charsets.
     assert!(sink.docs.iter().any(|d| d.meta["charset"] == "windows-1251" && d.text.contains("а")));
 }

@@ -193,11 +193,11 @@ fn charset_in_meta_tag(tag: &[u8]) -> Option<&'static Encoding> {
 
 /// chardetng's guess for the bytes, using the URL's top-level domain as a hint.
 pub fn detect(bytes: &[u8], tld: Option<&str>) -> &'static Encoding {
-    let mut det = chardetng::EncodingDetector::new();
+    let mut det = chardetng::EncodingDetector::new(chardetng::Iso2022JpDetection::Deny);
     let n = bytes.len().min(DETECT_BYTES);
     det.feed(&bytes[..n], n == bytes.len());
     let tld = tld.filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric()));
-    normalize(det.guess(tld.map(|t| t.as_bytes()), true))
+    normalize(det.guess(tld.map(|t| t.as_bytes()), chardetng::Utf8Detection::Allow))
 }
 
 /// The top-level domain of a URL (`https://a.b.cn/x` → `cn`), for the detector hint.
@@ -212,6 +212,26 @@ pub fn tld_of_url(url: &str) -> Option<&str> {
     } else {
         Some(tld)
     }
+}
+
+/// Whether decoded text looks like human text: no C1 control characters, and at least 80%
+/// of its non-ASCII characters are letters or common punctuation (binary junk decoded as
+/// windows-1252 is full of symbols and controls).
+pub fn plausible_text(text: &str) -> bool {
+    let (mut non_ascii, mut good) = (0usize, 0usize);
+    for c in text.chars() {
+        if c.is_ascii() {
+            continue;
+        }
+        if ('\u{80}'..='\u{9f}').contains(&c) {
+            return false;
+        }
+        non_ascii += 1;
+        if c.is_alphabetic() || matches!(c, '\u{3000}'..='\u{303f}' | '\u{ff00}'..='\u{ffef}' | '\u{2010}'..='\u{2027}' | '\u{a0}') {
+            good += 1;
+        }
+    }
+    non_ascii == 0 || good * 5 >= non_ascii * 4
 }
 
 fn decode_with(bytes: &[u8], enc: &'static Encoding) -> (String, usize) {
@@ -262,7 +282,9 @@ pub fn decode(bytes: &[u8], http_content_type: Option<&str>, url: Option<&str>, 
             let guess = detect(bytes, url.and_then(tld_of_url));
             if guess != enc {
                 let (t2, r2) = decode_with(bytes, guess);
-                if r2 < repl {
+                // A single-byte guess decodes anything without errors, binary junk included;
+                // take the detector's reading only when it looks like text.
+                if r2 < repl && plausible_text(&t2) {
                     return finish(t2, guess, Evidence::DetectedOverride, r2);
                 }
             }
@@ -374,11 +396,19 @@ mod tests {
 
     #[test]
     fn replacement_share_counts_garbage() {
-        let d = decode(&[0xff, 0xfe, 0x00, 0xd8, b'a'][1..], Some("text/html; charset=utf-8"), None, false);
+        let junk: Vec<u8> = (0..400u32).map(|i| (0x80 + (i * 7) % 0x40) as u8).collect();
+        let d = decode(&junk, Some("text/html; charset=utf-8"), None, false);
         assert!(d.replacements > 0);
         assert!(d.replacement_share() > 0.0 && d.replacement_share() <= 1.0);
         let d = decode(b"", None, None, true);
         assert_eq!(d.replacement_share(), 0.0);
+    }
+
+    #[test]
+    fn plausibility() {
+        assert!(plausible_text("Это русский текст"));
+        assert!(plausible_text("中文，标点。"));
+        assert!(!plausible_text("€‡Ž•œ£ª±¸¿†\u{8d}”›¢©°"));
     }
 
     #[test]

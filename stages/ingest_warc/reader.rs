@@ -163,7 +163,8 @@ impl<R: Read> ByteStream<R> {
                         let mut c = d.into_inner();
                         // Guarantee progress: never rescan from the start of the bad member.
                         if c.pos <= self.member {
-                            c.consume(1.min(c.fill_buf().map(|b| b.len()).unwrap_or(0)));
+                            let avail = c.fill_buf().map(|b| b.len()).unwrap_or(0);
+                            c.consume(1.min(avail));
                         }
                         self.events.push((self.pos(), "gzip_corrupt_member"));
                         self.src = Src::GzIdle(c);
@@ -323,6 +324,8 @@ pub struct RecordReader<R: Read> {
     pending: Option<(Pos, Vec<u8>)>,
     format: Option<Format>,
     queue: std::collections::VecDeque<Item>,
+    /// Problems found after a record was complete, reported after it.
+    deferred: Vec<Item>,
     done: bool,
 }
 
@@ -372,6 +375,7 @@ impl<R: Read> RecordReader<R> {
             pending: None,
             format: None,
             queue: Default::default(),
+            deferred: Vec::new(),
             done: false,
         })
     }
@@ -435,6 +439,9 @@ impl<R: Read> RecordReader<R> {
         if let Some(p) = self.pending.take() {
             return Ok(Some(p));
         }
+        // Fill first: at a member boundary the position only moves to the next member
+        // once its first bytes are decoded.
+        self.stream.fill_buf()?;
         let pos = self.stream.pos();
         let mut line = Vec::new();
         if self.read_line(&mut line)? {
@@ -531,6 +538,7 @@ impl<R: Read> RecordReader<R> {
         let mut headers: Vec<(String, String)> = Vec::new();
         let mut line = Vec::new();
         loop {
+            self.stream.fill_buf()?;
             let lpos = self.stream.pos();
             if !self.read_line(&mut line)? {
                 return Ok(Item::Bad {
@@ -681,7 +689,21 @@ impl<R: Read> RecordReader<R> {
         }
         // The record must be followed by blank lines and then a record header or the end.
         loop {
-            match self.next_line()? {
+            let line = match self.next_line() {
+                Ok(l) => l,
+                Err(e) => {
+                    // The record is complete; the damage is in what follows (e.g. the next
+                    // gzip member). Report it after the record and resynchronise.
+                    let bad = self.io_bad(self.stream.pos(), e);
+                    self.deferred.push(bad);
+                    while let Err(e) = self.resync() {
+                        let bad = self.io_bad(self.stream.pos(), e);
+                        self.deferred.push(bad);
+                    }
+                    break;
+                }
+            };
+            match line {
                 None => break,
                 Some((_, l)) if is_blank(&l) => continue,
                 Some((p, l)) => {
@@ -720,8 +742,9 @@ impl<R: Read> Iterator for RecordReader<R> {
             let pos = self.stream.pos();
             match self.read_item() {
                 Ok(Some(it)) => {
-                    self.flush_events();
                     self.queue.push_back(it);
+                    self.flush_events();
+                    self.queue.extend(self.deferred.drain(..));
                 }
                 Ok(None) => {
                     self.flush_events();
@@ -785,7 +808,7 @@ mod tests {
         let mut all = a.clone();
         all.extend_from_slice(&b);
         let r = RecordReader::new(&all[..], 1 << 20, &["response"]).unwrap();
-        assert_eq!(summarize(r.collect()), vec!["response@0:23".to_string(), format!("request@{}:0", a.len())]);
+        assert_eq!(summarize(r.collect()), vec!["response@0:21".to_string(), format!("request@{}:0", a.len())]);
     }
 
     #[test]
@@ -803,8 +826,8 @@ mod tests {
         all.extend_from_slice(&c);
         let items: Vec<Item> = RecordReader::new(&all[..], 1 << 20, &["response"]).unwrap().collect();
         let s = summarize(items);
-        assert_eq!(s.first().unwrap(), "response@0:22");
-        assert_eq!(s.last().unwrap(), &format!("response@{}:22", a.len() + bad.len()));
+        assert_eq!(s.first().unwrap(), "response@0:20");
+        assert_eq!(s.last().unwrap(), &format!("response@{}:20", a.len() + bad.len()));
         assert!(s.iter().any(|x| x.starts_with("bad:gzip")), "{s:?}");
     }
 
@@ -816,7 +839,7 @@ mod tests {
         all.extend_from_slice(&b);
         let z = gz(&all);
         let s = summarize(RecordReader::new(&z[..], 1 << 20, &["response"]).unwrap().collect());
-        assert_eq!(s, vec!["response@0:22".to_string(), format!("response@0+{}:22", a.len())]);
+        assert_eq!(s, vec!["response@0:20".to_string(), format!("response@0+{}:20", a.len())]);
     }
 
     #[test]

@@ -50,6 +50,8 @@ struct Block {
     cjk: usize,
     punct: usize,
     heading: bool,
+    /// Inside a boilerplate-named container that turned out to hold little good text.
+    forced_bad: bool,
 }
 
 const BLOCK_TAGS: &[&str] = &[
@@ -67,8 +69,7 @@ const VOID_TAGS: &[&str] = &[
 /// Words in `class`/`id` that mark boilerplate containers.
 const BOILER_WORDS: &[&str] = &[
     "nav", "navbar", "navigation", "menu", "menus", "footer", "foot", "sidebar", "side", "breadcrumb", "breadcrumbs", "crumb", "crumbs",
-    "share", "sharing", "social", "cookie", "cookies", "consent", "login", "signin", "signup", "register", "copyright", "comment",
-    "comments", "advert", "advertisement", "ads", "ad", "banner", "popup", "modal", "related", "recommend", "recommended", "pagination",
+    "share", "sharing", "social", "cookie", "cookies", "consent", "login", "signin", "signup", "register", "copyright", "advert", "advertisement", "ads", "ad", "banner", "popup", "modal", "related", "recommend", "recommended", "pagination",
     "pager", "toolbar", "subscribe", "newsletter", "sitemap", "topbar", "hot", "tags", "tag",
 ];
 /// Chinese and Latin sentence punctuation.
@@ -94,7 +95,9 @@ fn style_hidden(style: &str) -> bool {
         return false;
     }
     let s: String = style.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_lowercase();
-    s.contains("display:none") || s.contains("visibility:hidden")
+    // Not `visibility:hidden`: saved pages (e.g. WeChat articles) hide the main text until a
+    // script reveals it.
+    s.contains("display:none")
 }
 
 struct Open {
@@ -179,6 +182,8 @@ pub fn extract(page: &str, p: &Params) -> Extracted {
     };
     let mut decoded = String::new();
     let mut raw_title: Option<String> = None;
+    // Outermost open boilerplate-named container: (its stack index, first block inside it).
+    let mut soft: Option<(usize, usize)> = None;
 
     fn flush(acc: &mut Acc, blocks: &mut Vec<Block>, heading: bool) {
         if let Some(mut b) = acc.take() {
@@ -194,7 +199,8 @@ pub fn extract(page: &str, p: &Params) -> Extracted {
         match tok {
             Token::Start {
                 name,
-                class_id,
+                class,
+                id,
                 style,
                 hidden,
                 href,
@@ -244,11 +250,16 @@ pub fn extract(page: &str, p: &Params) -> Extracted {
                     }
                 }
                 let header_outside_article = name == "header" && article_depth == 0;
-                let dropping = DROP_TAGS.contains(&name.as_str())
-                    || header_outside_article
-                    || hidden
-                    || style_hidden(style)
-                    || (name != "body" && name != "html" && name != "article" && name != "main" && is_boilerplate_attr(class_id));
+                let named_boiler =
+                    name != "body" && name != "html" && name != "article" && name != "main" && (is_boilerplate_attr(class) || is_boilerplate_attr(id));
+                // A boilerplate-named block container is dropped softly: its blocks are judged
+                // when it closes, because real pages leave such containers unclosed (e.g. a
+                // `<div class="breadcrumb">` that swallows the whole article).
+                let soft_here = named_boiler && is_block && drop_depth == 0;
+                let dropping = DROP_TAGS.contains(&name.as_str()) || header_outside_article || hidden || style_hidden(style) || (named_boiler && !is_block);
+                if soft_here && soft.is_none() {
+                    soft = Some((stack.len(), blocks.len()));
+                }
                 let link = name == "a";
                 if dropping {
                     drop_depth += 1;
@@ -282,6 +293,12 @@ pub fn extract(page: &str, p: &Params) -> Extracted {
                         let o = stack.pop().expect("non-empty");
                         close_effects(&o, &mut drop_depth, &mut link_depth, &mut article_depth, &mut pre_depth, &mut heading_depth);
                     }
+                    if let Some((depth, first)) = soft {
+                        if stack.len() <= depth {
+                            judge_soft(&mut blocks[first..], p);
+                            soft = None;
+                        }
+                    }
                 } else if name == "p" || name == "br" {
                     // `</p>` without `<p>` and `</br>` act as breaks, as in browsers.
                     if drop_depth == 0 {
@@ -306,9 +323,24 @@ pub fn extract(page: &str, p: &Params) -> Extracted {
         }
     }
     flush(&mut acc, &mut blocks, heading_depth > 0);
+    if let Some((_, first)) = soft {
+        judge_soft(&mut blocks[first..], p);
+    }
     out.title = raw_title.unwrap_or_default();
     out.text = select(&blocks, p);
     out
+}
+
+/// Good text (characters in good blocks) above which a boilerplate-named container is kept.
+const SOFT_KEEP_CHARS: usize = 200;
+
+fn judge_soft(blocks: &mut [Block], p: &Params) {
+    let good: usize = blocks.iter().filter(|b| classify(b, p) == Class::Good).map(|b| b.chars).sum();
+    if good < SOFT_KEEP_CHARS {
+        for b in blocks {
+            b.forced_bad = true;
+        }
+    }
 }
 
 fn close_effects(o: &Open, drop: &mut usize, link: &mut usize, article: &mut usize, pre: &mut usize, heading: &mut usize) {
@@ -327,6 +359,9 @@ fn close_effects(o: &Open, drop: &mut usize, link: &mut usize, article: &mut usi
 }
 
 fn classify(b: &Block, p: &Params) -> Class {
+    if b.forced_bad {
+        return Class::Bad;
+    }
     let link_density = b.link_chars as f64 / b.chars.max(1) as f64;
     if link_density > p.max_link_density {
         return Class::Bad;

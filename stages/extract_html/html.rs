@@ -14,8 +14,10 @@ pub enum Token<'a> {
     Start {
         /// Lower-case tag name.
         name: String,
-        /// `class` and `id` joined by a space (raw).
-        class_id: &'a str,
+        /// Raw `class` attribute.
+        class: &'a str,
+        /// Raw `id` attribute.
+        id: &'a str,
         /// Raw `style` attribute.
         style: &'a str,
         /// `hidden` attribute present or `aria-hidden="true"`.
@@ -214,19 +216,8 @@ impl<'a> Iterator for Tokenizer<'a> {
             if closing {
                 return Some(Token::End(name));
             }
-            // class and id as one slice when adjacent is not guaranteed: join lazily by
-            // returning class, and id through a second field would cost an allocation; the
-            // extractor only needs "some text to look for boilerplate words in", so we return
-            // the span from the first to the last of them.
-            let class_id = match (attrs.class_id_start, attrs.id) {
-                (Some(c), Some(i)) => {
-                    let (a, z) = (c.0.min(i.0), c.1.max(i.1));
-                    s.get(a..z).unwrap_or("")
-                }
-                (Some(c), None) => s.get(c.0..c.1).unwrap_or(""),
-                (None, Some(i)) => s.get(i.0..i.1).unwrap_or(""),
-                (None, None) => "",
-            };
+            let class = attrs.class_id_start.and_then(|c| s.get(c.0..c.1)).unwrap_or("");
+            let id = attrs.id.and_then(|i| s.get(i.0..i.1)).unwrap_or("");
             if !self_closing {
                 if let Some(raw) = RAW.iter().find(|r| **r == name) {
                     self.pending_raw = Some(raw);
@@ -234,7 +225,8 @@ impl<'a> Iterator for Tokenizer<'a> {
             }
             return Some(Token::Start {
                 name,
-                class_id,
+                class,
+                id,
                 style: attrs.style,
                 hidden: attrs.hidden,
                 href: attrs.href,
@@ -377,8 +369,8 @@ mod tests {
     fn attrs() {
         let t: Vec<_> = Tokenizer::new("<div id=nav class=\"top menu\" style='display:none' hidden><link rel=canonical href=\"http://x/\"/>").collect();
         match &t[0] {
-            Token::Start { class_id, style, hidden, .. } => {
-                assert!(class_id.contains("top menu"));
+            Token::Start { class, id, style, hidden, .. } => {
+                assert_eq!((*class, *id), ("top menu", "nav"));
                 assert_eq!(*style, "display:none");
                 assert!(*hidden);
             }

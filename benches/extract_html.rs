@@ -13,7 +13,10 @@ use sluice::stages::extract_html::{extract, Params};
 use sluice::stages::ingest_warc::charset;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let mut dirs = Vec::new();
     let mut out = None;
     let mut repeat = 5usize;
@@ -28,12 +31,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = out.ok_or("--out FILE is required")?;
     let mut pages = Vec::new();
     for d in &dirs {
-        let mut files: Vec<_> = std::fs::read_dir(d)?.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "html")).collect();
+        let mut files: Vec<_> = std::fs::read_dir(d)?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "html"))
+            .collect();
         files.sort();
         for f in files {
             let bytes = std::fs::read(&f)?;
             let dec = charset::decode(&bytes, None, None, true);
-            let stem = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let stem = f
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             pages.push((stem, dec.text));
         }
     }
@@ -54,6 +64,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::hint::black_box(sink);
     let j = serde_json::json!({"pages": texts, "secs": secs, "repeat": repeat, "n": pages.len(), "bytes": bytes});
     std::fs::write(&out, serde_json::to_string(&j)?)?;
-    eprintln!("{} pages x {repeat}: {:.3}s, {:.0} pages/s, {:.1} MB/s", pages.len(), secs, (pages.len() * repeat) as f64 / secs, (bytes * repeat) as f64 / secs / 1e6);
+    eprintln!(
+        "{} pages x {repeat}: {:.3}s, {:.0} pages/s, {:.1} MB/s",
+        pages.len(),
+        secs,
+        (pages.len() * repeat) as f64 / secs,
+        (bytes * repeat) as f64 / secs / 1e6
+    );
     Ok(())
 }

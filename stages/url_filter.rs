@@ -34,7 +34,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::document::DocBatch;
 use crate::error::{Error, Result};
-use crate::stage::{check_file, parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED};
+use crate::stage::{
+    check_file, parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform,
+    OUT_REJECTED,
+};
 
 /// Config for `url_filter`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
@@ -67,8 +70,13 @@ impl StageConfig for Config {
                 p.push(format!("url_patterns[{i}]: invalid regex {pat:?}: {e}"));
             }
         }
-        if self.blocklist_files.is_empty() && self.domains.is_empty() && self.url_patterns.is_empty() {
-            p.push("url_filter needs at least one of blocklist_files, domains, url_patterns".into());
+        if self.blocklist_files.is_empty()
+            && self.domains.is_empty()
+            && self.url_patterns.is_empty()
+        {
+            p.push(
+                "url_filter needs at least one of blocklist_files, domains, url_patterns".into(),
+            );
         }
         p
     }
@@ -85,8 +93,15 @@ pub fn normalize_host(s: &str) -> Option<String> {
     let s = s.split_once("://").map(|(_, r)| r).unwrap_or(s);
     let s = s.split(['/', '?', '#']).next().unwrap_or("");
     let s = s.rsplit_once('@').map(|(_, h)| h).unwrap_or(s);
-    let s = if s.starts_with('[') { s } else { s.split(':').next().unwrap_or("") };
-    let s = s.trim_start_matches("*.").trim_start_matches('.').trim_end_matches('.');
+    let s = if s.starts_with('[') {
+        s
+    } else {
+        s.split(':').next().unwrap_or("")
+    };
+    let s = s
+        .trim_start_matches("*.")
+        .trim_start_matches('.')
+        .trim_end_matches('.');
     if s.is_empty() {
         None
     } else {
@@ -112,7 +127,8 @@ impl UrlFilter {
             domains.extend(text.lines().filter_map(normalize_host));
         }
         domains.extend(cfg.domains.iter().filter_map(|d| normalize_host(d)));
-        let patterns = regex::RegexSet::new(&cfg.url_patterns).map_err(|e| Error::msg(format!("url_patterns: {e}")))?;
+        let patterns = regex::RegexSet::new(&cfg.url_patterns)
+            .map_err(|e| Error::msg(format!("url_patterns: {e}")))?;
         Ok(UrlFilter {
             domains,
             patterns,
@@ -145,7 +161,11 @@ impl UrlFilter {
 impl Transform for UrlFilter {
     fn process(&self, batch: DocBatch, out: &mut Emitter) -> Result<()> {
         for doc in batch.docs {
-            let url = doc.meta.get("url").or_else(|| doc.meta.get("domain")).cloned();
+            let url = doc
+                .meta
+                .get("url")
+                .or_else(|| doc.meta.get("domain"))
+                .cloned();
             let Some(url) = url else {
                 self.missing_url.fetch_add(1, Ordering::Relaxed);
                 if self.reject_missing {
@@ -213,7 +233,10 @@ mod tests {
     fn normalizes_entries() {
         assert_eq!(normalize_host(" 900788.com "), Some("900788.com".into()));
         assert_eq!(normalize_host("BSDY.INFO"), Some("bsdy.info".into()));
-        assert_eq!(normalize_host("https://u:p@WWW.Bad.cn:8080/x?y#z"), Some("www.bad.cn".into()));
+        assert_eq!(
+            normalize_host("https://u:p@WWW.Bad.cn:8080/x?y#z"),
+            Some("www.bad.cn".into())
+        );
         assert_eq!(normalize_host("*.bad.cn."), Some("bad.cn".into()));
         assert_eq!(normalize_host("# comment"), None);
         assert_eq!(normalize_host("   "), None);
@@ -239,8 +262,20 @@ mod tests {
         ];
         for bs in [1, 3, 1000] {
             let (out, rej) = run_transform_docs(&f, docs.clone(), bs);
-            assert_eq!(out.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), vec!["c", "e", "f"]);
-            let r: Vec<_> = rej.iter().map(|d| (d.id.as_str(), d.reject.as_ref().unwrap().reason.as_str(), d.reject.as_ref().unwrap().detail.as_str())).collect();
+            assert_eq!(
+                out.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+                vec!["c", "e", "f"]
+            );
+            let r: Vec<_> = rej
+                .iter()
+                .map(|d| {
+                    (
+                        d.id.as_str(),
+                        d.reject.as_ref().unwrap().reason.as_str(),
+                        d.reject.as_ref().unwrap().detail.as_str(),
+                    )
+                })
+                .collect();
             assert_eq!(
                 r,
                 vec![
@@ -255,7 +290,11 @@ mod tests {
     #[test]
     fn config_problems() {
         let ctx = BuildCtx::for_tests("u", "/tmp/x");
-        let err = parse_config::<Config>(&serde_json::json!({"url_patterns": ["("], "blocklist_files": ["/nope.txt"]}), &ctx).unwrap_err();
+        let err = parse_config::<Config>(
+            &serde_json::json!({"url_patterns": ["("], "blocklist_files": ["/nope.txt"]}),
+            &ctx,
+        )
+        .unwrap_err();
         assert_eq!(err.len(), 2, "{err:?}");
         assert!(parse_config::<Config>(&serde_json::json!({}), &ctx).is_err());
     }

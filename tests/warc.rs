@@ -19,7 +19,8 @@ fn read(file: &str, extra: serde_json::Value) -> (IngestWarc, CollectSink) {
     let cfg: Config = serde_json::from_value(v).expect("config");
     let mut src = IngestWarc::new(cfg, "cc");
     let mut sink = CollectSink::default();
-    src.read_path(dir().join(file).to_str().expect("utf8 path"), &mut sink).expect("read");
+    src.read_path(dir().join(file).to_str().expect("utf8 path"), &mut sink)
+        .expect("read");
     (src, sink)
 }
 
@@ -69,24 +70,44 @@ fn every_sample_reads_with_expected_counts() {
     for sub in ["", "warcio/"] {
         for e in std::fs::read_dir(dir().join(sub)).expect("samples/warc") {
             let name = e.expect("entry").file_name().to_string_lossy().into_owned();
-            if !name.starts_with("LICENSE") && !name.ends_with(".md") && dir().join(sub).join(&name).is_file() {
+            if !name.starts_with("LICENSE")
+                && !name.ends_with(".md")
+                && dir().join(sub).join(&name).is_file()
+            {
                 on_disk.push(format!("{sub}{name}"));
             }
         }
     }
     on_disk.sort();
-    assert_eq!(listed, on_disk, "every sample file must have an expectation");
+    assert_eq!(
+        listed, on_disk,
+        "every sample file must have an expectation"
+    );
     let mut report = Vec::new();
     for &(file, docs, rej, bad, records) in EXPECTED {
         let (src, sink) = read(file, serde_json::json!({}));
         let total: u64 = src.stats.records.values().sum();
         let got = (sink.docs.len(), sink.rejected.len(), sink.bad.len(), total);
         if got != (docs, rej, bad, records) {
-            report.push(format!("{file}: got (docs, rejected, bad, records) = {got:?}, want {:?}; bad = {:?}", (docs, rej, bad, records), sink.bad));
+            report.push(format!(
+                "{file}: got (docs, rejected, bad, records) = {got:?}, want {:?}; bad = {:?}",
+                (docs, rej, bad, records),
+                sink.bad
+            ));
         }
         for d in &sink.docs {
-            assert!(d.id.starts_with(&format!("cc:{}@", file.rsplit('/').next().unwrap_or(file))), "{}", d.id);
-            for k in ["warc_file", "warc_offset", "warc_type", "charset", "content_type"] {
+            assert!(
+                d.id.starts_with(&format!("cc:{}@", file.rsplit('/').next().unwrap_or(file))),
+                "{}",
+                d.id
+            );
+            for k in [
+                "warc_file",
+                "warc_offset",
+                "warc_type",
+                "charset",
+                "content_type",
+            ] {
                 assert!(d.meta.contains_key(k), "{file}: {} lacks meta.{k}", d.id);
             }
         }
@@ -96,20 +117,48 @@ fn every_sample_reads_with_expected_counts() {
 
 /// Mojibake markers: GBK bytes read as latin-1/windows-1252 or UTF-8 read as GBK.
 fn has_mojibake(t: &str) -> bool {
-    let latin1_runs = t.chars().collect::<Vec<_>>().windows(3).filter(|w| w.iter().all(|c| ('\u{80}'..='\u{ff}').contains(c))).count();
-    latin1_runs > 3 || t.contains('\u{FFFD}') || t.contains("锟斤拷") || t.contains("鍙") || t.contains("鐨")
+    let latin1_runs = t
+        .chars()
+        .collect::<Vec<_>>()
+        .windows(3)
+        .filter(|w| w.iter().all(|c| ('\u{80}'..='\u{ff}').contains(c)))
+        .count();
+    latin1_runs > 3
+        || t.contains('\u{FFFD}')
+        || t.contains("锟斤拷")
+        || t.contains("鍙")
+        || t.contains("鐨")
 }
 
 #[test]
 fn chinese_spam_pages_decode_to_readable_chinese() {
     let (src, sink) = read("warcfile.warc.gz", serde_json::json!({}));
-    let zh: Vec<_> = sink.docs.iter().filter(|d| d.meta["charset"] == "gb18030").collect();
+    let zh: Vec<_> = sink
+        .docs
+        .iter()
+        .filter(|d| d.meta["charset"] == "gb18030")
+        .collect();
     // Six pages declare gb2312/gbk in <meta> only (the HTTP header says plain text/html).
     assert_eq!(zh.len(), 6, "GB18030 pages: {:?}", src.stats.charsets);
-    let cjk_pages = sink.docs.iter().filter(|d| d.text.chars().filter(|c| ('\u{4e00}'..='\u{9fff}').contains(c)).count() >= 100).count();
+    let cjk_pages = sink
+        .docs
+        .iter()
+        .filter(|d| {
+            d.text
+                .chars()
+                .filter(|c| ('\u{4e00}'..='\u{9fff}').contains(c))
+                .count()
+                >= 100
+        })
+        .count();
     assert!(cjk_pages >= 10, "pages with Chinese text: {cjk_pages}");
     for d in &sink.docs {
-        assert!(!has_mojibake(&d.text), "{} ({}) looks like mojibake", d.id, d.meta["charset"]);
+        assert!(
+            !has_mojibake(&d.text),
+            "{} ({}) looks like mojibake",
+            d.id,
+            d.meta["charset"]
+        );
     }
     // GBK declared only in <meta>: the evidence must say so.
     assert!(zh.iter().any(|d| d.meta["charset_source"] == "meta"));
@@ -123,13 +172,20 @@ fn chinese_spam_pages_decode_to_readable_chinese() {
     for d in &zh {
         let ex = extract(&d.text, &p);
         assert!(!has_mojibake(&ex.text));
-        if ex.title.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c)) {
+        if ex
+            .title
+            .chars()
+            .any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c))
+        {
             titles += 1;
         }
     }
     assert!(titles >= 5, "Chinese titles: {titles}");
     // Non-Chinese pages keep their own charsets.
-    assert!(sink.docs.iter().any(|d| d.meta["charset"] == "windows-1251" && d.text.contains("а")));
+    assert!(sink
+        .docs
+        .iter()
+        .any(|d| d.meta["charset"] == "windows-1251" && d.text.contains("а")));
 }
 
 #[test]
@@ -155,23 +211,37 @@ fn wet_text_and_lineage_match_the_warc() {
 
 #[test]
 fn filters_are_counted_not_bad() {
-    let (src, sink) = read("dolma-wget-sample-0000.warc.gz", serde_json::json!({"mime_types": ["*"], "statuses": [200, 301, 302, 404]}));
+    let (src, sink) = read(
+        "dolma-wget-sample-0000.warc.gz",
+        serde_json::json!({"mime_types": ["*"], "statuses": [200, 301, 302, 404]}),
+    );
     let (src2, sink2) = read("dolma-wget-sample-0000.warc.gz", serde_json::json!({}));
     assert!(sink.docs.len() >= sink2.docs.len());
     assert!(sink.bad.is_empty() && sink2.bad.is_empty());
-    let filtered2: u64 = src2.stats.filtered_mime.values().sum::<u64>() + src2.stats.filtered_status.values().sum::<u64>();
-    let filtered: u64 = src.stats.filtered_mime.values().sum::<u64>() + src.stats.filtered_status.values().sum::<u64>();
-    assert_eq!(sink2.docs.len() as u64 + filtered2, sink.docs.len() as u64 + filtered);
+    let filtered2: u64 = src2.stats.filtered_mime.values().sum::<u64>()
+        + src2.stats.filtered_status.values().sum::<u64>();
+    let filtered: u64 = src.stats.filtered_mime.values().sum::<u64>()
+        + src.stats.filtered_status.values().sum::<u64>();
+    assert_eq!(
+        sink2.docs.len() as u64 + filtered2,
+        sink.docs.len() as u64 + filtered
+    );
     // wget writes `<uri>`: the brackets are stripped.
     assert!(sink2.docs.iter().all(|d| d.meta["url"].starts_with("http")));
 }
 
 #[test]
 fn tiny_cap_rejects_as_too_large() {
-    let (src, sink) = read("warcfile.warc.gz", serde_json::json!({"max_record_bytes": 2000}));
+    let (src, sink) = read(
+        "warcfile.warc.gz",
+        serde_json::json!({"max_record_bytes": 2000}),
+    );
     assert!(sink.docs.is_empty());
     assert_eq!(sink.rejected.len(), 16);
-    assert!(sink.rejected.iter().all(|(d, r)| r == "too_large" && d.text.is_empty() && d.meta.contains_key("url")));
+    assert!(sink
+        .rejected
+        .iter()
+        .all(|(d, r)| r == "too_large" && d.text.is_empty() && d.meta.contains_key("url")));
     assert_eq!(src.stats.rejected["too_large"], 16);
 }
 
@@ -194,8 +264,14 @@ fn cc_warc_config_end_to_end() {
         assert!(st.success());
         outs.push(out);
     }
-    assert_eq!(files(&outs[0], "shards"), files(&outs[1], "shards"), "shards differ across thread counts");
-    let stats: serde_json::Value = serde_json::from_slice(&std::fs::read(outs[0].join("stats.json")).expect("stats")).expect("json");
+    assert_eq!(
+        files(&outs[0], "shards"),
+        files(&outs[1], "shards"),
+        "shards differ across thread counts"
+    );
+    let stats: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(outs[0].join("stats.json")).expect("stats"))
+            .expect("json");
     let n = &stats["nodes"];
     assert_eq!(n["cc"]["ports"]["out"]["docs"], 41);
     assert_eq!(n["cc"]["bad_records"]["count"], 7);
@@ -203,7 +279,10 @@ fn cc_warc_config_end_to_end() {
     assert_eq!(n["wet"]["ports"]["out"]["docs"], 1);
     assert_eq!(n["urls"]["rejects"]["blocked_domain"], 1);
     let rows = read_doc_rows(&outs[0]);
-    assert_eq!(rows.len() as u64, n["tok"]["ports"]["out"]["docs"].as_u64().expect("count"));
+    assert_eq!(
+        rows.len() as u64,
+        n["tok"]["ports"]["out"]["docs"].as_u64().expect("count")
+    );
     let all: String = rows.iter().map(|r| r.2.as_str()).collect();
     assert!(all.contains("香港最快开奖现场直"));
     assert!(all.contains("Escopete"));

@@ -55,26 +55,125 @@ struct Block {
 }
 
 const BLOCK_TAGS: &[&str] = &[
-    "p", "div", "li", "ul", "ol", "dl", "dt", "dd", "td", "th", "tr", "table", "tbody", "thead", "tfoot", "caption", "h1", "h2",
-    "h3", "h4", "h5", "h6", "section", "article", "main", "blockquote", "pre", "hr", "center", "figure", "figcaption", "address",
-    "body", "html", "form", "fieldset", "legend", "details", "summary", "header", "footer", "nav", "aside",
+    "p",
+    "div",
+    "li",
+    "ul",
+    "ol",
+    "dl",
+    "dt",
+    "dd",
+    "td",
+    "th",
+    "tr",
+    "table",
+    "tbody",
+    "thead",
+    "tfoot",
+    "caption",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "section",
+    "article",
+    "main",
+    "blockquote",
+    "pre",
+    "hr",
+    "center",
+    "figure",
+    "figcaption",
+    "address",
+    "body",
+    "html",
+    "form",
+    "fieldset",
+    "legend",
+    "details",
+    "summary",
+    "header",
+    "footer",
+    "nav",
+    "aside",
 ];
 const DROP_TAGS: &[&str] = &[
-    "script", "style", "noscript", "template", "svg", "math", "iframe", "select", "button", "nav", "aside", "footer", "menu", "dialog",
-    "object", "embed", "canvas", "textarea", "head", "noembed", "noframes", "xmp",
+    "script", "style", "noscript", "template", "svg", "math", "iframe", "select", "button", "nav",
+    "aside", "footer", "menu", "dialog", "object", "embed", "canvas", "textarea", "head",
+    "noembed", "noframes", "xmp",
 ];
 const VOID_TAGS: &[&str] = &[
-    "br", "img", "hr", "meta", "link", "input", "source", "area", "base", "col", "embed", "param", "track", "wbr", "keygen",
+    "br", "img", "hr", "meta", "link", "input", "source", "area", "base", "col", "embed", "param",
+    "track", "wbr", "keygen",
 ];
 /// Words in `class`/`id` that mark boilerplate containers.
 const BOILER_WORDS: &[&str] = &[
-    "nav", "navbar", "navigation", "menu", "menus", "footer", "foot", "sidebar", "side", "breadcrumb", "breadcrumbs", "crumb", "crumbs",
-    "share", "sharing", "social", "cookie", "cookies", "consent", "login", "signin", "signup", "register", "copyright", "advert", "advertisement", "ads", "ad", "banner", "popup", "modal", "related", "recommend", "recommended", "pagination",
-    "pager", "toolbar", "subscribe", "newsletter", "sitemap", "topbar", "hot", "tags", "tag",
+    "nav",
+    "navbar",
+    "navigation",
+    "menu",
+    "menus",
+    "footer",
+    "foot",
+    "sidebar",
+    "side",
+    "breadcrumb",
+    "breadcrumbs",
+    "crumb",
+    "crumbs",
+    "share",
+    "sharing",
+    "social",
+    "cookie",
+    "cookies",
+    "consent",
+    "login",
+    "signin",
+    "signup",
+    "register",
+    "copyright",
+    "advert",
+    "advertisement",
+    "ads",
+    "ad",
+    "banner",
+    "popup",
+    "modal",
+    "related",
+    "recommend",
+    "recommended",
+    "pagination",
+    "pager",
+    "toolbar",
+    "subscribe",
+    "newsletter",
+    "sitemap",
+    "topbar",
+    "hot",
+    "tags",
+    "tag",
 ];
 /// Chinese and Latin sentence punctuation.
 fn is_punct(c: char) -> bool {
-    matches!(c, '，' | '。' | '！' | '？' | '；' | '：' | '、' | '…' | '“' | '”' | ',' | '.' | '!' | '?' | ';')
+    matches!(
+        c,
+        '，' | '。'
+            | '！'
+            | '？'
+            | '；'
+            | '：'
+            | '、'
+            | '…'
+            | '“'
+            | '”'
+            | ','
+            | '.'
+            | '!'
+            | '?'
+            | ';'
+    )
 }
 fn is_cjk(c: char) -> bool {
     matches!(c as u32, 0x3040..=0x30ff | 0x3400..=0x4dbf | 0x4e00..=0x9fff | 0xf900..=0xfaff | 0xac00..=0xd7af | 0x3000..=0x303f | 0xff00..=0xffef | 0x20000..=0x2ffff)
@@ -94,7 +193,11 @@ fn style_hidden(style: &str) -> bool {
     if style.is_empty() {
         return false;
     }
-    let s: String = style.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_lowercase();
+    let s: String = style
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_lowercase();
     // Not `visibility:hidden`: saved pages (e.g. WeChat articles) hide the main text until a
     // script reveals it.
     s.contains("display:none")
@@ -211,7 +314,12 @@ pub fn extract(page: &str, p: &Params) -> Extracted {
                 if name == "html" && out.lang.is_empty() && !lang.is_empty() {
                     out.lang = lang.trim().to_string();
                 }
-                if name == "link" && out.canonical.is_empty() && rel.split_ascii_whitespace().any(|r| r.eq_ignore_ascii_case("canonical")) {
+                if name == "link"
+                    && out.canonical.is_empty()
+                    && rel
+                        .split_ascii_whitespace()
+                        .any(|r| r.eq_ignore_ascii_case("canonical"))
+                {
                     let mut h = String::new();
                     decode_entities_into(href.trim(), &mut h);
                     out.canonical = h;
@@ -226,7 +334,9 @@ pub fn extract(page: &str, p: &Params) -> Extracted {
                 if is_block && drop_depth == 0 {
                     flush(&mut acc, &mut blocks, heading_depth > 0);
                 }
-                if VOID_TAGS.contains(&name.as_str()) || (self_closing && !matches!(name.as_str(), "script" | "style" | "title")) {
+                if VOID_TAGS.contains(&name.as_str())
+                    || (self_closing && !matches!(name.as_str(), "script" | "style" | "title"))
+                {
                     continue;
                 }
                 // Implicit closes.
@@ -243,20 +353,34 @@ pub fn extract(page: &str, p: &Params) -> Extracted {
                     while let Some(top) = stack.last() {
                         if implicit.contains(&top.name.as_str()) {
                             let o = stack.pop().expect("non-empty");
-                            close_effects(&o, &mut drop_depth, &mut link_depth, &mut article_depth, &mut pre_depth, &mut heading_depth);
+                            close_effects(
+                                &o,
+                                &mut drop_depth,
+                                &mut link_depth,
+                                &mut article_depth,
+                                &mut pre_depth,
+                                &mut heading_depth,
+                            );
                         } else {
                             break;
                         }
                     }
                 }
                 let header_outside_article = name == "header" && article_depth == 0;
-                let named_boiler =
-                    name != "body" && name != "html" && name != "article" && name != "main" && (is_boilerplate_attr(class) || is_boilerplate_attr(id));
+                let named_boiler = name != "body"
+                    && name != "html"
+                    && name != "article"
+                    && name != "main"
+                    && (is_boilerplate_attr(class) || is_boilerplate_attr(id));
                 // A boilerplate-named block container is dropped softly: its blocks are judged
                 // when it closes, because real pages leave such containers unclosed (e.g. a
                 // `<div class="breadcrumb">` that swallows the whole article).
                 let soft_here = named_boiler && is_block && drop_depth == 0;
-                let dropping = DROP_TAGS.contains(&name.as_str()) || header_outside_article || hidden || style_hidden(style) || (named_boiler && !is_block);
+                let dropping = DROP_TAGS.contains(&name.as_str())
+                    || header_outside_article
+                    || hidden
+                    || style_hidden(style)
+                    || (named_boiler && !is_block);
                 if soft_here && soft.is_none() {
                     soft = Some((stack.len(), blocks.len()));
                 }
@@ -276,11 +400,22 @@ pub fn extract(page: &str, p: &Params) -> Extracted {
                 if matches!(name.as_str(), "h1" | "h2" | "h3" | "h4" | "h5" | "h6") {
                     heading_depth += 1;
                 }
-                stack.push(Open { name, dropping, link });
+                stack.push(Open {
+                    name,
+                    dropping,
+                    link,
+                });
                 // Deeply nested garbage: bound the stack.
                 if stack.len() > 4096 {
                     let o = stack.remove(0);
-                    close_effects(&o, &mut drop_depth, &mut link_depth, &mut article_depth, &mut pre_depth, &mut heading_depth);
+                    close_effects(
+                        &o,
+                        &mut drop_depth,
+                        &mut link_depth,
+                        &mut article_depth,
+                        &mut pre_depth,
+                        &mut heading_depth,
+                    );
                 }
             }
             Token::End(name) => {
@@ -291,7 +426,14 @@ pub fn extract(page: &str, p: &Params) -> Extracted {
                     }
                     while stack.len() > idx {
                         let o = stack.pop().expect("non-empty");
-                        close_effects(&o, &mut drop_depth, &mut link_depth, &mut article_depth, &mut pre_depth, &mut heading_depth);
+                        close_effects(
+                            &o,
+                            &mut drop_depth,
+                            &mut link_depth,
+                            &mut article_depth,
+                            &mut pre_depth,
+                            &mut heading_depth,
+                        );
                     }
                     if let Some((depth, first)) = soft {
                         if stack.len() <= depth {
@@ -335,7 +477,11 @@ pub fn extract(page: &str, p: &Params) -> Extracted {
 const SOFT_KEEP_CHARS: usize = 200;
 
 fn judge_soft(blocks: &mut [Block], p: &Params) {
-    let good: usize = blocks.iter().filter(|b| classify(b, p) == Class::Good).map(|b| b.chars).sum();
+    let good: usize = blocks
+        .iter()
+        .filter(|b| classify(b, p) == Class::Good)
+        .map(|b| b.chars)
+        .sum();
     if good < SOFT_KEEP_CHARS {
         for b in blocks {
             b.forced_bad = true;
@@ -343,7 +489,14 @@ fn judge_soft(blocks: &mut [Block], p: &Params) {
     }
 }
 
-fn close_effects(o: &Open, drop: &mut usize, link: &mut usize, article: &mut usize, pre: &mut usize, heading: &mut usize) {
+fn close_effects(
+    o: &Open,
+    drop: &mut usize,
+    link: &mut usize,
+    article: &mut usize,
+    pre: &mut usize,
+    heading: &mut usize,
+) {
     if o.dropping {
         *drop = drop.saturating_sub(1);
     }
@@ -367,7 +520,11 @@ fn classify(b: &Block, p: &Params) -> Class {
         return Class::Bad;
     }
     let cjk_heavy = b.cjk * 3 >= b.chars;
-    let good = if cjk_heavy { p.min_good_chars } else { p.min_good_chars * 5 / 2 };
+    let good = if cjk_heavy {
+        p.min_good_chars
+    } else {
+        p.min_good_chars * 5 / 2
+    };
     let short = good / 3;
     if b.chars >= good && (b.punct > 0 || b.chars >= good * 3) {
         Class::Good
@@ -411,4 +568,3 @@ fn select(blocks: &[Block], p: &Params) -> String {
     }
     s
 }
-

@@ -40,7 +40,9 @@ pub enum Token<'a> {
 }
 
 /// Raw-text and RCDATA elements: their content is not markup.
-const RAW: &[&str] = &["script", "style", "title", "textarea", "xmp", "noscript", "iframe", "noembed", "noframes"];
+const RAW: &[&str] = &[
+    "script", "style", "title", "textarea", "xmp", "noscript", "iframe", "noembed", "noframes",
+];
 
 /// Tokenizer over a `&str`.
 pub struct Tokenizer<'a> {
@@ -52,7 +54,11 @@ pub struct Tokenizer<'a> {
 impl<'a> Tokenizer<'a> {
     /// Start tokenizing.
     pub fn new(s: &'a str) -> Self {
-        Tokenizer { s, i: 0, pending_raw: None }
+        Tokenizer {
+            s,
+            i: 0,
+            pending_raw: None,
+        }
     }
 }
 
@@ -62,7 +68,8 @@ fn find_ci(hay: &[u8], needle: &[u8]) -> Option<usize> {
     while from < hay.len() {
         let rel = memchr::memchr(b'<', &hay[from..])?;
         let at = from + rel;
-        if hay.len() - at >= needle.len() && hay[at..at + needle.len()].eq_ignore_ascii_case(needle) {
+        if hay.len() - at >= needle.len() && hay[at..at + needle.len()].eq_ignore_ascii_case(needle)
+        {
             return Some(at);
         }
         from = at + 1;
@@ -88,7 +95,9 @@ impl<'a> Iterator for Tokenizer<'a> {
         let b = s.as_bytes();
         if let Some(tag) = self.pending_raw.take() {
             let close = format!("</{tag}");
-            let end = find_ci(&b[self.i..], close.as_bytes()).map(|e| self.i + e).unwrap_or(b.len());
+            let end = find_ci(&b[self.i..], close.as_bytes())
+                .map(|e| self.i + e)
+                .unwrap_or(b.len());
             let body = &s[self.i..end];
             self.i = end;
             return Some(Token::Raw(tag, body));
@@ -99,7 +108,9 @@ impl<'a> Iterator for Tokenizer<'a> {
             }
             let start = self.i;
             if b[start] != b'<' {
-                let end = memchr::memchr(b'<', &b[start..]).map(|e| start + e).unwrap_or(b.len());
+                let end = memchr::memchr(b'<', &b[start..])
+                    .map(|e| start + e)
+                    .unwrap_or(b.len());
                 self.i = end;
                 return Some(Token::Text(&s[start..end]));
             }
@@ -112,7 +123,9 @@ impl<'a> Iterator for Tokenizer<'a> {
                 continue;
             }
             if rest.len() >= 2 && (rest[1] == b'!' || rest[1] == b'?') {
-                self.i = memchr::memchr(b'>', rest).map(|e| start + e + 1).unwrap_or(b.len());
+                self.i = memchr::memchr(b'>', rest)
+                    .map(|e| start + e + 1)
+                    .unwrap_or(b.len());
                 continue;
             }
             let closing = rest.len() >= 2 && rest[1] == b'/';
@@ -120,7 +133,9 @@ impl<'a> Iterator for Tokenizer<'a> {
             if name_start >= b.len() || !b[name_start].is_ascii_alphabetic() {
                 if closing && name_start < b.len() {
                     // `</ garbage>`: a bogus comment.
-                    self.i = memchr::memchr(b'>', rest).map(|e| start + e + 1).unwrap_or(b.len());
+                    self.i = memchr::memchr(b'>', rest)
+                        .map(|e| start + e + 1)
+                        .unwrap_or(b.len());
                     continue;
                 }
                 // A literal '<'.
@@ -128,7 +143,9 @@ impl<'a> Iterator for Tokenizer<'a> {
                 return Some(Token::Text(&s[start..start + 1]));
             }
             let mut j = name_start;
-            while j < b.len() && !matches!(b[j], b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' | b'/' | b'>') {
+            while j < b.len()
+                && !matches!(b[j], b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' | b'/' | b'>')
+            {
                 j += 1;
             }
             let name = s[name_start..j].to_ascii_lowercase();
@@ -160,7 +177,12 @@ impl<'a> Iterator for Tokenizer<'a> {
                 }
                 self_closing = false;
                 let an_start = k;
-                while k < b.len() && !matches!(b[k], b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' | b'/' | b'>' | b'=') {
+                while k < b.len()
+                    && !matches!(
+                        b[k],
+                        b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' | b'/' | b'>' | b'='
+                    )
+                {
                     k += 1;
                 }
                 let an = &b[an_start..k];
@@ -176,12 +198,16 @@ impl<'a> Iterator for Tokenizer<'a> {
                     if k < b.len() && (b[k] == b'"' || b[k] == b'\'') {
                         let q = b[k];
                         let vs = k + 1;
-                        let ve = memchr::memchr(q, &b[vs..]).map(|e| vs + e).unwrap_or(b.len());
+                        let ve = memchr::memchr(q, &b[vs..])
+                            .map(|e| vs + e)
+                            .unwrap_or(b.len());
                         val = (vs, ve);
                         k = (ve + 1).min(b.len());
                     } else {
                         let vs = k;
-                        while k < b.len() && !matches!(b[k], b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' | b'>') {
+                        while k < b.len()
+                            && !matches!(b[k], b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' | b'>')
+                        {
                             k += 1;
                         }
                         val = (vs, k);
@@ -216,7 +242,10 @@ impl<'a> Iterator for Tokenizer<'a> {
             if closing {
                 return Some(Token::End(name));
             }
-            let class = attrs.class_id_start.and_then(|c| s.get(c.0..c.1)).unwrap_or("");
+            let class = attrs
+                .class_id_start
+                .and_then(|c| s.get(c.0..c.1))
+                .unwrap_or("");
             let id = attrs.id.and_then(|i| s.get(i.0..i.1)).unwrap_or("");
             if !self_closing {
                 if let Some(raw) = RAW.iter().find(|r| **r == name) {
@@ -250,7 +279,10 @@ pub fn decode_entities_into(text: &str, out: &mut String) {
         let amp = i + rel;
         out.push_str(&text[i..amp]);
         let rest = &text[amp + 1..];
-        let end = rest.bytes().take(32).position(|c| c == b';' || !(c.is_ascii_alphanumeric() || c == b'#'));
+        let end = rest
+            .bytes()
+            .take(32)
+            .position(|c| c == b';' || !(c.is_ascii_alphanumeric() || c == b'#'));
         let (name, consumed) = match end {
             Some(e) if rest.as_bytes()[e] == b';' => (&rest[..e], e + 1),
             Some(e) => (&rest[..e], e),
@@ -356,11 +388,29 @@ mod tests {
     #[test]
     fn tokens_comments_raw() {
         assert_eq!(
-            names("<!DOCTYPE html><P class='a'>中文<!-- x --><script>if (a<b) {}</script></p>a < b"),
-            vec!["<p>", "中文", "<script>", "raw:script:if (a<b) {}", "</script>", "</p>", "a ", "<", " b"]
+            names(
+                "<!DOCTYPE html><P class='a'>中文<!-- x --><script>if (a<b) {}</script></p>a < b"
+            ),
+            vec![
+                "<p>",
+                "中文",
+                "<script>",
+                "raw:script:if (a<b) {}",
+                "</script>",
+                "</p>",
+                "a ",
+                "<",
+                " b"
+            ]
         );
-        assert_eq!(names("<title>a&amp;b</title>"), vec!["<title>", "raw:title:a&amp;b", "</title>"]);
-        assert_eq!(names("<script>never closed"), vec!["<script>", "raw:script:never closed"]);
+        assert_eq!(
+            names("<title>a&amp;b</title>"),
+            vec!["<title>", "raw:title:a&amp;b", "</title>"]
+        );
+        assert_eq!(
+            names("<script>never closed"),
+            vec!["<script>", "raw:script:never closed"]
+        );
         assert_eq!(names("<div"), vec!["<div>"]);
         assert_eq!(names("<a href=\"x"), vec!["<a>"]);
     }
@@ -369,7 +419,13 @@ mod tests {
     fn attrs() {
         let t: Vec<_> = Tokenizer::new("<div id=nav class=\"top menu\" style='display:none' hidden><link rel=canonical href=\"http://x/\"/>").collect();
         match &t[0] {
-            Token::Start { class, id, style, hidden, .. } => {
+            Token::Start {
+                class,
+                id,
+                style,
+                hidden,
+                ..
+            } => {
                 assert_eq!((*class, *id), ("top menu", "nav"));
                 assert_eq!(*style, "display:none");
                 assert!(*hidden);
@@ -377,8 +433,16 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match &t[1] {
-            Token::Start { rel, href, self_closing, .. } => {
-                assert_eq!((*rel, *href, *self_closing), ("canonical", "http://x/", true));
+            Token::Start {
+                rel,
+                href,
+                self_closing,
+                ..
+            } => {
+                assert_eq!(
+                    (*rel, *href, *self_closing),
+                    ("canonical", "http://x/", true)
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -387,7 +451,10 @@ mod tests {
     #[test]
     fn entities() {
         let mut s = String::new();
-        decode_entities_into("&#x5a62;&#19977;&amp;&nbsp;&copy &unknown; AT&T &#0; &#x110000;", &mut s);
+        decode_entities_into(
+            "&#x5a62;&#19977;&amp;&nbsp;&copy &unknown; AT&T &#0; &#x110000;",
+            &mut s,
+        );
         assert_eq!(s, "婢三&\u{a0}© &unknown; AT&T \u{FFFD} \u{FFFD}");
     }
 }

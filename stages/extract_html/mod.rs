@@ -58,7 +58,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::document::DocBatch;
 use crate::error::Result;
-use crate::stage::{parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED};
+use crate::stage::{
+    parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED,
+};
 
 pub use extract::{extract, Extracted, Params};
 
@@ -113,7 +115,10 @@ impl StageConfig for Config {
     fn validate(&self, _ctx: &BuildCtx) -> Vec<String> {
         let mut p = Vec::new();
         if !(0.0..=1.0).contains(&self.max_link_density) {
-            p.push(format!("bad value: max_link_density must be in [0, 1], got {}", self.max_link_density));
+            p.push(format!(
+                "bad value: max_link_density must be in [0, 1], got {}",
+                self.max_link_density
+            ));
         }
         if self.min_good_chars == 0 {
             p.push("bad value: min_good_chars must be positive".into());
@@ -162,10 +167,22 @@ impl Transform for ExtractHtml {
                 doc.meta.insert("canonical_url".into(), ex.canonical);
             }
             let n = ex.text.chars().count();
-            doc.attrs.insert("extract_html.ratio".into(), if bytes == 0 { 0.0 } else { ex.text.len() as f64 / bytes as f64 });
+            doc.attrs.insert(
+                "extract_html.ratio".into(),
+                if bytes == 0 {
+                    0.0
+                } else {
+                    ex.text.len() as f64 / bytes as f64
+                },
+            );
             doc.set_text(ex.text);
             if n < self.cfg.min_chars {
-                out.reject(doc, "no_content", Some(n as f64), format!("min_chars={}", self.cfg.min_chars));
+                out.reject(
+                    doc,
+                    "no_content",
+                    Some(n as f64),
+                    format!("min_chars={}", self.cfg.min_chars),
+                );
             } else {
                 out.emit(doc);
             }
@@ -219,9 +236,21 @@ mod tests {
         assert_eq!(ex.canonical, "https://example.cn/a?x=1&y=2");
         let t = &ex.text;
         assert!(t.starts_with("深入推进长三角一体化发展\n新华社上海"), "{t}");
-        assert!(t.contains("他强调，深入推进长三角一体化发展，进一步提升创新能力"), "no space between CJK: {t}");
+        assert!(
+            t.contains("他强调，深入推进长三角一体化发展，进一步提升创新能力"),
+            "no space between CJK: {t}"
+        );
         assert!(t.contains("关键词。\n第二行也是正文内容"), "{t}");
-        for junk in ["首页", "网站名称", "相关新闻", "Cookie", "版权所有", "注释", "不要", ".x{}"] {
+        for junk in [
+            "首页",
+            "网站名称",
+            "相关新闻",
+            "Cookie",
+            "版权所有",
+            "注释",
+            "不要",
+            ".x{}",
+        ] {
             assert!(!t.contains(junk), "{junk} leaked: {t}");
         }
     }
@@ -236,7 +265,8 @@ mod tests {
         empty.meta.insert("content_type".into(), "text/html".into());
         let t = ExtractHtml::new(Config::default());
         for bs in [1, 3, 1000] {
-            let (out, rej) = run_transform_docs(&t, vec![html.clone(), wet.clone(), empty.clone()], bs);
+            let (out, rej) =
+                run_transform_docs(&t, vec![html.clone(), wet.clone(), empty.clone()], bs);
             assert_eq!(out.len(), 2);
             assert_eq!(out[0].meta["title"], "长三角 & 一体化");
             assert_eq!(out[0].meta["canonical_url"], "https://example.cn/a?x=1&y=2");
@@ -249,7 +279,22 @@ mod tests {
 
     #[test]
     fn never_panics_on_broken_markup() {
-        for s in ["", "<", "</", "<<<>>>", "<p", "<a href='", "&#", "&#x;", "<div><div></span></p>", "<script>", "<title>", "中文<br/>", "</ ><!-", "<p>\u{0}</p>"] {
+        for s in [
+            "",
+            "<",
+            "</",
+            "<<<>>>",
+            "<p",
+            "<a href='",
+            "&#",
+            "&#x;",
+            "<div><div></span></p>",
+            "<script>",
+            "<title>",
+            "中文<br/>",
+            "</ ><!-",
+            "<p>\u{0}</p>",
+        ] {
             let _ = extract(s, &Params::default());
         }
     }

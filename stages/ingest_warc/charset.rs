@@ -18,7 +18,9 @@
 //! `encoding_rs` does all decoding, so the output is always valid UTF-8; undecodable bytes
 //! become U+FFFD and are counted so the caller can reject pages above a share.
 
-use encoding_rs::{Encoding, GB18030, GBK, UTF_16BE, UTF_16LE, UTF_8, WINDOWS_1252, X_USER_DEFINED};
+use encoding_rs::{
+    Encoding, GB18030, GBK, UTF_16BE, UTF_16LE, UTF_8, WINDOWS_1252, X_USER_DEFINED,
+};
 
 /// Bytes of the document searched for `<meta charset>` declarations. The HTML standard
 /// prescans 1024 bytes; real Chinese pages often put long `<script>`/`<link>` blocks first,
@@ -154,11 +156,18 @@ pub fn sniff_meta(bytes: &[u8]) -> Option<&'static Encoding> {
                 None => return None,
             }
         }
-        if rest.len() > 5 && rest[..5].eq_ignore_ascii_case(b"<meta") && matches!(rest[5], b' ' | b'\t' | b'\n' | b'\r' | b'/') {
+        if rest.len() > 5
+            && rest[..5].eq_ignore_ascii_case(b"<meta")
+            && matches!(rest[5], b' ' | b'\t' | b'\n' | b'\r' | b'/')
+        {
             let end = memchr::memchr(b'>', rest).unwrap_or(rest.len());
             let tag = &rest[..end];
             if let Some(enc) = charset_in_meta_tag(tag) {
-                let enc = if enc == UTF_16LE || enc == UTF_16BE { UTF_8 } else { enc };
+                let enc = if enc == UTF_16LE || enc == UTF_16BE {
+                    UTF_8
+                } else {
+                    enc
+                };
                 return Some(enc);
             }
             i += end.max(1);
@@ -180,11 +189,18 @@ fn charset_in_meta_tag(tag: &[u8]) -> Option<&'static Encoding> {
         return None;
     }
     j += 1;
-    while j < lower.len() && (lower[j].is_ascii_whitespace() || lower[j] == b'"' || lower[j] == b'\'') {
+    while j < lower.len()
+        && (lower[j].is_ascii_whitespace() || lower[j] == b'"' || lower[j] == b'\'')
+    {
         j += 1;
     }
     let start = j;
-    while j < lower.len() && !matches!(lower[j], b'"' | b'\'' | b';' | b' ' | b'\t' | b'\r' | b'\n' | b'/' | b'>') {
+    while j < lower.len()
+        && !matches!(
+            lower[j],
+            b'"' | b'\'' | b';' | b' ' | b'\t' | b'\r' | b'\n' | b'/' | b'>'
+        )
+    {
         j += 1;
     }
     let label = std::str::from_utf8(&lower[start..j]).ok()?;
@@ -227,7 +243,9 @@ pub fn plausible_text(text: &str) -> bool {
             return false;
         }
         non_ascii += 1;
-        if c.is_alphabetic() || matches!(c, '\u{3000}'..='\u{303f}' | '\u{ff00}'..='\u{ffef}' | '\u{2010}'..='\u{2027}' | '\u{a0}') {
+        if c.is_alphabetic()
+            || matches!(c, '\u{3000}'..='\u{303f}' | '\u{ff00}'..='\u{ffef}' | '\u{2010}'..='\u{2027}' | '\u{a0}')
+        {
             good += 1;
         }
     }
@@ -241,7 +259,12 @@ fn decode_with(bytes: &[u8], enc: &'static Encoding) -> (String, usize) {
     (text, repl)
 }
 
-fn finish(text: String, encoding: &'static Encoding, evidence: Evidence, replacements: usize) -> Decoded {
+fn finish(
+    text: String,
+    encoding: &'static Encoding,
+    evidence: Evidence,
+    replacements: usize,
+) -> Decoded {
     let chars = text.chars().count();
     Decoded {
         text,
@@ -254,7 +277,12 @@ fn finish(text: String, encoding: &'static Encoding, evidence: Evidence, replace
 
 /// Decode a page body. `http_content_type` is the HTTP `Content-Type` value (if any),
 /// `url` the target URI (for the detector's TLD hint). `is_html` enables `<meta>` sniffing.
-pub fn decode(bytes: &[u8], http_content_type: Option<&str>, url: Option<&str>, is_html: bool) -> Decoded {
+pub fn decode(
+    bytes: &[u8],
+    http_content_type: Option<&str>,
+    url: Option<&str>,
+    is_html: bool,
+) -> Decoded {
     if let Some((enc, bom_len)) = sniff_bom(bytes) {
         let (text, repl) = decode_with(&bytes[bom_len..], enc);
         return finish(text, enc, Evidence::Bom, repl);
@@ -262,7 +290,13 @@ pub fn decode(bytes: &[u8], http_content_type: Option<&str>, url: Option<&str>, 
     let declared = http_content_type
         .and_then(charset_from_content_type)
         .map(|e| (e, Evidence::Http))
-        .or_else(|| if is_html { sniff_meta(bytes).map(|e| (e, Evidence::Meta)) } else { None });
+        .or_else(|| {
+            if is_html {
+                sniff_meta(bytes).map(|e| (e, Evidence::Meta))
+            } else {
+                None
+            }
+        });
     // A UTF-16 declaration over bytes without a BOM: trust the bytes, not the label.
     let declared = declared.filter(|(e, _)| *e != UTF_16LE && *e != UTF_16BE);
     let is_ascii = bytes.is_ascii();
@@ -292,10 +326,20 @@ pub fn decode(bytes: &[u8], http_content_type: Option<&str>, url: Option<&str>, 
         }
         None => {
             if is_ascii {
-                return finish(String::from_utf8_lossy(bytes).into_owned(), UTF_8, Evidence::Default, 0);
+                return finish(
+                    String::from_utf8_lossy(bytes).into_owned(),
+                    UTF_8,
+                    Evidence::Default,
+                    0,
+                );
             }
             if valid_utf8 {
-                return finish(String::from_utf8_lossy(bytes).into_owned(), UTF_8, Evidence::Detected, 0);
+                return finish(
+                    String::from_utf8_lossy(bytes).into_owned(),
+                    UTF_8,
+                    Evidence::Detected,
+                    0,
+                );
             }
             let guess = detect(bytes, url.and_then(tld_of_url));
             let (text, repl) = decode_with(bytes, guess);
@@ -319,21 +363,39 @@ mod tests {
 
     #[test]
     fn content_type_charset() {
-        assert_eq!(charset_from_content_type("text/html; charset=GBK"), Some(GB18030));
-        assert_eq!(charset_from_content_type("text/html;charset=\"utf-8\""), Some(UTF_8));
+        assert_eq!(
+            charset_from_content_type("text/html; charset=GBK"),
+            Some(GB18030)
+        );
+        assert_eq!(
+            charset_from_content_type("text/html;charset=\"utf-8\""),
+            Some(UTF_8)
+        );
         assert_eq!(charset_from_content_type("text/html"), None);
         assert_eq!(charset_from_content_type("text/html; charset="), None);
     }
 
     #[test]
     fn meta_forms() {
-        assert_eq!(sniff_meta(b"<html><head><meta charset=\"gb2312\"></head>"), Some(GB18030));
-        assert_eq!(sniff_meta(b"<META CHARSET=big5>").map(|e| e.name()), Some("Big5"));
         assert_eq!(
-            sniff_meta(b"<meta http-equiv=\"Content-Type\" content=\"text/html; charset=shift_jis\" />").map(|e| e.name()),
+            sniff_meta(b"<html><head><meta charset=\"gb2312\"></head>"),
+            Some(GB18030)
+        );
+        assert_eq!(
+            sniff_meta(b"<META CHARSET=big5>").map(|e| e.name()),
+            Some("Big5")
+        );
+        assert_eq!(
+            sniff_meta(
+                b"<meta http-equiv=\"Content-Type\" content=\"text/html; charset=shift_jis\" />"
+            )
+            .map(|e| e.name()),
             Some("Shift_JIS")
         );
-        assert_eq!(sniff_meta(b"<!-- <meta charset=gbk> --><meta charset=euc-kr>").map(|e| e.name()), Some("EUC-KR"));
+        assert_eq!(
+            sniff_meta(b"<!-- <meta charset=gbk> --><meta charset=euc-kr>").map(|e| e.name()),
+            Some("EUC-KR")
+        );
         assert_eq!(sniff_meta(b"<meta charset=utf-16le>"), Some(UTF_8));
         assert_eq!(sniff_meta(b"<metadata charset=gbk>"), None);
         assert_eq!(sniff_meta(b"<meta name=x"), None);
@@ -372,10 +434,26 @@ mod tests {
     #[test]
     fn legacy_encodings_round_trip_via_detection() {
         let cases: [(&'static Encoding, &str, &str); 4] = [
-            (encoding_rs::BIG5, "這是一個繁體中文網頁，我們應該正確地識別它的編碼並且解碼成統一碼文字。", "tw"),
-            (encoding_rs::SHIFT_JIS, "これは日本語のウェブページです。文字コードを正しく判定して復号できるはずです。", "jp"),
-            (encoding_rs::EUC_KR, "이것은 한국어 웹 페이지입니다. 문자 인코딩을 올바르게 감지해야 합니다.", "kr"),
-            (encoding_rs::WINDOWS_1251, "Это русская веб-страница в кодировке windows-1251, которую нужно распознать.", "ru"),
+            (
+                encoding_rs::BIG5,
+                "這是一個繁體中文網頁，我們應該正確地識別它的編碼並且解碼成統一碼文字。",
+                "tw",
+            ),
+            (
+                encoding_rs::SHIFT_JIS,
+                "これは日本語のウェブページです。文字コードを正しく判定して復号できるはずです。",
+                "jp",
+            ),
+            (
+                encoding_rs::EUC_KR,
+                "이것은 한국어 웹 페이지입니다. 문자 인코딩을 올바르게 감지해야 합니다.",
+                "kr",
+            ),
+            (
+                encoding_rs::WINDOWS_1251,
+                "Это русская веб-страница в кодировке windows-1251, которую нужно распознать.",
+                "ru",
+            ),
         ];
         for (enc, text, tld) in cases {
             let (bytes, _, _) = enc.encode(text);
@@ -413,7 +491,10 @@ mod tests {
 
     #[test]
     fn tld_hint() {
-        assert_eq!(tld_of_url("https://user@www.example.com.cn:8080/a?b"), Some("cn"));
+        assert_eq!(
+            tld_of_url("https://user@www.example.com.cn:8080/a?b"),
+            Some("cn")
+        );
         assert_eq!(tld_of_url("http://127.0.0.1/"), None);
         assert_eq!(tld_of_url(""), None);
     }

@@ -18,7 +18,10 @@ pub struct Response<'a> {
 impl Response<'_> {
     /// The first header with this name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -56,7 +59,9 @@ pub fn parse_response(block: &[u8]) -> Result<Response<'_>, HttpError> {
     let head_end = find_head_end(block).ok_or(HttpError::UnterminatedHeaders)?;
     let (head, body_start) = head_end;
     let head = &block[..head];
-    let mut lines = head.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let mut lines = head
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let status_line = lines.next().ok_or(HttpError::BadStatusLine)?;
     let status = parse_status_line(status_line).ok_or(HttpError::BadStatusLine)?;
     let mut headers: Vec<(String, String)> = Vec::new();
@@ -174,18 +179,26 @@ pub fn decode_content(body: &[u8], encoding: &str, cap: usize) -> Result<Vec<u8>
     let limit = cap as u64 + 1;
     let mut out = Vec::new();
     let res = match enc.as_str() {
-        "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(body).take(limit).read_to_end(&mut out),
+        "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(body)
+            .take(limit)
+            .read_to_end(&mut out),
         "deflate" => {
             // "deflate" is meant to be zlib-wrapped, but many servers send raw deflate.
-            let r = flate2::read::ZlibDecoder::new(body).take(limit).read_to_end(&mut out);
+            let r = flate2::read::ZlibDecoder::new(body)
+                .take(limit)
+                .read_to_end(&mut out);
             if r.is_err() {
                 out.clear();
-                flate2::read::DeflateDecoder::new(body).take(limit).read_to_end(&mut out)
+                flate2::read::DeflateDecoder::new(body)
+                    .take(limit)
+                    .read_to_end(&mut out)
             } else {
                 r
             }
         }
-        "br" => brotli_decompressor::Decompressor::new(body, 4096).take(limit).read_to_end(&mut out),
+        "br" => brotli_decompressor::Decompressor::new(body, 4096)
+            .take(limit)
+            .read_to_end(&mut out),
         _ => return Ok(body.to_vec()),
     };
     match res {
@@ -218,21 +231,36 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        assert_eq!(parse_response(b"GARBAGE 200\r\n\r\n").unwrap_err(), HttpError::BadStatusLine);
-        assert_eq!(parse_response(b"HTTP/1.1 20x OK\r\n\r\n").unwrap_err(), HttpError::BadStatusLine);
-        assert_eq!(parse_response(b"").unwrap_err(), HttpError::UnterminatedHeaders);
+        assert_eq!(
+            parse_response(b"GARBAGE 200\r\n\r\n").unwrap_err(),
+            HttpError::BadStatusLine
+        );
+        assert_eq!(
+            parse_response(b"HTTP/1.1 20x OK\r\n\r\n").unwrap_err(),
+            HttpError::BadStatusLine
+        );
+        assert_eq!(
+            parse_response(b"").unwrap_err(),
+            HttpError::UnterminatedHeaders
+        );
     }
 
     #[test]
     fn dechunks() {
         let body = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\n\r\n";
-        assert_eq!(dechunk(body, 1000).unwrap().unwrap(), b"Wikipedia in\r\n\r\nchunks.");
+        assert_eq!(
+            dechunk(body, 1000).unwrap().unwrap(),
+            b"Wikipedia in\r\n\r\nchunks."
+        );
         // Not chunked at all → None (caller falls back to the raw body).
         assert!(dechunk(b"<html>hello</html>", 1000).is_none());
         // Truncated final chunk keeps the bytes that are there.
         assert_eq!(dechunk(b"a\r\nabc", 1000).unwrap().unwrap(), b"abc");
         // Cap.
-        assert_eq!(dechunk(b"4\r\nWiki\r\n0\r\n\r\n", 3).unwrap().unwrap_err(), HttpError::TooLarge);
+        assert_eq!(
+            dechunk(b"4\r\nWiki\r\n0\r\n\r\n", 3).unwrap().unwrap_err(),
+            HttpError::TooLarge
+        );
     }
 
     #[test]
@@ -241,19 +269,37 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(text.as_bytes()).unwrap();
         let gz = gz.finish().unwrap();
-        assert_eq!(decode_content(&gz, "gzip", 1 << 20).unwrap(), text.as_bytes());
+        assert_eq!(
+            decode_content(&gz, "gzip", 1 << 20).unwrap(),
+            text.as_bytes()
+        );
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         z.write_all(text.as_bytes()).unwrap();
-        assert_eq!(decode_content(&z.finish().unwrap(), "deflate", 1 << 20).unwrap(), text.as_bytes());
+        assert_eq!(
+            decode_content(&z.finish().unwrap(), "deflate", 1 << 20).unwrap(),
+            text.as_bytes()
+        );
         let mut d = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
         d.write_all(text.as_bytes()).unwrap();
-        assert_eq!(decode_content(&d.finish().unwrap(), "deflate", 1 << 20).unwrap(), text.as_bytes());
+        assert_eq!(
+            decode_content(&d.finish().unwrap(), "deflate", 1 << 20).unwrap(),
+            text.as_bytes()
+        );
         // A 10 MB run of zeros compresses to ~10 KB; the cap stops it at 1 KB + 1.
         let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         bomb.write_all(&vec![0u8; 10 << 20]).unwrap();
-        assert_eq!(decode_content(&bomb.finish().unwrap(), "gzip", 1024).unwrap_err(), HttpError::TooLarge);
-        assert!(matches!(decode_content(b"not gzip", "gzip", 1024), Err(HttpError::ContentEncoding(_))));
-        assert_eq!(decode_content(b"plain", "identity", 1024).unwrap(), b"plain");
+        assert_eq!(
+            decode_content(&bomb.finish().unwrap(), "gzip", 1024).unwrap_err(),
+            HttpError::TooLarge
+        );
+        assert!(matches!(
+            decode_content(b"not gzip", "gzip", 1024),
+            Err(HttpError::ContentEncoding(_))
+        ));
+        assert_eq!(
+            decode_content(b"plain", "identity", 1024).unwrap(),
+            b"plain"
+        );
     }
 
     #[test]

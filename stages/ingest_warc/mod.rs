@@ -54,7 +54,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::document::Document;
 use crate::error::{Error, Result};
-use crate::stage::{parse_config, BuildCtx, Kind, Node, Role, Source, SourceSink, StageConfig, OUT_REJECTED};
+use crate::stage::{
+    parse_config, BuildCtx, Kind, Node, Role, Source, SourceSink, StageConfig, OUT_REJECTED,
+};
 
 use reader::{Item, Record, RecordReader};
 
@@ -122,7 +124,10 @@ impl StageConfig for Config {
             Err(e) => p.push(format!("paths: {e}")),
         }
         if self.max_record_bytes == 0 || self.max_record_bytes > usize::MAX as u64 {
-            p.push(format!("bad value: max_record_bytes must be positive, got {}", self.max_record_bytes));
+            p.push(format!(
+                "bad value: max_record_bytes must be positive, got {}",
+                self.max_record_bytes
+            ));
         }
         if !(0.0..=1.0).contains(&self.max_replacement_share) {
             p.push(format!(
@@ -132,7 +137,9 @@ impl StageConfig for Config {
         }
         for t in &self.record_types {
             if !matches!(t.as_str(), "response" | "resource" | "conversion") {
-                p.push(format!("record_types: `{t}` is not one of response, resource, conversion"));
+                p.push(format!(
+                    "record_types: `{t}` is not one of response, resource, conversion"
+                ));
             }
         }
         p
@@ -215,14 +222,26 @@ fn host_of(url: &str) -> String {
 
 /// The MIME type of a Content-Type value: lower-case, without parameters.
 fn mime_of(ct: &str) -> String {
-    ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+    ct.split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 impl IngestWarc {
     /// Build from a config; `node` is the default source name.
     pub fn new(cfg: Config, node: &str) -> Self {
-        let source = if cfg.source.is_empty() { node.to_string() } else { cfg.source.clone() };
-        let mimes = cfg.mime_types.iter().map(|m| m.trim().to_ascii_lowercase()).collect();
+        let source = if cfg.source.is_empty() {
+            node.to_string()
+        } else {
+            cfg.source.clone()
+        };
+        let mimes = cfg
+            .mime_types
+            .iter()
+            .map(|m| m.trim().to_ascii_lowercase())
+            .collect();
         IngestWarc {
             cfg,
             source,
@@ -237,9 +256,19 @@ impl IngestWarc {
 
     fn convert(&self, rec: Record, file_name: &str) -> Outcome {
         let wtype = rec.warc_type();
-        let url = rec.header("WARC-Target-URI").unwrap_or("").trim().trim_start_matches('<').trim_end_matches('>').to_string();
+        let url = rec
+            .header("WARC-Target-URI")
+            .unwrap_or("")
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_string();
         let pos = rec.pos.to_string();
-        let mut doc = Document::new(format!("{}:{}@{}", self.source, file_name, pos), self.source.clone(), String::new());
+        let mut doc = Document::new(
+            format!("{}:{}@{}", self.source, file_name, pos),
+            self.source.clone(),
+            String::new(),
+        );
         let m = &mut doc.meta;
         m.insert("warc_file".into(), file_name.to_string());
         m.insert("warc_offset".into(), pos);
@@ -256,14 +285,28 @@ impl IngestWarc {
         }
         let cap = self.cfg.max_record_bytes as usize;
         if rec.too_large {
-            let detail = format!("record block of {} bytes > max_record_bytes={cap}", rec.declared_len);
+            let detail = format!(
+                "record block of {} bytes > max_record_bytes={cap}",
+                rec.declared_len
+            );
             return Outcome::Reject(doc, "too_large", Some(rec.declared_len as f64), detail);
         }
         let warc_ct = rec.header("Content-Type").unwrap_or("").to_string();
         // (body bytes, payload content type, is WET text)
         let (body, ct, wet): (Vec<u8>, String, bool) = match wtype.as_str() {
-            "conversion" => (rec.block, if warc_ct.is_empty() { "text/plain".into() } else { warc_ct }, true),
-            "response" if mime_of(&warc_ct).starts_with("application/http") || rec.block.starts_with(b"HTTP/") => {
+            "conversion" => (
+                rec.block,
+                if warc_ct.is_empty() {
+                    "text/plain".into()
+                } else {
+                    warc_ct
+                },
+                true,
+            ),
+            "response"
+                if mime_of(&warc_ct).starts_with("application/http")
+                    || rec.block.starts_with(b"HTTP/") =>
+            {
                 let resp = match http::parse_response(&rec.block) {
                     Ok(r) => r,
                     Err(e) => return Outcome::Bad(e.reason(), format!("{url}: {e:?}")),
@@ -271,9 +314,13 @@ impl IngestWarc {
                 if !self.cfg.statuses.contains(&resp.status) {
                     return Outcome::Filtered;
                 }
-                doc.meta.insert("http_status".into(), resp.status.to_string());
+                doc.meta
+                    .insert("http_status".into(), resp.status.to_string());
                 let ct = resp.header("Content-Type").unwrap_or("").to_string();
-                let chunked = resp.header("Transfer-Encoding").map(|t| t.to_ascii_lowercase().contains("chunked")).unwrap_or(false);
+                let chunked = resp
+                    .header("Transfer-Encoding")
+                    .map(|t| t.to_ascii_lowercase().contains("chunked"))
+                    .unwrap_or(false);
                 let mut body: Vec<u8> = Vec::new();
                 let mut dechunked = false;
                 if chunked {
@@ -296,7 +343,9 @@ impl IngestWarc {
                     match http::decode_content(&body, enc, cap) {
                         Ok(b) => body = b,
                         Err(http::HttpError::TooLarge) => {
-                            let detail = format!("Content-Encoding {enc} inflates past max_record_bytes={cap}");
+                            let detail = format!(
+                                "Content-Encoding {enc} inflates past max_record_bytes={cap}"
+                            );
                             return Outcome::Reject(doc, "too_large", None, detail);
                         }
                         Err(e) => return Outcome::Bad(e.reason(), format!("{url}: {e:?}")),
@@ -310,8 +359,14 @@ impl IngestWarc {
         if mime.is_empty() {
             // No declared type: sniff the obvious case so untyped HTML is not lost.
             let head = &body[..body.len().min(512)];
-            let t = String::from_utf8_lossy(head).trim_start().to_ascii_lowercase();
-            mime = if t.starts_with("<!doctype html") || t.starts_with("<html") { "text/html".into() } else { "application/octet-stream".into() };
+            let t = String::from_utf8_lossy(head)
+                .trim_start()
+                .to_ascii_lowercase();
+            mime = if t.starts_with("<!doctype html") || t.starts_with("<html") {
+                "text/html".into()
+            } else {
+                "application/octet-stream".into()
+            };
         }
         if !wet && !self.mime_ok(&mime) {
             return Outcome::Filtered;
@@ -330,20 +385,36 @@ impl IngestWarc {
                 chars,
             }
         } else {
-            charset::decode(&body, Some(ct.as_str()).filter(|c| !c.is_empty()), Some(&url), is_html)
+            charset::decode(
+                &body,
+                Some(ct.as_str()).filter(|c| !c.is_empty()),
+                Some(&url),
+                is_html,
+            )
         };
         doc.meta.insert("charset".into(), dec.charset_name());
-        doc.meta.insert("charset_source".into(), dec.evidence.as_str().into());
+        doc.meta
+            .insert("charset_source".into(), dec.evidence.as_str().into());
         let share = dec.replacement_share();
         let too_big = dec.text.len() > cap;
         doc.text = dec.text;
         if too_big {
             let n = doc.text.len();
             doc.text.clear();
-            return Outcome::Reject(doc, "too_large", Some(n as f64), format!("decoded page of {n} bytes > max_record_bytes={cap}"));
+            return Outcome::Reject(
+                doc,
+                "too_large",
+                Some(n as f64),
+                format!("decoded page of {n} bytes > max_record_bytes={cap}"),
+            );
         }
         if share > self.cfg.max_replacement_share {
-            let detail = format!("{} of {} characters are U+FFFD (charset {})", dec.replacements, dec.chars, dec.encoding.name());
+            let detail = format!(
+                "{} of {} characters are U+FFFD (charset {})",
+                dec.replacements,
+                dec.chars,
+                dec.encoding.name()
+            );
             return Outcome::Reject(doc, "undecodable", Some(share), detail);
         }
         Outcome::Emit(doc)
@@ -353,47 +424,86 @@ impl IngestWarc {
     pub fn read_path(&mut self, split: &str, ctx: &mut dyn SourceSink) -> Result<()> {
         let file = std::fs::File::open(split).map_err(|e| Error::io(split, e))?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let file_name = Path::new(split).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| split.to_string());
+        let file_name = Path::new(split)
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_else(|| split.to_string());
         self.read_from(file, &file_name, ctx)?;
         ctx.bytes_read(len);
         Ok(())
     }
 
     /// Read from any reader (used by `read_path`, the tests and the fuzzer).
-    pub fn read_from(&mut self, r: impl std::io::Read, file_name: &str, ctx: &mut dyn SourceSink) -> Result<()> {
+    pub fn read_from(
+        &mut self,
+        r: impl std::io::Read,
+        file_name: &str,
+        ctx: &mut dyn SourceSink,
+    ) -> Result<()> {
         self.stats.files += 1;
         let wanted: Vec<&str> = self.cfg.record_types.iter().map(|s| s.as_str()).collect();
-        let reader = RecordReader::new(r, self.cfg.max_record_bytes as usize, &wanted).map_err(|e| Error::io(file_name, e))?;
+        let reader = RecordReader::new(r, self.cfg.max_record_bytes as usize, &wanted)
+            .map_err(|e| Error::io(file_name, e))?;
         for item in reader {
             match item {
-                Item::Bad { pos, reason, detail } => {
+                Item::Bad {
+                    pos,
+                    reason,
+                    detail,
+                } => {
                     *self.stats.bad.entry(reason.to_string()).or_default() += 1;
                     tracing::debug!("{file_name}@{pos}: {reason}: {detail}");
                     ctx.bad_record(&format!("{file_name}@{pos}"), reason)?;
                 }
                 Item::Record(rec) => {
                     let wtype = rec.warc_type();
-                    *self.stats.records.entry(if wtype.is_empty() { "(none)".into() } else { wtype.clone() }).or_default() += 1;
+                    *self
+                        .stats
+                        .records
+                        .entry(if wtype.is_empty() {
+                            "(none)".into()
+                        } else {
+                            wtype.clone()
+                        })
+                        .or_default() += 1;
                     if !rec.loaded {
                         self.stats.skipped_type += 1;
                         continue;
                     }
                     let pos = rec.pos;
                     // Remember what the filters looked at, for the counters.
-                    let status_hint = if wtype == "response" { peek_status(&rec.block) } else { None };
+                    let status_hint = if wtype == "response" {
+                        peek_status(&rec.block)
+                    } else {
+                        None
+                    };
                     match self.convert(rec, file_name) {
                         Outcome::Emit(doc) => {
                             self.stats.emitted += 1;
-                            *self.stats.charsets.entry(doc.meta.get("charset").cloned().unwrap_or_default()).or_default() += 1;
+                            *self
+                                .stats
+                                .charsets
+                                .entry(doc.meta.get("charset").cloned().unwrap_or_default())
+                                .or_default() += 1;
                             ctx.emit(doc)?;
                         }
                         Outcome::Reject(doc, reason, score, detail) => {
                             *self.stats.rejected.entry(reason.to_string()).or_default() += 1;
                             ctx.reject(doc, reason, score, detail)?;
                         }
-                        Outcome::Filtered => match status_hint.filter(|s| !self.cfg.statuses.contains(s)) {
-                            Some(s) => *self.stats.filtered_status.entry(s.to_string()).or_default() += 1,
-                            None => *self.stats.filtered_mime.entry("other".to_string()).or_default() += 1,
+                        Outcome::Filtered => match status_hint
+                            .filter(|s| !self.cfg.statuses.contains(s))
+                        {
+                            Some(s) => {
+                                *self.stats.filtered_status.entry(s.to_string()).or_default() += 1
+                            }
+                            None => {
+                                *self
+                                    .stats
+                                    .filtered_mime
+                                    .entry("other".to_string())
+                                    .or_default() += 1
+                            }
                         },
                         Outcome::Bad(reason, detail) => {
                             *self.stats.bad.entry(reason.to_string()).or_default() += 1;
@@ -458,7 +568,13 @@ impl SourceSink for CollectSink {
         self.docs.push(doc);
         Ok(())
     }
-    fn reject(&mut self, doc: Document, reason: &str, _score: Option<f64>, _detail: String) -> Result<()> {
+    fn reject(
+        &mut self,
+        doc: Document,
+        reason: &str,
+        _score: Option<f64>,
+        _detail: String,
+    ) -> Result<()> {
         self.rejected.push((doc, reason.to_string()));
         Ok(())
     }
@@ -491,11 +607,36 @@ mod tests {
         let (page, _, _) = encoding_rs::GBK.encode("<html><head><meta charset=gbk><title>开奖</title></head><body>香港最快开奖现场直播</body></html>");
         let mut resp = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n".to_vec();
         resp.extend_from_slice(&page);
-        let mut f = record("response", "http://www.Example.cn/a", "application/http; msgtype=response", &resp);
-        f.extend(record("response", "http://x.cn/404", "application/http; msgtype=response", b"HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\n\r\nnope"));
-        f.extend(record("response", "http://x.cn/img", "application/http; msgtype=response", b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n\r\n\x89PNG"));
-        f.extend(record("request", "http://x.cn/", "application/http; msgtype=request", b"GET / HTTP/1.1\r\n\r\n"));
-        f.extend(record("conversion", "http://x.cn/wet", "text/plain", "纯文本".as_bytes()));
+        let mut f = record(
+            "response",
+            "http://www.Example.cn/a",
+            "application/http; msgtype=response",
+            &resp,
+        );
+        f.extend(record(
+            "response",
+            "http://x.cn/404",
+            "application/http; msgtype=response",
+            b"HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\n\r\nnope",
+        ));
+        f.extend(record(
+            "response",
+            "http://x.cn/img",
+            "application/http; msgtype=response",
+            b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n\r\n\x89PNG",
+        ));
+        f.extend(record(
+            "request",
+            "http://x.cn/",
+            "application/http; msgtype=request",
+            b"GET / HTTP/1.1\r\n\r\n",
+        ));
+        f.extend(record(
+            "conversion",
+            "http://x.cn/wet",
+            "text/plain",
+            "纯文本".as_bytes(),
+        ));
         let mut s = IngestWarc::new(cfg(), "cc");
         let mut sink = CollectSink::default();
         s.read_from(&f[..], "t.warc", &mut sink).unwrap();
@@ -519,7 +660,10 @@ mod tests {
     fn too_large_and_undecodable_are_rejected_not_lost() {
         let mut c = cfg();
         c.max_record_bytes = 100;
-        let big = format!("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n{}", "x".repeat(200));
+        let big = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n{}",
+            "x".repeat(200)
+        );
         let f = record("response", "http://a/", "application/http", big.as_bytes());
         let mut s = IngestWarc::new(c, "cc");
         let mut sink = CollectSink::default();
@@ -528,7 +672,8 @@ mod tests {
         assert_eq!(sink.rejected[0].1, "too_large");
         assert_eq!(sink.rejected[0].0.meta["url"], "http://a/");
 
-        let mut junk = b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\r\n".to_vec();
+        let mut junk =
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\r\n".to_vec();
         junk.extend((0..400u32).map(|i| (0x80 + (i * 7) % 0x40) as u8));
         let f = record("response", "http://b/", "application/http", &junk);
         let mut s = IngestWarc::new(cfg(), "cc");
@@ -544,7 +689,9 @@ mod tests {
         let v = serde_json::json!({"paths": [], "max_replacement_share": 2.0, "record_types": ["request"]});
         let err = parse_config::<Config>(&v, &ctx).unwrap_err();
         assert_eq!(err.len(), 3, "{err:?}");
-        let err = parse_config::<Config>(&serde_json::json!({"paths": ["a"], "mime_type": []}), &ctx).unwrap_err();
+        let err =
+            parse_config::<Config>(&serde_json::json!({"paths": ["a"], "mime_type": []}), &ctx)
+                .unwrap_err();
         assert!(err[0].contains("did you mean `mime_types`"), "{err:?}");
     }
 }

@@ -199,13 +199,22 @@ impl<R: Read> ByteStream<R> {
                             Some(i) => i + 1,
                             None => b.len(),
                         };
-                        if b[..skip].iter().any(|&x| x != 0 && !x.is_ascii_whitespace()) {
+                        if b[..skip]
+                            .iter()
+                            .any(|&x| x != 0 && !x.is_ascii_whitespace())
+                        {
                             garbage = true;
                         }
                         c.consume(skip);
                     }
                     if garbage {
-                        self.events.push((Pos::Gz { member: c.pos, inner: 0 }, "gzip_garbage_between_members"));
+                        self.events.push((
+                            Pos::Gz {
+                                member: c.pos,
+                                inner: 0,
+                            },
+                            "gzip_garbage_between_members",
+                        ));
                     }
                     if c.fill_buf()?.is_empty() {
                         self.src = Src::GzIdle(c);
@@ -286,11 +295,17 @@ pub struct Record {
 impl Record {
     /// The first header with this name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     /// `WARC-Type`, lower-case (`response`, `conversion`, …).
     pub fn warc_type(&self) -> String {
-        self.header("WARC-Type").unwrap_or("").trim().to_ascii_lowercase()
+        self.header("WARC-Type")
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
     }
 }
 
@@ -353,13 +368,26 @@ fn parse_arc_header(line: &[u8]) -> Option<(String, String, String, Option<u64>)
     if !(url.contains("://") || url.starts_with("filedesc:") || url.starts_with("dns:")) {
         return None;
     }
-    Some((url, date.to_string(), parts[n - 2].to_string(), parts[n - 1].parse().ok()))
+    Some((
+        url,
+        date.to_string(),
+        parts[n - 2].to_string(),
+        parts[n - 1].parse().ok(),
+    ))
 }
 
 /// `20140216050221` → `2014-02-16T05:02:21Z` (best effort).
 fn arc_date_to_iso(d: &str) -> String {
     if d.len() >= 14 {
-        format!("{}-{}-{}T{}:{}:{}Z", &d[0..4], &d[4..6], &d[6..8], &d[8..10], &d[10..12], &d[12..14])
+        format!(
+            "{}-{}-{}T{}:{}:{}Z",
+            &d[0..4],
+            &d[4..6],
+            &d[6..8],
+            &d[8..10],
+            &d[10..12],
+            &d[12..14]
+        )
     } else {
         d.to_string()
     }
@@ -452,7 +480,8 @@ impl<R: Read> RecordReader<R> {
     }
 
     fn is_record_start(&self, line: &[u8]) -> bool {
-        is_warc_line(line) || (self.format != Some(Format::Warc) && parse_arc_header(line).is_some())
+        is_warc_line(line)
+            || (self.format != Some(Format::Warc) && parse_arc_header(line).is_some())
     }
 
     /// Skip lines until one that starts a record (pushed back) or the end.
@@ -621,7 +650,11 @@ impl<R: Read> RecordReader<R> {
         self.finish_record(rec, &wtype)
     }
 
-    fn read_arc(&mut self, pos: Pos, arc: (String, String, String, Option<u64>)) -> io::Result<Item> {
+    fn read_arc(
+        &mut self,
+        pos: Pos,
+        arc: (String, String, String, Option<u64>),
+    ) -> io::Result<Item> {
         let (url, date, ctype, len) = arc;
         let Some(len) = len else {
             self.resync()?;
@@ -808,14 +841,32 @@ mod tests {
         let mut all = a.clone();
         all.extend_from_slice(&b);
         let r = RecordReader::new(&all[..], 1 << 20, &["response"]).unwrap();
-        assert_eq!(summarize(r.collect()), vec!["response@0:21".to_string(), format!("request@{}:0", a.len())]);
+        assert_eq!(
+            summarize(r.collect()),
+            vec![
+                "response@0:21".to_string(),
+                format!("request@{}:0", a.len())
+            ]
+        );
     }
 
     #[test]
     fn per_record_gzip_and_corrupt_member_resumes() {
-        let a = gz(&warc_record("response", "http://a/", b"HTTP/1.1 200 OK\r\n\r\nA"));
-        let b = gz(&warc_record("response", "http://b/", b"HTTP/1.1 200 OK\r\n\r\nB"));
-        let c = gz(&warc_record("response", "http://c/", b"HTTP/1.1 200 OK\r\n\r\nC"));
+        let a = gz(&warc_record(
+            "response",
+            "http://a/",
+            b"HTTP/1.1 200 OK\r\n\r\nA",
+        ));
+        let b = gz(&warc_record(
+            "response",
+            "http://b/",
+            b"HTTP/1.1 200 OK\r\n\r\nB",
+        ));
+        let c = gz(&warc_record(
+            "response",
+            "http://c/",
+            b"HTTP/1.1 200 OK\r\n\r\nC",
+        ));
         let mut bad = b.clone();
         let mid = bad.len() / 2;
         for x in &mut bad[12..mid] {
@@ -824,10 +875,15 @@ mod tests {
         let mut all = a.clone();
         all.extend_from_slice(&bad);
         all.extend_from_slice(&c);
-        let items: Vec<Item> = RecordReader::new(&all[..], 1 << 20, &["response"]).unwrap().collect();
+        let items: Vec<Item> = RecordReader::new(&all[..], 1 << 20, &["response"])
+            .unwrap()
+            .collect();
         let s = summarize(items);
         assert_eq!(s.first().unwrap(), "response@0:20");
-        assert_eq!(s.last().unwrap(), &format!("response@{}:20", a.len() + bad.len()));
+        assert_eq!(
+            s.last().unwrap(),
+            &format!("response@{}:20", a.len() + bad.len())
+        );
         assert!(s.iter().any(|x| x.starts_with("bad:gzip")), "{s:?}");
     }
 
@@ -838,29 +894,58 @@ mod tests {
         let mut all = a.clone();
         all.extend_from_slice(&b);
         let z = gz(&all);
-        let s = summarize(RecordReader::new(&z[..], 1 << 20, &["response"]).unwrap().collect());
-        assert_eq!(s, vec!["response@0:20".to_string(), format!("response@0+{}:20", a.len())]);
+        let s = summarize(
+            RecordReader::new(&z[..], 1 << 20, &["response"])
+                .unwrap()
+                .collect(),
+        );
+        assert_eq!(
+            s,
+            vec![
+                "response@0:20".to_string(),
+                format!("response@0+{}:20", a.len())
+            ]
+        );
     }
 
     #[test]
     fn truncated_and_length_mismatch() {
         let a = warc_record("response", "http://a/", b"HTTP/1.1 200 OK\r\n\r\nhello");
         let cut = &a[..a.len() - 8];
-        let s = summarize(RecordReader::new(cut, 1 << 20, &["response"]).unwrap().collect());
+        let s = summarize(
+            RecordReader::new(cut, 1 << 20, &["response"])
+                .unwrap()
+                .collect(),
+        );
         assert_eq!(s, vec!["bad:truncated@0"]);
         // Content-Length too short: the record is bad, the next one is still read.
-        let mut lying = String::from_utf8(a.clone()).unwrap().replace("Content-Length: 24", "Content-Length: 20").into_bytes();
+        let mut lying = String::from_utf8(a.clone())
+            .unwrap()
+            .replace("Content-Length: 24", "Content-Length: 20")
+            .into_bytes();
         let off = lying.len();
         lying.extend_from_slice(&a);
-        let s = summarize(RecordReader::new(&lying[..], 1 << 20, &["response"]).unwrap().collect());
-        assert_eq!(s, vec!["bad:content_length_mismatch@0".to_string(), format!("response@{off}:24")]);
+        let s = summarize(
+            RecordReader::new(&lying[..], 1 << 20, &["response"])
+                .unwrap()
+                .collect(),
+        );
+        assert_eq!(
+            s,
+            vec![
+                "bad:content_length_mismatch@0".to_string(),
+                format!("response@{off}:24")
+            ]
+        );
     }
 
     #[test]
     fn cap_limits_memory_and_flags_too_large() {
         let big = vec![b'x'; 5000];
         let a = warc_record("response", "http://a/", &big);
-        let items: Vec<Item> = RecordReader::new(&a[..], 1000, &["response"]).unwrap().collect();
+        let items: Vec<Item> = RecordReader::new(&a[..], 1000, &["response"])
+            .unwrap()
+            .collect();
         match &items[0] {
             Item::Record(r) => assert!(r.too_large && r.block.is_empty() && r.declared_len == 5000),
             other => panic!("{other:?}"),
@@ -869,8 +954,19 @@ mod tests {
 
     #[test]
     fn garbage_never_loops() {
-        for junk in [&b""[..], b"\n\n\n", b"garbage\nmore", b"\x1f\x8b", b"\x1f\x8b\x08\x00garbage", b"WARC/1.0\r\n", b"WARC/1.0\r\nContent-Length: 99999999999\r\n\r\nx"] {
-            let n = RecordReader::new(junk, 1000, &["response"]).unwrap().take(100).count();
+        for junk in [
+            &b""[..],
+            b"\n\n\n",
+            b"garbage\nmore",
+            b"\x1f\x8b",
+            b"\x1f\x8b\x08\x00garbage",
+            b"WARC/1.0\r\n",
+            b"WARC/1.0\r\nContent-Length: 99999999999\r\n\r\nx",
+        ] {
+            let n = RecordReader::new(junk, 1000, &["response"])
+                .unwrap()
+                .take(100)
+                .count();
             assert!(n < 100);
         }
     }
@@ -878,8 +974,15 @@ mod tests {
     #[test]
     fn arc_headers() {
         assert_eq!(
-            parse_arc_header(b"http://example.com/a b 93.184.216.119 20140216050221 text/html 1591"),
-            Some(("http://example.com/a b".into(), "20140216050221".into(), "text/html".into(), Some(1591)))
+            parse_arc_header(
+                b"http://example.com/a b 93.184.216.119 20140216050221 text/html 1591"
+            ),
+            Some((
+                "http://example.com/a b".into(),
+                "20140216050221".into(),
+                "text/html".into(),
+                Some(1591)
+            ))
         );
         assert_eq!(parse_arc_header(b"1 0 LiveWeb Capture"), None);
         assert_eq!(arc_date_to_iso("20140216050221"), "2014-02-16T05:02:21Z");

@@ -11,9 +11,12 @@ pub fn all() -> Vec<Kind> {
         // sources
         ingest_jsonl::kind(),
         ingest_parquet::kind(),
+        ingest_warc::kind(),
         // transforms and stages
+        extract_html::kind(),
         length_filter::kind(),
         tokenize::kind(),
+        url_filter::kind(),
         // sinks
         parquet_shards::kind(),
     ]

@@ -4,3 +4,4 @@ mod common;
 mod engine;
 mod s3;
 mod scale;
+mod warc;

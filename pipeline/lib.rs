@@ -13,6 +13,8 @@ pub mod document;
 pub mod stage;
 pub mod registry;
 pub mod testing;
+pub mod audit;
+pub mod cli_audit;
 
 #[path = "../stages/mod.rs"]
 pub mod stages;

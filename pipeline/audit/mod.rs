@@ -518,6 +518,9 @@ fn share_of(v: &Value) -> (Option<f64>, Option<u64>) {
 /// writes): `{target: {src: share}, achieved: {src: share | {share, tokens}}}` (at the top
 /// or under `mixture`), or `{sources: {src: {target, achieved, tokens}}}`.
 fn mixture_rows(v: &Value) -> Vec<(String, Option<f64>, Option<f64>, Option<u64>)> {
+    if let Some(ranks) = v.get("per_rank").and_then(Value::as_array) {
+        return merge_rank_mixtures(ranks.iter().map(mixture_rows).collect());
+    }
     let v = v.get("mixture").unwrap_or(v);
     let mut rows: std::collections::BTreeMap<String, (Option<f64>, Option<f64>, Option<u64>)> = Default::default();
     let target = v.get("target").and_then(Value::as_object);
@@ -543,6 +546,39 @@ fn mixture_rows(v: &Value) -> Vec<(String, Option<f64>, Option<f64>, Option<u64>
         }
     }
     rows.into_iter().map(|(s, (t, a, k))| (s, t, a, k)).collect()
+}
+
+/// A merged run keeps node manifests `per_rank`: targets agree, tokens add up, and the
+/// achieved share is recomputed from the summed tokens when every rank reported tokens
+/// (else it is the mean of the ranks' shares).
+fn merge_rank_mixtures(ranks: Vec<Vec<(String, Option<f64>, Option<f64>, Option<u64>)>>) -> Vec<(String, Option<f64>, Option<f64>, Option<u64>)> {
+    type Acc = (Option<f64>, Vec<f64>, Option<u64>, bool);
+    let mut acc: std::collections::BTreeMap<String, Acc> = Default::default();
+    for rows in &ranks {
+        for (s, t, a, k) in rows {
+            let e = acc.entry(s.clone()).or_insert((None, Vec::new(), Some(0), true));
+            e.0 = e.0.or(*t);
+            e.1.extend(a);
+            match k {
+                Some(k) => e.2 = e.2.map(|x| x + k),
+                None => e.3 = false,
+            }
+        }
+    }
+    let all_tokens = acc.values().all(|e| e.3);
+    let total: u64 = acc.values().filter_map(|e| e.2).sum();
+    acc.into_iter()
+        .map(|(s, (t, shares, tokens, _))| {
+            let achieved = if all_tokens && total > 0 {
+                tokens.map(|k| k as f64 / total as f64)
+            } else if shares.is_empty() {
+                None
+            } else {
+                Some(shares.iter().sum::<f64>() / shares.len() as f64)
+            };
+            (s, t, achieved, if all_tokens { tokens } else { None })
+        })
+        .collect()
 }
 
 fn mixture_batch(manifests: &[RunJson]) -> Result<RecordBatch> {
@@ -634,6 +670,10 @@ mod tests {
         assert_eq!(r[1], ("web".to_string(), Some(0.85), Some(0.849), Some(849)));
         let b: Value = serde_json::json!({"sources": {"web": {"target": 0.5, "achieved": 0.4, "tokens": 4}}});
         assert_eq!(mixture_rows(&b), vec![("web".to_string(), Some(0.5), Some(0.4), Some(4))]);
+        let per: Value = serde_json::json!({"per_rank": [
+            {"target": {"web": 0.5, "syn": 0.5}, "achieved": {"web": {"share": 0.6, "tokens": 60}, "syn": {"share": 0.4, "tokens": 40}}},
+            {"target": {"web": 0.5, "syn": 0.5}, "achieved": {"web": {"share": 0.4, "tokens": 40}, "syn": {"share": 0.6, "tokens": 60}}}]});
+        assert_eq!(mixture_rows(&per), vec![("syn".to_string(), Some(0.5), Some(0.5), Some(100)), ("web".to_string(), Some(0.5), Some(0.5), Some(100))]);
         let tok: Value = serde_json::json!({"tokenizer": "x.json", "sha256": "ab"});
         assert!(mixture_rows(&tok).is_empty());
     }

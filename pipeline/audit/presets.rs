@@ -23,15 +23,15 @@ pub const PRESETS: &[Preset] = &[
     Preset {
         name: "funnel",
         about: "documents in, out and rejected per node (sources first)",
-        sql: "SELECT node, kind, role,
-       SUM(docs_in) AS docs_in, SUM(docs_out) AS docs_out, SUM(rejected) AS rejected,
-       SUM(bad_records) AS bad_records,
-       ROUND(100.0 * CAST(SUM(rejected) AS DOUBLE) / CAST(NULLIF(SUM(docs_in), 0) AS DOUBLE), 2) AS pct_rejected,
-       ROUND(SUM(busy_secs), 3) AS busy_secs
-FROM nodes
-GROUP BY node, kind, role
+        sql: "SELECT node, kind, role, docs_in, docs_out, rejected, bad_records,
+       ROUND(100.0 * CAST(rejected AS DOUBLE) / CAST(NULLIF(docs_in, 0) AS DOUBLE), 2) AS pct_rejected,
+       ROUND(busy_secs, 3) AS busy_secs
+FROM (SELECT node, MAX(kind) AS kind, MAX(role) AS role,
+             SUM(docs_in) AS docs_in, SUM(docs_out) AS docs_out, SUM(rejected) AS rejected,
+             SUM(bad_records) AS bad_records, SUM(busy_secs) AS busy_secs
+      FROM nodes GROUP BY node) AS n
 ORDER BY CASE role WHEN 'source' THEN 0 WHEN 'sink' THEN 2 ELSE 1 END,
-         COALESCE(NULLIF(SUM(docs_in), 0), SUM(docs_out)) DESC, node",
+         COALESCE(NULLIF(docs_in, 0), docs_out) DESC, node",
     },
     Preset {
         name: "rejects",

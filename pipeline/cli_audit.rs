@@ -95,7 +95,11 @@ pub fn run(args: AuditArgs) -> Result<()> {
             }
             p.sql.to_string()
         }
-        _ => return Err(Error::msg("give --sql \"...\" or --preset NAME (see --list-presets)")),
+        _ => {
+            return Err(Error::msg(
+                "give --sql \"...\" or --preset NAME (see --list-presets)",
+            ))
+        }
     };
     let audit = Audit::open(&args.run_dirs)?;
     let (schema, batches) = audit.sql(&sql)?;
@@ -105,7 +109,11 @@ pub fn run(args: AuditArgs) -> Result<()> {
 /// Run `sluice report`.
 pub fn run_report(args: ReportArgs) -> Result<()> {
     let audit = Audit::open(&args.run_dirs)?;
-    let baseline = args.baseline.as_ref().map(|b| Audit::open(std::slice::from_ref(b))).transpose()?;
+    let baseline = args
+        .baseline
+        .as_ref()
+        .map(|b| Audit::open(std::slice::from_ref(b)))
+        .transpose()?;
     let opts = report::ReportOptions {
         seed: args.seed,
         samples: args.samples,

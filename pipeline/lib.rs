@@ -9,6 +9,8 @@
 //! module per `kind:`; [`registry`] is the only place that names them.
 
 pub mod arrow_io;
+pub mod audit;
+pub mod cli_audit;
 pub mod config;
 pub mod document;
 pub mod error;
@@ -20,8 +22,6 @@ pub mod runtime;
 pub mod shard_writer;
 pub mod stage;
 pub mod testing;
-pub mod audit;
-pub mod cli_audit;
 
 #[path = "../stages/mod.rs"]
 pub mod stages;

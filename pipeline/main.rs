@@ -98,9 +98,15 @@ fn main() -> ExitCode {
         Command::Run(a) => cmd_run(a),
         Command::Validate { config } => cmd_validate(&config),
         Command::Stages { kind } => cmd_stages(kind.as_deref()),
-        Command::Audit(a) => sluice::cli_audit::run(a).map(|_| ExitCode::SUCCESS).map_err(Into::into),
-        Command::Report(a) => sluice::cli_audit::run_report(a).map(|_| ExitCode::SUCCESS).map_err(Into::into),
-        Command::Diff(a) => sluice::cli_audit::run_diff(a).map(|_| ExitCode::SUCCESS).map_err(Into::into),
+        Command::Audit(a) => sluice::cli_audit::run(a)
+            .map(|_| ExitCode::SUCCESS)
+            .map_err(Into::into),
+        Command::Report(a) => sluice::cli_audit::run_report(a)
+            .map(|_| ExitCode::SUCCESS)
+            .map_err(Into::into),
+        Command::Diff(a) => sluice::cli_audit::run_diff(a)
+            .map(|_| ExitCode::SUCCESS)
+            .map_err(Into::into),
     };
     match res {
         Ok(code) => code,

@@ -14,7 +14,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Float64Builder, Int64Builder, RecordBatch, StringBuilder};
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
+};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 
 use super::Audit;
@@ -50,11 +52,21 @@ fn reduce(audit: &Audit) -> Result<BTreeMap<Key, (String, Option<i64>)>> {
     for b in &batches {
         let col = |i: usize| arrow::compute::cast(b.column(i), &DataType::Utf8);
         let (sec, stage, key, metric) = (col(0)?, col(1)?, col(2)?, col(3)?);
-        let (sec, stage, key, metric) = (sec.as_string::<i32>(), stage.as_string::<i32>(), key.as_string::<i32>(), metric.as_string::<i32>());
+        let (sec, stage, key, metric) = (
+            sec.as_string::<i32>(),
+            stage.as_string::<i32>(),
+            key.as_string::<i32>(),
+            metric.as_string::<i32>(),
+        );
         let value = b.column(4).as_primitive::<Int64Type>();
         for i in 0..b.num_rows() {
             let s = sec.value(i).to_string();
-            let k = (section_rank(&s), stage.value(i).to_string(), key.value(i).to_string(), metric.value(i).to_string());
+            let k = (
+                section_rank(&s),
+                stage.value(i).to_string(),
+                key.value(i).to_string(),
+                metric.value(i).to_string(),
+            );
             let v = (!value.is_null(i)).then(|| value.value(i));
             out.insert(k, (s, v));
         }
@@ -79,7 +91,11 @@ pub fn diff(a: &Audit, b: &Audit, changed_only: bool) -> Result<(SchemaRef, Reco
     let mut delta = Int64Builder::new();
     let mut pct = Float64Builder::new();
     for k in keys {
-        let name = ra.get(k).or_else(|| rb.get(k)).map(|(s, _)| s.clone()).unwrap_or_default();
+        let name = ra
+            .get(k)
+            .or_else(|| rb.get(k))
+            .map(|(s, _)| s.clone())
+            .unwrap_or_default();
         let a_v = ra.get(k).and_then(|v| v.1);
         let b_v = rb.get(k).and_then(|v| v.1);
         if changed_only && a_v.unwrap_or(0) == b_v.unwrap_or(0) {
@@ -93,7 +109,10 @@ pub fn diff(a: &Audit, b: &Audit, changed_only: bool) -> Result<(SchemaRef, Reco
         vb.append_option(b_v);
         let d = b_v.unwrap_or(0) - a_v.unwrap_or(0);
         delta.append_value(d);
-        pct.append_option(a_v.filter(|x| *x != 0).map(|x| ((d as f64 / x as f64) * 10000.0).round() / 100.0));
+        pct.append_option(
+            a_v.filter(|x| *x != 0)
+                .map(|x| ((d as f64 / x as f64) * 10000.0).round() / 100.0),
+        );
     }
     let schema: SchemaRef = Arc::new(Schema::new(vec![
         Field::new("section", DataType::Utf8, false),

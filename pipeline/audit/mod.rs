@@ -49,7 +49,9 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float64Builder, RecordBatch, StringBuilder, UInt64Builder};
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use serde_json::Value;
@@ -158,10 +160,16 @@ impl RunFiles {
             rf.rejects.extend(parquet_files(&dir.join("rejects"))?);
             let run = dir.display().to_string();
             for value in run_jsons(dir, "stats")? {
-                rf.stats.push(RunJson { run: run.clone(), value });
+                rf.stats.push(RunJson {
+                    run: run.clone(),
+                    value,
+                });
             }
             for value in run_jsons(dir, "manifest")? {
-                rf.manifests.push(RunJson { run: run.clone(), value });
+                rf.manifests.push(RunJson {
+                    run: run.clone(),
+                    value,
+                });
             }
         }
         Ok(rf)
@@ -232,7 +240,9 @@ impl Audit {
     /// Open one or more run directories as one logical run.
     pub fn open(dirs: &[PathBuf]) -> Result<Self> {
         let files = RunFiles::discover(dirs)?;
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .enable_all()
@@ -264,14 +274,19 @@ impl Audit {
         &self.ctx
     }
 
-    async fn parquet_table(&self, files: &[PathBuf], canonical: Schema) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
+    async fn parquet_table(
+        &self,
+        files: &[PathBuf],
+        canonical: Schema,
+    ) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
         if files.is_empty() {
             let schema = Arc::new(canonical);
             let t = MemTable::try_new(schema, vec![vec![]]).map_err(df_err)?;
             return Ok(Arc::new(t));
         }
         let state = self.ctx.state();
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
         let mut urls = Vec::with_capacity(files.len());
         let mut schemas: Vec<Schema> = Vec::new();
         for f in files {
@@ -279,16 +294,22 @@ impl Audit {
             let url = ListingTableUrl::parse(abs.to_string_lossy()).map_err(df_err)?;
             // Per-file footer read: shards of different sinks may differ in columns
             // (`write_text: false`, packed vs documents); the table is their union.
-            let s = options.infer_schema(&state, &url).await.map_err(|e| {
-                Error::msg(format!("{}: {e}", f.display()))
-            })?;
+            let s = options
+                .infer_schema(&state, &url)
+                .await
+                .map_err(|e| Error::msg(format!("{}: {e}", f.display())))?;
             if !schemas.iter().any(|x| x == s.as_ref()) {
                 schemas.push(s.as_ref().clone());
             }
             urls.push(url);
         }
-        let merged = Schema::try_merge(schemas).map_err(|e| Error::msg(format!("shards disagree on a column type: {e}")))?;
-        let mut fields: Vec<Field> = merged.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+        let merged = Schema::try_merge(schemas)
+            .map_err(|e| Error::msg(format!("shards disagree on a column type: {e}")))?;
+        let mut fields: Vec<Field> = merged
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
         for f in canonical.fields() {
             if !fields.iter().any(|x| x.name() == f.name()) {
                 fields.push(f.as_ref().clone());
@@ -302,10 +323,16 @@ impl Audit {
     }
 
     async fn register_tables(&self) -> Result<()> {
-        let docs = self.parquet_table(&self.files.shards, canonical_docs_schema()).await?;
+        let docs = self
+            .parquet_table(&self.files.shards, canonical_docs_schema())
+            .await?;
         self.ctx.register_table("docs", docs).map_err(df_err)?;
-        let rejects = self.parquet_table(&self.files.rejects, canonical_rejects_schema()).await?;
-        self.ctx.register_table("rejects", rejects).map_err(df_err)?;
+        let rejects = self
+            .parquet_table(&self.files.rejects, canonical_rejects_schema())
+            .await?;
+        self.ctx
+            .register_table("rejects", rejects)
+            .map_err(df_err)?;
         for (name, batch) in [
             ("stats", stats_batch(&self.files.stats)?),
             ("nodes", nodes_batch(&self.files.stats)?),
@@ -320,7 +347,8 @@ impl Audit {
 }
 
 fn u64_of(v: &Value) -> Option<u64> {
-    v.as_u64().or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+    v.as_u64()
+        .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
 }
 
 fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
@@ -328,7 +356,10 @@ fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
 }
 
 fn nodes_of(v: &Value) -> impl Iterator<Item = (&String, &Value)> {
-    v.get("nodes").and_then(Value::as_object).into_iter().flatten()
+    v.get("nodes")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
 }
 
 fn stats_batch(stats: &[RunJson]) -> Result<RecordBatch> {
@@ -340,26 +371,56 @@ fn stats_batch(stats: &[RunJson]) -> Result<RecordBatch> {
     let mut key = StringBuilder::new();
     let mut docs = UInt64Builder::new();
     let mut bytes = UInt64Builder::new();
-    let mut push = |r: &str, n: &str, nv: &Value, m: &str, k: &str, d: Option<u64>, b: Option<u64>| {
-        run.append_value(r);
-        node.append_value(n);
-        kind.append_value(str_of(nv, "kind"));
-        role.append_value(str_of(nv, "role"));
-        metric.append_value(m);
-        key.append_value(k);
-        docs.append_option(d);
-        bytes.append_option(b);
-    };
+    let mut push =
+        |r: &str, n: &str, nv: &Value, m: &str, k: &str, d: Option<u64>, b: Option<u64>| {
+            run.append_value(r);
+            node.append_value(n);
+            kind.append_value(str_of(nv, "kind"));
+            role.append_value(str_of(nv, "role"));
+            metric.append_value(m);
+            key.append_value(k);
+            docs.append_option(d);
+            bytes.append_option(b);
+        };
     for rj in stats {
         for (n, nv) in nodes_of(&rj.value) {
-            push(&rj.run, n, nv, "docs_in", "", nv.get("docs_in").and_then(u64_of), nv.get("bytes_in").and_then(u64_of));
-            for (p, pv) in nv.get("ports").and_then(Value::as_object).into_iter().flatten() {
-                push(&rj.run, n, nv, "port", p, pv.get("docs").and_then(u64_of), pv.get("bytes").and_then(u64_of));
+            push(
+                &rj.run,
+                n,
+                nv,
+                "docs_in",
+                "",
+                nv.get("docs_in").and_then(u64_of),
+                nv.get("bytes_in").and_then(u64_of),
+            );
+            for (p, pv) in nv
+                .get("ports")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
+                push(
+                    &rj.run,
+                    n,
+                    nv,
+                    "port",
+                    p,
+                    pv.get("docs").and_then(u64_of),
+                    pv.get("bytes").and_then(u64_of),
+                );
             }
-            for (reason, c) in nv.get("rejects").and_then(Value::as_object).into_iter().flatten() {
+            for (reason, c) in nv
+                .get("rejects")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
                 push(&rj.run, n, nv, "reject", reason, u64_of(c), None);
             }
-            let bad = nv.get("bad_records").and_then(|b| b.get("by_reason")).and_then(Value::as_object);
+            let bad = nv
+                .get("bad_records")
+                .and_then(|b| b.get("by_reason"))
+                .and_then(Value::as_object);
             for (reason, c) in bad.into_iter().flatten() {
                 push(&rj.run, n, nv, "bad_record", reason, u64_of(c), None);
             }
@@ -408,7 +469,12 @@ fn nodes_batch(stats: &[RunJson]) -> Result<RecordBatch> {
             role.append_value(str_of(nv, "role"));
             docs_in.append_option(nv.get("docs_in").and_then(u64_of));
             bytes_in.append_option(nv.get("bytes_in").and_then(u64_of));
-            let port = |p: &str| nv.get("ports").and_then(|ps| ps.get(p)).and_then(|pv| pv.get("docs")).and_then(u64_of);
+            let port = |p: &str| {
+                nv.get("ports")
+                    .and_then(|ps| ps.get(p))
+                    .and_then(|pv| pv.get("docs"))
+                    .and_then(u64_of)
+            };
             docs_out.append_option(port("out"));
             // The `rejected` port counts what was rejected whether or not a node consumed it;
             // fall back to the sum of the reasons for stats written without the port.
@@ -417,7 +483,11 @@ fn nodes_batch(stats: &[RunJson]) -> Result<RecordBatch> {
                 .and_then(Value::as_object)
                 .map(|m| m.values().filter_map(u64_of).sum());
             rejected.append_option(port("rejected").or(by_reason));
-            bad.append_option(nv.get("bad_records").and_then(|b| b.get("count")).and_then(u64_of));
+            bad.append_option(
+                nv.get("bad_records")
+                    .and_then(|b| b.get("count"))
+                    .and_then(u64_of),
+            );
             busy.append_option(nv.get("busy_secs").and_then(Value::as_f64));
             match nv.get("extra") {
                 Some(Value::Null) | None => extra.append_null(),
@@ -465,7 +535,13 @@ fn manifest_batch(manifests: &[RunJson]) -> Result<RecordBatch> {
     let mut sha = StringBuilder::new();
     for rj in manifests {
         for (k, list) in [("shard", "shards"), ("reject", "rejects")] {
-            for e in rj.value.get(list).and_then(Value::as_array).into_iter().flatten() {
+            for e in rj
+                .value
+                .get(list)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 run.append_value(&rj.run);
                 kind.append_value(k);
                 path.append_value(str_of(e, "path"));
@@ -506,7 +582,9 @@ fn share_of(v: &Value) -> (Option<f64>, Option<u64>) {
     match v {
         Value::Number(n) => (n.as_f64(), None),
         Value::Object(o) => {
-            let share = ["share", "fraction", "ratio"].iter().find_map(|k| o.get(*k).and_then(Value::as_f64));
+            let share = ["share", "fraction", "ratio"]
+                .iter()
+                .find_map(|k| o.get(*k).and_then(Value::as_f64));
             (share, o.get("tokens").and_then(u64_of))
         }
         _ => (None, None),
@@ -522,7 +600,8 @@ fn mixture_rows(v: &Value) -> Vec<(String, Option<f64>, Option<f64>, Option<u64>
         return merge_rank_mixtures(ranks.iter().map(mixture_rows).collect());
     }
     let v = v.get("mixture").unwrap_or(v);
-    let mut rows: std::collections::BTreeMap<String, (Option<f64>, Option<f64>, Option<u64>)> = Default::default();
+    let mut rows: std::collections::BTreeMap<String, (Option<f64>, Option<f64>, Option<u64>)> =
+        Default::default();
     let target = v.get("target").and_then(Value::as_object);
     let achieved = v.get("achieved").and_then(Value::as_object);
     if target.is_some() || achieved.is_some() {
@@ -545,18 +624,24 @@ fn mixture_rows(v: &Value) -> Vec<(String, Option<f64>, Option<f64>, Option<u64>
             }
         }
     }
-    rows.into_iter().map(|(s, (t, a, k))| (s, t, a, k)).collect()
+    rows.into_iter()
+        .map(|(s, (t, a, k))| (s, t, a, k))
+        .collect()
 }
 
 /// A merged run keeps node manifests `per_rank`: targets agree, tokens add up, and the
 /// achieved share is recomputed from the summed tokens when every rank reported tokens
 /// (else it is the mean of the ranks' shares).
-fn merge_rank_mixtures(ranks: Vec<Vec<(String, Option<f64>, Option<f64>, Option<u64>)>>) -> Vec<(String, Option<f64>, Option<f64>, Option<u64>)> {
+fn merge_rank_mixtures(
+    ranks: Vec<Vec<(String, Option<f64>, Option<f64>, Option<u64>)>>,
+) -> Vec<(String, Option<f64>, Option<f64>, Option<u64>)> {
     type Acc = (Option<f64>, Vec<f64>, Option<u64>, bool);
     let mut acc: std::collections::BTreeMap<String, Acc> = Default::default();
     for rows in &ranks {
         for (s, t, a, k) in rows {
-            let e = acc.entry(s.clone()).or_insert((None, Vec::new(), Some(0), true));
+            let e = acc
+                .entry(s.clone())
+                .or_insert((None, Vec::new(), Some(0), true));
             e.0 = e.0.or(*t);
             e.1.extend(a);
             match k {
@@ -620,17 +705,28 @@ fn mixture_batch(manifests: &[RunJson]) -> Result<RecordBatch> {
 }
 
 /// Render query results in the given format.
-pub fn format_batches(schema: &SchemaRef, batches: &[RecordBatch], format: Format) -> Result<String> {
-    let nonempty: Vec<RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).cloned().collect();
+pub fn format_batches(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    format: Format,
+) -> Result<String> {
+    let nonempty: Vec<RecordBatch> = batches
+        .iter()
+        .filter(|b| b.num_rows() > 0)
+        .cloned()
+        .collect();
     match format {
         Format::Table => {
-            let t = arrow::util::pretty::pretty_format_batches_with_schema(schema.clone(), &nonempty)?;
+            let t =
+                arrow::util::pretty::pretty_format_batches_with_schema(schema.clone(), &nonempty)?;
             Ok(format!("{t}\n"))
         }
         Format::Csv => {
             let mut buf = Vec::new();
             {
-                let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut buf);
+                let mut w = arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut buf);
                 if nonempty.is_empty() {
                     w.write(&RecordBatch::new_empty(schema.clone()))?;
                 }
@@ -667,13 +763,26 @@ mod tests {
         let a: Value = serde_json::json!({"target": {"web": 0.85, "syn": 0.15}, "achieved": {"web": {"share": 0.849, "tokens": 849}, "syn": 0.151}});
         let r = mixture_rows(&a);
         assert_eq!(r.len(), 2);
-        assert_eq!(r[1], ("web".to_string(), Some(0.85), Some(0.849), Some(849)));
-        let b: Value = serde_json::json!({"sources": {"web": {"target": 0.5, "achieved": 0.4, "tokens": 4}}});
-        assert_eq!(mixture_rows(&b), vec![("web".to_string(), Some(0.5), Some(0.4), Some(4))]);
+        assert_eq!(
+            r[1],
+            ("web".to_string(), Some(0.85), Some(0.849), Some(849))
+        );
+        let b: Value =
+            serde_json::json!({"sources": {"web": {"target": 0.5, "achieved": 0.4, "tokens": 4}}});
+        assert_eq!(
+            mixture_rows(&b),
+            vec![("web".to_string(), Some(0.5), Some(0.4), Some(4))]
+        );
         let per: Value = serde_json::json!({"per_rank": [
             {"target": {"web": 0.5, "syn": 0.5}, "achieved": {"web": {"share": 0.6, "tokens": 60}, "syn": {"share": 0.4, "tokens": 40}}},
             {"target": {"web": 0.5, "syn": 0.5}, "achieved": {"web": {"share": 0.4, "tokens": 40}, "syn": {"share": 0.6, "tokens": 60}}}]});
-        assert_eq!(mixture_rows(&per), vec![("syn".to_string(), Some(0.5), Some(0.5), Some(100)), ("web".to_string(), Some(0.5), Some(0.5), Some(100))]);
+        assert_eq!(
+            mixture_rows(&per),
+            vec![
+                ("syn".to_string(), Some(0.5), Some(0.5), Some(100)),
+                ("web".to_string(), Some(0.5), Some(0.5), Some(100))
+            ]
+        );
         let tok: Value = serde_json::json!({"tokenizer": "x.json", "sha256": "ab"});
         assert!(mixture_rows(&tok).is_empty());
     }

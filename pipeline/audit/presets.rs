@@ -175,15 +175,25 @@ pub fn get(name: &str) -> Result<&'static Preset> {
         .iter()
         .map(|p| (strsim::jaro_winkler(p.name, name), p.name))
         .fold((0.0, ""), |a, b| if b.0 > a.0 { b } else { a });
-    let hint = if best.0 > 0.8 { format!(" (did you mean `{}`?)", best.1) } else { String::new() };
+    let hint = if best.0 > 0.8 {
+        format!(" (did you mean `{}`?)", best.1)
+    } else {
+        String::new()
+    };
     let names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
-    Err(Error::msg(format!("unknown preset `{name}`{hint}; presets: {}", names.join(", "))))
+    Err(Error::msg(format!(
+        "unknown preset `{name}`{hint}; presets: {}",
+        names.join(", ")
+    )))
 }
 
 /// `name  about` lines for `--list-presets`.
 pub fn listing() -> String {
     let w = PRESETS.iter().map(|p| p.name.len()).max().unwrap_or(0);
-    PRESETS.iter().map(|p| format!("{:w$}  {}\n", p.name, p.about, w = w)).collect()
+    PRESETS
+        .iter()
+        .map(|p| format!("{:w$}  {}\n", p.name, p.about, w = w))
+        .collect()
 }
 
 #[cfg(test)]

@@ -113,18 +113,34 @@ fn num(x: f64) -> String {
         }
         o
     } else {
-        format!("{x:.4}")
+        let s = format!("{x:.4}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
     }
 }
 
 const COLORS: [&str; 4] = ["#2f7d4f", "#c2453c", "#3b6ea8", "#b7862a"];
+
+/// The colour of a series: green for what was kept, red for rejects, blue for inputs and
+/// targets, so the same meaning has the same colour in every chart.
+fn color(series: &str, j: usize) -> &'static str {
+    match series {
+        "out" | "kept" | "achieved %" => COLORS[0],
+        "rejected" | "rejected docs" => COLORS[1],
+        "in" | "target %" => COLORS[2],
+        _ => COLORS[(j + 2) % COLORS.len()],
+    }
+}
 
 /// Horizontal bar chart. `rows`: (label, values per series); series are drawn side by side.
 fn bar_chart(rows: &[(String, Vec<f64>)], series: &[&str]) -> String {
     if rows.is_empty() {
         return "<p class=\"empty\">No data in this run.</p>".into();
     }
-    let max = rows.iter().flat_map(|r| r.1.iter().copied()).fold(0.0_f64, f64::max).max(1e-12);
+    let max = rows
+        .iter()
+        .flat_map(|r| r.1.iter().copied())
+        .fold(0.0_f64, f64::max)
+        .max(1e-12);
     let label_w = 260.0;
     let bar_w = 420.0;
     let band = 6.0 + 14.0 * series.len() as f64;
@@ -148,7 +164,7 @@ fn bar_chart(rows: &[(String, Vec<f64>)], series: &[&str]) -> String {
             let _ = write!(
                 o,
                 "<rect x=\"{label_w}\" y=\"{y}\" width=\"{w:.1}\" height=\"12\" fill=\"{}\"><title>{}: {}</title></rect><text x=\"{:.1}\" y=\"{}\" class=\"val\">{}</text>",
-                COLORS[j % COLORS.len()],
+                color(series.get(j).copied().unwrap_or(""), j),
                 esc(series.get(j).copied().unwrap_or("")),
                 num(*v),
                 label_w + w + 4.0,
@@ -160,7 +176,7 @@ fn bar_chart(rows: &[(String, Vec<f64>)], series: &[&str]) -> String {
     let ly = h - 8.0;
     for (j, name) in series.iter().enumerate() {
         let x = label_w + 120.0 * j as f64;
-        let _ = write!(o, "<rect x=\"{x}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"{ly}\" class=\"lbl\">{}</text>", ly - 9.0, COLORS[j % COLORS.len()], x + 14.0, esc(name));
+        let _ = write!(o, "<rect x=\"{x}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"{ly}\" class=\"lbl\">{}</text>", ly - 9.0, color(name, j), x + 14.0, esc(name));
     }
     o.push_str("</svg>");
     o
@@ -200,7 +216,11 @@ fn table(rows: &[Row], cols: &[&str]) -> String {
                 Some(Value::Number(n)) => num(n.as_f64().unwrap_or(0.0)),
                 _ => s(r, c),
             };
-            let class = if matches!(r.get(*c), Some(Value::Number(_))) { " class=\"n\"" } else { "" };
+            let class = if matches!(r.get(*c), Some(Value::Number(_))) {
+                " class=\"n\""
+            } else {
+                ""
+            };
             let _ = write!(o, "<td{class}>{}</td>", esc(&cell));
         }
         o.push_str("</tr>");
@@ -240,12 +260,24 @@ pub fn render(audit: &Audit, opts: &ReportOptions, baseline: Option<&Audit>) -> 
     let mut body = String::new();
 
     // Summary.
-    let runs: Vec<String> = audit.files.dirs.iter().map(|d| d.display().to_string()).collect();
+    let runs: Vec<String> = audit
+        .files
+        .dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect();
     let meta = rows(audit, "SELECT * FROM (SELECT COUNT(*) AS shards, SUM(rows) AS shard_rows, SUM(tokens) AS tokens, SUM(bytes) AS bytes FROM manifest WHERE kind = 'shard')")?;
     let funnel = preset_rows(audit, "funnel")?;
-    let src_out: f64 = funnel.iter().filter(|r| s(r, "role") == "source").map(|r| f(r, "docs_out")).sum();
+    let src_out: f64 = funnel
+        .iter()
+        .filter(|r| s(r, "role") == "source")
+        .map(|r| f(r, "docs_out"))
+        .sum();
     let rejected: f64 = funnel.iter().map(|r| f(r, "rejected")).sum();
-    let kept = rows(audit, "SELECT COUNT(*) AS docs, SUM(CAST(n_tokens AS BIGINT)) AS tokens FROM docs")?;
+    let kept = rows(
+        audit,
+        "SELECT COUNT(*) AS docs, SUM(CAST(n_tokens AS BIGINT)) AS tokens FROM docs",
+    )?;
     let _ = write!(
         body,
         "<header><h1>{}</h1><div class=\"meta\">run: {} · files: {} shards, {} reject files</div>",
@@ -264,18 +296,33 @@ pub fn render(audit: &Audit, opts: &ReportOptions, baseline: Option<&Audit>) -> 
         ("tokens", f(&k, "tokens")),
         ("shard bytes (manifest)", f(&m, "bytes")),
     ] {
-        let _ = write!(body, "<div class=\"card\">{}<b>{}</b></div>", esc(label), num(v));
+        let _ = write!(
+            body,
+            "<div class=\"card\">{}<b>{}</b></div>",
+            esc(label),
+            num(v)
+        );
     }
     body.push_str("</div></header>");
 
     let mut section = |id: &str, title: &str, html: String| {
-        let _ = write!(body, "<section id=\"{}\"><h2>{}</h2>{html}</section>", esc(id), esc(title));
+        let _ = write!(
+            body,
+            "<section id=\"{}\"><h2>{}</h2>{html}</section>",
+            esc(id),
+            esc(title)
+        );
     };
 
     // Funnel.
     let chart_rows: Vec<(String, Vec<f64>)> = funnel
         .iter()
-        .map(|r| (format!("{} ({})", s(r, "node"), s(r, "kind")), vec![f(r, "docs_in"), f(r, "docs_out"), f(r, "rejected")]))
+        .map(|r| {
+            (
+                format!("{} ({})", s(r, "node"), s(r, "kind")),
+                vec![f(r, "docs_in"), f(r, "docs_out"), f(r, "rejected")],
+            )
+        })
         .collect();
     section(
         "funnel",
@@ -283,7 +330,20 @@ pub fn render(audit: &Audit, opts: &ReportOptions, baseline: Option<&Audit>) -> 
         format!(
             "{}{}",
             bar_chart(&chart_rows, &["in", "out", "rejected"]),
-            table(&funnel, &["node", "kind", "role", "docs_in", "docs_out", "rejected", "bad_records", "pct_rejected", "busy_secs"])
+            table(
+                &funnel,
+                &[
+                    "node",
+                    "kind",
+                    "role",
+                    "docs_in",
+                    "docs_out",
+                    "rejected",
+                    "bad_records",
+                    "pct_rejected",
+                    "busy_secs"
+                ]
+            )
         ),
     );
 
@@ -291,12 +351,36 @@ pub fn render(audit: &Audit, opts: &ReportOptions, baseline: Option<&Audit>) -> 
     let rej = preset_rows(audit, "rejects")?;
     let chart_rows: Vec<(String, Vec<f64>)> = rej
         .iter()
-        .map(|r| (format!("{} / {}", s(r, "stage"), s(r, "reason")), vec![if r.get("docs").is_some_and(|v| !v.is_null()) { f(r, "docs") } else { f(r, "written") }]))
+        .map(|r| {
+            (
+                format!("{} / {}", s(r, "stage"), s(r, "reason")),
+                vec![if r.get("docs").is_some_and(|v| !v.is_null()) {
+                    f(r, "docs")
+                } else {
+                    f(r, "written")
+                }],
+            )
+        })
         .collect();
     section(
         "rejects",
         "Rejects by stage and reason",
-        format!("{}{}", bar_chart(&chart_rows, &["rejected docs"]), table(&rej, &["stage", "reason", "docs", "pct_of_stage_in", "written", "chars", "mean_score"])),
+        format!(
+            "{}{}",
+            bar_chart(&chart_rows, &["rejected docs"]),
+            table(
+                &rej,
+                &[
+                    "stage",
+                    "reason",
+                    "docs",
+                    "pct_of_stage_in",
+                    "written",
+                    "chars",
+                    "mean_score"
+                ]
+            )
+        ),
     );
 
     // Length histogram.
@@ -310,8 +394,24 @@ pub fn render(audit: &Audit, opts: &ReportOptions, baseline: Option<&Audit>) -> 
             e.1 += f(r, "docs");
         }
     }
-    let chart_rows: Vec<(String, Vec<f64>)> = buckets.iter().map(|(b, (k, r))| (format!("{}–{} chars", num(*b as f64), num((*b * 2).max(1) as f64 - 1.0)), vec![*k, *r])).collect();
-    section("lengths", "Length histogram (characters)", bar_chart(&chart_rows, &["kept", "rejected"]));
+    let chart_rows: Vec<(String, Vec<f64>)> = buckets
+        .iter()
+        .map(|(b, (k, r))| {
+            (
+                format!(
+                    "{}–{} chars",
+                    num(*b as f64),
+                    num((*b * 2).max(1) as f64 - 1.0)
+                ),
+                vec![*k, *r],
+            )
+        })
+        .collect();
+    section(
+        "lengths",
+        "Length histogram (characters)",
+        bar_chart(&chart_rows, &["kept", "rejected"]),
+    );
 
     // Score histograms.
     let attr_bins = rows(
@@ -337,7 +437,9 @@ pub fn render(audit: &Audit, opts: &ReportOptions, baseline: Option<&Audit>) -> 
     let hists = |bins: &[Row], prefix: &str| -> String {
         let mut by: std::collections::BTreeMap<String, (f64, f64, Vec<f64>)> = Default::default();
         for r in bins {
-            let e = by.entry(s(r, "name")).or_insert_with(|| (f(r, "lo"), f(r, "hi"), vec![0.0; 20]));
+            let e = by
+                .entry(s(r, "name"))
+                .or_insert_with(|| (f(r, "lo"), f(r, "hi"), vec![0.0; 20]));
             let b = (f(r, "bin") as usize).min(19);
             e.2[b] += f(r, "n");
         }
@@ -351,7 +453,10 @@ pub fn render(audit: &Audit, opts: &ReportOptions, baseline: Option<&Audit>) -> 
         o
     };
     let mut score_html = hists(&attr_bins, "Kept documents: attrs");
-    score_html.push_str(&hists(&rej_bins, "Rejected documents: score, per stage / reason"));
+    score_html.push_str(&hists(
+        &rej_bins,
+        "Rejected documents: score, per stage / reason",
+    ));
     if score_html.is_empty() {
         score_html = "<p class=\"empty\">No data in this run.</p>".into();
     }
@@ -359,24 +464,105 @@ pub fn render(audit: &Audit, opts: &ReportOptions, baseline: Option<&Audit>) -> 
 
     // Languages and domains.
     let langs = preset_rows(audit, "languages")?;
-    let chart_rows: Vec<(String, Vec<f64>)> = langs.iter().take(20).map(|r| (s(r, "lang"), vec![f(r, "docs")])).collect();
-    section("languages", "Top languages (kept)", format!("{}{}", bar_chart(&chart_rows, &["docs"]), table(&langs, &["lang", "docs", "chars", "tokens", "pct_docs"])));
+    let chart_rows: Vec<(String, Vec<f64>)> = langs
+        .iter()
+        .take(20)
+        .map(|r| (s(r, "lang"), vec![f(r, "docs")]))
+        .collect();
+    section(
+        "languages",
+        "Top languages (kept)",
+        format!(
+            "{}{}",
+            bar_chart(&chart_rows, &["docs"]),
+            table(&langs, &["lang", "docs", "chars", "tokens", "pct_docs"])
+        ),
+    );
     let doms = preset_rows(audit, "domains")?;
-    let chart_rows: Vec<(String, Vec<f64>)> = doms.iter().take(25).map(|r| (s(r, "domain"), vec![f(r, "kept"), f(r, "rejected")])).collect();
-    section("domains", "Top domains", bar_chart(&chart_rows, &["kept", "rejected"]));
+    let chart_rows: Vec<(String, Vec<f64>)> = doms
+        .iter()
+        .take(25)
+        .map(|r| (s(r, "domain"), vec![f(r, "kept"), f(r, "rejected")]))
+        .collect();
+    section(
+        "domains",
+        "Top domains",
+        bar_chart(&chart_rows, &["kept", "rejected"]),
+    );
 
     // Dedup.
     let dd = preset_rows(audit, "dedup_clusters")?;
-    let chart_rows: Vec<(String, Vec<f64>)> = dd.iter().map(|r| (format!("size {}", s(r, "cluster_size")), vec![f(r, "clusters")])).collect();
-    section("dedup", "Dedup cluster sizes", format!("{}{}", bar_chart(&chart_rows, &["clusters"]), table(&dd, &["cluster_size", "clusters", "docs_before_dedup"])));
+    let chart_rows: Vec<(String, Vec<f64>)> = dd
+        .iter()
+        .map(|r| {
+            (
+                format!("size {}", s(r, "cluster_size")),
+                vec![f(r, "clusters")],
+            )
+        })
+        .collect();
+    section(
+        "dedup",
+        "Dedup cluster sizes",
+        format!(
+            "{}{}",
+            bar_chart(&chart_rows, &["clusters"]),
+            table(&dd, &["cluster_size", "clusters", "docs_before_dedup"])
+        ),
+    );
 
     // Mixture and tokens.
     let mix = preset_rows(audit, "mixture")?;
-    let chart_rows: Vec<(String, Vec<f64>)> = mix.iter().map(|r| (format!("{} / {}", s(r, "node"), s(r, "source")), vec![f(r, "target_pct"), f(r, "achieved_pct")])).collect();
-    section("mixture", "Mixture: target vs achieved (% of tokens)", format!("{}{}", bar_chart(&chart_rows, &["target %", "achieved %"]), table(&mix, &["node", "source", "target_pct", "achieved_pct", "diff_pp", "tokens"])));
+    let chart_rows: Vec<(String, Vec<f64>)> = mix
+        .iter()
+        .map(|r| {
+            (
+                format!("{} / {}", s(r, "node"), s(r, "source")),
+                vec![f(r, "target_pct"), f(r, "achieved_pct")],
+            )
+        })
+        .collect();
+    section(
+        "mixture",
+        "Mixture: target vs achieved (% of tokens)",
+        format!(
+            "{}{}",
+            bar_chart(&chart_rows, &["target %", "achieved %"]),
+            table(
+                &mix,
+                &[
+                    "node",
+                    "source",
+                    "target_pct",
+                    "achieved_pct",
+                    "diff_pp",
+                    "tokens"
+                ]
+            )
+        ),
+    );
     let tps = preset_rows(audit, "tokens_per_source")?;
-    let chart_rows: Vec<(String, Vec<f64>)> = tps.iter().map(|r| (format!("{} ({})", s(r, "source"), s(r, "shard_kind")), vec![f(r, "tokens")])).collect();
-    section("tokens", "Tokens per source", format!("{}{}", bar_chart(&chart_rows, &["tokens"]), table(&tps, &["shard_kind", "source", "docs", "tokens", "pct_tokens"])));
+    let chart_rows: Vec<(String, Vec<f64>)> = tps
+        .iter()
+        .map(|r| {
+            (
+                format!("{} ({})", s(r, "source"), s(r, "shard_kind")),
+                vec![f(r, "tokens")],
+            )
+        })
+        .collect();
+    section(
+        "tokens",
+        "Tokens per source",
+        format!(
+            "{}{}",
+            bar_chart(&chart_rows, &["tokens"]),
+            table(
+                &tps,
+                &["shard_kind", "source", "docs", "tokens", "pct_tokens"]
+            )
+        ),
+    );
 
     // Samples.
     let seed = opts.seed as i64;
@@ -449,17 +635,43 @@ pub fn render(audit: &Audit, opts: &ReportOptions, baseline: Option<&Audit>) -> 
     if !current.is_empty() {
         samples.push_str("</details>");
     }
-    section("samples", &format!("Random samples (seed {})", opts.seed), samples);
+    section(
+        "samples",
+        &format!("Random samples (seed {})", opts.seed),
+        samples,
+    );
 
     if let Some(base) = baseline {
         let (schema, batch) = super::diff::diff(base, audit, true)?;
         let json = super::format_batches(&schema, &[batch], Format::Json)?;
-        let d: Vec<Row> = serde_json::from_str(&json).map_err(|e| Error::msg(format!("diff: {e}")))?;
-        let runs: Vec<String> = base.files.dirs.iter().map(|d| d.display().to_string()).collect();
+        let d: Vec<Row> =
+            serde_json::from_str(&json).map_err(|e| Error::msg(format!("diff: {e}")))?;
+        let runs: Vec<String> = base
+            .files
+            .dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
         section(
             "diff",
             "Changes against the baseline",
-            format!("<p class=\"meta\">a = baseline ({}), b = this run; unchanged rows omitted</p>{}", esc(&runs.join(", ")), table(&d, &["section", "stage", "key", "metric", "a", "b", "delta", "pct_change"])),
+            format!(
+                "<p class=\"meta\">a = baseline ({}), b = this run; unchanged rows omitted</p>{}",
+                esc(&runs.join(", ")),
+                table(
+                    &d,
+                    &[
+                        "section",
+                        "stage",
+                        "key",
+                        "metric",
+                        "a",
+                        "b",
+                        "delta",
+                        "pct_change"
+                    ]
+                )
+            ),
         );
     }
 

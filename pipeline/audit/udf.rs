@@ -14,7 +14,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Float64Builder, ListBuilder, StringBuilder, UInt64Builder};
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float64Builder, ListBuilder, StringBuilder, UInt64Builder,
+};
 use arrow::datatypes::{DataType, Field};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{create_udf, ColumnarValue, ScalarUDF, Volatility};
@@ -25,21 +27,32 @@ type DfResult<T> = datafusion::common::Result<T>;
 
 /// Register every audit UDF on a context.
 pub fn register_all(ctx: &SessionContext) {
-    for f in [json_get(), json_get_f64(), json_find_f64(), json_keys(), domain(), sample_key()] {
+    for f in [
+        json_get(),
+        json_get_f64(),
+        json_find_f64(),
+        json_keys(),
+        domain(),
+        sample_key(),
+    ] {
         ctx.register_udf(f);
     }
 }
 
 /// Evaluate `f` over the arguments as Utf8 arrays (after broadcasting scalars); returns a
 /// scalar when every argument was a scalar, as DataFusion expects.
-fn eval_strings(args: &[ColumnarValue], f: impl Fn(&[&arrow::array::StringArray], usize) -> DfResult<ArrayRef>) -> DfResult<ColumnarValue> {
+fn eval_strings(
+    args: &[ColumnarValue],
+    f: impl Fn(&[&arrow::array::StringArray], usize) -> DfResult<ArrayRef>,
+) -> DfResult<ColumnarValue> {
     let all_scalar = args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
     let arrays = ColumnarValue::values_to_arrays(args)?;
     let casted: Vec<ArrayRef> = arrays
         .iter()
         .map(|a| arrow::compute::cast(a, &DataType::Utf8))
         .collect::<Result<_, _>>()?;
-    let strs: Vec<&arrow::array::StringArray> = casted.iter().map(|a| a.as_string::<i32>()).collect();
+    let strs: Vec<&arrow::array::StringArray> =
+        casted.iter().map(|a| a.as_string::<i32>()).collect();
     let n = strs.first().map(|a| a.len()).unwrap_or(0);
     let out = f(&strs, n)?;
     if all_scalar {
@@ -63,7 +76,13 @@ fn value_f64(v: &Value) -> Option<f64> {
 
 /// Apply `get(obj, key)` row by row, reusing the parsed object while the JSON text repeats
 /// (common with scalar broadcasting and sorted data).
-fn per_row<T>(json: &arrow::array::StringArray, key: &arrow::array::StringArray, n: usize, mut emit: impl FnMut(Option<T>), get: impl Fn(&Map<String, Value>, &str) -> Option<T>) {
+fn per_row<T>(
+    json: &arrow::array::StringArray,
+    key: &arrow::array::StringArray,
+    n: usize,
+    mut emit: impl FnMut(Option<T>),
+    get: impl Fn(&Map<String, Value>, &str) -> Option<T>,
+) {
     let mut cache: Option<(usize, Option<Map<String, Value>>)> = None;
     for i in 0..n {
         if json.is_null(i) || key.is_null(i) {
@@ -75,7 +94,10 @@ fn per_row<T>(json: &arrow::array::StringArray, key: &arrow::array::StringArray,
         if !hit {
             cache = Some((i, object(text)));
         }
-        let r = cache.as_ref().and_then(|(_, o)| o.as_ref()).and_then(|o| get(o, key.value(i)));
+        let r = cache
+            .as_ref()
+            .and_then(|(_, o)| o.as_ref())
+            .and_then(|o| get(o, key.value(i)));
         emit(r);
     }
 }
@@ -90,13 +112,19 @@ pub fn json_get() -> ScalarUDF {
         Arc::new(|args: &[ColumnarValue]| {
             eval_strings(args, |a, n| {
                 let mut b = StringBuilder::new();
-                per_row(a[0], a[1], n, |v: Option<String>| b.append_option(v), |o, k| {
-                    o.get(k).and_then(|v| match v {
-                        Value::Null => None,
-                        Value::String(s) => Some(s.clone()),
-                        other => Some(other.to_string()),
-                    })
-                });
+                per_row(
+                    a[0],
+                    a[1],
+                    n,
+                    |v: Option<String>| b.append_option(v),
+                    |o, k| {
+                        o.get(k).and_then(|v| match v {
+                            Value::Null => None,
+                            Value::String(s) => Some(s.clone()),
+                            other => Some(other.to_string()),
+                        })
+                    },
+                );
                 Ok(Arc::new(b.finish()) as ArrayRef)
             })
         }),
@@ -113,7 +141,13 @@ pub fn json_get_f64() -> ScalarUDF {
         Arc::new(|args: &[ColumnarValue]| {
             eval_strings(args, |a, n| {
                 let mut b = Float64Builder::with_capacity(n);
-                per_row(a[0], a[1], n, |v| b.append_option(v), |o, k| o.get(k).and_then(value_f64));
+                per_row(
+                    a[0],
+                    a[1],
+                    n,
+                    |v| b.append_option(v),
+                    |o, k| o.get(k).and_then(value_f64),
+                );
                 Ok(Arc::new(b.finish()) as ArrayRef)
             })
         }),
@@ -130,12 +164,18 @@ pub fn json_find_f64() -> ScalarUDF {
         Arc::new(|args: &[ColumnarValue]| {
             eval_strings(args, |a, n| {
                 let mut b = Float64Builder::with_capacity(n);
-                per_row(a[0], a[1], n, |v| b.append_option(v), |o, suffix| {
-                    let dotted = format!(".{suffix}");
-                    o.iter()
-                        .find(|(k, _)| *k == suffix || k.ends_with(&dotted))
-                        .and_then(|(_, v)| value_f64(v))
-                });
+                per_row(
+                    a[0],
+                    a[1],
+                    n,
+                    |v| b.append_option(v),
+                    |o, suffix| {
+                        let dotted = format!(".{suffix}");
+                        o.iter()
+                            .find(|(k, _)| *k == suffix || k.ends_with(&dotted))
+                            .and_then(|(_, v)| value_f64(v))
+                    },
+                );
                 Ok(Arc::new(b.finish()) as ArrayRef)
             })
         }),
@@ -190,7 +230,10 @@ pub fn url_domain(url: &str) -> Option<String> {
         host = &host[..colon];
     }
     let host = host.trim_end_matches('.').to_lowercase();
-    let host = host.strip_prefix("www.").map(str::to_string).unwrap_or(host);
+    let host = host
+        .strip_prefix("www.")
+        .map(str::to_string)
+        .unwrap_or(host);
     (!host.is_empty()).then_some(host)
 }
 
@@ -205,7 +248,11 @@ pub fn domain() -> ScalarUDF {
             eval_strings(args, |a, n| {
                 let mut b = StringBuilder::new();
                 for i in 0..n {
-                    b.append_option(if a[0].is_null(i) { None } else { url_domain(a[0].value(i)) });
+                    b.append_option(if a[0].is_null(i) {
+                        None
+                    } else {
+                        url_domain(a[0].value(i))
+                    });
                 }
                 Ok(Arc::new(b.finish()) as ArrayRef)
             })
@@ -232,7 +279,10 @@ pub fn sample_key() -> ScalarUDF {
                 if ids.is_null(i) || seeds.is_null(i) {
                     b.append_null();
                 } else {
-                    b.append_value(xxhash_rust::xxh3::xxh3_64_with_seed(ids.value(i).as_bytes(), seeds.value(i) as u64));
+                    b.append_value(xxhash_rust::xxh3::xxh3_64_with_seed(
+                        ids.value(i).as_bytes(),
+                        seeds.value(i) as u64,
+                    ));
                 }
             }
             let out: ArrayRef = Arc::new(b.finish());
@@ -251,9 +301,18 @@ mod tests {
 
     #[test]
     fn domains() {
-        assert_eq!(url_domain("https://www.Example.com:8080/a?b").as_deref(), Some("example.com"));
-        assert_eq!(url_domain("http://user:pw@zh.wikipedia.org/wiki/x").as_deref(), Some("zh.wikipedia.org"));
-        assert_eq!(url_domain("//news.sina.com.cn").as_deref(), Some("news.sina.com.cn"));
+        assert_eq!(
+            url_domain("https://www.Example.com:8080/a?b").as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(
+            url_domain("http://user:pw@zh.wikipedia.org/wiki/x").as_deref(),
+            Some("zh.wikipedia.org")
+        );
+        assert_eq!(
+            url_domain("//news.sina.com.cn").as_deref(),
+            Some("news.sina.com.cn")
+        );
         assert_eq!(url_domain("http://[::1]:80/").as_deref(), Some("::1"));
         assert_eq!(url_domain("https:///path"), None);
         assert_eq!(url_domain(""), None);

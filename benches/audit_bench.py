@@ -57,11 +57,12 @@ def main():
             t, s_out = timed([sluice, "audit", run, "--sql", sluice_sql(q), "--format", "csv"])
             s_times.append(t)
             code = ("import duckdb, json, sys; c = duckdb.connect(); "
-                    f"print(json.dumps(c.sql({duck_sql(q, run)!r}).fetchall()))")
+                    "c.execute('PRAGMA disable_progress_bar'); "
+                    f"print(json.dumps(c.sql({duck_sql(q, run)!r}).fetchall(), default=str))")
             t, d_out = timed([py, "-c", code])
             d_times.append(t - base)
         s_rows = [[c for c in r] for r in csv.reader(io.StringIO(s_out))][1:]
-        d_rows = [["" if c is None else str(c) for c in r] for r in json.loads(d_out)]
+        d_rows = [["" if c is None else str(c) for c in r] for r in json.loads(d_out.strip().splitlines()[-1])]
         same = s_rows == d_rows
         rows.append((name, min(s_times), statistics.median(s_times), min(d_times), statistics.median(d_times), same))
         if not same:

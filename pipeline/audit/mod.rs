@@ -576,6 +576,11 @@ fn manifest_batch(manifests: &[RunJson]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(Arc::new(schema), cols)?)
 }
 
+/// `(source, target share, achieved share, tokens)` of one mixture row.
+type MixRow = (String, Option<f64>, Option<f64>, Option<u64>);
+/// `(target, achieved, tokens)` of one source while collecting.
+type MixShares = (Option<f64>, Option<f64>, Option<u64>);
+
 /// A share or token count from a mixture entry: a number, or an object with `share`
 /// (or `fraction`/`ratio`) and/or `tokens`.
 fn share_of(v: &Value) -> (Option<f64>, Option<u64>) {
@@ -595,13 +600,12 @@ fn share_of(v: &Value) -> (Option<f64>, Option<u64>) {
 /// a mixture. Accepted shapes (the mix stage owns the format; we read what it plausibly
 /// writes): `{target: {src: share}, achieved: {src: share | {share, tokens}}}` (at the top
 /// or under `mixture`), or `{sources: {src: {target, achieved, tokens}}}`.
-fn mixture_rows(v: &Value) -> Vec<(String, Option<f64>, Option<f64>, Option<u64>)> {
+fn mixture_rows(v: &Value) -> Vec<MixRow> {
     if let Some(ranks) = v.get("per_rank").and_then(Value::as_array) {
         return merge_rank_mixtures(ranks.iter().map(mixture_rows).collect());
     }
     let v = v.get("mixture").unwrap_or(v);
-    let mut rows: std::collections::BTreeMap<String, (Option<f64>, Option<f64>, Option<u64>)> =
-        Default::default();
+    let mut rows: std::collections::BTreeMap<String, MixShares> = Default::default();
     let target = v.get("target").and_then(Value::as_object);
     let achieved = v.get("achieved").and_then(Value::as_object);
     if target.is_some() || achieved.is_some() {
@@ -632,9 +636,7 @@ fn mixture_rows(v: &Value) -> Vec<(String, Option<f64>, Option<f64>, Option<u64>
 /// A merged run keeps node manifests `per_rank`: targets agree, tokens add up, and the
 /// achieved share is recomputed from the summed tokens when every rank reported tokens
 /// (else it is the mean of the ranks' shares).
-fn merge_rank_mixtures(
-    ranks: Vec<Vec<(String, Option<f64>, Option<f64>, Option<u64>)>>,
-) -> Vec<(String, Option<f64>, Option<f64>, Option<u64>)> {
+fn merge_rank_mixtures(ranks: Vec<Vec<MixRow>>) -> Vec<MixRow> {
     type Acc = (Option<f64>, Vec<f64>, Option<u64>, bool);
     let mut acc: std::collections::BTreeMap<String, Acc> = Default::default();
     for rows in &ranks {

@@ -10,6 +10,8 @@
 
 pub mod arrow_io;
 pub mod cli_slurm;
+pub mod audit;
+pub mod cli_audit;
 pub mod config;
 pub mod document;
 pub mod error;

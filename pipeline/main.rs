@@ -43,6 +43,12 @@ enum Command {
         /// Show only this kind.
         kind: Option<String>,
     },
+    /// SQL over run directories (tables docs, rejects, stats, nodes, manifest, mixture).
+    Audit(sluice::cli_audit::AuditArgs),
+    /// Write a self-contained HTML report about a run.
+    Report(sluice::cli_audit::ReportArgs),
+    /// Per stage and reason, the change in counts and tokens between two runs.
+    Diff(sluice::cli_audit::DiffArgs),
 }
 
 #[derive(clap::Args)]
@@ -99,6 +105,13 @@ fn main() -> ExitCode {
         Command::Validate { config } => cmd_validate(&config),
         Command::Stages { kind } => cmd_stages(kind.as_deref()),
         Command::Slurm(a) => sluice::cli_slurm::run(a)
+        Command::Audit(a) => sluice::cli_audit::run(a)
+            .map(|_| ExitCode::SUCCESS)
+            .map_err(Into::into),
+        Command::Report(a) => sluice::cli_audit::run_report(a)
+            .map(|_| ExitCode::SUCCESS)
+            .map_err(Into::into),
+        Command::Diff(a) => sluice::cli_audit::run_diff(a)
             .map(|_| ExitCode::SUCCESS)
             .map_err(Into::into),
     };

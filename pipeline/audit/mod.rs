@@ -1,0 +1,791 @@
+//! Audits: SQL over one or more run directories, with DataFusion.
+//!
+//! The people who build corpora spend as much time auditing as building: why did 40% of
+//! a dump disappear, which rule ate the good pages, did the mixture come out as planned.
+//! This module turns a run directory (see the engine's run-dir layout) into SQL tables:
+//!
+//! | table      | one row per                         | from |
+//! |------------|-------------------------------------|------|
+//! | `docs`     | output document, or packed sequence | `shards/*.parquet` (all sinks, all ranks) |
+//! | `rejects`  | rejected document                   | `rejects/*.parquet` |
+//! | `stats`    | node × metric × key                 | `stats.json` (flattened, see below) |
+//! | `nodes`    | node                                | `stats.json` (wide: in / out / rejected) |
+//! | `manifest` | shard or reject file                | `manifest.json` |
+//! | `mixture`  | mix node × source                   | `manifest.json` `nodes.<mix>` target/achieved |
+//!
+//! * `docs` has the union of the columns of every shard file (missing ones read as NULL)
+//!   and always has the canonical document columns (`id, source, text, lang, url, tokens,
+//!   n_tokens, n_chars, attrs, meta`) and packed columns (`input_ids, doc_offsets, doc_ids,
+//!   source_mix, n_pad`), so a query written for one kind of run still plans on the other.
+//!   Document rows have `n_chars` set; packed sequences have `source_mix` set.
+//! * `stats` columns: `run, node, kind, role, metric, key, docs, bytes` where `metric` is
+//!   `docs_in` (key ''), `port` (key = port name), `reject` (key = reason) or `bad_record`
+//!   (key = reason). `nodes` columns: `run, node, kind, role, docs_in, bytes_in, docs_out,
+//!   rejected, bad_records, busy_secs, extra` (`extra` is the stage's JSON stats).
+//! * `manifest` columns: `run, kind ('shard' | 'reject'), path, node, rows, tokens, bytes, sha256`.
+//! * `mixture` columns: `run, node, source, target, achieved, tokens`.
+//!
+//! Several run directories (all ranks of a partitioned run written to separate `--out`
+//! dirs, or several runs) are one logical table: every table reads the files of all of
+//! them; the JSON-derived tables carry a `run` column (the directory as given). In a
+//! directory, the merged top-level `stats.json` / `manifest.json` is used when present,
+//! else the per-rank files under `ranks/` (a run still in progress, or not merged yet).
+//!
+//! UDFs, for the JSON `attrs` / `meta` columns and URLs (see [`udf`]):
+//! `json_get(json, key)`, `json_get_f64(json, key)`, `json_find_f64(json, suffix)`,
+//! `json_keys(json)`, `domain(url)`, `sample_key(id, seed)`.
+//!
+//! Memory: the Parquet tables are scanned, streaming, by DataFusion; only the JSON files
+//! are loaded whole (they are small: one entry per node or per shard).
+
+pub mod diff;
+pub mod presets;
+pub mod report;
+pub mod udf;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Builder, RecordBatch, StringBuilder, UInt64Builder};
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// Output format of query results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// An aligned text table.
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// A JSON array of objects (one per row).
+    Json,
+}
+
+/// Map any displayable error (DataFusion's, tokio's) into ours.
+pub(crate) fn df_err(e: impl std::fmt::Display) -> Error {
+    Error::msg(format!("sql: {e}"))
+}
+
+/// One JSON file read from a run directory, tagged with the run it came from.
+#[derive(Debug, Clone)]
+struct RunJson {
+    run: String,
+    value: Value,
+}
+
+/// The files of one or more run directories, found on disk.
+#[derive(Debug, Default, Clone)]
+pub struct RunFiles {
+    /// Run directories, as given.
+    pub dirs: Vec<PathBuf>,
+    /// All `shards/*.parquet`, sorted per directory.
+    pub shards: Vec<PathBuf>,
+    /// All `rejects/*.parquet`, sorted per directory.
+    pub rejects: Vec<PathBuf>,
+    stats: Vec<RunJson>,
+    manifests: Vec<RunJson>,
+}
+
+fn parquet_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let p = e.map_err(|e| Error::io(dir, e))?.path();
+        // `.tmp` files are shards still being written: never read them.
+        if p.extension().is_some_and(|x| x == "parquet") && p.is_file() {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&s).map_err(|e| Error::msg(format!("{}: {e}", path.display())))
+}
+
+/// The top-level `<name>.json` of a run dir, or else every `ranks/r*.<name>.json`.
+fn run_jsons(dir: &Path, name: &str) -> Result<Vec<Value>> {
+    let top = dir.join(format!("{name}.json"));
+    if top.is_file() {
+        return Ok(vec![read_json(&top)?]);
+    }
+    let ranks = dir.join("ranks");
+    let mut found = Vec::new();
+    if ranks.is_dir() {
+        for e in std::fs::read_dir(&ranks).map_err(|e| Error::io(&ranks, e))? {
+            let p = e.map_err(|e| Error::io(&ranks, e))?.path();
+            let fname = p.file_name().and_then(|f| f.to_str()).unwrap_or("");
+            if fname.starts_with('r') && fname.ends_with(&format!(".{name}.json")) {
+                found.push(p);
+            }
+        }
+    }
+    found.sort();
+    found.iter().map(|p| read_json(p)).collect()
+}
+
+impl RunFiles {
+    /// Find the files of the given run directories. A directory with none of `shards/`,
+    /// `rejects/`, `stats.json`, `manifest.json` or `ranks/` is an error (a typo'd path
+    /// should not look like an empty run).
+    pub fn discover(dirs: &[PathBuf]) -> Result<Self> {
+        if dirs.is_empty() {
+            return Err(Error::msg("no run directory given"));
+        }
+        let mut rf = RunFiles {
+            dirs: dirs.to_vec(),
+            ..Default::default()
+        };
+        for dir in dirs {
+            let markers = ["shards", "rejects", "stats.json", "manifest.json", "ranks"];
+            if !markers.iter().any(|m| dir.join(m).exists()) {
+                return Err(Error::msg(format!(
+                    "{}: not a sluice run directory (no shards/, rejects/, stats.json, manifest.json or ranks/)",
+                    dir.display()
+                )));
+            }
+            rf.shards.extend(parquet_files(&dir.join("shards"))?);
+            rf.rejects.extend(parquet_files(&dir.join("rejects"))?);
+            let run = dir.display().to_string();
+            for value in run_jsons(dir, "stats")? {
+                rf.stats.push(RunJson {
+                    run: run.clone(),
+                    value,
+                });
+            }
+            for value in run_jsons(dir, "manifest")? {
+                rf.manifests.push(RunJson {
+                    run: run.clone(),
+                    value,
+                });
+            }
+        }
+        Ok(rf)
+    }
+}
+
+/// Canonical `docs` columns (document shards, then packed shards), all nullable.
+pub fn canonical_docs_schema() -> Schema {
+    let u32_list = DataType::List(Arc::new(Field::new("item", DataType::UInt32, true)));
+    let mix = DataType::List(Arc::new(Field::new(
+        "item",
+        DataType::Struct(Fields::from(vec![
+            Field::new("source", DataType::Utf8, true),
+            Field::new("tokens", DataType::UInt32, true),
+        ])),
+        true,
+    )));
+    Schema::new(vec![
+        Field::new("id", DataType::Utf8, true),
+        Field::new("source", DataType::Utf8, true),
+        Field::new("text", DataType::Utf8, true),
+        Field::new("lang", DataType::Utf8, true),
+        Field::new("url", DataType::Utf8, true),
+        Field::new("tokens", u32_list.clone(), true),
+        Field::new("n_tokens", DataType::UInt32, true),
+        Field::new("n_chars", DataType::UInt64, true),
+        Field::new("attrs", DataType::Utf8, true),
+        Field::new("meta", DataType::Utf8, true),
+        Field::new("input_ids", u32_list.clone(), true),
+        Field::new("doc_offsets", u32_list, true),
+        Field::new(
+            "doc_ids",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            true,
+        ),
+        Field::new("source_mix", mix, true),
+        Field::new("n_pad", DataType::UInt32, true),
+    ])
+}
+
+/// The `rejects/*.parquet` columns, all nullable.
+pub fn canonical_rejects_schema() -> Schema {
+    Schema::new(vec![
+        Field::new("id", DataType::Utf8, true),
+        Field::new("source", DataType::Utf8, true),
+        Field::new("stage", DataType::Utf8, true),
+        Field::new("reason", DataType::Utf8, true),
+        Field::new("score", DataType::Float64, true),
+        Field::new("detail", DataType::Utf8, true),
+        Field::new("url", DataType::Utf8, true),
+        Field::new("n_chars", DataType::UInt64, true),
+        Field::new("text_prefix", DataType::Utf8, true),
+        Field::new("attrs", DataType::Utf8, true),
+        Field::new("meta", DataType::Utf8, true),
+    ])
+}
+
+/// An audit session: a DataFusion context with the run's tables and UDFs registered,
+/// and the tokio runtime that drives it. Blocking API (the CLI and the report are sync).
+pub struct Audit {
+    rt: tokio::runtime::Runtime,
+    ctx: SessionContext,
+    /// The files the tables read.
+    pub files: RunFiles,
+}
+
+impl Audit {
+    /// Open one or more run directories as one logical run.
+    pub fn open(dirs: &[PathBuf]) -> Result<Self> {
+        let files = RunFiles::discover(dirs)?;
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+            .map_err(|e| Error::msg(format!("tokio runtime: {e}")))?;
+        let config = SessionConfig::new()
+            .with_target_partitions(threads)
+            .with_information_schema(true);
+        let ctx = SessionContext::new_with_config(config);
+        udf::register_all(&ctx);
+        let audit = Audit { rt, ctx, files };
+        audit.rt.block_on(audit.register_tables())?;
+        Ok(audit)
+    }
+
+    /// Run one SQL statement and collect its result. Also returns the result schema, so an
+    /// empty result still has a header.
+    pub fn sql(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        self.rt.block_on(async {
+            let df = self.ctx.sql(sql).await.map_err(df_err)?;
+            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            let batches = df.collect().await.map_err(df_err)?;
+            Ok((schema, batches))
+        })
+    }
+
+    /// The DataFusion context (for callers that want the async API).
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    async fn parquet_table(
+        &self,
+        files: &[PathBuf],
+        canonical: Schema,
+    ) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
+        if files.is_empty() {
+            let schema = Arc::new(canonical);
+            let t = MemTable::try_new(schema, vec![vec![]]).map_err(df_err)?;
+            return Ok(Arc::new(t));
+        }
+        let state = self.ctx.state();
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let mut urls = Vec::with_capacity(files.len());
+        let mut schemas: Vec<Schema> = Vec::new();
+        for f in files {
+            let abs = std::path::absolute(f).map_err(|e| Error::io(f, e))?;
+            let url = ListingTableUrl::parse(abs.to_string_lossy()).map_err(df_err)?;
+            // Per-file footer read: shards of different sinks may differ in columns
+            // (`write_text: false`, packed vs documents); the table is their union.
+            let s = options
+                .infer_schema(&state, &url)
+                .await
+                .map_err(|e| Error::msg(format!("{}: {e}", f.display())))?;
+            if !schemas.iter().any(|x| x == s.as_ref()) {
+                schemas.push(s.as_ref().clone());
+            }
+            urls.push(url);
+        }
+        let merged = Schema::try_merge(schemas)
+            .map_err(|e| Error::msg(format!("shards disagree on a column type: {e}")))?;
+        let mut fields: Vec<Field> = merged
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        for f in canonical.fields() {
+            if !fields.iter().any(|x| x.name() == f.name()) {
+                fields.push(f.as_ref().clone());
+            }
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(schema);
+        Ok(Arc::new(ListingTable::try_new(config).map_err(df_err)?))
+    }
+
+    async fn register_tables(&self) -> Result<()> {
+        let docs = self
+            .parquet_table(&self.files.shards, canonical_docs_schema())
+            .await?;
+        self.ctx.register_table("docs", docs).map_err(df_err)?;
+        let rejects = self
+            .parquet_table(&self.files.rejects, canonical_rejects_schema())
+            .await?;
+        self.ctx
+            .register_table("rejects", rejects)
+            .map_err(df_err)?;
+        for (name, batch) in [
+            ("stats", stats_batch(&self.files.stats)?),
+            ("nodes", nodes_batch(&self.files.stats)?),
+            ("manifest", manifest_batch(&self.files.manifests)?),
+            ("mixture", mixture_batch(&self.files.manifests)?),
+        ] {
+            let t = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(df_err)?;
+            self.ctx.register_table(name, Arc::new(t)).map_err(df_err)?;
+        }
+        Ok(())
+    }
+}
+
+fn u64_of(v: &Value) -> Option<u64> {
+    v.as_u64()
+        .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+fn nodes_of(v: &Value) -> impl Iterator<Item = (&String, &Value)> {
+    v.get("nodes")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+}
+
+fn stats_batch(stats: &[RunJson]) -> Result<RecordBatch> {
+    let mut run = StringBuilder::new();
+    let mut node = StringBuilder::new();
+    let mut kind = StringBuilder::new();
+    let mut role = StringBuilder::new();
+    let mut metric = StringBuilder::new();
+    let mut key = StringBuilder::new();
+    let mut docs = UInt64Builder::new();
+    let mut bytes = UInt64Builder::new();
+    let mut push =
+        |r: &str, n: &str, nv: &Value, m: &str, k: &str, d: Option<u64>, b: Option<u64>| {
+            run.append_value(r);
+            node.append_value(n);
+            kind.append_value(str_of(nv, "kind"));
+            role.append_value(str_of(nv, "role"));
+            metric.append_value(m);
+            key.append_value(k);
+            docs.append_option(d);
+            bytes.append_option(b);
+        };
+    for rj in stats {
+        for (n, nv) in nodes_of(&rj.value) {
+            push(
+                &rj.run,
+                n,
+                nv,
+                "docs_in",
+                "",
+                nv.get("docs_in").and_then(u64_of),
+                nv.get("bytes_in").and_then(u64_of),
+            );
+            for (p, pv) in nv
+                .get("ports")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
+                push(
+                    &rj.run,
+                    n,
+                    nv,
+                    "port",
+                    p,
+                    pv.get("docs").and_then(u64_of),
+                    pv.get("bytes").and_then(u64_of),
+                );
+            }
+            for (reason, c) in nv
+                .get("rejects")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
+                push(&rj.run, n, nv, "reject", reason, u64_of(c), None);
+            }
+            let bad = nv
+                .get("bad_records")
+                .and_then(|b| b.get("by_reason"))
+                .and_then(Value::as_object);
+            for (reason, c) in bad.into_iter().flatten() {
+                push(&rj.run, n, nv, "bad_record", reason, u64_of(c), None);
+            }
+        }
+    }
+    let schema = Schema::new(vec![
+        Field::new("run", DataType::Utf8, false),
+        Field::new("node", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("role", DataType::Utf8, false),
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("key", DataType::Utf8, false),
+        Field::new("docs", DataType::UInt64, true),
+        Field::new("bytes", DataType::UInt64, true),
+    ]);
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(run.finish()),
+        Arc::new(node.finish()),
+        Arc::new(kind.finish()),
+        Arc::new(role.finish()),
+        Arc::new(metric.finish()),
+        Arc::new(key.finish()),
+        Arc::new(docs.finish()),
+        Arc::new(bytes.finish()),
+    ];
+    Ok(RecordBatch::try_new(Arc::new(schema), cols)?)
+}
+
+fn nodes_batch(stats: &[RunJson]) -> Result<RecordBatch> {
+    let mut run = StringBuilder::new();
+    let mut node = StringBuilder::new();
+    let mut kind = StringBuilder::new();
+    let mut role = StringBuilder::new();
+    let mut docs_in = UInt64Builder::new();
+    let mut bytes_in = UInt64Builder::new();
+    let mut docs_out = UInt64Builder::new();
+    let mut rejected = UInt64Builder::new();
+    let mut bad = UInt64Builder::new();
+    let mut busy = Float64Builder::new();
+    let mut extra = StringBuilder::new();
+    for rj in stats {
+        for (n, nv) in nodes_of(&rj.value) {
+            run.append_value(&rj.run);
+            node.append_value(n);
+            kind.append_value(str_of(nv, "kind"));
+            role.append_value(str_of(nv, "role"));
+            docs_in.append_option(nv.get("docs_in").and_then(u64_of));
+            bytes_in.append_option(nv.get("bytes_in").and_then(u64_of));
+            let port = |p: &str| {
+                nv.get("ports")
+                    .and_then(|ps| ps.get(p))
+                    .and_then(|pv| pv.get("docs"))
+                    .and_then(u64_of)
+            };
+            docs_out.append_option(port("out"));
+            // The `rejected` port counts what was rejected whether or not a node consumed it;
+            // fall back to the sum of the reasons for stats written without the port.
+            let by_reason: Option<u64> = nv
+                .get("rejects")
+                .and_then(Value::as_object)
+                .map(|m| m.values().filter_map(u64_of).sum());
+            rejected.append_option(port("rejected").or(by_reason));
+            bad.append_option(
+                nv.get("bad_records")
+                    .and_then(|b| b.get("count"))
+                    .and_then(u64_of),
+            );
+            busy.append_option(nv.get("busy_secs").and_then(Value::as_f64));
+            match nv.get("extra") {
+                Some(Value::Null) | None => extra.append_null(),
+                Some(v) => extra.append_value(v.to_string()),
+            }
+        }
+    }
+    let schema = Schema::new(vec![
+        Field::new("run", DataType::Utf8, false),
+        Field::new("node", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("role", DataType::Utf8, false),
+        Field::new("docs_in", DataType::UInt64, true),
+        Field::new("bytes_in", DataType::UInt64, true),
+        Field::new("docs_out", DataType::UInt64, true),
+        Field::new("rejected", DataType::UInt64, true),
+        Field::new("bad_records", DataType::UInt64, true),
+        Field::new("busy_secs", DataType::Float64, true),
+        Field::new("extra", DataType::Utf8, true),
+    ]);
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(run.finish()),
+        Arc::new(node.finish()),
+        Arc::new(kind.finish()),
+        Arc::new(role.finish()),
+        Arc::new(docs_in.finish()),
+        Arc::new(bytes_in.finish()),
+        Arc::new(docs_out.finish()),
+        Arc::new(rejected.finish()),
+        Arc::new(bad.finish()),
+        Arc::new(busy.finish()),
+        Arc::new(extra.finish()),
+    ];
+    Ok(RecordBatch::try_new(Arc::new(schema), cols)?)
+}
+
+fn manifest_batch(manifests: &[RunJson]) -> Result<RecordBatch> {
+    let mut run = StringBuilder::new();
+    let mut kind = StringBuilder::new();
+    let mut path = StringBuilder::new();
+    let mut node = StringBuilder::new();
+    let mut rows = UInt64Builder::new();
+    let mut tokens = UInt64Builder::new();
+    let mut bytes = UInt64Builder::new();
+    let mut sha = StringBuilder::new();
+    for rj in manifests {
+        for (k, list) in [("shard", "shards"), ("reject", "rejects")] {
+            for e in rj
+                .value
+                .get(list)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                run.append_value(&rj.run);
+                kind.append_value(k);
+                path.append_value(str_of(e, "path"));
+                node.append_value(str_of(e, "node"));
+                rows.append_option(e.get("rows").and_then(u64_of));
+                tokens.append_option(e.get("tokens").and_then(u64_of));
+                bytes.append_option(e.get("bytes").and_then(u64_of));
+                sha.append_value(str_of(e, "sha256"));
+            }
+        }
+    }
+    let schema = Schema::new(vec![
+        Field::new("run", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("path", DataType::Utf8, false),
+        Field::new("node", DataType::Utf8, false),
+        Field::new("rows", DataType::UInt64, true),
+        Field::new("tokens", DataType::UInt64, true),
+        Field::new("bytes", DataType::UInt64, true),
+        Field::new("sha256", DataType::Utf8, false),
+    ]);
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(run.finish()),
+        Arc::new(kind.finish()),
+        Arc::new(path.finish()),
+        Arc::new(node.finish()),
+        Arc::new(rows.finish()),
+        Arc::new(tokens.finish()),
+        Arc::new(bytes.finish()),
+        Arc::new(sha.finish()),
+    ];
+    Ok(RecordBatch::try_new(Arc::new(schema), cols)?)
+}
+
+/// `(source, target share, achieved share, tokens)` of one mixture row.
+type MixRow = (String, Option<f64>, Option<f64>, Option<u64>);
+/// `(target, achieved, tokens)` of one source while collecting.
+type MixShares = (Option<f64>, Option<f64>, Option<u64>);
+
+/// A share or token count from a mixture entry: a number, or an object with `share`
+/// (or `fraction`/`ratio`) and/or `tokens`.
+fn share_of(v: &Value) -> (Option<f64>, Option<u64>) {
+    match v {
+        Value::Number(n) => (n.as_f64(), None),
+        Value::Object(o) => {
+            let share = ["share", "fraction", "ratio"]
+                .iter()
+                .find_map(|k| o.get(*k).and_then(Value::as_f64));
+            (share, o.get("tokens").and_then(u64_of))
+        }
+        _ => (None, None),
+    }
+}
+
+/// Rows `(source, target, achieved, tokens)` of one node's manifest entry, if it describes
+/// a mixture. Accepted shapes (the mix stage owns the format; we read what it plausibly
+/// writes): `{target: {src: share}, achieved: {src: share | {share, tokens}}}` (at the top
+/// or under `mixture`), or `{sources: {src: {target, achieved, tokens}}}`.
+fn mixture_rows(v: &Value) -> Vec<MixRow> {
+    if let Some(ranks) = v.get("per_rank").and_then(Value::as_array) {
+        return merge_rank_mixtures(ranks.iter().map(mixture_rows).collect());
+    }
+    let v = v.get("mixture").unwrap_or(v);
+    let mut rows: std::collections::BTreeMap<String, MixShares> = Default::default();
+    let target = v.get("target").and_then(Value::as_object);
+    let achieved = v.get("achieved").and_then(Value::as_object);
+    if target.is_some() || achieved.is_some() {
+        for (s, t) in target.into_iter().flatten() {
+            rows.entry(s.clone()).or_default().0 = share_of(t).0;
+        }
+        for (s, a) in achieved.into_iter().flatten() {
+            let (share, tokens) = share_of(a);
+            let e = rows.entry(s.clone()).or_default();
+            e.1 = share;
+            e.2 = tokens;
+        }
+    } else if let Some(sources) = v.get("sources").and_then(Value::as_object) {
+        for (s, sv) in sources {
+            let t = sv.get("target").map(share_of).and_then(|x| x.0);
+            let (a, at) = sv.get("achieved").map(share_of).unwrap_or((None, None));
+            let tokens = sv.get("tokens").and_then(u64_of).or(at);
+            if t.is_some() || a.is_some() {
+                rows.insert(s.clone(), (t, a, tokens));
+            }
+        }
+    }
+    rows.into_iter()
+        .map(|(s, (t, a, k))| (s, t, a, k))
+        .collect()
+}
+
+/// A merged run keeps node manifests `per_rank`: targets agree, tokens add up, and the
+/// achieved share is recomputed from the summed tokens when every rank reported tokens
+/// (else it is the mean of the ranks' shares).
+fn merge_rank_mixtures(ranks: Vec<Vec<MixRow>>) -> Vec<MixRow> {
+    type Acc = (Option<f64>, Vec<f64>, Option<u64>, bool);
+    let mut acc: std::collections::BTreeMap<String, Acc> = Default::default();
+    for rows in &ranks {
+        for (s, t, a, k) in rows {
+            let e = acc
+                .entry(s.clone())
+                .or_insert((None, Vec::new(), Some(0), true));
+            e.0 = e.0.or(*t);
+            e.1.extend(a);
+            match k {
+                Some(k) => e.2 = e.2.map(|x| x + k),
+                None => e.3 = false,
+            }
+        }
+    }
+    let all_tokens = acc.values().all(|e| e.3);
+    let total: u64 = acc.values().filter_map(|e| e.2).sum();
+    acc.into_iter()
+        .map(|(s, (t, shares, tokens, _))| {
+            let achieved = if all_tokens && total > 0 {
+                tokens.map(|k| k as f64 / total as f64)
+            } else if shares.is_empty() {
+                None
+            } else {
+                Some(shares.iter().sum::<f64>() / shares.len() as f64)
+            };
+            (s, t, achieved, if all_tokens { tokens } else { None })
+        })
+        .collect()
+}
+
+fn mixture_batch(manifests: &[RunJson]) -> Result<RecordBatch> {
+    let mut run = StringBuilder::new();
+    let mut node = StringBuilder::new();
+    let mut source = StringBuilder::new();
+    let mut target = Float64Builder::new();
+    let mut achieved = Float64Builder::new();
+    let mut tokens = UInt64Builder::new();
+    for rj in manifests {
+        for (n, nv) in nodes_of(&rj.value) {
+            for (s, t, a, k) in mixture_rows(nv) {
+                run.append_value(&rj.run);
+                node.append_value(n);
+                source.append_value(s);
+                target.append_option(t);
+                achieved.append_option(a);
+                tokens.append_option(k);
+            }
+        }
+    }
+    let schema = Schema::new(vec![
+        Field::new("run", DataType::Utf8, false),
+        Field::new("node", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("target", DataType::Float64, true),
+        Field::new("achieved", DataType::Float64, true),
+        Field::new("tokens", DataType::UInt64, true),
+    ]);
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(run.finish()),
+        Arc::new(node.finish()),
+        Arc::new(source.finish()),
+        Arc::new(target.finish()),
+        Arc::new(achieved.finish()),
+        Arc::new(tokens.finish()),
+    ];
+    Ok(RecordBatch::try_new(Arc::new(schema), cols)?)
+}
+
+/// Render query results in the given format.
+pub fn format_batches(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    format: Format,
+) -> Result<String> {
+    let nonempty: Vec<RecordBatch> = batches
+        .iter()
+        .filter(|b| b.num_rows() > 0)
+        .cloned()
+        .collect();
+    match format {
+        Format::Table => {
+            let t =
+                arrow::util::pretty::pretty_format_batches_with_schema(schema.clone(), &nonempty)?;
+            Ok(format!("{t}\n"))
+        }
+        Format::Csv => {
+            let mut buf = Vec::new();
+            {
+                let mut w = arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut buf);
+                if nonempty.is_empty() {
+                    w.write(&RecordBatch::new_empty(schema.clone()))?;
+                }
+                for b in &nonempty {
+                    w.write(b)?;
+                }
+            }
+            String::from_utf8(buf).map_err(|e| Error::msg(format!("csv: {e}")))
+        }
+        Format::Json => {
+            let mut buf = Vec::new();
+            {
+                let mut w = arrow::json::ArrayWriter::new(&mut buf);
+                let refs: Vec<&RecordBatch> = nonempty.iter().collect();
+                w.write_batches(&refs)?;
+                w.finish()?;
+            }
+            let mut s = String::from_utf8(buf).map_err(|e| Error::msg(format!("json: {e}")))?;
+            if s.is_empty() {
+                s.push_str("[]");
+            }
+            s.push('\n');
+            Ok(s)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mixture_shapes() {
+        let a: Value = serde_json::json!({"target": {"web": 0.85, "syn": 0.15}, "achieved": {"web": {"share": 0.849, "tokens": 849}, "syn": 0.151}});
+        let r = mixture_rows(&a);
+        assert_eq!(r.len(), 2);
+        assert_eq!(
+            r[1],
+            ("web".to_string(), Some(0.85), Some(0.849), Some(849))
+        );
+        let b: Value =
+            serde_json::json!({"sources": {"web": {"target": 0.5, "achieved": 0.4, "tokens": 4}}});
+        assert_eq!(
+            mixture_rows(&b),
+            vec![("web".to_string(), Some(0.5), Some(0.4), Some(4))]
+        );
+        let per: Value = serde_json::json!({"per_rank": [
+            {"target": {"web": 0.5, "syn": 0.5}, "achieved": {"web": {"share": 0.6, "tokens": 60}, "syn": {"share": 0.4, "tokens": 40}}},
+            {"target": {"web": 0.5, "syn": 0.5}, "achieved": {"web": {"share": 0.4, "tokens": 40}, "syn": {"share": 0.6, "tokens": 60}}}]});
+        assert_eq!(
+            mixture_rows(&per),
+            vec![
+                ("syn".to_string(), Some(0.5), Some(0.5), Some(100)),
+                ("web".to_string(), Some(0.5), Some(0.5), Some(100))
+            ]
+        );
+        let tok: Value = serde_json::json!({"tokenizer": "x.json", "sha256": "ab"});
+        assert!(mixture_rows(&tok).is_empty());
+    }
+}

@@ -11,6 +11,9 @@ pub fn all() -> Vec<Kind> {
         // sources
         // transforms and stages
         length_filter::kind(),
+        exact_dedup::kind(),
+        line_dedup::kind(),
+        minhash_dedup::kind(),
         // sinks
     ]
 }

@@ -2,3 +2,6 @@
 //! in [`crate::registry`].
 
 pub mod length_filter;
+pub mod minhash_dedup;
+pub mod exact_dedup;
+pub mod line_dedup;

@@ -9,12 +9,16 @@ use crate::stages::*;
 pub fn all() -> Vec<Kind> {
     vec![
         // sources
+        ingest_jsonl::kind(),
+        ingest_parquet::kind(),
         // transforms and stages
         length_filter::kind(),
         exact_dedup::kind(),
         line_dedup::kind(),
         minhash_dedup::kind(),
+        tokenize::kind(),
         // sinks
+        parquet_shards::kind(),
     ]
 }
 

@@ -97,6 +97,10 @@ pub fn normalize_text(text: &str, cfg: &Config) -> String {
             continue;
         }
         if cfg.strip_punctuation && is_punct_or_symbol(c) {
+            // Punctuation separates like whitespace: "年，Peking" ≡ "年。 Peking".
+            if cfg.collapse_whitespace {
+                pending_space = !out.is_empty();
+            }
             continue;
         }
         if pending_space {
@@ -295,7 +299,7 @@ mod tests {
         };
         assert_eq!(normalize_text("  Hello,\n\tWORLD 2024! ", &Config::default()), "hello, world 2024!");
         assert_eq!(normalize_text("  Hello,\n\tWORLD 2024! ", &all), "hello world 0000");
-        assert_eq!(normalize_text("北京，2008年「奥运会」。", &all), "北京0000年奥运会");
+        assert_eq!(normalize_text("北京，2008年「奥运会」。", &all), "北京 0000年 奥运会");
         let none = Config {
             lowercase: false,
             collapse_whitespace: false,

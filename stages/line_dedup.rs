@@ -505,7 +505,8 @@ mod tests {
     #[test]
     fn paragraph_units_and_max_occurrences() {
         let para = "Cookie notice: we use cookies.\nClick to accept.\n\n";
-        let texts: Vec<String> = (0..3).map(|i| format!("{para}Body number {i} is unique.")).collect();
+        // Digits normalize to 0, so the bodies differ by words, not numbers.
+        let texts: Vec<String> = ["alpha", "beta", "gamma"].iter().map(|w| format!("{para}Body {w} is unique.")).collect();
         let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
         assert_eq!(split_units(&texts[0], Unit::Paragraph).len(), 2);
         let mut s = LineDedup::new(Config {
@@ -515,7 +516,7 @@ mod tests {
             ..Config::default()
         });
         let (out, _) = run_stage_docs(&mut s, docs(&refs), 3);
-        assert!(out.iter().all(|d| d.text.starts_with("Body number")), "3 copies > 2 allowed");
+        assert!(out.iter().all(|d| d.text.starts_with("Body ")), "3 copies > 2 allowed: {:?}", out.iter().map(|d| &d.text).collect::<Vec<_>>());
         let mut s = LineDedup::new(Config {
             unit: Unit::Paragraph,
             max_occurrences: 3,

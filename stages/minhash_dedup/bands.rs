@@ -247,7 +247,8 @@ mod tests {
             assert_eq!(ix.get(key), Some(i));
         }
         assert_eq!(ix.get(12345), None);
-        assert_eq!(ix.get_or_insert(0, 5), None);
-        assert_eq!(ix.get(0), Some(5));
+        let mut zero = BandIndex::default();
+        assert_eq!(zero.get_or_insert(0, 5), None);
+        assert_eq!(zero.get(0), Some(5));
     }
 }

@@ -85,7 +85,7 @@ pub fn tokens(text: &str, words: Option<&[Range<u32>]>, mode: ShingleMode, seed:
             let mut buf = String::new();
             for w in text.split_whitespace() {
                 let w = w.trim_matches(|c: char| c.is_ascii_punctuation());
-                if w.is_empty() {
+                if !w.chars().any(char::is_alphanumeric) {
                     continue;
                 }
                 out.push(hash_word(w, seed, &mut buf));

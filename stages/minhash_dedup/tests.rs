@@ -218,3 +218,28 @@ fn config_validation_reports_every_problem() {
     let ok: Config = parse_config(&serde_json::json!({"bands": 16, "rows": 8}), &ctx(dir.path())).unwrap();
     assert_eq!(ok.lsh_params(), LshParams { bands: 16, rows: 8 });
 }
+
+/// The labelled pairs of `samples/text/articles_en.jsonl` (articles_100.truth) are found,
+/// and nothing else is flagged.
+#[test]
+fn finds_labelled_pairs_in_english_sample() {
+    let txt = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/samples/text/articles_en.jsonl")).unwrap();
+    let docs: Vec<Document> = txt
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            doc(v["id"].as_str().unwrap(), v["text"].as_str().unwrap())
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = MinhashDedup::new(Config::default(), &ctx(dir.path()));
+    let (out, rej) = run_stage_docs(&mut s, docs, 7);
+    let mut got: Vec<(String, String)> = rej.iter().map(|d| (d.meta["duplicate_of"].clone(), d.id.clone())).collect();
+    got.sort();
+    let want: Vec<(String, String)> = [("t1088", "t5015"), ("t1297", "t4638"), ("t1768", "t5248"), ("t1952", "t3495"), ("t980", "t2023")]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(got, want, "{:?}", s.stats());
+    assert_eq!(out.len(), 95);
+}

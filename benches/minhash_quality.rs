@@ -21,7 +21,7 @@ use std::path::PathBuf;
 
 use sluice::stages::minhash_dedup::signature::{exact_jaccard, text_shingles, ShingleMode};
 use sluice::stages::minhash_dedup::{Config, MinhashDedup};
-use sluice::stage::BuildCtx;
+use sluice::stage::{BuildCtx, Stage};
 use sluice::testing::run_stage_docs;
 use sluice::Document;
 

@@ -42,7 +42,7 @@ use xxhash_rust::xxh3::xxh3_128_with_seed;
 
 use crate::document::DocBatch;
 use crate::error::Result;
-use crate::stage::{parse_config, BuildCtx, Emitter, Kind, Node, Role, Stage, StageConfig, OUT_REJECTED};
+use crate::stage::{parse_config, Emitter, Kind, Node, Role, Stage, StageConfig, OUT_REJECTED};
 
 /// Config for `exact_dedup`.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]

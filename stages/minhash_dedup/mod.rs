@@ -578,6 +578,8 @@ impl Stage for MinhashDedup {
             "num_perm": self.cfg.num_perm,
             "threshold": self.cfg.threshold,
             "band_keys": self.index.len(),
+            "index_bytes": self.index.heap_bytes(),
+            "spill_buffer_bytes": self.sigs.heap_bytes() + self.shingle_store.as_ref().map_or(0, |s| s.heap_bytes()),
             "state_bytes": self.state_bytes(),
             "state_bytes_per_doc": self.state_bytes() as f64 / indexed as f64,
             "spill_disk_bytes": self.sigs.disk_bytes() + self.shingle_store.as_ref().map_or(0, |s| s.disk_bytes()),

@@ -77,6 +77,10 @@ impl SpillStore {
         } else {
             self.offsets.push(self.flushed + self.buf.len() as u64);
         }
+        if self.buf.capacity() == 0 {
+            // Reserve once so the buffer never reallocates past its cap.
+            self.buf.reserve_exact(self.buf_cap + rec.len().max(1024));
+        }
         self.buf.extend_from_slice(rec);
         self.records += 1;
         if self.buf.len() > self.buf_cap {

@@ -80,9 +80,9 @@ def main():
     bench_dir = Path(os.environ.get("MINHASH_BENCH_DIR", tempfile.mkdtemp(prefix="sluice-minhash-")))
     env = dict(os.environ, MINHASH_BENCH_DIR=str(bench_dir))
     print(f"running sluice bench (shingles exported to {bench_dir}) ...", file=sys.stderr)
-    proc = subprocess.run(
-        ["cargo", "bench", "--bench", "minhash_speed"], env=env, capture_output=True, text=True, check=True
-    )
+    # SLUICE_MINHASH_BENCH_BIN: an already built bench binary (else `cargo bench` builds it).
+    cmd = [os.environ["SLUICE_MINHASH_BENCH_BIN"]] if os.environ.get("SLUICE_MINHASH_BENCH_BIN") else ["cargo", "bench", "--bench", "minhash_speed"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     ours = {}
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):

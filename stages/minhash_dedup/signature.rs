@@ -180,8 +180,8 @@ impl SplitMix64 {
 /// Computes MinHash signatures with `num_perm` seeded hash functions.
 #[derive(Debug, Clone)]
 pub struct MinHasher {
-    a: Vec<u64>,
-    b: Vec<u64>,
+    a: Vec<u32>,
+    b: Vec<u32>,
     seed: u64,
 }
 
@@ -193,8 +193,9 @@ impl MinHasher {
         let mut a = Vec::with_capacity(n);
         let mut b = Vec::with_capacity(n);
         for _ in 0..n {
-            a.push(rng.next_u64() | 1);
-            b.push(rng.next_u64());
+            let r = rng.next_u64();
+            a.push((r as u32) | 1);
+            b.push((r >> 32) as u32);
         }
         MinHasher { a, b, seed }
     }
@@ -242,39 +243,44 @@ impl MinHasher {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq,avx512vl")]
-unsafe fn signature_avx512(a: &[u64], b: &[u64], shingles: &[u64], sig: &mut [u32]) {
+unsafe fn signature_avx512(a: &[u32], b: &[u32], shingles: &[u64], sig: &mut [u32]) {
     signature_kernel(a, b, shingles, sig)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn signature_avx2(a: &[u64], b: &[u64], shingles: &[u64], sig: &mut [u32]) {
+unsafe fn signature_avx2(a: &[u32], b: &[u32], shingles: &[u64], sig: &mut [u32]) {
     signature_kernel(a, b, shingles, sig)
 }
 
-/// `sig[i] = min(sig_init, min_x ((a_i * x + b_i) >> 32))`, four shingles per pass over the
-/// constants so each `a_i`/`b_i` load is reused and the inner loop stays branch-free.
+/// `sig[i] = min_x p_i(fold32(x))` with the 32-bit permutation
+/// `p_i(y) = (a_i·y + b_i mod 2^32) ^ ((a_i·y + b_i mod 2^32) >> 16)` (odd `a_i`: a bijection),
+/// `fold32(x) = (x ^ x >> 32) mod 2^32`. All lanes are 32-bit, so AVX-512 does 16 per
+/// instruction. Four shingles per pass over the constants reuse each `a_i`/`b_i` load.
 #[inline(always)]
-fn signature_kernel(a: &[u64], b: &[u64], shingles: &[u64], sig: &mut [u32]) {
+fn signature_kernel(a: &[u32], b: &[u32], shingles: &[u64], sig: &mut [u32]) {
     sig.fill(u32::MAX);
     let n = sig.len().min(a.len()).min(b.len());
     let (a, b, sig) = (&a[..n], &b[..n], &mut sig[..n]);
+    #[inline(always)]
+    fn p(ai: u32, bi: u32, y: u32) -> u32 {
+        let h = ai.wrapping_mul(y).wrapping_add(bi);
+        h ^ (h >> 16)
+    }
+    let fold = |x: u64| (x ^ (x >> 32)) as u32;
     let mut chunks = shingles.chunks_exact(4);
     for c in &mut chunks {
-        let (x0, x1, x2, x3) = (c[0], c[1], c[2], c[3]);
+        let (x0, x1, x2, x3) = (fold(c[0]), fold(c[1]), fold(c[2]), fold(c[3]));
         for i in 0..n {
             let (ai, bi) = (a[i], b[i]);
-            let h0 = (ai.wrapping_mul(x0).wrapping_add(bi) >> 32) as u32;
-            let h1 = (ai.wrapping_mul(x1).wrapping_add(bi) >> 32) as u32;
-            let h2 = (ai.wrapping_mul(x2).wrapping_add(bi) >> 32) as u32;
-            let h3 = (ai.wrapping_mul(x3).wrapping_add(bi) >> 32) as u32;
-            sig[i] = sig[i].min(h0.min(h1)).min(h2.min(h3));
+            let m = p(ai, bi, x0).min(p(ai, bi, x1)).min(p(ai, bi, x2).min(p(ai, bi, x3)));
+            sig[i] = sig[i].min(m);
         }
     }
     for &x in chunks.remainder() {
+        let y = fold(x);
         for i in 0..n {
-            let h = (a[i].wrapping_mul(x).wrapping_add(b[i]) >> 32) as u32;
-            sig[i] = sig[i].min(h);
+            sig[i] = sig[i].min(p(a[i], b[i], y));
         }
     }
 }

@@ -20,9 +20,11 @@ fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
         })
         .map_or(0, |kb| kb * 1024)
 }
@@ -83,17 +85,36 @@ fn main() {
     let (idx_lo, idx_hi) = (keys_50m * 12.0 / 0.875, keys_50m * 12.0 / 0.5833);
     let gib = |b: f64| b / (1u64 << 30) as f64;
     let total = |idx: f64| per_doc_linear * target + idx + spill_bytes;
-    println!("# minhash_dedup index memory (num_perm {}, {}×{} bands×rows)\n", cfg.num_perm, lsh.bands, lsh.rows);
+    println!(
+        "# minhash_dedup index memory (num_perm {}, {}×{} bands×rows)\n",
+        cfg.num_perm, lsh.bands, lsh.rows
+    );
     println!("| measure | value |");
     println!("|---|---|");
     println!("| documents inserted | {n} ({dups} had an LSH candidate) |");
-    println!("| insert time | {secs:.2} s ({:.2} M docs/s: band keys + index + spill, no signature) |", nf / secs / 1e6);
+    println!(
+        "| insert time | {secs:.2} s ({:.2} M docs/s: band keys + index + spill, no signature) |",
+        nf / secs / 1e6
+    );
     println!("| band keys stored | {keys:.0} ({keys_per_doc:.2} per doc) |");
-    println!("| state_bytes (stage accounting) | {state:.0} ({:.1} B/doc) |", state / nf);
-    println!("| RSS growth (process) | {rss} ({:.1} B/doc) |", rss as f64 / nf);
-    println!("| band index now | {idx_now:.0} B ({:.1} B/key, {:.1} B/doc) |", idx_now / keys.max(1.0), idx_now / nf);
+    println!(
+        "| state_bytes (stage accounting) | {state:.0} ({:.1} B/doc) |",
+        state / nf
+    );
+    println!(
+        "| RSS growth (process) | {rss} ({:.1} B/doc) |",
+        rss as f64 / nf
+    );
+    println!(
+        "| band index now | {idx_now:.0} B ({:.1} B/key, {:.1} B/doc) |",
+        idx_now / keys.max(1.0),
+        idx_now / nf
+    );
     println!("| per-doc part (union-find 8, dup counter 4, id offset 8, id bytes) | {per_doc_linear:.1} B/doc |");
-    println!("| spill buffer (fixed) | {:.0} MiB |", spill_bytes / (1u64 << 20) as f64);
+    println!(
+        "| spill buffer (fixed) | {:.0} MiB |",
+        spill_bytes / (1u64 << 20) as f64
+    );
     println!(
         "| projected 50 M docs (index load 0.875 .. 0.583) | {:.2} .. {:.2} GiB ({:.0} .. {:.0} B/doc) |",
         gib(total(idx_lo)),
@@ -101,6 +122,9 @@ fn main() {
         total(idx_lo) / target,
         total(idx_hi) / target
     );
-    println!("| projected 50 M docs, pre-sized (`expected_docs: 50000000`) | {:.2} GiB |", gib(total(idx_lo)));
+    println!(
+        "| projected 50 M docs, pre-sized (`expected_docs: 50000000`) | {:.2} GiB |",
+        gib(total(idx_lo))
+    );
     println!("\nSignatures ({} B/doc) are spilled to the scratch directory, not held in RAM: {:.1} GiB of disk at 50 M docs.", cfg.num_perm * 4, gib(target * cfg.num_perm as f64 * 4.0));
 }

@@ -19,9 +19,9 @@ mod planted;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
+use sluice::stage::{BuildCtx, Stage};
 use sluice::stages::minhash_dedup::signature::{exact_jaccard, text_shingles, ShingleMode};
 use sluice::stages::minhash_dedup::{Config, MinhashDedup};
-use sluice::stage::{BuildCtx, Stage};
 use sluice::testing::run_stage_docs;
 use sluice::Document;
 
@@ -44,12 +44,16 @@ struct Labelled {
 
 fn load_articles(n: usize) -> Labelled {
     let dir = shared_data().join("dedup-minhash-articles-groundtruth");
-    let train = std::fs::read_to_string(dir.join(format!("articles_{n}.train"))).expect("articles train file");
-    let truth_txt = std::fs::read_to_string(dir.join(format!("articles_{n}.truth"))).expect("articles truth file");
+    let train = std::fs::read_to_string(dir.join(format!("articles_{n}.train")))
+        .expect("articles train file");
+    let truth_txt = std::fs::read_to_string(dir.join(format!("articles_{n}.truth")))
+        .expect("articles truth file");
     let mut docs = Vec::new();
     let mut truth = HashMap::new();
     for (i, line) in train.lines().enumerate() {
-        let Some((id, text)) = line.split_once(' ') else { continue };
+        let Some((id, text)) = line.split_once(' ') else {
+            continue;
+        };
         docs.push(Document::new(id, "articles", text));
         truth.insert(id.to_string(), 1_000_000 + i);
     }
@@ -91,7 +95,11 @@ fn pairs(n: u64) -> u64 {
     n * n.saturating_sub(1) / 2
 }
 
-fn score(docs: &[Document], truth: &HashMap<String, usize>, cfg: Config) -> (Prf, HashMap<String, String>, serde_json::Value) {
+fn score(
+    docs: &[Document],
+    truth: &HashMap<String, usize>,
+    cfg: Config,
+) -> (Prf, HashMap<String, String>, serde_json::Value) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut stage = MinhashDedup::new(cfg, &BuildCtx::for_tests("mh", dir.path()));
     let (out, rej) = run_stage_docs(&mut stage, docs.to_vec(), 256);
@@ -100,7 +108,11 @@ fn score(docs: &[Document], truth: &HashMap<String, usize>, cfg: Config) -> (Prf
         pred.insert(d.id.clone(), d.id.clone());
     }
     for d in &rej {
-        let root = d.meta.get("duplicate_of").cloned().unwrap_or_else(|| d.id.clone());
+        let root = d
+            .meta
+            .get("duplicate_of")
+            .cloned()
+            .unwrap_or_else(|| d.id.clone());
         pred.insert(d.id.clone(), root);
     }
     let mut joint: HashMap<(&str, usize), u64> = HashMap::new();
@@ -117,26 +129,57 @@ fn score(docs: &[Document], truth: &HashMap<String, usize>, cfg: Config) -> (Prf
     let tt: u64 = tc.values().map(|&n| pairs(n)).sum();
     let p = if pp == 0 { 1.0 } else { tp as f64 / pp as f64 };
     let r = if tt == 0 { 1.0 } else { tp as f64 / tt as f64 };
-    let f1 = if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) };
+    let f1 = if p + r == 0.0 {
+        0.0
+    } else {
+        2.0 * p * r / (p + r)
+    };
     let stats = stage.stats().unwrap_or_default();
-    (Prf { p, r, f1, tp, pred: pp, truth: tt }, pred, stats)
+    (
+        Prf {
+            p,
+            r,
+            f1,
+            tp,
+            pred: pp,
+            truth: tt,
+        },
+        pred,
+        stats,
+    )
 }
 
 fn main() {
     let thresholds = [0.5, 0.6, 0.7, 0.8, 0.9];
     let default = Config::default();
-    println!("# minhash_dedup quality (num_perm {}, verify {:?}, default threshold {})\n", default.num_perm, default.verify, default.threshold);
+    println!(
+        "# minhash_dedup quality (num_perm {}, verify {:?}, default threshold {})\n",
+        default.num_perm, default.verify, default.threshold
+    );
 
     for n in [100, 1000, 2500] {
         let set = load_articles(n);
-        println!("## English: articles_{n} ({} docs, whitespace-word {}-grams)\n", set.docs.len(), default.ngram_whitespace);
-        println!("| threshold | bands×rows | precision | recall | F1 | TP pairs / predicted / true |");
+        println!(
+            "## English: articles_{n} ({} docs, whitespace-word {}-grams)\n",
+            set.docs.len(),
+            default.ngram_whitespace
+        );
+        println!(
+            "| threshold | bands×rows | precision | recall | F1 | TP pairs / predicted / true |"
+        );
         println!("|---|---|---|---|---|---|");
         for t in thresholds {
-            let cfg = Config { threshold: t, ..Config::default() };
+            let cfg = Config {
+                threshold: t,
+                ..Config::default()
+            };
             let lsh = cfg.lsh_params();
             let (s, _, _) = score(&set.docs, &set.truth, cfg);
-            let mark = if t == default.threshold { " (default)" } else { "" };
+            let mark = if t == default.threshold {
+                " (default)"
+            } else {
+                ""
+            };
             println!(
                 "| {t}{mark} | {}×{} | {:.3} | {:.3} | {:.3} | {} / {} / {} |",
                 lsh.bands, lsh.rows, s.p, s.r, s.f1, s.tp, s.pred, s.truth
@@ -165,29 +208,63 @@ fn main() {
         default.ngram_chars
     );
     // Exact Jaccard of every planted copy against its base, per transform.
-    let base_text: HashMap<usize, &str> = planted.iter().filter(|p| p.transform == "base").map(|p| (p.cluster, p.text.as_str())).collect();
+    let base_text: HashMap<usize, &str> = planted
+        .iter()
+        .filter(|p| p.transform == "base")
+        .map(|p| (p.cluster, p.text.as_str()))
+        .collect();
     let mut by_t: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for p in planted.iter().filter(|p| p.transform != "base") {
-        let a = text_shingles(base_text[&p.cluster], None, ShingleMode::Chars, default.ngram_chars, default.seed);
-        let b = text_shingles(&p.text, None, ShingleMode::Chars, default.ngram_chars, default.seed);
-        by_t.entry(p.transform).or_default().push(exact_jaccard(&a, &b));
+        let a = text_shingles(
+            base_text[&p.cluster],
+            None,
+            ShingleMode::Chars,
+            default.ngram_chars,
+            default.seed,
+        );
+        let b = text_shingles(
+            &p.text,
+            None,
+            ShingleMode::Chars,
+            default.ngram_chars,
+            default.seed,
+        );
+        by_t.entry(p.transform)
+            .or_default()
+            .push(exact_jaccard(&a, &b));
     }
-    println!("Exact Jaccard (char {}-gram sets) of planted copies vs their base:\n", default.ngram_chars);
+    println!(
+        "Exact Jaccard (char {}-gram sets) of planted copies vs their base:\n",
+        default.ngram_chars
+    );
     println!("| transform | copies | min | median | max |");
     println!("|---|---|---|---|---|");
     for (t, v) in by_t.iter_mut() {
         v.sort_by(|a, b| a.total_cmp(b));
-        println!("| {t} | {} | {:.3} | {:.3} | {:.3} |", v.len(), v[0], v[v.len() / 2], v[v.len() - 1]);
+        println!(
+            "| {t} | {} | {:.3} | {:.3} | {:.3} |",
+            v.len(),
+            v[0],
+            v[v.len() / 2],
+            v[v.len() - 1]
+        );
     }
     println!();
     println!("| threshold | bands×rows | precision | recall | F1 | TP pairs / predicted / true | copies found per transform |");
     println!("|---|---|---|---|---|---|---|");
     for t in thresholds {
-        let cfg = Config { threshold: t, ..Config::default() };
+        let cfg = Config {
+            threshold: t,
+            ..Config::default()
+        };
         let lsh = cfg.lsh_params();
         let (s, pred, _) = score(&docs, &truth, cfg);
         // A copy is "found" when it shares a predicted cluster with its base.
-        let base_id: HashMap<usize, &str> = planted.iter().filter(|p| p.transform == "base").map(|p| (p.cluster, p.id.as_str())).collect();
+        let base_id: HashMap<usize, &str> = planted
+            .iter()
+            .filter(|p| p.transform == "base")
+            .map(|p| (p.cluster, p.id.as_str()))
+            .collect();
         let mut found: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
         for p in planted.iter().filter(|p| p.transform != "base") {
             let e = found.entry(p.transform).or_default();
@@ -196,8 +273,15 @@ fn main() {
                 e.0 += 1;
             }
         }
-        let per: Vec<String> = found.iter().map(|(t, (f, n))| format!("{t} {f}/{n}")).collect();
-        let mark = if t == default.threshold { " (default)" } else { "" };
+        let per: Vec<String> = found
+            .iter()
+            .map(|(t, (f, n))| format!("{t} {f}/{n}"))
+            .collect();
+        let mark = if t == default.threshold {
+            " (default)"
+        } else {
+            ""
+        };
         println!(
             "| {t}{mark} | {}×{} | {:.3} | {:.3} | {:.3} | {} / {} / {} | {} |",
             lsh.bands,

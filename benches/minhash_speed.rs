@@ -40,7 +40,9 @@ fn shared_data() -> PathBuf {
 fn english() -> Vec<String> {
     let p = shared_data().join("dedup-minhash-articles-groundtruth/articles_2500.train");
     let txt = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    txt.lines().filter_map(|l| l.split_once(' ').map(|(_, t)| t.to_string())).collect()
+    txt.lines()
+        .filter_map(|l| l.split_once(' ').map(|(_, t)| t.to_string()))
+        .collect()
 }
 
 fn chinese() -> Vec<String> {
@@ -134,7 +136,9 @@ fn run(name: &str, docs: &[String], mode: ShingleMode, n: usize, out_dir: &PathB
 }
 
 fn main() {
-    let out_dir = PathBuf::from(std::env::var("MINHASH_BENCH_DIR").unwrap_or_else(|_| "/tmp/sluice-minhash-bench".into()));
+    let out_dir = PathBuf::from(
+        std::env::var("MINHASH_BENCH_DIR").unwrap_or_else(|_| "/tmp/sluice-minhash-bench".into()),
+    );
     run("en", &english(), ShingleMode::Whitespace, 5, &out_dir);
     run("zh", &chinese(), ShingleMode::Chars, 5, &out_dir);
 }

@@ -208,7 +208,11 @@ impl ExactDedup {
 
     fn id_of(&self, i: u32) -> &str {
         let end = self.id_ends[i as usize] as usize;
-        let start = if i == 0 { 0 } else { self.id_ends[i as usize - 1] as usize };
+        let start = if i == 0 {
+            0
+        } else {
+            self.id_ends[i as usize - 1] as usize
+        };
         std::str::from_utf8(&self.id_bytes[start..end]).unwrap_or("")
     }
 
@@ -233,7 +237,10 @@ impl Stage for ExactDedup {
                 continue;
             }
             let uh = if self.cfg.url {
-                doc.meta.get("url").filter(|u| !u.trim().is_empty()).map(|u| self.hash(&normalize_url(u)))
+                doc.meta
+                    .get("url")
+                    .filter(|u| !u.trim().is_empty())
+                    .map(|u| self.hash(&normalize_url(u)))
             } else {
                 None
             };
@@ -297,9 +304,18 @@ mod tests {
             normalize_digits: true,
             ..Config::default()
         };
-        assert_eq!(normalize_text("  Hello,\n\tWORLD 2024! ", &Config::default()), "hello, world 2024!");
-        assert_eq!(normalize_text("  Hello,\n\tWORLD 2024! ", &all), "hello world 0000");
-        assert_eq!(normalize_text("北京，2008年「奥运会」。", &all), "北京 0000年 奥运会");
+        assert_eq!(
+            normalize_text("  Hello,\n\tWORLD 2024! ", &Config::default()),
+            "hello, world 2024!"
+        );
+        assert_eq!(
+            normalize_text("  Hello,\n\tWORLD 2024! ", &all),
+            "hello world 0000"
+        );
+        assert_eq!(
+            normalize_text("北京，2008年「奥运会」。", &all),
+            "北京 0000年 奥运会"
+        );
         let none = Config {
             lowercase: false,
             collapse_whitespace: false,
@@ -319,11 +335,17 @@ mod tests {
         for bs in [1, 3, 1000] {
             let mut s = ExactDedup::new(Config::default());
             let (out, rej) = run_stage_docs(&mut s, docs(&texts), bs);
-            assert_eq!(out.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), vec!["t0", "t2", "t3"]);
+            assert_eq!(
+                out.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+                vec!["t0", "t2", "t3"]
+            );
             assert_eq!(rej.len(), 1);
             assert_eq!(rej[0].id, "t1");
             let r = rej[0].reject.as_ref().unwrap();
-            assert_eq!((r.reason.as_str(), r.detail.as_str()), ("duplicate_text", "duplicate_of=t0"));
+            assert_eq!(
+                (r.reason.as_str(), r.detail.as_str()),
+                ("duplicate_text", "duplicate_of=t0")
+            );
             assert_eq!(rej[0].meta["duplicate_of"], "t0");
         }
         // With punctuation stripped, the full-width comma variant is a duplicate too.
@@ -333,7 +355,10 @@ mod tests {
         });
         let (out, rej) = run_stage_docs(&mut s, docs(&texts), 2);
         assert_eq!(out.len(), 2);
-        assert_eq!(rej.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), vec!["t1", "t2"]);
+        assert_eq!(
+            rej.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+            vec!["t1", "t2"]
+        );
     }
 
     #[test]
@@ -344,7 +369,12 @@ mod tests {
         );
         assert_eq!(normalize_url("http://example.com"), "example.com");
         let mut d = docs(&["one text", "another text", "third text", "fourth"]);
-        let urls = ["http://example.com/a", "https://www.example.com/a/", "http://example.com/b", ""];
+        let urls = [
+            "http://example.com/a",
+            "https://www.example.com/a/",
+            "http://example.com/b",
+            "",
+        ];
         for (doc, u) in d.iter_mut().zip(urls) {
             doc.meta.insert("url".into(), u.into());
         }
@@ -354,7 +384,10 @@ mod tests {
             ..Config::default()
         });
         let (out, rej) = run_stage_docs(&mut s, d, 3);
-        assert_eq!(out.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), vec!["t0", "t2", "t3", "t4"]);
+        assert_eq!(
+            out.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+            vec!["t0", "t2", "t3", "t4"]
+        );
         assert_eq!(rej[0].reject.as_ref().unwrap().reason, "duplicate_url");
         assert_eq!(rej[0].meta["duplicate_of"], "t0");
         let st = s.stats().unwrap();

@@ -48,7 +48,9 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::document::{DocBatch, Document};
 use crate::error::Result;
-use crate::stage::{parse_config, BuildCtx, Emitter, Kind, Node, Role, Stage, StageConfig, OUT_REJECTED};
+use crate::stage::{
+    parse_config, BuildCtx, Emitter, Kind, Node, Role, Stage, StageConfig, OUT_REJECTED,
+};
 
 /// What counts as one unit of deduplication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -243,7 +245,9 @@ pub fn split_units(text: &str, unit: Unit) -> Vec<&str> {
                     // A paragraph ends at a newline followed by a blank line (only whitespace).
                     let mut j = i + 1;
                     let mut blank = false;
-                    while j < b.len() && (b[j] == b' ' || b[j] == b'\t' || b[j] == b'\r' || b[j] == b'\n') {
+                    while j < b.len()
+                        && (b[j] == b' ' || b[j] == b'\t' || b[j] == b'\r' || b[j] == b'\n')
+                    {
                         if b[j] == b'\n' {
                             blank = true;
                         }
@@ -373,8 +377,13 @@ impl LineDedup {
             let kept = kept.trim_end().to_string();
             doc.set_text(kept);
         }
-        let frac = if total_chars == 0 { 0.0 } else { removed_chars as f64 / total_chars as f64 };
-        doc.attrs.insert("line_dedup.removed_lines".into(), removed as f64);
+        let frac = if total_chars == 0 {
+            0.0
+        } else {
+            removed_chars as f64 / total_chars as f64
+        };
+        doc.attrs
+            .insert("line_dedup.removed_lines".into(), removed as f64);
         doc.attrs.insert("line_dedup.removed_frac".into(), frac);
         let left = doc.text.chars().count();
         if left < self.cfg.min_chars {
@@ -454,7 +463,11 @@ mod tests {
             "长江是亚洲第一长河和世界第三长河，全长约6300公里，流域面积约180万平方公里。",
             "上海是中华人民共和国直辖市，国家中心城市，超大城市，也是国际经济、金融、贸易中心。",
         ];
-        let pages: Vec<String> = bodies.iter().zip(["2024", "2023", "2022"]).map(|(b, y)| page(b, y)).collect();
+        let pages: Vec<String> = bodies
+            .iter()
+            .zip(["2024", "2023", "2022"])
+            .map(|(b, y)| page(b, y))
+            .collect();
         let mut texts: Vec<&str> = pages.iter().map(|s| s.as_str()).collect();
         // A page that is nothing but boilerplate, and an unrelated page.
         let only_chrome = format!("{HEADER}{FOOTER}");
@@ -473,14 +486,21 @@ mod tests {
             assert_eq!(out[0].attrs["line_dedup.removed_lines"], 3.0);
             assert_eq!(out[3].attrs["line_dedup.removed_lines"], 0.0);
             assert_eq!(rej.len(), 1);
-            assert_eq!(rej[0].reject.as_ref().unwrap().reason, "too_short_after_line_dedup");
+            assert_eq!(
+                rej[0].reject.as_ref().unwrap().reason,
+                "too_short_after_line_dedup"
+            );
             assert_eq!(rej[0].reject.as_ref().unwrap().score, Some(0.0));
         }
     }
 
     #[test]
     fn window_bounds_lookahead_but_history_always_counts() {
-        let texts = ["boilerplate line\nunique one", "x\nunique two", "boilerplate line\nunique three"];
+        let texts = [
+            "boilerplate line\nunique one",
+            "x\nunique two",
+            "boilerplate line\nunique three",
+        ];
         // Window 0: the first copy is judged before the second arrives and survives;
         // the second is removed (count 2 > 1).
         let mut s = LineDedup::new(Config {
@@ -506,7 +526,10 @@ mod tests {
     fn paragraph_units_and_max_occurrences() {
         let para = "Cookie notice: we use cookies.\nClick to accept.\n\n";
         // Digits normalize to 0, so the bodies differ by words, not numbers.
-        let texts: Vec<String> = ["alpha", "beta", "gamma"].iter().map(|w| format!("{para}Body {w} is unique.")).collect();
+        let texts: Vec<String> = ["alpha", "beta", "gamma"]
+            .iter()
+            .map(|w| format!("{para}Body {w} is unique."))
+            .collect();
         let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
         assert_eq!(split_units(&texts[0], Unit::Paragraph).len(), 2);
         let mut s = LineDedup::new(Config {
@@ -516,7 +539,11 @@ mod tests {
             ..Config::default()
         });
         let (out, _) = run_stage_docs(&mut s, docs(&refs), 3);
-        assert!(out.iter().all(|d| d.text.starts_with("Body ")), "3 copies > 2 allowed: {:?}", out.iter().map(|d| &d.text).collect::<Vec<_>>());
+        assert!(
+            out.iter().all(|d| d.text.starts_with("Body ")),
+            "3 copies > 2 allowed: {:?}",
+            out.iter().map(|d| &d.text).collect::<Vec<_>>()
+        );
         let mut s = LineDedup::new(Config {
             unit: Unit::Paragraph,
             max_occurrences: 3,

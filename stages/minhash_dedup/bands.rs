@@ -54,9 +54,20 @@ fn integrate(f: impl Fn(f64) -> f64, a: f64, b: f64) -> f64 {
 /// Bands × rows (with `bands * rows <= num_perm`) minimising
 /// `fp_weight · ∫₀ᵗ P(s) ds + fn_weight · ∫ₜ¹ (1 − P(s)) ds`, where `P` is the candidate
 /// probability and `t` the Jaccard threshold. Ties keep the smaller `bands` (less memory).
-pub fn optimal_params(threshold: f64, num_perm: usize, fp_weight: f64, fn_weight: f64) -> LshParams {
+pub fn optimal_params(
+    threshold: f64,
+    num_perm: usize,
+    fp_weight: f64,
+    fn_weight: f64,
+) -> LshParams {
     let t = threshold.clamp(0.0, 1.0);
-    let mut best = (f64::INFINITY, LshParams { bands: 1, rows: num_perm.max(1) });
+    let mut best = (
+        f64::INFINITY,
+        LshParams {
+            bands: 1,
+            rows: num_perm.max(1),
+        },
+    );
     for bands in 1..=num_perm.max(1) {
         for rows in 1..=(num_perm / bands) {
             let p = LshParams { bands, rows };
@@ -81,7 +92,9 @@ pub fn band_keys(sig: &[u32], params: LshParams, seed: u64, out: &mut Vec<u64>) 
     let mut buf: Vec<u8> = Vec::with_capacity(params.rows * 4);
     for band in 0..params.bands {
         let start = band * params.rows;
-        let Some(slice) = sig.get(start..start + params.rows) else { break };
+        let Some(slice) = sig.get(start..start + params.rows) else {
+            break;
+        };
         buf.clear();
         for v in slice {
             buf.extend_from_slice(&v.to_le_bytes());
@@ -194,7 +207,10 @@ impl BandIndex {
 
     /// Bytes held by the table's arrays.
     pub fn heap_bytes(&self) -> usize {
-        self.segs.iter().map(|s| s.keys.capacity() * 8 + s.vals.capacity() * 4).sum()
+        self.segs
+            .iter()
+            .map(|s| s.keys.capacity() * 8 + s.vals.capacity() * 4)
+            .sum()
     }
 
     /// The representative for `key`, if any.
@@ -256,7 +272,11 @@ mod tests {
         let mut d = k.clone();
         d.sort();
         d.dedup();
-        assert_eq!(d.len(), 4, "same slice in different bands must give different keys");
+        assert_eq!(
+            d.len(),
+            4,
+            "same slice in different bands must give different keys"
+        );
         let mut k2 = Vec::new();
         band_keys(&sig, p, 2, &mut k2);
         assert_ne!(k, k2);

@@ -48,12 +48,16 @@
 //!   `meta["duplicate_of"]`, score = estimated Jaccard with the matched document, detail
 //!   `duplicate_of=<kept id> matched=<id> jaccard_est=<x>[ jaccard_exact=<y>]`.
 //! * Memory (measured by `benches/minhash_memory.rs`, stated per indexed document): band
-//!   index 12 bytes per distinct band key / load factor (0.44–0.875, or pre-sized with
-//!   `expected_docs`), union-find 8 B, duplicate counter 4 B, id arena 8 B + id length.
-//!   With the defaults (9 bands) that is ≈ 150–270 B + id length per document: 50 M documents
-//!   fit in ≈ 8–14 GiB. Signatures (4 B × `num_perm`) and, with `verify: exact`, shingle sets
-//!   (8 B × shingles + 8 B offset) live in spill files under the node's scratch directory,
-//!   with only the newest 32 MiB in memory. Plus the held window of kept documents.
+//!   index 12 bytes per distinct band key / load factor (0.58–0.875, segments grow 1.5× one
+//!   at a time; or exactly 13.7 B/key pre-sized with `expected_docs`), union-find 8 B,
+//!   duplicate counter 4 B, id arena 8 B + id length. With the defaults (threshold 0.7 →
+//!   14 bands × 9 rows) the bench measured **298 B/doc** at 2 M synthetic documents
+//!   (13.7 band keys/doc at 16.8 B/key = 230 B, + 51 B per-doc part with 28-byte ids, + the
+//!   32 MiB spill buffer), which projects to **11.2–15.5 GiB for 50 M documents**
+//!   (11.2 GiB pre-sized). Signatures (4 B × `num_perm`) and, with `verify: exact`, shingle
+//!   sets (8 B × shingles + 8 B offset) live in spill files under the node's scratch
+//!   directory (23.8 GiB of disk for 50 M signatures), with only the newest 32 MiB in memory.
+//!   Plus the held window of kept documents (`cluster_size_window_docs`).
 //!
 //! ```yaml
 //! near_dups:
@@ -83,10 +87,14 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::document::{DocBatch, Document};
 use crate::error::Result;
-use crate::stage::{parse_config, BuildCtx, Emitter, Kind, Node, Role, Stage, StageConfig, OUT_REJECTED};
+use crate::stage::{
+    parse_config, BuildCtx, Emitter, Kind, Node, Role, Stage, StageConfig, OUT_REJECTED,
+};
 
 use bands::{band_keys, optimal_params, BandIndex, LshParams};
-use signature::{estimate_jaccard, exact_jaccard, looks_cjk, shingles, tokens, MinHasher, ShingleMode};
+use signature::{
+    estimate_jaccard, exact_jaccard, looks_cjk, shingles, tokens, MinHasher, ShingleMode,
+};
 use store::SpillStore;
 use unionfind::UnionFind;
 
@@ -179,7 +187,10 @@ fn default_half() -> f64 {
     0.5
 }
 fn default_by_lang() -> BTreeMap<String, ShingleMode> {
-    ["zh", "ja", "ko"].iter().map(|l| (l.to_string(), ShingleMode::Chars)).collect()
+    ["zh", "ja", "ko"]
+        .iter()
+        .map(|l| (l.to_string(), ShingleMode::Chars))
+        .collect()
 }
 fn default_mode() -> DefaultMode {
     DefaultMode::Auto
@@ -229,10 +240,16 @@ impl StageConfig for Config {
     fn validate(&self, _ctx: &BuildCtx) -> Vec<String> {
         let mut p = Vec::new();
         if !(self.threshold > 0.0 && self.threshold <= 1.0) {
-            p.push(format!("bad value: threshold must be in (0, 1], got {}", self.threshold));
+            p.push(format!(
+                "bad value: threshold must be in (0, 1], got {}",
+                self.threshold
+            ));
         }
         if self.num_perm == 0 || self.num_perm > 4096 {
-            p.push(format!("bad value: num_perm must be in 1..=4096, got {}", self.num_perm));
+            p.push(format!(
+                "bad value: num_perm must be in 1..=4096, got {}",
+                self.num_perm
+            ));
         }
         match (self.bands, self.rows) {
             (Some(b), Some(r)) => {
@@ -244,7 +261,10 @@ impl StageConfig for Config {
                 }
             }
             (None, None) => {}
-            _ => p.push("bad value: set both `bands` and `rows`, or neither (derived from threshold)".into()),
+            _ => p.push(
+                "bad value: set both `bands` and `rows`, or neither (derived from threshold)"
+                    .into(),
+            ),
         }
         if self.fp_weight < 0.0 || self.fn_weight < 0.0 || self.fp_weight + self.fn_weight <= 0.0 {
             p.push("bad value: fp_weight and fn_weight must be ≥ 0 and not both 0".into());
@@ -267,7 +287,12 @@ impl Config {
     pub fn lsh_params(&self) -> LshParams {
         match (self.bands, self.rows) {
             (Some(bands), Some(rows)) => LshParams { bands, rows },
-            _ => optimal_params(self.threshold, self.num_perm, self.fp_weight, self.fn_weight),
+            _ => optimal_params(
+                self.threshold,
+                self.num_perm,
+                self.fp_weight,
+                self.fn_weight,
+            ),
         }
     }
 
@@ -355,7 +380,11 @@ impl MinhashDedup {
         let params = cfg.lsh_params();
         let hasher = MinHasher::new(cfg.num_perm, cfg.seed);
         let index = BandIndex::with_capacity(cfg.expected_docs.saturating_mul(params.bands));
-        let sigs = SpillStore::new(ctx.scratch_dir.join("signatures.u32"), Some(cfg.num_perm), buf_words);
+        let sigs = SpillStore::new(
+            ctx.scratch_dir.join("signatures.u32"),
+            Some(cfg.num_perm),
+            buf_words,
+        );
         let shingle_store = (cfg.verify == Verify::Exact)
             .then(|| SpillStore::new(ctx.scratch_dir.join("shingles.u32"), None, buf_words));
         MinhashDedup {
@@ -386,7 +415,13 @@ impl MinhashDedup {
         let (mut mode, mut n) = self.cfg.mode_for(doc);
         let mut toks = Vec::new();
         let mut words_fallback = false;
-        if !tokens(&doc.text, doc.words.as_deref(), mode, self.cfg.seed, &mut toks) {
+        if !tokens(
+            &doc.text,
+            doc.words.as_deref(),
+            mode,
+            self.cfg.seed,
+            &mut toks,
+        ) {
             words_fallback = true;
             mode = ShingleMode::Chars;
             n = self.cfg.ngram_chars;
@@ -412,7 +447,11 @@ impl MinhashDedup {
 
     fn id_of(&self, d: u32) -> &str {
         let end = self.id_ends[d as usize] as usize;
-        let start = if d == 0 { 0 } else { self.id_ends[d as usize - 1] as usize };
+        let start = if d == 0 {
+            0
+        } else {
+            self.id_ends[d as usize - 1] as usize
+        };
         std::str::from_utf8(&self.id_bytes[start..end]).unwrap_or("")
     }
 
@@ -439,7 +478,11 @@ impl MinhashDedup {
         self.id_ends.push(self.id_bytes.len() as u64);
         self.sigs.push(&sk.sig)?;
         if let Some(st) = self.shingle_store.as_mut() {
-            let words: Vec<u32> = sk.shingles.iter().flat_map(|&x| [x as u32, (x >> 32) as u32]).collect();
+            let words: Vec<u32> = sk
+                .shingles
+                .iter()
+                .flat_map(|&x| [x as u32, (x >> 32) as u32])
+                .collect();
             st.push(&words)?;
         }
         let mut cands: Vec<u32> = Vec::new();
@@ -461,7 +504,10 @@ impl MinhashDedup {
                 Verify::None => (true, None),
                 Verify::Signature => (est >= self.cfg.threshold, None),
                 Verify::Exact => {
-                    let st = self.shingle_store.as_ref().ok_or_else(|| crate::Error::msg("no shingle store"))?;
+                    let st = self
+                        .shingle_store
+                        .as_ref()
+                        .ok_or_else(|| crate::Error::msg("no shingle store"))?;
                     st.get(r as u64, &mut self.tmp_b)?;
                     let other: Vec<u64> = self
                         .tmp_b
@@ -499,7 +545,10 @@ impl MinhashDedup {
         }
         self.counters.duplicates += 1;
         let kept_id = self.id_of(root).to_string();
-        let mut detail = format!("duplicate_of={kept_id} matched={} jaccard_est={est:.4}", self.id_of(matched));
+        let mut detail = format!(
+            "duplicate_of={kept_id} matched={} jaccard_est={est:.4}",
+            self.id_of(matched)
+        );
         if let Some(j) = exact {
             detail.push_str(&format!(" jaccard_exact={j:.4}"));
         }
@@ -514,9 +563,12 @@ impl MinhashDedup {
             if !all && self.seen - ord <= self.cfg.cluster_size_window_docs as u64 {
                 break;
             }
-            let Some((_, num, mut doc)) = self.held.pop_front() else { break };
+            let Some((_, num, mut doc)) = self.held.pop_front() else {
+                break;
+            };
             let size = num.map_or(1, |n| 1 + self.dup_count[n as usize]);
-            doc.attrs.insert("dedup.cluster_id".into(), Self::cluster_id(&doc.id));
+            doc.attrs
+                .insert("dedup.cluster_id".into(), Self::cluster_id(&doc.id));
             doc.attrs.insert("dedup.cluster_size".into(), size as f64);
             out.emit(doc);
         }
@@ -558,7 +610,11 @@ impl Stage for MinhashDedup {
         let sketches: Vec<Sketch> = batch.docs.par_iter().map(|d| self.sketch(d)).collect();
         for (doc, sk) in batch.docs.into_iter().zip(sketches) {
             let mode = self.cfg.mode_for(&doc).0;
-            let key = if sk.words_fallback { "chars" } else { mode_name(mode) };
+            let key = if sk.words_fallback {
+                "chars"
+            } else {
+                mode_name(mode)
+            };
             *self.counters.by_mode.entry(key.to_string()).or_insert(0) += 1;
             self.decide(doc, sk, out)?;
         }

@@ -42,7 +42,19 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 pub const SIGNATURE_VERSION: u32 = 1;
 
 /// How a document is cut into tokens before n-gram shingling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ShingleMode {
     /// Alphanumeric characters (the Chinese default): robust, needs no segmenter.
@@ -57,7 +69,13 @@ pub enum ShingleMode {
 ///
 /// `words` is required for [`ShingleMode::Words`]; if it is `None` this returns `false`
 /// and leaves `out` empty so the caller can fall back (the stage falls back to chars).
-pub fn tokens(text: &str, words: Option<&[Range<u32>]>, mode: ShingleMode, seed: u64, out: &mut Vec<u64>) -> bool {
+pub fn tokens(
+    text: &str,
+    words: Option<&[Range<u32>]>,
+    mode: ShingleMode,
+    seed: u64,
+    out: &mut Vec<u64>,
+) -> bool {
     out.clear();
     match mode {
         ShingleMode::Chars => {
@@ -146,7 +164,13 @@ pub fn shingles(tokens: &[u64], n: usize, seed: u64, out: &mut Vec<u64>) {
 }
 
 /// Convenience: text → shingle set in one call (allocates a token buffer).
-pub fn text_shingles(text: &str, words: Option<&[Range<u32>]>, mode: ShingleMode, n: usize, seed: u64) -> Vec<u64> {
+pub fn text_shingles(
+    text: &str,
+    words: Option<&[Range<u32>]>,
+    mode: ShingleMode,
+    n: usize,
+    seed: u64,
+) -> Vec<u64> {
     let mut toks = Vec::new();
     let mut out = Vec::new();
     if tokens(text, words, mode, seed, &mut toks) {
@@ -216,10 +240,16 @@ impl MinHasher {
     /// The same integer arithmetic is compiled three times (AVX-512, AVX2, baseline) and
     /// picked at run time; results are bit-identical on every CPU.
     pub fn signature(&self, shingles: &[u64], sig: &mut [u32]) {
-        assert_eq!(sig.len(), self.a.len(), "signature buffer length must equal num_perm");
+        assert_eq!(
+            sig.len(),
+            self.a.len(),
+            "signature buffer length must equal num_perm"
+        );
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512dq") && std::arch::is_x86_feature_detected!("avx512f") {
+            if std::arch::is_x86_feature_detected!("avx512dq")
+                && std::arch::is_x86_feature_detected!("avx512f")
+            {
                 // SAFETY: the CPU supports the features this function is compiled for.
                 unsafe { signature_avx512(&self.a, &self.b, shingles, sig) };
                 return;
@@ -273,7 +303,9 @@ fn signature_kernel(a: &[u32], b: &[u32], shingles: &[u64], sig: &mut [u32]) {
         let (x0, x1, x2, x3) = (fold(c[0]), fold(c[1]), fold(c[2]), fold(c[3]));
         for i in 0..n {
             let (ai, bi) = (a[i], b[i]);
-            let m = p(ai, bi, x0).min(p(ai, bi, x1)).min(p(ai, bi, x2).min(p(ai, bi, x3)));
+            let m = p(ai, bi, x0)
+                .min(p(ai, bi, x1))
+                .min(p(ai, bi, x2).min(p(ai, bi, x3)));
             sig[i] = sig[i].min(m);
         }
     }
@@ -322,7 +354,8 @@ pub fn looks_cjk(text: &str) -> bool {
     for c in text.chars().take(2000) {
         if c.is_alphanumeric() {
             alnum += 1;
-            if matches!(c as u32, 0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xAC00..=0xD7AF | 0xF900..=0xFAFF | 0x20000..=0x2FA1F) {
+            if matches!(c as u32, 0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xAC00..=0xD7AF | 0xF900..=0xFAFF | 0x20000..=0x2FA1F)
+            {
                 cjk += 1;
             }
         }
@@ -361,8 +394,20 @@ mod tests {
     fn whitespace_mode_trims_and_lowercases() {
         let mut a = Vec::new();
         let mut b = Vec::new();
-        tokens("Hello, World!  again", None, ShingleMode::Whitespace, 3, &mut a);
-        tokens("hello world again", None, ShingleMode::Whitespace, 3, &mut b);
+        tokens(
+            "Hello, World!  again",
+            None,
+            ShingleMode::Whitespace,
+            3,
+            &mut a,
+        );
+        tokens(
+            "hello world again",
+            None,
+            ShingleMode::Whitespace,
+            3,
+            &mut b,
+        );
         assert_eq!(a, b);
         assert_eq!(a.len(), 3);
     }
@@ -384,7 +429,9 @@ mod tests {
     fn signature_is_deterministic_and_estimates_jaccard() {
         let h = MinHasher::new(256, 42);
         let h2 = MinHasher::new(256, 42);
-        let a: Vec<u64> = (0..1000u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).collect();
+        let a: Vec<u64> = (0..1000u64)
+            .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .collect();
         // b shares 800 of a's 1000 shingles plus 200 new ones: J = 800/1200 = 0.667.
         let mut b: Vec<u64> = a[..800].to_vec();
         b.extend((5000..5200u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15)));

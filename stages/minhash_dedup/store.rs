@@ -72,7 +72,10 @@ impl SpillStore {
     pub fn push(&mut self, rec: &[u32]) -> Result<u64> {
         if let Some(w) = self.fixed {
             if rec.len() != w {
-                return Err(Error::msg(format!("record of {} words in a store of {w}-word records", rec.len())));
+                return Err(Error::msg(format!(
+                    "record of {} words in a store of {w}-word records",
+                    rec.len()
+                )));
             }
         } else {
             self.offsets.push(self.flushed + self.buf.len() as u64);
@@ -119,7 +122,10 @@ impl SpillStore {
     pub fn get(&self, i: u64, out: &mut Vec<u32>) -> Result<()> {
         out.clear();
         if i >= self.records {
-            return Err(Error::msg(format!("record {i} out of range ({} records)", self.records)));
+            return Err(Error::msg(format!(
+                "record {i} out of range ({} records)",
+                self.records
+            )));
         }
         let (start, end) = match self.fixed {
             Some(w) => (i * w as u64, (i + 1) * w as u64),
@@ -141,8 +147,13 @@ impl SpillStore {
                 .file
                 .as_ref()
                 .ok_or_else(|| Error::msg("spill file missing"))?;
-            f.read_exact_at(&mut bytes, pos * 4).map_err(|e| Error::io(&self.path, e))?;
-            out.extend(bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+            f.read_exact_at(&mut bytes, pos * 4)
+                .map_err(|e| Error::io(&self.path, e))?;
+            out.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            );
             pos = disk_end;
         }
         if pos < end {

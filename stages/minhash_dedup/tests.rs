@@ -14,11 +14,17 @@ fn doc(id: &str, text: &str) -> Document {
 }
 
 fn reason(d: &Document) -> &str {
-    &d.reject.as_ref().expect("rejected doc has RejectInfo").reason
+    &d.reject
+        .as_ref()
+        .expect("rejected doc has RejectInfo")
+        .reason
 }
 
 fn detail(d: &Document) -> &str {
-    &d.reject.as_ref().expect("rejected doc has RejectInfo").detail
+    &d.reject
+        .as_ref()
+        .expect("rejected doc has RejectInfo")
+        .detail
 }
 
 /// Word-set documents: with `ngram_whitespace: 1` the shingle sets are exactly the word sets,
@@ -52,14 +58,22 @@ fn chain_a_b_c_keeps_one() {
         assert_eq!(rej.len(), 2);
         for r in &rej {
             assert_eq!(reason(r), "near_duplicate");
-            assert_eq!(r.meta.get("duplicate_of").map(String::as_str), Some("A"), "{}", detail(r));
+            assert_eq!(
+                r.meta.get("duplicate_of").map(String::as_str),
+                Some("A"),
+                "{}",
+                detail(r)
+            );
         }
         // C was matched through B (its estimated similarity to A is far below threshold).
         assert!(detail(&rej[1]).contains("matched=B"), "{}", detail(&rej[1]));
         assert!(rej[1].reject.as_ref().unwrap().score.unwrap() >= 0.6);
         assert_eq!(out[0].attrs["dedup.cluster_size"], 3.0);
         assert_eq!(out[1].attrs["dedup.cluster_size"], 1.0);
-        assert_ne!(out[0].attrs["dedup.cluster_id"], out[1].attrs["dedup.cluster_id"]);
+        assert_ne!(
+            out[0].attrs["dedup.cluster_id"],
+            out[1].attrs["dedup.cluster_id"]
+        );
     }
 }
 
@@ -93,7 +107,10 @@ fn chinese_near_duplicates_by_lang_use_chars() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = MinhashDedup::new(Config::default(), &ctx(dir.path()));
     let (out, rej) = run_stage_docs(&mut s, vec![a, b, c], 3);
-    assert_eq!(out.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), vec!["zh-a", "zh-c"]);
+    assert_eq!(
+        out.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        vec!["zh-a", "zh-c"]
+    );
     assert_eq!(rej.len(), 1);
     assert!(detail(&rej[0]).starts_with("duplicate_of=zh-a matched=zh-a jaccard_est="));
     let stats = s.stats().unwrap();
@@ -104,7 +121,9 @@ fn chinese_near_duplicates_by_lang_use_chars() {
 #[test]
 fn words_mode_without_segmentation_falls_back_to_chars() {
     let cfg = Config {
-        shingle_by_lang: [("zh".to_string(), ShingleMode::Words)].into_iter().collect(),
+        shingle_by_lang: [("zh".to_string(), ShingleMode::Words)]
+            .into_iter()
+            .collect(),
         ..Config::default()
     };
     let mut a = doc("a", ZH);
@@ -123,7 +142,11 @@ fn words_mode_without_segmentation_falls_back_to_chars() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = MinhashDedup::new(cfg, &ctx(dir.path()));
     let (out, _rej) = run_stage_docs(&mut s, vec![a, b], 1);
-    assert_eq!(out.len(), 2, "char 5-grams and word 3-grams are different shingle spaces");
+    assert_eq!(
+        out.len(),
+        2,
+        "char 5-grams and word 3-grams are different shingle spaces"
+    );
     let st = s.stats().unwrap();
     assert_eq!(st["counters"]["words_fallback"], 1);
     assert_eq!(st["counters"]["by_mode"]["words"], 1);
@@ -133,7 +156,11 @@ fn words_mode_without_segmentation_falls_back_to_chars() {
 fn empty_and_punctuation_only_docs_pass_through_unindexed() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = MinhashDedup::new(Config::default(), &ctx(dir.path()));
-    let (out, rej) = run_stage_docs(&mut s, vec![doc("e1", ""), doc("e2", "，。！"), doc("e3", "")], 2);
+    let (out, rej) = run_stage_docs(
+        &mut s,
+        vec![doc("e1", ""), doc("e2", "，。！"), doc("e3", "")],
+        2,
+    );
     assert_eq!(out.len(), 3);
     assert!(rej.is_empty());
     assert_eq!(s.stats().unwrap()["counters"]["no_shingles"], 3);
@@ -166,8 +193,14 @@ fn deterministic_across_batch_sizes_and_spill() {
         };
         let mut s = MinhashDedup::with_spill_buffer(cfg, &ctx(dir.path()), spill_words);
         let (out, rej) = run_stage_docs(&mut s, planted_corpus(), bs);
-        let o: Vec<_> = out.iter().map(|d| (d.id.clone(), d.attrs.clone())).collect();
-        let r: Vec<_> = rej.iter().map(|d| (d.id.clone(), d.reject.clone())).collect();
+        let o: Vec<_> = out
+            .iter()
+            .map(|d| (d.id.clone(), d.attrs.clone()))
+            .collect();
+        let r: Vec<_> = rej
+            .iter()
+            .map(|d| (d.id.clone(), d.reject.clone()))
+            .collect();
         (o, r)
     };
     let base = run(1000, 1 << 20, 10_000);
@@ -185,7 +218,11 @@ fn deterministic_across_batch_sizes_and_spill() {
     );
     assert!(o0.iter().all(|(_, a)| a["dedup.cluster_size"] == 1.0));
     let total: f64 = base.0.iter().map(|(_, a)| a["dedup.cluster_size"]).sum();
-    assert_eq!(total as usize, planted_corpus().len(), "kept docs + charged duplicates partition the input");
+    assert_eq!(
+        total as usize,
+        planted_corpus().len(),
+        "kept docs + charged duplicates partition the input"
+    );
 }
 
 #[test]
@@ -203,7 +240,11 @@ fn exact_verification_uses_true_jaccard() {
     let mut s = MinhashDedup::with_spill_buffer(cfg, &ctx(dir.path()), 16);
     let (out, rej) = run_stage_docs(&mut s, docs, 1);
     assert_eq!(out.len(), 1);
-    assert!(detail(&rej[0]).ends_with("jaccard_exact=0.6667"), "{}", detail(&rej[0]));
+    assert!(
+        detail(&rej[0]).ends_with("jaccard_exact=0.6667"),
+        "{}",
+        detail(&rej[0])
+    );
 }
 
 #[test]
@@ -215,7 +256,11 @@ fn config_validation_reports_every_problem() {
     let params = serde_json::json!({"num_perms": 64});
     let err = parse_config::<Config>(&params, &ctx(dir.path())).unwrap_err();
     assert!(err[0].contains("did you mean `num_perm`"), "{err:?}");
-    let ok: Config = parse_config(&serde_json::json!({"bands": 16, "rows": 8}), &ctx(dir.path())).unwrap();
+    let ok: Config = parse_config(
+        &serde_json::json!({"bands": 16, "rows": 8}),
+        &ctx(dir.path()),
+    )
+    .unwrap();
     assert_eq!(ok.lsh_params(), LshParams { bands: 16, rows: 8 });
 }
 
@@ -223,7 +268,11 @@ fn config_validation_reports_every_problem() {
 /// and nothing else is flagged.
 #[test]
 fn finds_labelled_pairs_in_english_sample() {
-    let txt = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/samples/text/articles_en.jsonl")).unwrap();
+    let txt = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/samples/text/articles_en.jsonl"
+    ))
+    .unwrap();
     let docs: Vec<Document> = txt
         .lines()
         .map(|l| {
@@ -234,12 +283,21 @@ fn finds_labelled_pairs_in_english_sample() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = MinhashDedup::new(Config::default(), &ctx(dir.path()));
     let (out, rej) = run_stage_docs(&mut s, docs, 7);
-    let mut got: Vec<(String, String)> = rej.iter().map(|d| (d.meta["duplicate_of"].clone(), d.id.clone())).collect();
-    got.sort();
-    let want: Vec<(String, String)> = [("t1088", "t5015"), ("t1297", "t4638"), ("t1768", "t5248"), ("t1952", "t3495"), ("t980", "t2023")]
+    let mut got: Vec<(String, String)> = rej
         .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .map(|d| (d.meta["duplicate_of"].clone(), d.id.clone()))
         .collect();
+    got.sort();
+    let want: Vec<(String, String)> = [
+        ("t1088", "t5015"),
+        ("t1297", "t4638"),
+        ("t1768", "t5248"),
+        ("t1952", "t3495"),
+        ("t980", "t2023"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
     assert_eq!(got, want, "{:?}", s.stats());
     assert_eq!(out.len(), 95);
 }

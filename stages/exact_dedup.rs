@@ -107,7 +107,7 @@ pub fn normalize_text(text: &str, cfg: &Config) -> String {
             out.push(' ');
             pending_space = false;
         }
-        if cfg.normalize_digits && c.is_numeric() && c.to_digit(10).is_some() {
+        if cfg.normalize_digits && c.is_ascii_digit() {
             out.push('0');
         } else if cfg.lowercase && !c.is_lowercase() {
             out.extend(c.to_lowercase());

@@ -80,7 +80,11 @@ pub fn tokens(
     match mode {
         ShingleMode::Chars => {
             for c in text.chars() {
-                if c.is_alphanumeric() {
+                // Fast path: CJK Unified Ideographs are alphanumeric and caseless, so the
+                // Unicode table lookups below would return exactly this.
+                if ('\u{4E00}'..='\u{9FFF}').contains(&c) {
+                    out.push(c as u64);
+                } else if c.is_alphanumeric() {
                     out.push(lower_char(c) as u64);
                 }
             }

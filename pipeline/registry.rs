@@ -15,6 +15,9 @@ pub fn all() -> Vec<Kind> {
         // transforms and stages
         extract_html::kind(),
         length_filter::kind(),
+        exact_dedup::kind(),
+        line_dedup::kind(),
+        minhash_dedup::kind(),
         tokenize::kind(),
         url_filter::kind(),
         // sinks

@@ -2,10 +2,13 @@
 //! in [`crate::registry`].
 
 pub mod extract_html;
+pub mod exact_dedup;
 pub mod ingest_jsonl;
 pub mod ingest_parquet;
 pub mod ingest_warc;
 pub mod length_filter;
+pub mod line_dedup;
+pub mod minhash_dedup;
 pub mod parquet_shards;
 pub mod tokenize;
 pub mod url_filter;

@@ -2,6 +2,7 @@
 
 mod audit;
 mod common;
+mod dedup;
 mod engine;
 mod s3;
 mod scale;

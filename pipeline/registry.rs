@@ -9,8 +9,12 @@ use crate::stages::*;
 pub fn all() -> Vec<Kind> {
     vec![
         // sources
+        ingest_instructions::kind(),
         // transforms and stages
         length_filter::kind(),
+        decontaminate::kind(),
+        mix::kind(),
+        pack::kind(),
         // sinks
     ]
 }

@@ -2,3 +2,8 @@
 //! in [`crate::registry`].
 
 pub mod length_filter;
+pub mod decontaminate;
+pub mod ingest_instructions;
+pub mod mix;
+pub mod pack;
+pub mod spill;

@@ -145,23 +145,7 @@ impl StageConfig for Config {
 }
 
 fn expand_one(p: &str) -> Result<Vec<String>> {
-    if p.contains(['*', '?', '[']) {
-        let mut v: Vec<String> = glob::glob(p)
-            .map_err(|e| Error::msg(format!("bad glob `{p}`: {e}")))?
-            .filter_map(|r| r.ok())
-            .filter(|x| x.is_file())
-            .map(|x| x.to_string_lossy().into_owned())
-            .collect();
-        if v.is_empty() {
-            return Err(Error::msg(format!("no files match `{p}`")));
-        }
-        v.sort();
-        Ok(v)
-    } else if std::path::Path::new(p).is_file() {
-        Ok(vec![p.to_string()])
-    } else {
-        Err(Error::msg(format!("file not found: {p}")))
-    }
+    crate::io::expand_paths(&[p.to_string()])
 }
 
 /// Whether a character is a CJK ideograph (the unit of Chinese n-grams).
@@ -358,7 +342,7 @@ impl Decontaminate {
 
 fn read_all(path: &str) -> Result<String> {
     let mut s = String::new();
-    std::io::Read::read_to_string(&mut crate::stages::ingest_instructions::open_input(path)?, &mut s)
+    std::io::Read::read_to_string(&mut crate::io::open_input(path)?, &mut s)
         .map_err(|e| Error::io(path, e))?;
     Ok(s)
 }
@@ -496,7 +480,7 @@ mod tests {
         let mut p = serde_json::json!({
             "benchmarks": [
                 {"name": "gsm8k", "paths": ["samples/benchmarks/gsm8k_test.jsonl"], "fields": ["question"]},
-                {"name": "zh_bench", "paths": ["samples/mix/zh_wiki_400.jsonl"], "fields": ["text"]}
+                {"name": "zh_bench", "paths": ["samples/text/cmrc2018_zh.jsonl"], "fields": ["text"]}
             ]
         });
         for (k, v) in extra.as_object().unwrap() {
@@ -554,7 +538,7 @@ mod tests {
     #[test]
     fn chinese_char_ngrams_match_across_punctuation_changes() {
         let d = build(serde_json::json!({}));
-        let wiki = std::fs::read_to_string("samples/mix/zh_wiki_400.jsonl").unwrap();
+        let wiki = std::fs::read_to_string("samples/text/cmrc2018_zh.jsonl").unwrap();
         let para: serde_json::Value = serde_json::from_str(wiki.lines().nth(5).unwrap()).unwrap();
         let p = para["text"].as_str().unwrap();
         let chars: Vec<char> = p.chars().filter(|c| is_cjk(*c)).collect();

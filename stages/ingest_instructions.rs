@@ -45,6 +45,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::document::Document;
 use crate::error::{Error, Result};
+use crate::io::{check_paths, expand_paths, file_name, open_input};
 use crate::stage::{parse_config, BuildCtx, Kind, Node, Role, Source, SourceSink, StageConfig, OUT_REJECTED};
 
 /// How each record is read.
@@ -143,66 +144,6 @@ impl StageConfig for Config {
         }
         p
     }
-}
-
-// ---------------------------------------------------------------- input files
-// TODO(merge main): switch to `crate::io::{expand_paths, open_input}` once main has it.
-
-fn expand_paths(patterns: &[String]) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for p in patterns {
-        if p.contains(['*', '?', '[']) {
-            let mut found: Vec<String> = glob::glob(p)
-                .map_err(|e| Error::msg(format!("bad glob `{p}`: {e}")))?
-                .filter_map(|r| r.ok())
-                .filter(|pb| pb.is_file())
-                .map(|pb| pb.to_string_lossy().into_owned())
-                .collect();
-            if found.is_empty() {
-                return Err(Error::msg(format!("no input files match `{p}`")));
-            }
-            found.sort();
-            out.extend(found);
-        } else if std::path::Path::new(p).is_file() {
-            out.push(p.clone());
-        } else {
-            return Err(Error::msg(format!("input file not found: {p}")));
-        }
-    }
-    out.sort();
-    out.dedup();
-    Ok(out)
-}
-
-fn check_paths(field: &str, patterns: &[String]) -> Vec<String> {
-    let mut problems = Vec::new();
-    if patterns.is_empty() {
-        problems.push(format!("{field}: at least one path is required"));
-    }
-    for p in patterns {
-        if let Err(e) = expand_paths(std::slice::from_ref(p)) {
-            problems.push(format!("{field}: {e}"));
-        }
-    }
-    problems
-}
-
-/// Open a file, decompressing `.gz` and `.zst`.
-pub(crate) fn open_input(path: &str) -> Result<Box<dyn BufRead + Send>> {
-    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let raw = std::io::BufReader::with_capacity(1 << 16, f);
-    if path.ends_with(".gz") {
-        Ok(Box::new(std::io::BufReader::new(flate2::bufread::MultiGzDecoder::new(raw))))
-    } else if path.ends_with(".zst") || path.ends_with(".zstd") {
-        let d = zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| Error::io(path, e))?;
-        Ok(Box::new(std::io::BufReader::new(d)))
-    } else {
-        Ok(Box::new(raw))
-    }
-}
-
-fn file_name(path: &str) -> &str {
-    path.rsplit(['/', '\\']).next().unwrap_or(path)
 }
 
 // ---------------------------------------------------------------- templates
@@ -395,28 +336,20 @@ impl Source for IngestInstructions {
     fn read(&mut self, split: &str, ctx: &mut dyn SourceSink) -> Result<()> {
         let mut r = open_input(split)?;
         let fname = file_name(split).to_string();
-        let mut line = String::new();
+        let mut buf = Vec::new();
         let mut lineno = 0u64;
         loop {
-            line.clear();
-            let n = match r.read_line(&mut line) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    // Not UTF-8: skip to the next newline and count it.
-                    lineno += 1;
-                    let mut junk = Vec::new();
-                    let _ = r.read_until(b'\n', &mut junk);
-                    ctx.bytes_read(junk.len() as u64);
-                    ctx.bad_record(&format!("{split}:{lineno}"), "invalid UTF-8")?;
-                    continue;
-                }
-                Err(e) => return Err(Error::io(split, e)),
-            };
+            buf.clear();
+            let n = r.read_until(b'\n', &mut buf).map_err(|e| Error::io(split, e))?;
             if n == 0 {
                 break;
             }
             lineno += 1;
             ctx.bytes_read(n as u64);
+            let Ok(line) = std::str::from_utf8(&buf) else {
+                ctx.bad_record(&format!("{split}:{lineno}"), "invalid UTF-8")?;
+                continue;
+            };
             let l = line.trim();
             if l.is_empty() {
                 continue;
@@ -563,20 +496,29 @@ mod tests {
             ),
         )
         .unwrap();
+        // Line 8: not UTF-8; line 9 must still be read.
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes.extend_from_slice(b"{\"instruction\":\"\xff\xfe\",\"output\":\"x\"}\n");
+        bytes.extend_from_slice(r#"{"instruction":"一","output":"二"}"#.as_bytes());
+        std::fs::write(&p, bytes).unwrap();
         let ps = p.to_string_lossy().to_string();
         let mut s = build(serde_json::json!({"paths": [ps]}));
         let mut c = Collect::default();
         s.read(&ps, &mut c).unwrap();
         let texts: Vec<_> = c.docs.iter().map(|d| d.text.as_str()).collect();
-        assert_eq!(texts, vec!["用户：北京是哪个国家的首都？\n助手：中国。", "问题：你好\n回答：你好！"]);
+        assert_eq!(
+            texts,
+            vec!["用户：北京是哪个国家的首都？\n助手：中国。", "问题：你好\n回答：你好！", "问题：一\n回答：二"]
+        );
         assert_eq!(c.docs[0].meta["instructions.format"], "chat");
         assert_eq!(c.docs[1].id, "synth:chat.jsonl:6");
         let reasons: Vec<_> = c.bad.iter().map(|(l, r)| format!("{}|{r}", file_name(l))).collect();
-        assert_eq!(reasons.len(), 4, "{reasons:?}");
+        assert_eq!(reasons.len(), 5, "{reasons:?}");
         assert!(reasons[0].starts_with("chat.jsonl:2|invalid JSON"));
         assert_eq!(reasons[1], "chat.jsonl:3|missing field `output`");
         assert_eq!(reasons[2], "chat.jsonl:4|turn 0: no string `content`");
         assert_eq!(reasons[3], "chat.jsonl:7|record is not a JSON object");
+        assert_eq!(reasons[4], "chat.jsonl:8|invalid UTF-8");
     }
 
     #[test]

@@ -569,10 +569,10 @@ mod tests {
             .collect()
     }
 
-    /// web = 400 zh Wikipedia paragraphs, synthetic = 11 Alpaca-CoT records, qa = GSM8K.
+    /// web = 848 zh Wikipedia paragraphs, synthetic = 11 Alpaca-CoT records, qa = GSM8K.
     fn inputs() -> Vec<Vec<Document>> {
         vec![
-            jsonl("samples/mix/zh_wiki_400.jsonl", "text", "web", None),
+            jsonl("samples/text/cmrc2018_zh.jsonl", "text", "web", None),
             jsonl("samples/synthetic/alpaca_cot_zh.jsonl", "", "synthetic", Some(("instruction", "output"))),
             jsonl("samples/benchmarks/gsm8k_test.jsonl", "", "qa", Some(("question", "answer"))),
         ]
@@ -700,7 +700,7 @@ mod tests {
         assert_eq!(rep["within_tolerance"], true);
         // An empty input: reported, its share spread over the rest.
         let (out, rep) = run(serde_json::json!({"target": {"web": 0.5, "synthetic": 0.5}}), &[inp[0].clone(), vec![]], 100);
-        assert_eq!(out.len(), 400);
+        assert_eq!(out.len(), 848);
         assert_eq!(rep["within_tolerance"], false);
         assert!(rep["shortfall"][0].as_str().unwrap().contains("`synthetic` is empty"));
         // A reachable total_tokens is met.

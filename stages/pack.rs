@@ -547,7 +547,7 @@ mod tests {
     pub(crate) fn tokenized_corpus() -> Vec<Document> {
         let tok = tokenizers::Tokenizer::from_file("samples/tokenizers/deepseek-v3/tokenizer.json").unwrap();
         let mut docs = Vec::new();
-        let wiki = std::fs::read_to_string("samples/mix/zh_wiki_400.jsonl").unwrap();
+        let wiki = std::fs::read_to_string("samples/text/cmrc2018_zh.jsonl").unwrap();
         for (i, l) in wiki.lines().enumerate() {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
             docs.push(Document::new(format!("w{i}"), "web", v["text"].as_str().unwrap()));

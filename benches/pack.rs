@@ -7,15 +7,16 @@
 //! BENCH_REPEAT=8 CARGO_TARGET_DIR=target-rel cargo bench --bench pack
 //! ```
 //! Corpus: the CMRC 2018 Chinese Wikipedia paragraphs (dev 848 + trial contexts when
-//! present, else `samples/mix/zh_wiki_400.jsonl`), the GSM8K test Q&A (1,319) and the
+//! present, else `samples/text/cmrc2018_zh.jsonl`), the GSM8K test Q&A (1,319) and the
 //! Alpaca-CoT zh records, repeated `BENCH_REPEAT` times (default 4) under distinct ids.
-//! Tokenizer: DeepSeek-V3. Both sides single-threaded (pack is a sequential stage), so the
-//! ratio compares CPU time per token.
+//! Tokenizer: DeepSeek-V3 through the real `tokenize` stage (built from the registry, fed
+//! batches of 256 as the runtime does). Both sides run on one thread (pack is a sequential
+//! stage; tokenize is parallel across documents), so the ratio compares CPU time.
 
 use std::time::Instant;
 
 use sluice::document::{DocBatch, Document};
-use sluice::stage::{parse_config, BuildCtx, Emitter, Stage, OUT_REJECTED};
+use sluice::stage::{parse_config, BuildCtx, Emitter, Node, Stage, OUT_REJECTED};
 use sluice::stages::pack::Pack;
 
 fn read_jsonl(path: &str) -> Vec<serde_json::Value> {
@@ -29,7 +30,7 @@ fn corpus(repeat: usize) -> Vec<Document> {
     let wiki = if std::path::Path::new("../shared/data/text-zh-wikipedia-cmrc2018/cmrc2018_dev.contexts.jsonl").exists() {
         "../shared/data/text-zh-wikipedia-cmrc2018/cmrc2018_dev.contexts.jsonl"
     } else {
-        "samples/mix/zh_wiki_400.jsonl"
+        "samples/text/cmrc2018_zh.jsonl"
     };
     for v in read_jsonl(wiki) {
         base.push(("web".into(), v["text"].as_str().unwrap_or_default().to_string()));
@@ -59,13 +60,25 @@ fn main() {
     let repeat: usize = std::env::var("BENCH_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
     let mut docs = corpus(repeat);
     let bytes: usize = docs.iter().map(|d| d.text.len()).sum();
-    let tok = tokenizers::Tokenizer::from_file("samples/tokenizers/deepseek-v3/tokenizer.json").expect("tokenizer");
+    let kind = sluice::registry::get("tokenize").expect("tokenize kind");
+    let ctx = BuildCtx::for_tests("tok", std::env::temp_dir());
+    let params = serde_json::json!({"tokenizer": "samples/tokenizers/deepseek-v3/tokenizer.json"});
+    let Ok(Node::Transform(tok)) = (kind.build)(&params, &ctx) else {
+        panic!("tokenize did not build")
+    };
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("pool");
     let t0 = Instant::now();
-    for d in docs.iter_mut() {
-        let enc = tok.encode(d.text.as_str(), false).expect("encode");
-        d.tokens = Some(enc.get_ids().to_vec());
-    }
+    let mut tokenized = Vec::with_capacity(docs.len());
+    pool.install(|| {
+        for (i, chunk) in docs.chunks(256).enumerate() {
+            let mut em = Emitter::new(OUT_REJECTED);
+            tok.process(DocBatch::new(i as u64, chunk.to_vec()), &mut em).expect("tokenize");
+            tokenized.extend(em.take(0));
+        }
+    });
     let t_tok = t0.elapsed().as_secs_f64();
+    assert_eq!(tokenized.len(), docs.len());
+    docs = tokenized;
     let n_tokens: usize = docs.iter().map(|d| d.tokens.as_ref().map_or(0, |t| t.len())).sum();
     println!(
         "corpus: {} docs, {:.1} MB, {} tokens (DeepSeek-V3); tokenize: {:.3} s ({:.2} MB/s)",

@@ -2,10 +2,11 @@
 //! the sequences globally with a seed, in bounded memory.
 //!
 //! Trainers want every row to hold exactly `seq_len` tokens (or `seq_len + 1`, so inputs
-//! and labels are the same row shifted by one). Documents are joined with EOS (one EOS id
+//! and labels are the same row shifted by one). Documents are joined with EOS (`eos_id`
 //! appended after each document when `add_eos`, default), and every sequence records where
 //! each document segment starts, so the trainer can reset positions and mask attention
-//! across documents.
+//! across documents. A document that already ends with `eos_id` (the `tokenize` default)
+//! gets no second one.
 //!
 //! **Strategies.**
 //! * `greedy`: concatenate in arrival order and cut every `seq_len` tokens; a document may
@@ -87,8 +88,8 @@ pub struct Config {
     /// Padding token id. Default: `eos_id`.
     #[serde(default)]
     pub pad_id: Option<u32>,
-    /// Append `eos_id` after every document. Default true (set false if the tokenizer
-    /// already ends documents with EOS).
+    /// Append `eos_id` after every document that does not already end with it (`tokenize`
+    /// appends EOS by default). Default true.
     #[serde(default = "default_true")]
     pub add_eos: bool,
     /// `best_fit_decreasing` (default) or `greedy`.
@@ -452,7 +453,8 @@ impl Stage for Pack {
                 out.reject(doc, "no_tokens", None, "pack needs `tokens`: put a tokenize node before it");
                 continue;
             };
-            if self.cfg.add_eos {
+            // `tokenize` appends EOS by default: never join with a second one.
+            if self.cfg.add_eos && toks.last() != Some(&self.cfg.eos_id) {
                 toks.push(self.cfg.eos_id);
             }
             if toks.is_empty() {
@@ -729,6 +731,20 @@ mod tests {
         assert_eq!(p.stats().unwrap()["sequences"], got.len());
         assert!(largest <= 1024, "handed over in chunks of at most 1024, got {largest}");
         check(&got, &corpus, 64, true);
+    }
+
+    #[test]
+    fn a_document_already_ending_in_eos_gets_no_second_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = pack(serde_json::json!({"seq_len": 4, "eos_id": 9, "pad_id": 0, "strategy": "greedy", "shuffle": false}), dir.path());
+        let mut a = Document::new("a", "web", "x");
+        a.tokens = Some(vec![1, 2, 9]);
+        let mut b = Document::new("b", "web", "y");
+        b.tokens = Some(vec![3]);
+        let (out, _) = run_stage_docs(&mut p, vec![a, b], 1);
+        assert_eq!(out[0].tokens.as_ref().unwrap(), &vec![1, 2, 9, 3]);
+        assert_eq!(out[1].tokens.as_ref().unwrap(), &vec![9, 0, 0, 0]);
+        assert_eq!(out[1].packed.as_ref().unwrap().doc_ids, vec!["b@1"]);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! rate of both strategies.
 //!
 //! ```text
-//! CARGO_TARGET_DIR=target-rel cargo bench --bench pack            # corpus from ../shared/data
-//! BENCH_REPEAT=8 CARGO_TARGET_DIR=target-rel cargo bench --bench pack
+//! cargo bench --bench pack                                   # release; corpus from ../shared/data
+//! BENCH_REPEAT=2 cargo --config 'profile.dev.package.sluice.opt-level=3' \
+//!     bench --bench pack --profile dev                       # reuses the debug deps (fast to build)
 //! ```
 //! Corpus: the CMRC 2018 Chinese Wikipedia paragraphs (dev 848 + trial contexts when
 //! present, else `samples/text/cmrc2018_zh.jsonl`), the GSM8K test Q&A (1,319) and the

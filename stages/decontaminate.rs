@@ -52,7 +52,9 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::document::DocBatch;
 use crate::error::{Error, Result};
-use crate::stage::{parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED};
+use crate::stage::{
+    parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED,
+};
 
 const ZH_SEED: u64 = 0x5A48_4E47_5241_4D31; // "ZHNGRAM1"
 const EN_SEED: u64 = 0x454E_4E47_5241_4D31; // "ENNGRAM1"
@@ -71,7 +73,9 @@ pub struct Benchmark {
 }
 
 /// What to do with a contaminated document.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, schemars::JsonSchema, PartialEq, Eq, Default)]
+#[derive(
+    Debug, Clone, Copy, Deserialize, Serialize, schemars::JsonSchema, PartialEq, Eq, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Send it to `rejected` (default).
@@ -126,13 +130,21 @@ impl StageConfig for Config {
         let mut names = std::collections::BTreeSet::new();
         for (i, b) in self.benchmarks.iter().enumerate() {
             if b.name.is_empty() || !names.insert(b.name.clone()) {
-                p.push(format!("benchmarks[{i}]: name must be non-empty and unique"));
+                p.push(format!(
+                    "benchmarks[{i}]: name must be non-empty and unique"
+                ));
             }
             if b.fields.is_empty() {
-                p.push(format!("benchmarks[{i}] ({}): fields: at least one field is required", b.name));
+                p.push(format!(
+                    "benchmarks[{i}] ({}): fields: at least one field is required",
+                    b.name
+                ));
             }
             if b.paths.is_empty() {
-                p.push(format!("benchmarks[{i}] ({}): paths: at least one path is required", b.name));
+                p.push(format!(
+                    "benchmarks[{i}] ({}): paths: at least one path is required",
+                    b.name
+                ));
             }
             for path in &b.paths {
                 if let Err(e) = expand_one(path) {
@@ -254,13 +266,19 @@ impl Decontaminate {
                             continue;
                         }
                         let rec: serde_json::Value = serde_json::from_str(line).map_err(|e| {
-                            Error::msg(format!("benchmark `{}`: {path}:{}: invalid JSON: {e}", b.name, ln + 1))
+                            Error::msg(format!(
+                                "benchmark `{}`: {path}:{}: invalid JSON: {e}",
+                                b.name,
+                                ln + 1
+                            ))
                         })?;
                         for f in &b.fields {
                             let mut texts = Vec::new();
                             match rec.get(f) {
                                 Some(serde_json::Value::String(s)) => texts.push(s.as_str()),
-                                Some(serde_json::Value::Array(a)) => texts.extend(a.iter().filter_map(|x| x.as_str())),
+                                Some(serde_json::Value::Array(a)) => {
+                                    texts.extend(a.iter().filter_map(|x| x.as_str()))
+                                }
                                 _ => {}
                             }
                             for t in texts {
@@ -390,7 +408,8 @@ impl Transform for Decontaminate {
                 docs_matched[*b as usize] += 1;
                 ngram_matches[*b as usize] += n;
             }
-            doc.attrs.insert("decontaminate.matches".into(), hits.len() as f64);
+            doc.attrs
+                .insert("decontaminate.matches".into(), hits.len() as f64);
             match self.cfg.mode {
                 Mode::Remove => {
                     removed += 1;
@@ -401,7 +420,11 @@ impl Transform for Decontaminate {
                         .collect();
                     let detail = format!(
                         "benchmark={} matches={} ngram=\"{}\"",
-                        if per.len() == 1 { self.cfg.benchmarks[*b0 as usize].name.clone() } else { list.join(",") },
+                        if per.len() == 1 {
+                            self.cfg.benchmarks[*b0 as usize].name.clone()
+                        } else {
+                            list.join(",")
+                        },
                         hits.len(),
                         doc.text[span.clone()].replace('"', "'")
                     );
@@ -416,7 +439,10 @@ impl Transform for Decontaminate {
                 }
             }
         }
-        let mut c = self.counters.lock().map_err(|_| Error::msg("decontaminate: counters poisoned"))?;
+        let mut c = self
+            .counters
+            .lock()
+            .map_err(|_| Error::msg("decontaminate: counters poisoned"))?;
         c.docs_scanned += scanned;
         c.docs_removed += removed;
         c.docs_redacted += redacted;
@@ -472,7 +498,12 @@ mod tests {
         std::fs::read_to_string("samples/benchmarks/gsm8k_test.jsonl")
             .unwrap()
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["question"].as_str().unwrap().to_string())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["question"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
             .collect()
     }
 
@@ -507,7 +538,10 @@ mod tests {
         let mut texts: Vec<String> = Vec::new();
         for q in &planted {
             // Planted inside Chinese web text, with different case and punctuation.
-            texts.push(format!("今天的数学练习题如下。{}  请写出解题过程。", q.to_uppercase().replace(',', " ,")));
+            texts.push(format!(
+                "今天的数学练习题如下。{}  请写出解题过程。",
+                q.to_uppercase().replace(',', " ,")
+            ));
         }
         let n_planted = texts.len();
         for q in &planted {
@@ -524,13 +558,20 @@ mod tests {
             for r in &rej {
                 let ri = r.reject.as_ref().unwrap();
                 assert_eq!(ri.reason, "contaminated");
-                assert!(ri.detail.starts_with("benchmark=gsm8k matches="), "{}", ri.detail);
+                assert!(
+                    ri.detail.starts_with("benchmark=gsm8k matches="),
+                    "{}",
+                    ri.detail
+                );
                 assert!(ri.detail.contains("ngram=\""), "{}", ri.detail);
                 assert!(ri.score.unwrap() >= 1.0);
             }
         }
         let st = d.stats().unwrap();
-        assert_eq!(st["benchmarks"]["gsm8k"]["docs_matched"], 3 * n_planted as u64);
+        assert_eq!(
+            st["benchmarks"]["gsm8k"]["docs_matched"],
+            3 * n_planted as u64
+        );
         assert_eq!(st["benchmarks"]["gsm8k"]["entries"], 1319);
         assert_eq!(st["benchmarks"]["zh_bench"]["docs_matched"], 0);
     }
@@ -546,9 +587,15 @@ mod tests {
         let frag: String = chars[20..33].iter().map(|c| format!("{c} ，")).collect();
         // 12 ideographs: too short to match.
         let short: String = chars[20..32].iter().collect();
-        let (out, rej) = run_transform_docs(&d, docs(&[&format!("无关的开头。{frag}结尾"), &short]), 1);
+        let (out, rej) =
+            run_transform_docs(&d, docs(&[&format!("无关的开头。{frag}结尾"), &short]), 1);
         assert_eq!(rej.len(), 1);
-        assert!(rej[0].reject.as_ref().unwrap().detail.starts_with("benchmark=zh_bench"));
+        assert!(rej[0]
+            .reject
+            .as_ref()
+            .unwrap()
+            .detail
+            .starts_with("benchmark=zh_bench"));
         assert_eq!(out.len(), 1);
     }
 
@@ -571,9 +618,17 @@ mod tests {
         let n_words = units(q).en.len();
         let strict = build(serde_json::json!({"min_matches": n_words}));
         let (out, _) = run_transform_docs(&strict, docs(&[q]), 1);
-        assert_eq!(out.len(), 1, "{n_words} words give fewer than {n_words} 13-grams");
+        assert_eq!(
+            out.len(),
+            1,
+            "{n_words} words give fewer than {n_words} 13-grams"
+        );
         let small = build(serde_json::json!({"en_ngram": 5}));
-        let (_, rej) = run_transform_docs(&small, docs(&[&q.split(' ').take(6).collect::<Vec<_>>().join(" ")]), 1);
+        let (_, rej) = run_transform_docs(
+            &small,
+            docs(&[&q.split(' ').take(6).collect::<Vec<_>>().join(" ")]),
+            1,
+        );
         assert_eq!(rej.len(), 1);
     }
 

@@ -46,10 +46,14 @@ use serde::{Deserialize, Serialize};
 use crate::document::Document;
 use crate::error::{Error, Result};
 use crate::io::{check_paths, expand_paths, file_name, open_input};
-use crate::stage::{parse_config, BuildCtx, Kind, Node, Role, Source, SourceSink, StageConfig, OUT_REJECTED};
+use crate::stage::{
+    parse_config, BuildCtx, Kind, Node, Role, Source, SourceSink, StageConfig, OUT_REJECTED,
+};
 
 /// How each record is read.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, schemars::JsonSchema, PartialEq, Eq, Default)]
+#[derive(
+    Debug, Clone, Copy, Deserialize, Serialize, schemars::JsonSchema, PartialEq, Eq, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
     /// Chat when the record has `messages_field`, otherwise the field template.
@@ -195,7 +199,11 @@ impl Template {
                         }
                         segs.push(Seg::Field(name));
                     }
-                    '}' => return Err(format!("unmatched `}}` in `{line}` (write `}}}}` for a literal brace)")),
+                    '}' => {
+                        return Err(format!(
+                            "unmatched `}}` in `{line}` (write `}}}}` for a literal brace)"
+                        ))
+                    }
                     c => lit.push(c),
                 }
             }
@@ -216,7 +224,11 @@ impl Template {
     }
 
     /// Render with `get(field)`; `Err(field)` names a missing required field.
-    pub fn render<'a>(&self, mut get: impl FnMut(&str) -> Option<&'a str>, optional: &[String]) -> std::result::Result<String, String> {
+    pub fn render<'a>(
+        &self,
+        mut get: impl FnMut(&str) -> Option<&'a str>,
+        optional: &[String],
+    ) -> std::result::Result<String, String> {
         let mut out = String::new();
         let mut first = true;
         for line in &self.lines {
@@ -258,9 +270,15 @@ pub struct IngestInstructions {
 impl IngestInstructions {
     /// Build from a config; `node` is the default source name.
     pub fn new(cfg: Config, node: &str) -> Result<Self> {
-        let template = Template::parse(&cfg.template).map_err(|e| Error::msg(format!("template: {e}")))?;
-        let turn = Template::parse(&cfg.turn_template).map_err(|e| Error::msg(format!("turn_template: {e}")))?;
-        let source = if cfg.source.is_empty() { node.to_string() } else { cfg.source.clone() };
+        let template =
+            Template::parse(&cfg.template).map_err(|e| Error::msg(format!("template: {e}")))?;
+        let turn = Template::parse(&cfg.turn_template)
+            .map_err(|e| Error::msg(format!("turn_template: {e}")))?;
+        let source = if cfg.source.is_empty() {
+            node.to_string()
+        } else {
+            cfg.source.clone()
+        };
         Ok(IngestInstructions {
             cfg,
             source,
@@ -270,7 +288,10 @@ impl IngestInstructions {
     }
 
     /// Render one parsed record to (text, format), or a bad-record reason.
-    pub fn render(&self, rec: &serde_json::Value) -> std::result::Result<(String, &'static str), String> {
+    pub fn render(
+        &self,
+        rec: &serde_json::Value,
+    ) -> std::result::Result<(String, &'static str), String> {
         let obj = rec.as_object().ok_or("record is not a JSON object")?;
         let msgs = obj.get(&self.cfg.messages_field);
         let chat = match self.cfg.format {
@@ -284,12 +305,20 @@ impl IngestInstructions {
                 .ok_or_else(|| format!("`{}` is missing or not a list", self.cfg.messages_field))?;
             let mut turns = Vec::with_capacity(list.len());
             for (i, m) in list.iter().enumerate() {
-                let role = m.get("role").and_then(|r| r.as_str()).ok_or(format!("turn {i}: no string `role`"))?;
+                let role = m
+                    .get("role")
+                    .and_then(|r| r.as_str())
+                    .ok_or(format!("turn {i}: no string `role`"))?;
                 let content = m
                     .get("content")
                     .and_then(|r| r.as_str())
                     .ok_or(format!("turn {i}: no string `content`"))?;
-                let shown = self.cfg.role_names.get(role).map(|s| s.as_str()).unwrap_or(role);
+                let shown = self
+                    .cfg
+                    .role_names
+                    .get(role)
+                    .map(|s| s.as_str())
+                    .unwrap_or(role);
                 let t = self
                     .turn
                     .render(
@@ -340,7 +369,9 @@ impl Source for IngestInstructions {
         let mut lineno = 0u64;
         loop {
             buf.clear();
-            let n = r.read_until(b'\n', &mut buf).map_err(|e| Error::io(split, e))?;
+            let n = r
+                .read_until(b'\n', &mut buf)
+                .map_err(|e| Error::io(split, e))?;
             if n == 0 {
                 break;
             }
@@ -373,8 +404,13 @@ impl Source for IngestInstructions {
                 ctx.bad_record(&loc, "empty text after rendering")?;
                 continue;
             }
-            let mut doc = Document::new(format!("{}:{fname}:{lineno}", self.source), self.source.clone(), text);
-            doc.meta.insert("synthetic".into(), self.cfg.synthetic.to_string());
+            let mut doc = Document::new(
+                format!("{}:{fname}:{lineno}", self.source),
+                self.source.clone(),
+                text,
+            );
+            doc.meta
+                .insert("synthetic".into(), self.cfg.synthetic.to_string());
             doc.meta.insert("instructions.format".into(), format.into());
             for f in &self.cfg.meta_fields {
                 match rec.get(f) {
@@ -441,7 +477,9 @@ mod tests {
 
     #[test]
     fn alpaca_sample_renders_with_template_and_flags_synthetic() {
-        let mut s = build(serde_json::json!({"paths": ["samples/synthetic/alpaca_cot_zh.jsonl"], "meta_fields": ["meta"]}));
+        let mut s = build(
+            serde_json::json!({"paths": ["samples/synthetic/alpaca_cot_zh.jsonl"], "meta_fields": ["meta"]}),
+        );
         let mut c = Collect::default();
         for sp in s.splits().unwrap() {
             s.read(&sp, &mut c).unwrap();
@@ -466,10 +504,13 @@ mod tests {
             "source": "gsm8k_qa", "synthetic": false
         }));
         let mut c = Collect::default();
-        s.read("samples/benchmarks/gsm8k_test.jsonl", &mut c).unwrap();
+        s.read("samples/benchmarks/gsm8k_test.jsonl", &mut c)
+            .unwrap();
         assert_eq!(c.docs.len(), 1319);
         assert!(c.bad.is_empty());
-        assert!(c.docs[0].text.starts_with("Question: Janet’s ducks lay 16 eggs"));
+        assert!(c.docs[0]
+            .text
+            .starts_with("Question: Janet’s ducks lay 16 eggs"));
         assert!(c.docs[0].text.contains("\nAnswer: Janet sells"));
         assert_eq!(c.docs[0].meta["synthetic"], "false");
         assert_eq!(c.docs[0].source, "gsm8k_qa");
@@ -508,11 +549,19 @@ mod tests {
         let texts: Vec<_> = c.docs.iter().map(|d| d.text.as_str()).collect();
         assert_eq!(
             texts,
-            vec!["用户：北京是哪个国家的首都？\n助手：中国。", "问题：你好\n回答：你好！", "问题：一\n回答：二"]
+            vec![
+                "用户：北京是哪个国家的首都？\n助手：中国。",
+                "问题：你好\n回答：你好！",
+                "问题：一\n回答：二"
+            ]
         );
         assert_eq!(c.docs[0].meta["instructions.format"], "chat");
         assert_eq!(c.docs[1].id, "synth:chat.jsonl:6");
-        let reasons: Vec<_> = c.bad.iter().map(|(l, r)| format!("{}|{r}", file_name(l))).collect();
+        let reasons: Vec<_> = c
+            .bad
+            .iter()
+            .map(|(l, r)| format!("{}|{r}", file_name(l)))
+            .collect();
         assert_eq!(reasons.len(), 5, "{reasons:?}");
         assert!(reasons[0].starts_with("chat.jsonl:2|invalid JSON"));
         assert_eq!(reasons[1], "chat.jsonl:3|missing field `output`");
@@ -528,7 +577,9 @@ mod tests {
         let rec = r#"{"messages":[{"role":"system","content":"S"},{"role":"tool","content":"T"}]}"#;
         std::fs::write(&p, zstd::encode_all(rec.as_bytes(), 3).unwrap()).unwrap();
         let ps = p.to_string_lossy().to_string();
-        let mut s = build(serde_json::json!({"paths": [ps], "turn_template": "<|{role}|>{content}", "role_names": {"system": "sys"}, "turn_separator": "|"}));
+        let mut s = build(
+            serde_json::json!({"paths": [ps], "turn_template": "<|{role}|>{content}", "role_names": {"system": "sys"}, "turn_separator": "|"}),
+        );
         let mut c = Collect::default();
         s.read(&ps, &mut c).unwrap();
         assert_eq!(c.docs[0].text, "<|sys|>S|<|tool|>T");
@@ -543,7 +594,8 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.len(), 3, "{e:?}");
-        let e = parse_config::<Config>(&serde_json::json!({"paths": [], "templat": "x"}), &ctx).unwrap_err();
+        let e = parse_config::<Config>(&serde_json::json!({"paths": [], "templat": "x"}), &ctx)
+            .unwrap_err();
         assert!(e[0].contains("did you mean `template`"), "{e:?}");
     }
 }

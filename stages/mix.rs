@@ -66,7 +66,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::document::{DocBatch, Document};
 use crate::error::{Error, Result};
-use crate::stage::{parse_config, BuildCtx, Emitter, Kind, Node, Role, Stage, StageConfig, OUT_REJECTED};
+use crate::stage::{
+    parse_config, BuildCtx, Emitter, Kind, Node, Role, Stage, StageConfig, OUT_REJECTED,
+};
 use crate::stages::spill::{SpillReader, SpillWriter, SplitMix64};
 
 /// One rehydration rule.
@@ -158,7 +160,10 @@ impl StageConfig for Config {
             }
         }
         if !(self.tokens_per_byte > 0.0 && self.tokens_per_byte < 10.0) {
-            p.push(format!("bad value: tokens_per_byte must be in (0, 10), got {}", self.tokens_per_byte));
+            p.push(format!(
+                "bad value: tokens_per_byte must be in (0, 10), got {}",
+                self.tokens_per_byte
+            ));
         }
         if let Some(r) = &self.rehydrate {
             if r.table.is_empty() {
@@ -184,7 +189,10 @@ impl StageConfig for Config {
             }
             for k in self.target.keys() {
                 if !keys.contains(k) {
-                    p.push(format!("target.{k}: not an input of this node (inputs: {})", keys.join(", ")));
+                    p.push(format!(
+                        "target.{k}: not an input of this node (inputs: {})",
+                        keys.join(", ")
+                    ));
                 }
             }
         }
@@ -242,7 +250,10 @@ impl Mix {
                 name: k.clone(),
                 share,
                 max_epochs: cfg.max_epochs.get(k).copied().unwrap_or(1.0),
-                rehydrate: cfg.rehydrate.as_ref().is_some_and(|r| r.sources.contains(k)),
+                rehydrate: cfg
+                    .rehydrate
+                    .as_ref()
+                    .is_some_and(|r| r.sources.contains(k)),
                 path: ctx.scratch_dir.join(format!("input-{i:03}.spill")),
                 writer: None,
                 toks: Vec::new(),
@@ -266,8 +277,12 @@ impl Mix {
     }
 
     fn copies(&self, doc: &Document) -> u8 {
-        let Some(r) = &self.cfg.rehydrate else { return 1 };
-        let Some(&size) = doc.attrs.get(&r.attr) else { return 1 };
+        let Some(r) = &self.cfg.rehydrate else {
+            return 1;
+        };
+        let Some(&size) = doc.attrs.get(&r.attr) else {
+            return 1;
+        };
         if !size.is_finite() || size < 0.0 {
             return 1;
         }
@@ -283,16 +298,29 @@ impl Mix {
     /// Choose copy counts for every document of every source (see the module doc).
     fn plan(&mut self) -> (u64, Vec<String>) {
         let mut shortfall = Vec::new();
-        let active_share: f64 = self.srcs.iter().filter(|s| s.avail > 0).map(|s| s.share).sum();
+        let active_share: f64 = self
+            .srcs
+            .iter()
+            .filter(|s| s.avail > 0)
+            .map(|s| s.share)
+            .sum();
         for s in self.srcs.iter().filter(|s| s.avail == 0) {
-            shortfall.push(format!("source `{}` is empty: its {:.2}% share is spread over the others", s.name, s.share * 100.0));
+            shortfall.push(format!(
+                "source `{}` is empty: its {:.2}% share is spread over the others",
+                s.name,
+                s.share * 100.0
+            ));
         }
         if active_share <= 0.0 {
             return (0, shortfall);
         }
         let mut t_max = f64::INFINITY;
         for s in self.srcs.iter_mut() {
-            s.effective_share = if s.avail > 0 { s.share / active_share } else { 0.0 };
+            s.effective_share = if s.avail > 0 {
+                s.share / active_share
+            } else {
+                0.0
+            };
             if s.avail > 0 {
                 t_max = t_max.min(s.max_epochs * s.avail as f64 / s.effective_share);
             }
@@ -317,7 +345,11 @@ impl Mix {
             s.target_tokens = ((s.effective_share * total).round() as u64).min(cap);
             let full = s.target_tokens / s.avail;
             let mut rest = s.target_tokens - full * s.avail;
-            s.counts = s.mult.iter().map(|&m| (full.min(u32::MAX as u64) as u32).saturating_mul(m as u32)).collect();
+            s.counts = s
+                .mult
+                .iter()
+                .map(|&m| (full.min(u32::MAX as u64) as u32).saturating_mul(m as u32))
+                .collect();
             if rest > 0 {
                 let mut items: Vec<u32> = Vec::new();
                 for (i, &m) in s.mult.iter().enumerate() {
@@ -366,7 +398,9 @@ impl Stream {
                 self.reader = Some(SpillReader::open(&s.path)?);
                 self.idx = 0;
             }
-            let Some(r) = self.reader.as_mut() else { return Ok(None) };
+            let Some(r) = self.reader.as_mut() else {
+                return Ok(None);
+            };
             match r.next_doc()? {
                 None => {
                     self.reader = None;
@@ -375,7 +409,10 @@ impl Stream {
                 Some(mut d) => {
                     let i = self.idx;
                     self.idx += 1;
-                    let c = *s.counts.get(i).ok_or_else(|| Error::msg("mix: spill file longer than its index"))?;
+                    let c = *s
+                        .counts
+                        .get(i)
+                        .ok_or_else(|| Error::msg("mix: spill file longer than its index"))?;
                     if c > self.pass {
                         if self.pass > 0 {
                             d.id = format!("{}#{}", d.id, self.pass);
@@ -397,13 +434,20 @@ impl Stage for Mix {
         for doc in batch.docs {
             let (t, exact) = match &doc.tokens {
                 Some(t) => (t.len() as u64, true),
-                None => (((doc.text.len() as f64) * self.cfg.tokens_per_byte).ceil() as u64, false),
+                None => (
+                    ((doc.text.len() as f64) * self.cfg.tokens_per_byte).ceil() as u64,
+                    false,
+                ),
             };
             if t == 0 {
                 out.reject(doc, "empty", Some(0.0), "no tokens and no text");
                 continue;
             }
-            let m = if self.srcs[si].rehydrate { self.copies(&doc) } else { 1 };
+            let m = if self.srcs[si].rehydrate {
+                self.copies(&doc)
+            } else {
+                1
+            };
             let s = &mut self.srcs[si];
             if s.writer.is_none() {
                 s.writer = Some(SpillWriter::create(&s.path)?);
@@ -438,7 +482,13 @@ impl Stage for Mix {
                 idx: 0,
                 reader: None,
             });
-            remaining.push(s.counts.iter().zip(&s.toks).map(|(&c, &t)| c as u64 * t as u64).sum());
+            remaining.push(
+                s.counts
+                    .iter()
+                    .zip(&s.toks)
+                    .map(|(&c, &t)| c as u64 * t as u64)
+                    .sum(),
+            );
         }
         let mut rng = SplitMix64::new(self.cfg.seed, 0x6D69_78);
         let mut n = 0u64;
@@ -480,7 +530,11 @@ impl Stage for Mix {
         let mut sources = BTreeMap::new();
         let mut within = true;
         for s in &self.srcs {
-            let achieved = if emitted == 0 { 0.0 } else { s.emitted_tokens as f64 / emitted as f64 };
+            let achieved = if emitted == 0 {
+                0.0
+            } else {
+                s.emitted_tokens as f64 / emitted as f64
+            };
             let err_pp = (achieved - s.share) * 100.0;
             if err_pp.abs() > 0.5 {
                 within = false;
@@ -553,7 +607,12 @@ mod tests {
     use crate::document::DocBatch;
     use crate::stage::Emitter;
 
-    fn jsonl(path: &str, field: &str, source: &str, template: Option<(&str, &str)>) -> Vec<Document> {
+    fn jsonl(
+        path: &str,
+        field: &str,
+        source: &str,
+        template: Option<(&str, &str)>,
+    ) -> Vec<Document> {
         std::fs::read_to_string(path)
             .unwrap()
             .lines()
@@ -561,7 +620,9 @@ mod tests {
             .map(|(i, l)| {
                 let v: serde_json::Value = serde_json::from_str(l).unwrap();
                 let text = match template {
-                    Some((a, b)) => format!("{}\n{}", v[a].as_str().unwrap(), v[b].as_str().unwrap()),
+                    Some((a, b)) => {
+                        format!("{}\n{}", v[a].as_str().unwrap(), v[b].as_str().unwrap())
+                    }
                     None => v[field].as_str().unwrap().to_string(),
                 };
                 Document::new(format!("{source}:{i}"), source, text)
@@ -573,20 +634,40 @@ mod tests {
     fn inputs() -> Vec<Vec<Document>> {
         vec![
             jsonl("samples/text/cmrc2018_zh.jsonl", "text", "web", None),
-            jsonl("samples/synthetic/alpaca_cot_zh.jsonl", "", "synthetic", Some(("instruction", "output"))),
-            jsonl("samples/benchmarks/gsm8k_test.jsonl", "", "qa", Some(("question", "answer"))),
+            jsonl(
+                "samples/synthetic/alpaca_cot_zh.jsonl",
+                "",
+                "synthetic",
+                Some(("instruction", "output")),
+            ),
+            jsonl(
+                "samples/benchmarks/gsm8k_test.jsonl",
+                "",
+                "qa",
+                Some(("question", "answer")),
+            ),
         ]
     }
 
     /// Feed inputs as the runtime would: batches of `bs`, inputs interleaved.
-    fn run(params: serde_json::Value, inputs: &[Vec<Document>], bs: usize) -> (Vec<Document>, serde_json::Value) {
+    fn run(
+        params: serde_json::Value,
+        inputs: &[Vec<Document>],
+        bs: usize,
+    ) -> (Vec<Document>, serde_json::Value) {
         let dir = tempfile::tempdir().unwrap();
         let mut ctx = BuildCtx::for_tests("mixture", dir.path());
-        ctx.inputs = ["web", "synthetic.out", "qa"][..inputs.len()].iter().map(|s| s.to_string()).collect();
+        ctx.inputs = ["web", "synthetic.out", "qa"][..inputs.len()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let cfg: Config = parse_config(&params, &ctx).unwrap();
         let mut m = Mix::new(cfg, &ctx).unwrap();
         let mut out = Vec::new();
-        let chunks: Vec<Vec<Vec<Document>>> = inputs.iter().map(|v| v.chunks(bs).map(|c| c.to_vec()).collect()).collect();
+        let chunks: Vec<Vec<Vec<Document>>> = inputs
+            .iter()
+            .map(|v| v.chunks(bs).map(|c| c.to_vec()).collect())
+            .collect();
         let most = chunks.iter().map(|c| c.len()).max().unwrap();
         for j in 0..most {
             for (i, c) in chunks.iter().enumerate() {
@@ -603,7 +684,10 @@ mod tests {
         let mut em = Emitter::new(OUT_REJECTED);
         m.finish(&mut em).unwrap();
         out.extend(em.take(0));
-        assert!(!dir.path().join("tmp/mixture/input-000.spill").exists(), "spill files removed");
+        assert!(
+            !dir.path().join("tmp/mixture/input-000.spill").exists(),
+            "spill files removed"
+        );
         (out, m.manifest().unwrap())
     }
 
@@ -632,10 +716,16 @@ mod tests {
                 let total: u64 = per.values().sum();
                 for (k, share) in params["target"].as_object().unwrap() {
                     let got = per[k] as f64 / total as f64;
-                    assert!((got - share.as_f64().unwrap()).abs() < 0.005, "case {ci} {k}: {got} vs {share}");
+                    assert!(
+                        (got - share.as_f64().unwrap()).abs() < 0.005,
+                        "case {ci} {k}: {got} vs {share}"
+                    );
                     assert_eq!(rep["sources"][k]["emitted_tokens"], per[k]);
                     let epochs = rep["sources"][k]["epochs"].as_f64().unwrap();
-                    let cap = params["max_epochs"].get(k).and_then(|v| v.as_f64()).unwrap_or(1.0);
+                    let cap = params["max_epochs"]
+                        .get(k)
+                        .and_then(|v| v.as_f64())
+                        .unwrap_or(1.0);
                     assert!(epochs <= cap + 1e-9, "{k}: {epochs} epochs > cap {cap}");
                 }
                 let ids: std::collections::BTreeSet<_> = out.iter().map(|d| d.id.clone()).collect();
@@ -653,12 +743,20 @@ mod tests {
             64,
         );
         // Synthetic is the scarce source: all 4 epochs are used, web is downsampled.
-        assert!((rep["sources"]["synthetic"]["epochs"].as_f64().unwrap() - 4.0).abs() < 1e-9, "{rep:#}");
+        assert!(
+            (rep["sources"]["synthetic"]["epochs"].as_f64().unwrap() - 4.0).abs() < 1e-9,
+            "{rep:#}"
+        );
         assert!(rep["sources"]["web"]["epochs"].as_f64().unwrap() < 1.0);
         let syn: Vec<&Document> = out.iter().filter(|d| d.source == "synthetic").collect();
         assert_eq!(syn.len(), 44);
         for k in 1..4 {
-            assert_eq!(syn.iter().filter(|d| d.id.ends_with(&format!("#{k}"))).count(), 11);
+            assert_eq!(
+                syn.iter()
+                    .filter(|d| d.id.ends_with(&format!("#{k}")))
+                    .count(),
+                11
+            );
         }
     }
 
@@ -669,7 +767,10 @@ mod tests {
         let (a, ra) = run(p(7), &inp, 50);
         let (b, rb) = run(p(7), &inp, 7);
         let (c, _) = run(p(8), &inp, 50);
-        assert_eq!(a, b, "same seed gives identical output, whatever the batching");
+        assert_eq!(
+            a, b,
+            "same seed gives identical output, whatever the batching"
+        );
         assert_eq!(ra, rb);
         let ids = |v: &[Document]| v.iter().map(|d| d.id.clone()).collect::<Vec<_>>();
         assert_ne!(ids(&a), ids(&c));
@@ -681,7 +782,11 @@ mod tests {
         let mut q = p(7);
         q["sample_seed"] = 1.into();
         let (d, _) = run(q, &inp, 50);
-        let set = |v: &[Document]| v.iter().map(|d| d.id.clone()).collect::<std::collections::BTreeSet<_>>();
+        let set = |v: &[Document]| {
+            v.iter()
+                .map(|d| d.id.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+        };
         assert_ne!(set(&a), set(&d));
     }
 
@@ -695,16 +800,30 @@ mod tests {
         );
         let sf = rep["shortfall"].as_array().unwrap();
         assert_eq!(sf.len(), 1, "{rep:#}");
-        assert!(sf[0].as_str().unwrap().contains("total_tokens 10000000 asked"));
+        assert!(sf[0]
+            .as_str()
+            .unwrap()
+            .contains("total_tokens 10000000 asked"));
         // The shares are still kept.
         assert_eq!(rep["within_tolerance"], true);
         // An empty input: reported, its share spread over the rest.
-        let (out, rep) = run(serde_json::json!({"target": {"web": 0.5, "synthetic": 0.5}}), &[inp[0].clone(), vec![]], 100);
+        let (out, rep) = run(
+            serde_json::json!({"target": {"web": 0.5, "synthetic": 0.5}}),
+            &[inp[0].clone(), vec![]],
+            100,
+        );
         assert_eq!(out.len(), 848);
         assert_eq!(rep["within_tolerance"], false);
-        assert!(rep["shortfall"][0].as_str().unwrap().contains("`synthetic` is empty"));
+        assert!(rep["shortfall"][0]
+            .as_str()
+            .unwrap()
+            .contains("`synthetic` is empty"));
         // A reachable total_tokens is met.
-        let (_, rep) = run(serde_json::json!({"target": {"web": 0.85, "synthetic": 0.15}, "max_epochs": {"synthetic": 4}, "total_tokens": 20000}), &inp[..2], 100);
+        let (_, rep) = run(
+            serde_json::json!({"target": {"web": 0.85, "synthetic": 0.15}, "max_epochs": {"synthetic": 4}, "total_tokens": 20000}),
+            &inp[..2],
+            100,
+        );
         let t = rep["total_tokens"].as_u64().unwrap();
         assert!((19_500..=20_500).contains(&t), "{t}");
     }
@@ -713,7 +832,8 @@ mod tests {
     fn rehydration_upsamples_by_cluster_size() {
         let mut web = inputs()[0].clone();
         for (i, d) in web.iter_mut().enumerate() {
-            d.attrs.insert("dedup.cluster_size".into(), [1.0, 3.0, 10.0, 1000.0][i % 4]);
+            d.attrs
+                .insert("dedup.cluster_size".into(), [1.0, 3.0, 10.0, 1000.0][i % 4]);
         }
         let web = web[..40].to_vec();
         let (out, rep) = run(
@@ -723,7 +843,11 @@ mod tests {
             &[web.clone()],
             10,
         );
-        let count = |id: &str| out.iter().filter(|d| d.id == id || d.id.starts_with(&format!("{id}#"))).count();
+        let count = |id: &str| {
+            out.iter()
+                .filter(|d| d.id == id || d.id.starts_with(&format!("{id}#")))
+                .count()
+        };
         assert_eq!(count("web:0"), 1);
         assert_eq!(count("web:1"), 2);
         assert_eq!(count("web:2"), 5);

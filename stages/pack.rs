@@ -59,11 +59,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::document::{DocBatch, Document, Packed};
 use crate::error::{Error, Result};
-use crate::stage::{parse_config, BuildCtx, Emitter, Kind, Node, Role, Stage, StageConfig, OUT_REJECTED};
+use crate::stage::{
+    parse_config, BuildCtx, Emitter, Kind, Node, Role, Stage, StageConfig, OUT_REJECTED,
+};
 use crate::stages::spill::{SpillReader, SpillWriter, SplitMix64};
 
 /// Packing strategy.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, schemars::JsonSchema, PartialEq, Eq, Default)]
+#[derive(
+    Debug, Clone, Copy, Deserialize, Serialize, schemars::JsonSchema, PartialEq, Eq, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// Concatenate and cut; documents split across sequences.
@@ -133,7 +137,10 @@ impl StageConfig for Config {
     fn validate(&self, _ctx: &BuildCtx) -> Vec<String> {
         let mut p = Vec::new();
         if self.seq_len < 2 || self.seq_len > (1 << 24) {
-            p.push(format!("bad value: seq_len must be in 2..=16777216, got {}", self.seq_len));
+            p.push(format!(
+                "bad value: seq_len must be in 2..=16777216, got {}",
+                self.seq_len
+            ));
         }
         if self.window_seqs == 0 {
             p.push("bad value: window_seqs must be at least 1".into());
@@ -171,7 +178,11 @@ struct SeqBuilder {
 impl SeqBuilder {
     fn add(&mut self, doc_id: &str, source: &str, start: u32, toks: &[u32]) {
         self.offsets.push(self.tokens.len() as u32);
-        self.ids.push(if start == 0 { doc_id.to_string() } else { format!("{doc_id}@{start}") });
+        self.ids.push(if start == 0 {
+            doc_id.to_string()
+        } else {
+            format!("{doc_id}@{start}")
+        });
         *self.mix.entry(source.to_string()).or_default() += toks.len() as u32;
         self.tokens.extend_from_slice(toks);
     }
@@ -260,7 +271,9 @@ impl Pack {
         if self.cfg.shuffle {
             let k = self.assign.below(self.buckets.len() as u64) as usize;
             if self.buckets[k].is_none() {
-                self.buckets[k] = Some(SpillWriter::create(self.scratch.join(format!("bucket-{k:04}.spill")))?);
+                self.buckets[k] = Some(SpillWriter::create(
+                    self.scratch.join(format!("bucket-{k:04}.spill")),
+                )?);
             }
             if let Some(w) = self.buckets[k].as_mut() {
                 w.write(&doc)?;
@@ -271,7 +284,13 @@ impl Pack {
         Ok(())
     }
 
-    fn push_greedy(&mut self, id: &str, source: &str, toks: &[u32], out: &mut Emitter) -> Result<()> {
+    fn push_greedy(
+        &mut self,
+        id: &str,
+        source: &str,
+        toks: &[u32],
+        out: &mut Emitter,
+    ) -> Result<()> {
         let mut pos = 0;
         while pos < toks.len() {
             let take = (self.len - self.cur.tokens.len()).min(toks.len() - pos);
@@ -285,7 +304,13 @@ impl Pack {
         Ok(())
     }
 
-    fn push_bfd(&mut self, id: &str, source: &str, mut toks: Vec<u32>, out: &mut Emitter) -> Result<()> {
+    fn push_bfd(
+        &mut self,
+        id: &str,
+        source: &str,
+        mut toks: Vec<u32>,
+        out: &mut Emitter,
+    ) -> Result<()> {
         let mut pos = 0;
         while toks.len() - pos >= self.len {
             let mut b = SeqBuilder::default();
@@ -316,7 +341,12 @@ impl Pack {
     fn pack_window(&mut self, last: bool, out: &mut Emitter) -> Result<()> {
         let mut items = std::mem::take(&mut self.window);
         self.window_tokens = 0;
-        items.sort_by(|a, b| b.tokens.len().cmp(&a.tokens.len()).then(a.order.cmp(&b.order)));
+        items.sort_by(|a, b| {
+            b.tokens
+                .len()
+                .cmp(&a.tokens.len())
+                .then(a.order.cmp(&b.order))
+        });
         let mut bins: Vec<SeqBuilder> = Vec::new();
         let mut free: BTreeSet<(usize, usize)> = BTreeSet::new();
         for it in items {
@@ -346,7 +376,9 @@ impl Pack {
         let mut open: Vec<usize> = if last {
             Vec::new()
         } else {
-            (0..bins.len()).filter(|&i| self.len - bins[i].tokens.len() > slack).collect()
+            (0..bins.len())
+                .filter(|&i| self.len - bins[i].tokens.len() > slack)
+                .collect()
         };
         // Keep the emptiest bins open, within the carry cap.
         open.sort_by_key(|&i| (bins[i].tokens.len(), i));
@@ -383,7 +415,9 @@ impl Pack {
     /// Second pass of the shuffle: read, permute and emit one bucket file, splitting it
     /// first when it is too large to hold.
     fn drain_bucket(&mut self, path: PathBuf, label: String, out: &mut Emitter) -> Result<()> {
-        let size = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
+        let size = std::fs::metadata(&path)
+            .map_err(|e| Error::io(&path, e))?
+            .len();
         let stream = xxhash_rust::xxh3::xxh3_64(label.as_bytes());
         if size > self.cfg.shuffle_max_bucket_bytes {
             self.c.buckets_resplit += 1;
@@ -391,7 +425,9 @@ impl Pack {
             let mut rng = SplitMix64::new(self.cfg.seed, stream ^ 0xA5A5);
             let mut subs = Vec::with_capacity(k);
             for j in 0..k {
-                subs.push(SpillWriter::create(path.with_extension(format!("{j}.spill")))?);
+                subs.push(SpillWriter::create(
+                    path.with_extension(format!("{j}.spill")),
+                )?);
             }
             let mut r = SpillReader::open(&path)?;
             while let Some(d) = r.next_doc()? {
@@ -426,7 +462,11 @@ impl Pack {
 
     fn summary(&self) -> serde_json::Value {
         let total = self.c.real_tokens + self.c.pad_tokens;
-        let rate = if total == 0 { 0.0 } else { self.c.pad_tokens as f64 / total as f64 };
+        let rate = if total == 0 {
+            0.0
+        } else {
+            self.c.pad_tokens as f64 / total as f64
+        };
         serde_json::json!({
             "strategy": self.cfg.strategy,
             "seq_len": self.cfg.seq_len,
@@ -450,7 +490,12 @@ impl Stage for Pack {
     fn process(&mut self, batch: DocBatch, out: &mut Emitter) -> Result<()> {
         for mut doc in batch.docs {
             let Some(mut toks) = doc.tokens.take() else {
-                out.reject(doc, "no_tokens", None, "pack needs `tokens`: put a tokenize node before it");
+                out.reject(
+                    doc,
+                    "no_tokens",
+                    None,
+                    "pack needs `tokens`: put a tokenize node before it",
+                );
                 continue;
             };
             // `tokenize` appends EOS by default: never join with a second one.
@@ -547,17 +592,26 @@ mod tests {
     /// Real documents: Chinese Wikipedia paragraphs and GSM8K Q&A, tokenized with the
     /// DeepSeek-V3 tokenizer.
     pub(crate) fn tokenized_corpus() -> Vec<Document> {
-        let tok = tokenizers::Tokenizer::from_file("samples/tokenizers/deepseek-v3/tokenizer.json").unwrap();
+        let tok = tokenizers::Tokenizer::from_file("samples/tokenizers/deepseek-v3/tokenizer.json")
+            .unwrap();
         let mut docs = Vec::new();
         let wiki = std::fs::read_to_string("samples/text/cmrc2018_zh.jsonl").unwrap();
         for (i, l) in wiki.lines().enumerate() {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            docs.push(Document::new(format!("w{i}"), "web", v["text"].as_str().unwrap()));
+            docs.push(Document::new(
+                format!("w{i}"),
+                "web",
+                v["text"].as_str().unwrap(),
+            ));
         }
         let q = std::fs::read_to_string("samples/benchmarks/gsm8k_test.jsonl").unwrap();
         for (i, l) in q.lines().take(400).enumerate() {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let t = format!("Question: {}\nAnswer: {}", v["question"].as_str().unwrap(), v["answer"].as_str().unwrap());
+            let t = format!(
+                "Question: {}\nAnswer: {}",
+                v["question"].as_str().unwrap(),
+                v["answer"].as_str().unwrap()
+            );
             docs.push(Document::new(format!("q{i}"), "qa", t));
         }
         // Interleave the two sources deterministically.
@@ -585,7 +639,11 @@ mod tests {
             assert!(ids.insert(s.id.clone()), "duplicate sequence id");
             let t = s.tokens.as_ref().unwrap();
             let p = s.packed.as_ref().unwrap();
-            assert_eq!(t.len(), len, "every sequence has exactly the configured length");
+            assert_eq!(
+                t.len(),
+                len,
+                "every sequence has exactly the configured length"
+            );
             assert_eq!(p.doc_offsets.len(), p.doc_ids.len());
             assert_eq!(p.doc_offsets[0], 0);
             let real = len - p.n_pad as usize;
@@ -595,12 +653,19 @@ mod tests {
                     assert_eq!(t[o as usize - 1], EOS, "offset {o} follows an EOS");
                     assert!(o > p.doc_offsets[i - 1]);
                 }
-                let end = p.doc_offsets.get(i + 1).map(|&x| x as usize).unwrap_or(real);
+                let end = p
+                    .doc_offsets
+                    .get(i + 1)
+                    .map(|&x| x as usize)
+                    .unwrap_or(real);
                 let (id, start) = match p.doc_ids[i].split_once('@') {
                     Some((a, b)) => (a.to_string(), b.parse::<u32>().unwrap()),
                     None => (p.doc_ids[i].clone(), 0),
                 };
-                parts.entry(id).or_default().push((start, t[o as usize..end].to_vec()));
+                parts
+                    .entry(id)
+                    .or_default()
+                    .push((start, t[o as usize..end].to_vec()));
             }
             let mix_total: u32 = p.source_mix.values().sum();
             assert_eq!(mix_total as usize, real);
@@ -642,12 +707,20 @@ mod tests {
                     let st = p.stats().unwrap();
                     assert_eq!(st["sequences"], out.len());
                     if strategy == "greedy" {
-                        assert!(out.iter().filter(|s| s.packed.as_ref().unwrap().n_pad > 0).count() <= 1);
+                        assert!(
+                            out.iter()
+                                .filter(|s| s.packed.as_ref().unwrap().n_pad > 0)
+                                .count()
+                                <= 1
+                        );
                     }
                 }
             }
         }
-        assert!(!dir.path().join("tmp/pack").exists(), "scratch files are removed");
+        assert!(
+            !dir.path().join("tmp/pack").exists(),
+            "scratch files are removed"
+        );
     }
 
     #[test]
@@ -656,10 +729,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut rates = BTreeMap::new();
         for strategy in ["greedy", "best_fit_decreasing"] {
-            let mut p = pack(serde_json::json!({"seq_len": 4096, "eos_id": EOS, "strategy": strategy}), dir.path());
+            let mut p = pack(
+                serde_json::json!({"seq_len": 4096, "eos_id": EOS, "strategy": strategy}),
+                dir.path(),
+            );
             let (out, _) = run_stage_docs(&mut p, corpus.clone(), 256);
             check(&out, &corpus, 4096, strategy != "greedy");
-            rates.insert(strategy, p.stats().unwrap()["padding_rate"].as_f64().unwrap());
+            rates.insert(
+                strategy,
+                p.stats().unwrap()["padding_rate"].as_f64().unwrap(),
+            );
         }
         assert!(rates["best_fit_decreasing"] < 0.02, "{rates:?}");
         assert!(rates["greedy"] < 0.02, "{rates:?}");
@@ -706,10 +785,14 @@ mod tests {
     fn finish_streams_through_the_flush_hook() {
         let corpus = tokenized_corpus();
         let dir = tempfile::tempdir().unwrap();
-        let mut p = pack(serde_json::json!({"seq_len": 64, "eos_id": EOS, "shuffle_buckets": 2}), dir.path());
+        let mut p = pack(
+            serde_json::json!({"seq_len": 64, "eos_id": EOS, "shuffle_buckets": 2}),
+            dir.path(),
+        );
         for (i, c) in corpus.chunks(100).enumerate() {
             let mut em = Emitter::new(OUT_REJECTED);
-            p.process(DocBatch::new(i as u64, c.to_vec()), &mut em).unwrap();
+            p.process(DocBatch::new(i as u64, c.to_vec()), &mut em)
+                .unwrap();
             assert!(em.is_empty(), "shuffled output waits for finish");
         }
         let mut got = Vec::new();
@@ -729,14 +812,20 @@ mod tests {
         }
         assert!(got.len() > 1500);
         assert_eq!(p.stats().unwrap()["sequences"], got.len());
-        assert!(largest <= 1024, "handed over in chunks of at most 1024, got {largest}");
+        assert!(
+            largest <= 1024,
+            "handed over in chunks of at most 1024, got {largest}"
+        );
         check(&got, &corpus, 64, true);
     }
 
     #[test]
     fn a_document_already_ending_in_eos_gets_no_second_one() {
         let dir = tempfile::tempdir().unwrap();
-        let mut p = pack(serde_json::json!({"seq_len": 4, "eos_id": 9, "pad_id": 0, "strategy": "greedy", "shuffle": false}), dir.path());
+        let mut p = pack(
+            serde_json::json!({"seq_len": 4, "eos_id": 9, "pad_id": 0, "strategy": "greedy", "shuffle": false}),
+            dir.path(),
+        );
         let mut a = Document::new("a", "web", "x");
         a.tokens = Some(vec![1, 2, 9]);
         let mut b = Document::new("b", "web", "y");
@@ -750,18 +839,27 @@ mod tests {
     #[test]
     fn untokenized_and_empty_docs_are_rejected() {
         let dir = tempfile::tempdir().unwrap();
-        let mut p = pack(serde_json::json!({"seq_len": 8, "eos_id": 0, "add_eos": false, "shuffle": false}), dir.path());
+        let mut p = pack(
+            serde_json::json!({"seq_len": 8, "eos_id": 0, "add_eos": false, "shuffle": false}),
+            dir.path(),
+        );
         let mut a = Document::new("a", "web", "x");
         a.tokens = Some(vec![5; 10]);
         let b = Document::new("b", "web", "y");
         let mut c = Document::new("c", "web", "");
         c.tokens = Some(vec![]);
         let (out, rej) = run_stage_docs(&mut p, vec![a, b, c], 1);
-        let reasons: Vec<_> = rej.iter().map(|d| d.reject.as_ref().unwrap().reason.as_str()).collect();
+        let reasons: Vec<_> = rej
+            .iter()
+            .map(|d| d.reject.as_ref().unwrap().reason.as_str())
+            .collect();
         assert_eq!(reasons, vec!["no_tokens", "empty"]);
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].packed.as_ref().unwrap().doc_ids, vec!["a@8"]);
         assert_eq!(out[1].packed.as_ref().unwrap().n_pad, 6);
-        assert_eq!(out[1].tokens.as_ref().unwrap(), &vec![5, 5, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            out[1].tokens.as_ref().unwrap(),
+            &vec![5, 5, 0, 0, 0, 0, 0, 0]
+        );
     }
 }

@@ -124,9 +124,16 @@ impl SpillReader {
         let mut m = [0u8; 8];
         r.read_exact(&mut m).map_err(|e| Error::io(&path, e))?;
         if &m != MAGIC {
-            return Err(Error::msg(format!("{}: not a sluice spill file (bad magic)", path.display())));
+            return Err(Error::msg(format!(
+                "{}: not a sluice spill file (bad magic)",
+                path.display()
+            )));
         }
-        Ok(SpillReader { path, r, buf: Vec::new() })
+        Ok(SpillReader {
+            path,
+            r,
+            buf: Vec::new(),
+        })
     }
     /// The next document, or `None` at end of file.
     pub fn next_doc(&mut self) -> Result<Option<Document>> {
@@ -138,9 +145,17 @@ impl SpillReader {
         }
         let len = u32::from_le_bytes(l) as usize;
         self.buf.resize(len, 0);
-        self.r.read_exact(&mut self.buf).map_err(|e| Error::io(&self.path, e))?;
+        self.r
+            .read_exact(&mut self.buf)
+            .map_err(|e| Error::io(&self.path, e))?;
         let mut c = Cursor { b: &self.buf, i: 0 };
-        decode(&mut c).map_err(|m| Error::msg(format!("{}: corrupt spill record: {m}", self.path.display())))
+        decode(&mut c)
+            .map_err(|m| {
+                Error::msg(format!(
+                    "{}: corrupt spill record: {m}",
+                    self.path.display()
+                ))
+            })
             .map(Some)
     }
 }
@@ -248,7 +263,9 @@ impl Cursor<'_> {
     fn u32s(&mut self) -> std::result::Result<Vec<u32>, &'static str> {
         let n = self.u32()? as usize;
         let s = self.take(n.checked_mul(4).ok_or("length overflow")?)?;
-        Ok(s.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        Ok(s.chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
     }
 }
 

@@ -20,10 +20,18 @@ fn packed_rows(dir: &Path) -> Vec<Row> {
     let mut rows = Vec::new();
     for (name, _) in files(dir, "shards") {
         let f = std::fs::File::open(dir.join("shards").join(&name)).unwrap();
-        for b in ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap() {
+        for b in ParquetRecordBatchReaderBuilder::try_new(f)
+            .unwrap()
+            .build()
+            .unwrap()
+        {
             let b = b.unwrap();
-            let ids = sluice::arrow_io::u32_list_column(&b, "input_ids").unwrap().unwrap();
-            let offs = sluice::arrow_io::u32_list_column(&b, "doc_offsets").unwrap().unwrap();
+            let ids = sluice::arrow_io::u32_list_column(&b, "input_ids")
+                .unwrap()
+                .unwrap();
+            let offs = sluice::arrow_io::u32_list_column(&b, "doc_offsets")
+                .unwrap()
+                .unwrap();
             let u32col = |n: &str| {
                 b.column_by_name(n)
                     .unwrap()
@@ -72,7 +80,11 @@ fn mix_pack_config_end_to_end() {
     // minimum possible number of sequences, so all padding is the unavoidable remainder.
     // (The < 2% padding goal is checked on the whole sample corpus in `stages::pack`.)
     let real_tokens = pack["real_tokens"].as_u64().unwrap();
-    assert_eq!(pack["sequences"].as_u64().unwrap(), real_tokens.div_ceil(4096), "{pack:#}");
+    assert_eq!(
+        pack["sequences"].as_u64().unwrap(),
+        real_tokens.div_ceil(4096),
+        "{pack:#}"
+    );
 
     let rows = packed_rows(a.path());
     assert_eq!(rows.len() as u64, pack["sequences"].as_u64().unwrap());
@@ -84,7 +96,11 @@ fn mix_pack_config_end_to_end() {
         assert_eq!(r.doc_offsets[0], 0);
         for w in r.doc_offsets.windows(2) {
             assert!(w[0] < w[1]);
-            assert_eq!(r.input_ids[w[1] as usize - 1], 1, "a segment boundary follows EOS");
+            assert_eq!(
+                r.input_ids[w[1] as usize - 1],
+                1,
+                "a segment boundary follows EOS"
+            );
         }
         assert!(r.input_ids[r.n_tokens as usize..].iter().all(|&t| t == 1));
         real += r.n_tokens as u64;
@@ -92,14 +108,25 @@ fn mix_pack_config_end_to_end() {
     }
     // Nothing lost or duplicated: real tokens = mixed document tokens (`tokenize` already
     // ended each with EOS, so `pack` adds none).
-    let docs: u64 = ["web", "synthetic"].iter().map(|s| mix["sources"][s]["emitted_docs"].as_u64().unwrap()).sum();
+    let docs: u64 = ["web", "synthetic"]
+        .iter()
+        .map(|s| mix["sources"][s]["emitted_docs"].as_u64().unwrap())
+        .sum();
     assert_eq!(real, mix["total_tokens"].as_u64().unwrap());
     assert!(segments >= docs);
     assert_eq!(m["totals"]["tokens"].as_u64().unwrap(), real);
 
     let st = json(a.path(), "stats.json");
-    assert_eq!(st["nodes"]["decont"]["extra"]["benchmarks"]["gsm8k"]["entries"], 1319);
-    assert!(st["nodes"]["pack"]["extra"]["spill_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(
+        st["nodes"]["decont"]["extra"]["benchmarks"]["gsm8k"]["entries"],
+        1319
+    );
+    assert!(
+        st["nodes"]["pack"]["extra"]["spill_bytes"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
 
     // Deterministic whatever the thread count.
     let b = tempfile::tempdir().unwrap();
@@ -127,28 +154,49 @@ for r in t.to_pylist():
     assert {x["source"] for x in r["source_mix"]} <= {"web", "synthetic"}, r["source_mix"]
 print("ok", t.num_rows)
 "#;
-    let out = std::process::Command::new(py).arg("-c").arg(script).arg(a.path()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(py)
+        .arg("-c")
+        .arg(script)
+        .arg(a.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn decontamination_rejects_planted_benchmark_questions() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("web.jsonl");
-    let gsm: Vec<Value> = std::fs::read_to_string(root().join("samples/benchmarks/gsm8k_test.jsonl"))
-        .unwrap()
-        .lines()
-        .take(300)
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let gsm: Vec<Value> =
+        std::fs::read_to_string(root().join("samples/benchmarks/gsm8k_test.jsonl"))
+            .unwrap()
+            .lines()
+            .take(300)
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
     let mut lines: Vec<String> =
-        std::fs::read_to_string(root().join("samples/text/cmrc2018_zh.jsonl")).unwrap().lines().take(50).map(String::from).collect();
+        std::fs::read_to_string(root().join("samples/text/cmrc2018_zh.jsonl"))
+            .unwrap()
+            .lines()
+            .take(50)
+            .map(String::from)
+            .collect();
     for i in [3usize, 77, 150, 299] {
         let q = gsm[i]["question"].as_str().unwrap();
         lines.push(serde_json::json!({"id": format!("planted{i}"), "text": format!("课后练习：{q} 答案见下页。")}).to_string());
         // A near miss: the same question with one word in ten changed is kept.
-        let near: Vec<&str> = q.split(' ').enumerate().map(|(j, w)| if j % 10 == 5 { "zebra" } else { w }).collect();
-        lines.push(serde_json::json!({"id": format!("near{i}"), "text": near.join(" ")}).to_string());
+        let near: Vec<&str> = q
+            .split(' ')
+            .enumerate()
+            .map(|(j, w)| if j % 10 == 5 { "zebra" } else { w })
+            .collect();
+        lines.push(
+            serde_json::json!({"id": format!("near{i}"), "text": near.join(" ")}).to_string(),
+        );
     }
     std::fs::write(&input, lines.join("\n")).unwrap();
     let yaml = format!(
@@ -174,21 +222,42 @@ nodes:
     let out = dir.path().join("out");
     run_yaml(&yaml, &out, 2);
     let st = json(&out, "stats.json");
-    assert_eq!(st["nodes"]["decont"]["extra"]["benchmarks"]["gsm8k"]["docs_matched"], 4);
+    assert_eq!(
+        st["nodes"]["decont"]["extra"]["benchmarks"]["gsm8k"]["docs_matched"],
+        4
+    );
     assert_eq!(st["nodes"]["decont"]["ports"]["rejected"]["docs"], 4);
     assert_eq!(st["nodes"]["decont"]["rejects"]["contaminated"], 4);
     let kept: Vec<String> = read_doc_rows(&out).into_iter().map(|r| r.0).collect();
     assert_eq!(kept.len(), 54);
-    assert!(kept.iter().filter(|id| id.contains("near")).count() == 4, "near misses are kept");
+    assert!(
+        kept.iter().filter(|id| id.contains("near")).count() == 4,
+        "near misses are kept"
+    );
     // Reject rows name the benchmark and the n-gram.
     let mut details = Vec::new();
     for (name, _) in files(&out, "rejects") {
         let f = std::fs::File::open(out.join("rejects").join(&name)).unwrap();
-        for b in ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap() {
+        for b in ParquetRecordBatchReaderBuilder::try_new(f)
+            .unwrap()
+            .build()
+            .unwrap()
+        {
             let b = b.unwrap();
-            details.extend(sluice::arrow_io::string_column(&b, "detail").unwrap().unwrap().into_iter().flatten());
+            details.extend(
+                sluice::arrow_io::string_column(&b, "detail")
+                    .unwrap()
+                    .unwrap()
+                    .into_iter()
+                    .flatten(),
+            );
         }
     }
     assert_eq!(details.len(), 4);
-    assert!(details.iter().all(|d| d.starts_with("benchmark=gsm8k matches=") && d.contains("ngram=\"")), "{details:?}");
+    assert!(
+        details
+            .iter()
+            .all(|d| d.starts_with("benchmark=gsm8k matches=") && d.contains("ngram=\"")),
+        "{details:?}"
+    );
 }

@@ -490,7 +490,7 @@ impl Stage for Mix {
                     .sum(),
             );
         }
-        let mut rng = SplitMix64::new(self.cfg.seed, 0x6D69_78);
+        let mut rng = SplitMix64::new(self.cfg.seed, 0x006D_6978);
         let mut n = 0u64;
         loop {
             let total: u64 = remaining.iter().sum();
@@ -840,7 +840,7 @@ mod tests {
             serde_json::json!({"target": {"web": 1.0}, "rehydrate": {"sources": ["web"], "table": [
                 {"min_cluster_size": 1, "copies": 1}, {"min_cluster_size": 2, "copies": 2},
                 {"min_cluster_size": 5, "copies": 5}, {"min_cluster_size": 100, "copies": 1}]}}),
-            &[web.clone()],
+            std::slice::from_ref(&web),
             10,
         );
         let count = |id: &str| {

@@ -12,6 +12,7 @@ pub fn all() -> Vec<Kind> {
         ingest_jsonl::kind(),
         ingest_parquet::kind(),
         ingest_warc::kind(),
+        ingest_instructions::kind(),
         // transforms and stages
         extract_html::kind(),
         length_filter::kind(),
@@ -20,6 +21,9 @@ pub fn all() -> Vec<Kind> {
         minhash_dedup::kind(),
         tokenize::kind(),
         url_filter::kind(),
+        decontaminate::kind(),
+        mix::kind(),
+        pack::kind(),
         // sinks
         parquet_shards::kind(),
     ]

@@ -3,12 +3,17 @@
 
 pub mod extract_html;
 pub mod exact_dedup;
+pub mod decontaminate;
+pub mod ingest_instructions;
 pub mod ingest_jsonl;
 pub mod ingest_parquet;
 pub mod ingest_warc;
 pub mod length_filter;
 pub mod line_dedup;
 pub mod minhash_dedup;
+pub mod mix;
+pub mod pack;
 pub mod parquet_shards;
+pub mod spill;
 pub mod tokenize;
 pub mod url_filter;

@@ -7,3 +7,4 @@ mod engine;
 mod s3;
 mod scale;
 mod warc;
+mod mix;

@@ -10,7 +10,12 @@ pub fn all() -> Vec<Kind> {
     vec![
         // sources
         // transforms and stages
+        heuristic_filter::kind(),
+        langid::kind(),
         length_filter::kind(),
+        normalize::kind(),
+        pii_redact::kind(),
+        segment_zh::kind(),
         // sinks
     ]
 }

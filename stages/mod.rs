@@ -1,4 +1,9 @@
 //! Stage kinds: one module per `kind:`. The engine never names a concrete stage except
 //! in [`crate::registry`].
 
+pub mod heuristic_filter;
+pub mod langid;
 pub mod length_filter;
+pub mod normalize;
+pub mod pii_redact;
+pub mod segment_zh;

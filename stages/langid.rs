@@ -10,7 +10,7 @@
 //! (as datatrove's `LanguageFilter` and fastText's own `predict` do).
 //!
 //! * Reads `text`. Writes `lang` (the top label without `__label__`, `und` when the text
-//!   has no token) and `attrs["langid.score"]` (its probability).
+//!   is blank) and `attrs["langid.score"]` (its probability).
 //! * Keep rules: `keep` maps languages to minimum scores. A document whose language is not
 //!   listed is rejected `lang`; one listed but below its minimum is rejected
 //!   `lang_low_score`; the score is the top probability. An empty `keep` keeps everything
@@ -35,7 +35,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::document::DocBatch;
 use crate::error::{Error, Result};
-use crate::stage::{check_file, parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED};
+use crate::stage::{
+    check_file, parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform,
+    OUT_REJECTED,
+};
 
 /// Config for `langid`.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
@@ -71,11 +74,14 @@ pub fn shared_model(path: &Path) -> Result<Arc<FastText>> {
     static CACHE: OnceLock<Mutex<HashMap<PathBuf, Arc<FastText>>>> = OnceLock::new();
     let key = std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?;
     let cache = CACHE.get_or_init(Default::default);
-    let mut map = cache.lock().map_err(|_| Error::msg("langid model cache poisoned"))?;
+    let mut map = cache
+        .lock()
+        .map_err(|_| Error::msg("langid model cache poisoned"))?;
     if let Some(m) = map.get(&key) {
         return Ok(m.clone());
     }
-    let m = Arc::new(FastText::load(&key).map_err(|e| Error::msg(format!("{}: {e}", key.display())))?);
+    let m =
+        Arc::new(FastText::load(&key).map_err(|e| Error::msg(format!("{}: {e}", key.display())))?);
     map.insert(key, m.clone());
     Ok(m)
 }
@@ -92,7 +98,11 @@ pub fn predict(model: &FastText, text: &str, k: usize) -> Vec<(String, f32)> {
         Ok(p) => p
             .into_iter()
             .map(|p| {
-                let l = p.label.strip_prefix("__label__").unwrap_or(&p.label).to_string();
+                let l = p
+                    .label
+                    .strip_prefix("__label__")
+                    .unwrap_or(&p.label)
+                    .to_string();
                 (l, p.probability)
             })
             .collect(),
@@ -117,7 +127,12 @@ impl Langid {
 impl Transform for Langid {
     fn process(&self, batch: DocBatch, out: &mut Emitter) -> Result<()> {
         for mut doc in batch.docs {
-            let top = predict(&self.model, &doc.text, 1).into_iter().next();
+            // fastText still predicts from the end-of-line token alone; an empty text has no language.
+            let top = if doc.text.trim().is_empty() {
+                None
+            } else {
+                predict(&self.model, &doc.text, 1).into_iter().next()
+            };
             let (lang, score) = top.unwrap_or_else(|| ("und".to_string(), 0.0));
             let score = score as f64;
             doc.attrs.insert("langid.score".into(), score);
@@ -128,9 +143,12 @@ impl Transform for Langid {
             }
             match self.cfg.keep.get(&lang) {
                 None => out.reject(doc, "lang", Some(score), format!("lang={lang}")),
-                Some(&min) if score < min => {
-                    out.reject(doc, "lang_low_score", Some(score), format!("lang={lang} min={min}"))
-                }
+                Some(&min) if score < min => out.reject(
+                    doc,
+                    "lang_low_score",
+                    Some(score),
+                    format!("lang={lang} min={min}"),
+                ),
                 Some(_) => out.emit(doc),
             }
         }
@@ -168,7 +186,8 @@ mod tests {
 
     #[test]
     fn reproduces_official_fasttext_reference_predictions() {
-        let raw = std::fs::read_to_string("tests/golden/langid/reference_predictions.json").unwrap();
+        let raw =
+            std::fs::read_to_string("tests/golden/langid/reference_predictions.json").unwrap();
         let refs: Vec<serde_json::Value> = serde_json::from_str(&raw).unwrap();
         assert_eq!(refs.len(), 5);
         let m = model();
@@ -179,11 +198,25 @@ mod tests {
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|l| l.as_str().unwrap().trim_start_matches("__label__").to_string())
+                .map(|l| {
+                    l.as_str()
+                        .unwrap()
+                        .trim_start_matches("__label__")
+                        .to_string()
+                })
                 .collect();
-            let probs: Vec<f64> = r["probs"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).collect();
-            assert_eq!(got.iter().map(|g| g.0.clone()).collect::<Vec<_>>(), labels, "{text}");
-            for (g, p) in got.iter().zip(&probs) {
+            let probs: Vec<f64> = r["probs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_f64().unwrap())
+                .collect();
+            assert_eq!(got[0].0, labels[0], "{text}");
+            for ((g, l), p) in got.iter().zip(&labels).zip(&probs) {
+                // A runner-up at probability ~0 is a tie among many labels: compare only the score.
+                if *p >= 0.001 {
+                    assert_eq!(&g.0, l, "{text}");
+                }
                 // The reference is rounded to 4 decimals.
                 assert!((g.1 as f64 - p).abs() <= 0.00051, "{text}: {} vs {p}", g.1);
             }
@@ -224,7 +257,12 @@ mod tests {
             assert_eq!(kept, ["zh", "en"]);
             let reasons: Vec<_> = rej
                 .iter()
-                .map(|d| (d.lang.clone().unwrap(), d.reject.as_ref().unwrap().reason.clone()))
+                .map(|d| {
+                    (
+                        d.lang.clone().unwrap(),
+                        d.reject.as_ref().unwrap().reason.clone(),
+                    )
+                })
                 .collect();
             assert_eq!(
                 reasons,

@@ -49,7 +49,9 @@ use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
 
 use crate::document::DocBatch;
 use crate::error::{Error, Result};
-use crate::stage::{parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED};
+use crate::stage::{
+    parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED,
+};
 use crate::stages::segment_zh::is_han;
 
 /// Which OpenCC Traditional → Simplified config to use.
@@ -172,7 +174,12 @@ fn fold_width(c: char, letters: bool, punct: bool) -> char {
 }
 
 /// The whitespace / control / width pass over NFC text. Pure.
-pub fn clean(text: &str, fullwidth_ascii: bool, fullwidth_punct: bool, max_blank_lines: usize) -> String {
+pub fn clean(
+    text: &str,
+    fullwidth_ascii: bool,
+    fullwidth_punct: bool,
+    max_blank_lines: usize,
+) -> String {
     let mut out = String::with_capacity(text.len());
     let mut blank_run = 0usize; // blank lines seen since the last non-blank line
     let mut seen_content = false;
@@ -227,7 +234,10 @@ impl Normalize {
     /// Build from a config (loads the OpenCC dictionaries when `t2s` is on).
     pub fn new(cfg: Config) -> Result<Self> {
         let opencc = if cfg.t2s {
-            Some(OpenCC::from_config(cfg.t2s_variant.builtin()).map_err(|e| Error::msg(format!("opencc: {e}")))?)
+            Some(
+                OpenCC::from_config(cfg.t2s_variant.builtin())
+                    .map_err(|e| Error::msg(format!("opencc: {e}")))?,
+            )
         } else {
             None
         };
@@ -277,11 +287,15 @@ impl Transform for Normalize {
             let (text, t2s) = self.normalize_text(&doc.text);
             let before = doc.text.chars().count();
             let after = text.chars().count();
-            doc.attrs
-                .insert("normalize.removed_chars".into(), before.saturating_sub(after) as f64);
+            doc.attrs.insert(
+                "normalize.removed_chars".into(),
+                before.saturating_sub(after) as f64,
+            );
             if let Some(n) = t2s {
-                doc.meta
-                    .insert("normalize.t2s".into(), self.cfg.t2s_variant.name().to_string());
+                doc.meta.insert(
+                    "normalize.t2s".into(),
+                    self.cfg.t2s_variant.name().to_string(),
+                );
                 doc.attrs.insert("normalize.t2s_chars".into(), n as f64);
             }
             if text != doc.text {
@@ -379,11 +393,22 @@ mod tests {
             ..Config::default()
         };
         let f = Normalize::new(cfg).unwrap();
-        let (out, rej) = run_transform(&f, &["這是一個繁體中文句子，頭髮很長。", "这已经是简体。", "English only."], 2);
+        let (out, rej) = run_transform(
+            &f,
+            &[
+                "這是一個繁體中文句子，頭髮很長。",
+                "这已经是简体。",
+                "English only.",
+            ],
+            2,
+        );
         assert!(rej.is_empty());
         // 頭髮 → 头发 (not 头髮/头发 by chance): phrase-level conversion.
         assert_eq!(out[0].text, "这是一个繁体中文句子，头发很长。");
-        assert_eq!(out[0].meta.get("normalize.t2s").map(String::as_str), Some("t2s"));
+        assert_eq!(
+            out[0].meta.get("normalize.t2s").map(String::as_str),
+            Some("t2s")
+        );
         assert_eq!(out[0].attrs["normalize.t2s_chars"], 6.0);
         assert!(!out[1].meta.contains_key("normalize.t2s"));
         assert!(!out[2].meta.contains_key("normalize.t2s"));
@@ -404,7 +429,10 @@ mod tests {
             let (out, rej) = run_transform(&f, &["\u{200B}\u{3000}\n\n", "好 好", "  好"], bs);
             assert_eq!(rej.len(), 1);
             assert_eq!(rej[0].reject.as_ref().unwrap().reason, "empty");
-            assert_eq!(out.iter().map(|d| d.text.as_str()).collect::<Vec<_>>(), ["好 好", "好"]);
+            assert_eq!(
+                out.iter().map(|d| d.text.as_str()).collect::<Vec<_>>(),
+                ["好 好", "好"]
+            );
             assert_eq!(out[1].attrs["normalize.removed_chars"], 2.0);
         }
     }

@@ -39,10 +39,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::document::DocBatch;
 use crate::error::{Error, Result};
-use crate::stage::{parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED};
+use crate::stage::{
+    parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED,
+};
 
 /// A PII type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Deserialize,
+    Serialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum PiiType {
     /// Mainland resident identity card number.
@@ -153,15 +167,19 @@ pub fn id18_valid(s: &str) -> bool {
     if !(1900..=2099).contains(&year) || !valid_md(num(&b[10..12]), num(&b[12..14])) {
         return false;
     }
-    let sum: u32 = b[..17].iter().zip(W).map(|(d, w)| (d - b'0') as u32 * w).sum();
+    let sum: u32 = b[..17]
+        .iter()
+        .zip(W)
+        .map(|(d, w)| (d - b'0') as u32 * w)
+        .sum();
     M[(sum % 11) as usize] == b[17].to_ascii_uppercase()
 }
 
 /// Old 15-digit resident ID: province code + YYMMDD birth date (no check digit exists).
 pub fn id15_valid(s: &str) -> bool {
     const PROVINCES: [u32; 34] = [
-        11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46, 50, 51, 52, 53, 54, 61, 62, 63,
-        64, 65, 71, 81, 82,
+        11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46, 50, 51,
+        52, 53, 54, 61, 62, 63, 64, 65, 71, 81, 82,
     ];
     let b = s.as_bytes();
     b.len() == 15
@@ -205,7 +223,9 @@ pub fn luhn_valid(digits: &str) -> bool {
 
 /// A bank card: 16–19 digits, first digit 3–6 (Amex/JCB, Visa, Mastercard, UnionPay), Luhn.
 pub fn bank_card_valid(digits: &str) -> bool {
-    (16..=19).contains(&digits.len()) && matches!(digits.as_bytes()[0], b'3'..=b'6') && luhn_valid(digits)
+    (16..=19).contains(&digits.len())
+        && matches!(digits.as_bytes()[0], b'3'..=b'6')
+        && luhn_valid(digits)
 }
 
 /// A found span.
@@ -245,13 +265,17 @@ impl Detector {
             types: types.iter().copied().collect(),
             digits: re(r"[0-9]+[Xx]?")?,
             mobile: re(r"(?:\+?86[- ]?)?1[3-9][0-9](?:[- ]?[0-9]{4}){2}")?,
-            landline: re(r"(?:\(0[0-9]{2,3}\)|（0[0-9]{2,3}）|0[0-9]{2,3}-)[0-9]{7,8}(?:-[0-9]{1,5})?")?,
+            landline: re(
+                r"(?:\(0[0-9]{2,3}\)|（0[0-9]{2,3}）|0[0-9]{2,3}-)[0-9]{7,8}(?:-[0-9]{1,5})?",
+            )?,
             card_groups: re(r"[0-9]{4}(?:[ -][0-9]{4}){3}(?:[ -][0-9]{1,3})?")?,
             email: re(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}")?,
             ipv4: re(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")?,
             ipv6: re(r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}")?,
             qq: re(r"(?i:qq|ＱＱ|扣扣|企鹅)(?:号码|号)?\s*[:：]?\s*([1-9][0-9]{4,10})")?,
-            wechat: re(r"(?:微信|(?i:wechat|weixin|vx|wx)|V信|威信)(?:号)?\s*[:：]?\s*([A-Za-z][-_A-Za-z0-9]{5,19})")?,
+            wechat: re(
+                r"(?:微信|(?i:wechat|weixin|vx|wx)|V信|威信)(?:号)?\s*[:：]?\s*([A-Za-z][-_A-Za-z0-9]{5,19})",
+            )?,
         })
     }
 
@@ -263,7 +287,9 @@ impl Detector {
     pub fn find(&self, text: &str) -> Vec<Span> {
         let b = text.as_bytes();
         // Standalone: not glued to ASCII letters/digits on either side.
-        let free = |s: usize, e: usize| (s == 0 || !is_word_byte(b[s - 1])) && (e == b.len() || !is_word_byte(b[e]));
+        let free = |s: usize, e: usize| {
+            (s == 0 || !is_word_byte(b[s - 1])) && (e == b.len() || !is_word_byte(b[e]))
+        };
         let mut spans: Vec<Span> = Vec::new();
         let mut push = |start, end, kind| spans.push(Span { start, end, kind });
         let has_digit = b.iter().any(u8::is_ascii_digit);
@@ -290,7 +316,11 @@ impl Detector {
             }
         }
         if has_digit && self.on(PiiType::Phone) {
-            for m in self.mobile.find_iter(text).chain(self.landline.find_iter(text)) {
+            for m in self
+                .mobile
+                .find_iter(text)
+                .chain(self.landline.find_iter(text))
+            {
                 // A leading bracket is its own boundary.
                 let s = m.start();
                 let ok_start = s == 0 || !is_word_byte(b[s - 1]) || !b[s].is_ascii_digit();
@@ -308,10 +338,14 @@ impl Detector {
             if has_digit && text.contains('.') {
                 for m in self.ipv4.find_iter(text) {
                     let (s, e) = (m.start(), m.end());
-                    let parts_ok = m.as_str().split('.').all(|p| p.parse::<u16>().is_ok_and(|v| v <= 255));
+                    let parts_ok = m
+                        .as_str()
+                        .split('.')
+                        .all(|p| p.parse::<u16>().is_ok_and(|v| v <= 255));
                     let before_ok = s == 0 || !(is_word_byte(b[s - 1]) || b[s - 1] == b'.');
                     let after_ok = e == b.len()
-                        || !(is_word_byte(b[e]) || (b[e] == b'.' && b.get(e + 1).is_some_and(u8::is_ascii_digit)));
+                        || !(is_word_byte(b[e])
+                            || (b[e] == b'.' && b.get(e + 1).is_some_and(u8::is_ascii_digit)));
                     if parts_ok && before_ok && after_ok {
                         push(s, e, PiiType::Ip);
                     }
@@ -321,7 +355,8 @@ impl Detector {
                 for m in self.ipv6.find_iter(text) {
                     let (s, e) = (m.start(), m.end());
                     let cand = m.as_str();
-                    let boundary = (s == 0 || !is_word_byte(b[s - 1])) && (e == b.len() || !is_word_byte(b[e]));
+                    let boundary = (s == 0 || !is_word_byte(b[s - 1]))
+                        && (e == b.len() || !is_word_byte(b[e]));
                     if boundary
                         && cand.bytes().any(|c| c.is_ascii_hexdigit())
                         && cand.parse::<std::net::Ipv6Addr>().is_ok()
@@ -363,7 +398,8 @@ impl Detector {
             match out.last() {
                 Some(l) if s.start < l.end => {
                     // Overlap: a labelled id covering the same start replaces a bare number.
-                    if s.start == l.start && s.kind.priority() > l.kind.priority() && s.end >= l.end {
+                    if s.start == l.start && s.kind.priority() > l.kind.priority() && s.end >= l.end
+                    {
                         if let Some(last) = out.last_mut() {
                             *last = s;
                         }
@@ -416,7 +452,8 @@ impl Transform for PiiRedact {
             let mut total = 0;
             for (t, n) in PiiType::ALL.iter().zip(counts) {
                 if n > 0 {
-                    doc.attrs.insert(format!("pii_redact.{}", t.name()), n as f64);
+                    doc.attrs
+                        .insert(format!("pii_redact.{}", t.name()), n as f64);
                     total += n;
                 }
             }
@@ -451,7 +488,11 @@ mod tests {
     use crate::testing::run_transform;
 
     fn red(t: &str) -> String {
-        Detector::new(&PiiType::ALL).unwrap().redact(t).0.unwrap_or_else(|| t.to_string())
+        Detector::new(&PiiType::ALL)
+            .unwrap()
+            .redact(t)
+            .0
+            .unwrap_or_else(|| t.to_string())
     }
 
     #[test]
@@ -462,21 +503,40 @@ mod tests {
         assert!(!id18_valid("110105194913310020")); // month 13
         assert!(id15_valid("110105491231002"));
         assert!(!id15_valid("990105491231002")); // no province 99
-        assert_eq!(red("我的身份证号是11010519491231002X，请核对。"), "我的身份证号是<ID_CARD>，请核对。");
+        assert_eq!(
+            red("我的身份证号是11010519491231002X，请核对。"),
+            "我的身份证号是<ID_CARD>，请核对。"
+        );
         assert_eq!(red("老身份证：110105491231002。"), "老身份证：<ID_CARD>。");
         // Near miss: an 18-digit order number failing the check digit stays.
-        assert_eq!(red("订单号110105194912310021已发货"), "订单号110105194912310021已发货");
+        assert_eq!(
+            red("订单号110105194912310021已发货"),
+            "订单号110105194912310021已发货"
+        );
     }
 
     #[test]
     fn phones() {
-        assert_eq!(red("联系电话：13800138000，欢迎来电"), "联系电话：<PHONE>，欢迎来电");
-        assert_eq!(red("手机 +86 138-0013-8000 或 86 13912345678"), "手机 <PHONE> 或 <PHONE>");
-        assert_eq!(red("请拨打021-56692669或(010)12345678转人工"), "请拨打<PHONE>或<PHONE>转人工");
+        assert_eq!(
+            red("联系电话：13800138000，欢迎来电"),
+            "联系电话：<PHONE>，欢迎来电"
+        );
+        assert_eq!(
+            red("手机 +86 138-0013-8000 或 86 13912345678"),
+            "手机 <PHONE> 或 <PHONE>"
+        );
+        assert_eq!(
+            red("请拨打021-56692669或(010)12345678转人工"),
+            "请拨打<PHONE>或<PHONE>转人工"
+        );
         assert_eq!(red("座机（0755）8765432-801"), "座机<PHONE>");
         // Near misses: a 13-digit millisecond timestamp, an 11-digit number starting 12,
         // and a phone-shaped slice inside an order id.
-        for t in ["时间戳1597026000123已记录", "编号12345678901无效", "订单号20200808138001380001"] {
+        for t in [
+            "时间戳1597026000123已记录",
+            "编号12345678901无效",
+            "订单号20200808138001380001",
+        ] {
             assert_eq!(red(t), t);
         }
     }
@@ -485,9 +545,15 @@ mod tests {
     fn bank_cards() {
         assert!(luhn_valid("6222021234567894"));
         assert!(!luhn_valid("6222021234567890"));
-        assert_eq!(red("工行卡号6222021234567894，户名张三"), "工行卡号<BANK_CARD>，户名张三");
+        assert_eq!(
+            red("工行卡号6222021234567894，户名张三"),
+            "工行卡号<BANK_CARD>，户名张三"
+        );
         assert_eq!(red("卡号：6217 0028 7001 2345 672"), "卡号：<BANK_CARD>");
-        assert_eq!(red("Visa 4111-1111-1111-1111 到期"), "Visa <BANK_CARD> 到期");
+        assert_eq!(
+            red("Visa 4111-1111-1111-1111 到期"),
+            "Visa <BANK_CARD> 到期"
+        );
         // Near misses: Luhn fails; Luhn passes but starts with 2 (a date-like order id).
         for t in ["卡号6222021234567890错误", "订单2020080816541738已完成"] {
             assert_eq!(red(t), t);
@@ -498,10 +564,21 @@ mod tests {
     fn emails_and_ips() {
         assert_eq!(red("邮箱：zhang.san@example.com.cn。"), "邮箱：<EMAIL>。");
         assert_eq!(red("QQ邮箱13800138000@qq.com"), "QQ邮箱<EMAIL>");
-        assert_eq!(red("服务器IP为192.168.1.10，端口8080"), "服务器IP为<IP>，端口8080");
-        assert_eq!(red("IPv6地址2001:db8::8a2e:370:7334可用，还有::1"), "IPv6地址<IP>可用，还有<IP>");
+        assert_eq!(
+            red("服务器IP为192.168.1.10，端口8080"),
+            "服务器IP为<IP>，端口8080"
+        );
+        assert_eq!(
+            red("IPv6地址2001:db8::8a2e:370:7334可用，还有::1"),
+            "IPv6地址<IP>可用，还有<IP>"
+        );
         // Near misses: a version number, an out-of-range quad, a time of day.
-        for t in ["版本1.2.3.4.5发布", "编号300.1.2.3", "会议时间12:30:45开始", "比分3:1"] {
+        for t in [
+            "版本1.2.3.4.5发布",
+            "编号300.1.2.3",
+            "会议时间12:30:45开始",
+            "比分3:1",
+        ] {
             assert_eq!(red(t), t);
         }
     }
@@ -511,7 +588,10 @@ mod tests {
         assert_eq!(red("加QQ：215138693咨询"), "加QQ：<QQ>咨询");
         assert_eq!(red("记住QQ215138693"), "记住QQ<QQ>");
         assert_eq!(red("扣扣号 12345678"), "扣扣号 <QQ>");
-        assert_eq!(red("微信：zhangsan_2020，备注来意"), "微信：<WECHAT>，备注来意");
+        assert_eq!(
+            red("微信：zhangsan_2020，备注来意"),
+            "微信：<WECHAT>，备注来意"
+        );
         assert_eq!(red("加VX: abc123456 领取"), "加VX: <WECHAT> 领取");
         // Near misses: an unlabelled 9-digit number; "微信" followed by ordinary Chinese.
         for t in ["共有215138693人", "微信支付已经普及"] {
@@ -522,7 +602,10 @@ mod tests {
     #[test]
     fn stage_counts_per_type() {
         let f = PiiRedact::new(Config::default()).unwrap();
-        let texts = ["电话13800138000，邮箱a@b.cn，电话13912345678", "没有个人信息的句子。"];
+        let texts = [
+            "电话13800138000，邮箱a@b.cn，电话13912345678",
+            "没有个人信息的句子。",
+        ];
         for bs in [1, 3, 1000] {
             let (out, rej) = run_transform(&f, &texts, bs);
             assert!(rej.is_empty());

@@ -38,7 +38,10 @@ use unicode_segmentation::UnicodeSegmentation;
 
 use crate::document::{DocBatch, Document};
 use crate::error::{Error, Result};
-use crate::stage::{check_file, parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED};
+use crate::stage::{
+    check_file, parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform,
+    OUT_REJECTED,
+};
 
 /// The process-wide default jieba (bundled dictionary), built on first use and shared.
 pub fn default_jieba() -> &'static Jieba {
@@ -57,7 +60,10 @@ pub fn is_han(c: char) -> bool {
 
 /// Languages segmented with jieba rather than Unicode word boundaries.
 pub fn is_chinese_lang(lang: &str) -> bool {
-    matches!(lang, "zh" | "wuu" | "yue" | "gan" | "zh-Hans" | "zh-Hant" | "cmn")
+    matches!(
+        lang,
+        "zh" | "wuu" | "yue" | "gan" | "zh-Hans" | "zh-Hant" | "cmn"
+    )
 }
 
 #[inline]
@@ -225,7 +231,19 @@ mod tests {
     fn jieba_spans_are_byte_offsets_without_whitespace() {
         let t = "我来到北京清华大学。 今天天气很好";
         let w = words(t, &segment(default_jieba(), t, false));
-        assert_eq!(w, ["我", "来到", "北京", "清华大学", "。", "今天天气", "很", "好"]);
+        assert_eq!(
+            w,
+            [
+                "我",
+                "来到",
+                "北京",
+                "清华大学",
+                "。",
+                "今天天气",
+                "很",
+                "好"
+            ]
+        );
     }
 
     #[test]
@@ -272,13 +290,29 @@ mod tests {
             overwrite: false,
         })
         .unwrap();
-        let texts = ["中文维基百科是维基百科的中文版本。", "Plain English text.", ""];
+        let texts = [
+            "中文维基百科是维基百科的中文版本。",
+            "Plain English text.",
+            "",
+        ];
         let mut prev: Option<Vec<Document>> = None;
         for bs in [1, 3, 1000] {
             let (out, _) = run_transform_docs(&s, docs(&texts), bs);
             assert_eq!(out.len(), 3);
             let w0: Vec<&str> = out[0].word_strs().unwrap().collect();
-            assert_eq!(w0, ["中文", "维基百科", "是", "维基百科", "的", "中文版", "本", "。"]);
+            assert_eq!(
+                w0,
+                [
+                    "中文",
+                    "维基百科",
+                    "是",
+                    "维基百科",
+                    "的",
+                    "中文",
+                    "版本",
+                    "。"
+                ]
+            );
             assert_eq!(out[2].words.as_deref(), Some(&[][..]));
             assert_eq!(out[1].attrs["segment_zh.words"], 4.0);
             if let Some(p) = &prev {

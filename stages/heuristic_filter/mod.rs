@@ -13,14 +13,14 @@
 //! |---|---|---|---|
 //! | `chars` | characters | 50 ≤ n ≤ 1,000,000 | length bounds |
 //! | `cjk_share` | Han / non-whitespace chars | ≥ 0.3 | ChineseWebText |
-//! | `flagged_ratio` | chars inside porn/gambling/ads words / chars | ≤ 0.01 | ROOTS |
+//! | `flagged_ratio` | chars inside porn/gambling/ads words / chars | ≤ 0.015 | ROOTS |
 //! | `lorem_ipsum` | 1 if present | must be 0 | C4 |
 //! | `c4_bad_lines` | javascript/cookie/policy lines / lines | ≤ 0.3 | C4 |
 //! | `words` | non-symbol words | 50 ≤ n ≤ 100,000 | Gopher |
 //! | `avg_word_len` | mean chars per non-symbol word | 1 ≤ x ≤ 6 | Gopher |
 //! | `hash_ratio` / `ellipsis_ratio` | `#` / ellipses per word | ≤ 0.1 | Gopher |
 //! | `bullet_lines` / `end_ellipsis_lines` | share of lines | ≤ 0.9 / ≤ 0.3 | Gopher |
-//! | `alpha_words` | words with a letter (Han counts) / words | ≥ 0.6 | Gopher |
+//! | `alpha_words` | words with a letter (Han counts) / words | ≥ 0.5 | Gopher |
 //! | `stop_words` | stopword occurrences (BigScience zh list) | ≥ 2 | Gopher |
 //! | `dup_para_frac`, `dup_para_char_frac`, `dup_line_frac`, `dup_line_char_frac` | | 0.3, 0.2, 0.287, 0.2 | Gopher / FineWeb-2 |
 //! | `top_{n}_gram` | top word n-gram chars / chars | {2: .256, 3: .201, 4: .171} | FineWeb-2 cmn_Hani |
@@ -30,6 +30,10 @@
 //! | `char_dup_ratio` | chars in duplicated lines / chars | ≤ 0.1 | FineWeb(-2) |
 //! | `newline_ratio` | newlines / words | ≤ 0.178 | FineWeb(-2) |
 //! | `char_ngram_rep` | chars inside repeated character 13-grams / chars | ≤ 0.4 | ChineseWebText |
+//!
+//! The four line-share rules (`bullet_lines`, `end_ellipsis_lines`, `line_punct_ratio`,
+//! `short_line_ratio`) run only on documents with ≥ `min_lines_for_line_rules` (3) lines:
+//! on a single paragraph the share is 0 or 1 (a paragraph cut mid-sentence would fail).
 //!
 //! Other languages get datatrove's Gopher and FineWeb defaults (Unicode words); `en` also
 //! gets the BigScience English stopwords. Overrides per language go under `languages:`;
@@ -76,7 +80,10 @@ use rules::*;
 
 use crate::document::{DocBatch, Document};
 use crate::error::{Error, Result};
-use crate::stage::{check_file, parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED};
+use crate::stage::{
+    check_file, parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform,
+    OUT_REJECTED,
+};
 use crate::stages::segment_zh::{self, is_chinese_lang};
 
 const STOPWORDS_ZH: &str = include_str!("../../samples/lists/bigscience/stopwords.zh.txt");
@@ -89,7 +96,9 @@ const FLAGGED_ZH: &[&str] = &[
 ];
 
 /// What to do with a language that has neither built-in defaults nor a `languages` entry.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, schemars::JsonSchema, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Default, Deserialize, Serialize, schemars::JsonSchema, PartialEq, Eq,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum OtherLangs {
     /// Apply the generic (datatrove English-default) rules without stopwords.
@@ -147,7 +156,11 @@ impl StageConfig for Config {
                 p.extend(check_file(&format!("languages.{lang}.flagged_words"), f));
             }
             let mut r = Rules::zh();
-            p.extend(r.apply(lp).into_iter().map(|e| format!("languages.{lang}.disable: {e}")));
+            p.extend(
+                r.apply(lp)
+                    .into_iter()
+                    .map(|e| format!("languages.{lang}.disable: {e}")),
+            );
         }
         p
     }
@@ -161,15 +174,28 @@ struct LangRules {
 }
 
 fn word_list(text: &str) -> impl Iterator<Item = &str> {
-    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'))
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
 }
 
 fn read_list(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
 }
 
-fn flagged_automaton<'a>(words: impl Iterator<Item = &'a str>) -> Result<Option<AhoCorasick>> {
-    let mut pats: Vec<&str> = words.filter(|w| !(w.is_ascii() && w.len() < 4)).collect();
+/// Entries of the built-in lists too common in clean text to flag (measured on the CMRC
+/// 2018 Wikipedia paragraphs): "network", "agent", "Miss", "stimulate", job-ad words.
+const GENERIC_EXCLUDE: &[&str] = &[
+    "网络", "代理", "小姐", "刺激", "招聘", "全职", "客服", "淘宝", "网购",
+];
+
+fn flagged_automaton<'a>(
+    words: impl Iterator<Item = &'a str>,
+    exclude: &[&str],
+) -> Result<Option<AhoCorasick>> {
+    let mut pats: Vec<&str> = words
+        .filter(|w| !(w.is_ascii() && w.len() < 4) && !exclude.contains(w))
+        .collect();
     pats.sort_unstable();
     pats.dedup();
     if pats.is_empty() {
@@ -207,13 +233,21 @@ impl LangRules {
                 return Err(Error::Config(problems));
             }
         }
-        let stopwords = stop_text.map(|t| word_list(t).map(str::to_string).collect()).unwrap_or_default();
+        let stopwords = stop_text
+            .map(|t| word_list(t).map(str::to_string).collect())
+            .unwrap_or_default();
         let flagged = match over.and_then(|o| o.flagged_words.as_ref()) {
             Some(paths) => {
-                let texts = paths.iter().map(|p| read_list(p)).collect::<Result<Vec<_>>>()?;
-                flagged_automaton(texts.iter().flat_map(|t| word_list(t)))?
+                let texts = paths
+                    .iter()
+                    .map(|p| read_list(p))
+                    .collect::<Result<Vec<_>>>()?;
+                flagged_automaton(texts.iter().flat_map(|t| word_list(t)), &[])?
             }
-            None if zh => flagged_automaton(FLAGGED_ZH.iter().flat_map(|t| word_list(t)))?,
+            None if zh => flagged_automaton(
+                FLAGGED_ZH.iter().flat_map(|t| word_list(t)),
+                GENERIC_EXCLUDE,
+            )?,
             None => None,
         };
         Ok(LangRules {
@@ -278,7 +312,10 @@ impl HeuristicFilter {
     pub fn new(cfg: Config) -> Result<Self> {
         let mut langs = HashMap::new();
         for l in ["zh", "en"] {
-            langs.insert(l.to_string(), Arc::new(LangRules::build(l, cfg.languages.get(l))?));
+            langs.insert(
+                l.to_string(),
+                Arc::new(LangRules::build(l, cfg.languages.get(l))?),
+            );
         }
         for (l, o) in &cfg.languages {
             if !langs.contains_key(l) {
@@ -286,7 +323,11 @@ impl HeuristicFilter {
             }
         }
         let generic = Arc::new(LangRules::build("", None)?);
-        Ok(HeuristicFilter { cfg, langs, generic })
+        Ok(HeuristicFilter {
+            cfg,
+            langs,
+            generic,
+        })
     }
 
     fn rules_for(&self, lang: Option<&str>) -> Option<&LangRules> {
@@ -308,7 +349,11 @@ impl HeuristicFilter {
     pub fn evaluate(&self, doc: &mut Document) -> Option<Vec<Outcome>> {
         let lr = self.rules_for(doc.lang.as_deref())?;
         if doc.words.is_none() {
-            doc.words = Some(segment_zh::segment_doc(segment_zh::default_jieba(), doc, self.cfg.hmm));
+            doc.words = Some(segment_zh::segment_doc(
+                segment_zh::default_jieba(),
+                doc,
+                self.cfg.hmm,
+            ));
         }
         Some(evaluate_rules(lr, doc))
     }
@@ -343,8 +388,16 @@ fn evaluate_rules(lr: &LangRules, doc: &Document) -> Vec<Outcome> {
 
     // Flagged words.
     if let (Some(ac), Some(max)) = (&lr.flagged, r.max_flagged_ratio) {
-        let flagged_chars: usize = ac.find_iter(text).map(|m| nchars(&text[m.start()..m.end()])).sum();
-        max_rule(&mut out, "flagged_ratio", ratio(flagged_chars, n_chars), Some(max));
+        let flagged_chars: usize = ac
+            .find_iter(text)
+            .map(|m| nchars(&text[m.start()..m.end()]))
+            .sum();
+        max_rule(
+            &mut out,
+            "flagged_ratio",
+            ratio(flagged_chars, n_chars),
+            Some(max),
+        );
     }
 
     // Lines (non-empty), shared by C4, Gopher and FineWeb rules.
@@ -361,11 +414,20 @@ fn evaluate_rules(lr: &LangRules, doc: &Document) -> Vec<Outcome> {
     }
     if r.max_c4_bad_line_ratio.is_some() {
         let bad = lines.iter().filter(|l| is_c4_bad_line(l)).count();
-        max_rule(&mut out, "c4_bad_lines", ratio(bad, n_lines), r.max_c4_bad_line_ratio);
+        max_rule(
+            &mut out,
+            "c4_bad_lines",
+            ratio(bad, n_lines),
+            r.max_c4_bad_line_ratio,
+        );
     }
 
     // Gopher quality.
-    let non_symbol: Vec<&str> = words.iter().copied().filter(|w| is_non_symbol_word(w)).collect();
+    let non_symbol: Vec<&str> = words
+        .iter()
+        .copied()
+        .filter(|w| is_non_symbol_word(w))
+        .collect();
     let nn = non_symbol.len();
     if r.min_words.is_some() || r.max_words.is_some() {
         let failed = match (r.min_words, r.max_words) {
@@ -392,9 +454,19 @@ fn evaluate_rules(lr: &LangRules, doc: &Document) -> Vec<Outcome> {
             failed,
         });
     }
-    max_rule(&mut out, "hash_ratio", ratio(text.matches('#').count(), n_words), r.max_hash_ratio);
+    max_rule(
+        &mut out,
+        "hash_ratio",
+        ratio(text.matches('#').count(), n_words),
+        r.max_hash_ratio,
+    );
     let ellipses = text.matches("...").count() + text.matches('…').count();
-    max_rule(&mut out, "ellipsis_ratio", ratio(ellipses, n_words), r.max_ellipsis_ratio);
+    max_rule(
+        &mut out,
+        "ellipsis_ratio",
+        ratio(ellipses, n_words),
+        r.max_ellipsis_ratio,
+    );
     let bullets = lines
         .iter()
         .filter(|l| {
@@ -402,7 +474,15 @@ fn evaluate_rules(lr: &LangRules, doc: &Document) -> Vec<Outcome> {
             t.starts_with('•') || t.starts_with('-')
         })
         .count();
-    max_rule(&mut out, "bullet_lines", ratio(bullets, n_lines), r.max_bullet_lines_ratio);
+    let line_rules = n_lines >= r.min_lines_for_line_rules;
+    if line_rules {
+        max_rule(
+            &mut out,
+            "bullet_lines",
+            ratio(bullets, n_lines),
+            r.max_bullet_lines_ratio,
+        );
+    }
     let end_ell = lines
         .iter()
         .filter(|l| {
@@ -410,9 +490,24 @@ fn evaluate_rules(lr: &LangRules, doc: &Document) -> Vec<Outcome> {
             t.ends_with("...") || t.ends_with('…')
         })
         .count();
-    max_rule(&mut out, "end_ellipsis_lines", ratio(end_ell, n_lines), r.max_end_ellipsis_lines_ratio);
-    let alpha = words.iter().filter(|w| w.chars().any(char::is_alphabetic)).count();
-    min_rule(&mut out, "alpha_words", ratio(alpha, n_words), r.min_alpha_words_ratio);
+    if line_rules {
+        max_rule(
+            &mut out,
+            "end_ellipsis_lines",
+            ratio(end_ell, n_lines),
+            r.max_end_ellipsis_lines_ratio,
+        );
+    }
+    let alpha = words
+        .iter()
+        .filter(|w| w.chars().any(char::is_alphabetic))
+        .count();
+    min_rule(
+        &mut out,
+        "alpha_words",
+        ratio(alpha, n_words),
+        r.min_alpha_words_ratio,
+    );
     if let Some(m) = r.min_stop_words {
         let n = words.iter().filter(|w| lr.stopwords.contains(**w)).count();
         out.push(Outcome {
@@ -423,39 +518,101 @@ fn evaluate_rules(lr: &LangRules, doc: &Document) -> Vec<Outcome> {
     }
 
     // Gopher repetition.
-    let paragraphs: Vec<&str> = text.split("\n\n").map(str::trim).filter(|p| !p.is_empty()).collect();
+    let paragraphs: Vec<&str> = text
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
     let (pd, pdc) = find_duplicates(paragraphs.iter().copied());
-    max_rule(&mut out, "dup_para_frac", ratio(pd, paragraphs.len()), r.dup_para_frac);
-    max_rule(&mut out, "dup_para_char_frac", ratio(pdc, n_chars), r.dup_para_char_frac);
+    max_rule(
+        &mut out,
+        "dup_para_frac",
+        ratio(pd, paragraphs.len()),
+        r.dup_para_frac,
+    );
+    max_rule(
+        &mut out,
+        "dup_para_char_frac",
+        ratio(pdc, n_chars),
+        r.dup_para_char_frac,
+    );
     let (ld, ldc) = find_duplicates(lines.iter().copied());
-    max_rule(&mut out, "dup_line_frac", ratio(ld, n_lines), r.dup_line_frac);
-    max_rule(&mut out, "dup_line_char_frac", ratio(ldc, n_chars), r.dup_line_char_frac);
+    max_rule(
+        &mut out,
+        "dup_line_frac",
+        ratio(ld, n_lines),
+        r.dup_line_frac,
+    );
+    max_rule(
+        &mut out,
+        "dup_line_char_frac",
+        ratio(ldc, n_chars),
+        r.dup_line_char_frac,
+    );
     if !r.top_n_grams.is_empty() || !r.dup_n_grams.is_empty() {
         let ws = WordStats::new(words.iter().copied());
         for (&n, &thr) in &r.top_n_grams {
             if let Some(c) = ws.top_ngram_chars(n) {
-                max_rule(&mut out, &format!("top_{n}_gram"), ratio(c, n_chars), Some(thr));
+                max_rule(
+                    &mut out,
+                    &format!("top_{n}_gram"),
+                    ratio(c, n_chars),
+                    Some(thr),
+                );
             }
         }
         for (&n, &thr) in &r.dup_n_grams {
             let c = ws.dup_ngram_chars(n);
-            max_rule(&mut out, &format!("dup_{n}_gram"), ratio(c, n_chars), Some(thr));
+            max_rule(
+                &mut out,
+                &format!("dup_{n}_gram"),
+                ratio(c, n_chars),
+                Some(thr),
+            );
         }
     }
 
     // FineWeb quality.
-    if n_lines > 0 {
+    if line_rules && n_lines > 0 {
         let punct = lines
             .iter()
-            .filter(|l| l.trim_end().chars().last().is_some_and(|c| r.line_end_punct.contains(&c)))
+            .filter(|l| {
+                l.trim_end()
+                    .chars()
+                    .last()
+                    .is_some_and(|c| r.line_end_punct.contains(&c))
+            })
             .count();
-        min_rule(&mut out, "line_punct_ratio", ratio(punct, n_lines), r.min_line_punct_ratio);
-        let short = lines.iter().filter(|l| nchars(l.trim()) <= r.short_line_chars).count();
-        max_rule(&mut out, "short_line_ratio", ratio(short, n_lines), r.max_short_line_ratio);
+        min_rule(
+            &mut out,
+            "line_punct_ratio",
+            ratio(punct, n_lines),
+            r.min_line_punct_ratio,
+        );
+        let short = lines
+            .iter()
+            .filter(|l| nchars(l.trim()) <= r.short_line_chars)
+            .count();
+        max_rule(
+            &mut out,
+            "short_line_ratio",
+            ratio(short, n_lines),
+            r.max_short_line_ratio,
+        );
     }
     let non_nl_chars = n_chars - text.matches('\n').count();
-    max_rule(&mut out, "char_dup_ratio", ratio(ldc, non_nl_chars), r.max_char_dup_ratio);
-    max_rule(&mut out, "newline_ratio", ratio(text.matches('\n').count(), n_words), r.max_newline_ratio);
+    max_rule(
+        &mut out,
+        "char_dup_ratio",
+        ratio(ldc, non_nl_chars),
+        r.max_char_dup_ratio,
+    );
+    max_rule(
+        &mut out,
+        "newline_ratio",
+        ratio(text.matches('\n').count(), n_words),
+        r.max_newline_ratio,
+    );
 
     // ChineseWebText character n-gram repetition.
     if r.max_char_ngram_rep.is_some() {
@@ -477,17 +634,26 @@ impl Transform for HeuristicFilter {
                 continue;
             };
             for o in &outcomes {
-                doc.attrs.insert(format!("heuristic_filter.{}", o.rule), o.value);
+                doc.attrs
+                    .insert(format!("heuristic_filter.{}", o.rule), o.value);
             }
             let failing: Vec<&Outcome> = outcomes.iter().filter(|o| o.failed.is_some()).collect();
             match failing.first() {
                 None => out.emit(doc),
                 Some(first) => {
                     let names: Vec<&str> = failing.iter().map(|o| o.rule.as_str()).collect();
-                    doc.meta.insert("heuristic_filter.failed".into(), names.join(","));
+                    doc.meta
+                        .insert("heuristic_filter.failed".into(), names.join(","));
                     let detail = failing
                         .iter()
-                        .map(|o| format!("{}={:.4} {}", o.rule, o.value, o.failed.as_deref().unwrap_or("")))
+                        .map(|o| {
+                            format!(
+                                "{}={:.4} {}",
+                                o.rule,
+                                o.value,
+                                o.failed.as_deref().unwrap_or("")
+                            )
+                        })
                         .collect::<Vec<_>>()
                         .join("; ");
                     let (reason, score) = (first.rule.clone(), first.value);

@@ -50,7 +50,7 @@ pub struct LangParams {
     /// Minimum share (0–1) of non-whitespace characters that are Han. zh default 0.3; others off.
     pub min_cjk_share: Option<f64>,
     /// Maximum share (0–1) of characters inside flagged words (porn / gambling / ads lists).
-    /// zh default 0.01; others off.
+    /// zh default 0.015; others off.
     pub max_flagged_ratio: Option<f64>,
     /// Maximum share (0–1) of lines that are C4 javascript / cookie / policy lines. Default 0.3.
     pub max_c4_bad_line_ratio: Option<f64>,
@@ -71,7 +71,7 @@ pub struct LangParams {
     /// Gopher: maximum share of lines ending with `...`/`…`. Default 0.3.
     pub max_end_ellipsis_lines_ratio: Option<f64>,
     /// Gopher: minimum share of words with at least one alphabetic character (Han counts).
-    /// zh default 0.6 (jieba emits punctuation tokens); others 0.8.
+    /// zh default 0.5 (jieba emits punctuation and number tokens); others 0.8.
     pub min_alpha_words_ratio: Option<f64>,
     /// Gopher: minimum number of stopword occurrences. Default 2 where a stopword list
     /// exists (zh, en), else off.
@@ -95,6 +95,10 @@ pub struct LangParams {
     /// FineWeb: minimum share of lines ending in terminal punctuation. zh default 0.106
     /// (FineWeb-2 cmn_Hani); others 0.12.
     pub min_line_punct_ratio: Option<f64>,
+    /// Line-share rules (`bullet_lines`, `end_ellipsis_lines`, `line_punct_ratio`,
+    /// `short_line_ratio`) apply only to documents with at least this many non-empty lines:
+    /// on a one- or two-line paragraph a share is 0 or 1 and says nothing. Default 3.
+    pub min_lines_for_line_rules: Option<usize>,
     /// FineWeb: characters that count as line-end punctuation. zh default
     /// `。！？…．.!?"'”’」』）)` ; others `.?!"'`.
     pub line_end_punct: Option<String>,
@@ -146,6 +150,7 @@ pub struct Rules {
     pub top_n_grams: BTreeMap<usize, f64>,
     pub dup_n_grams: BTreeMap<usize, f64>,
     pub min_line_punct_ratio: Option<f64>,
+    pub min_lines_for_line_rules: usize,
     pub line_end_punct: Vec<char>,
     pub max_short_line_ratio: Option<f64>,
     pub short_line_chars: usize,
@@ -162,7 +167,7 @@ impl Rules {
             min_chars: 50,
             max_chars: 1_000_000,
             min_cjk_share: Some(0.3),
-            max_flagged_ratio: Some(0.01),
+            max_flagged_ratio: Some(0.015),
             lorem_ipsum: true,
             max_c4_bad_line_ratio: Some(0.3),
             min_words: Some(50),
@@ -173,15 +178,23 @@ impl Rules {
             max_ellipsis_ratio: Some(0.1),
             max_bullet_lines_ratio: Some(0.9),
             max_end_ellipsis_lines_ratio: Some(0.3),
-            min_alpha_words_ratio: Some(0.6),
+            min_alpha_words_ratio: Some(0.5),
             min_stop_words: Some(2),
             dup_para_frac: Some(0.3),
             dup_para_char_frac: Some(0.2),
             dup_line_frac: Some(0.287),
             dup_line_char_frac: Some(0.2),
             top_n_grams: BTreeMap::from([(2, 0.256), (3, 0.201), (4, 0.171)]),
-            dup_n_grams: BTreeMap::from([(5, 0.198), (6, 0.182), (7, 0.167), (8, 0.154), (9, 0.14), (10, 0.127)]),
+            dup_n_grams: BTreeMap::from([
+                (5, 0.198),
+                (6, 0.182),
+                (7, 0.167),
+                (8, 0.154),
+                (9, 0.14),
+                (10, 0.127),
+            ]),
             min_line_punct_ratio: Some(0.106),
+            min_lines_for_line_rules: 3,
             line_end_punct: "。！？…．.!?\"'”’」』）)".chars().collect(),
             max_short_line_ratio: Some(0.67),
             short_line_chars: 15,
@@ -216,8 +229,16 @@ impl Rules {
             dup_line_frac: Some(0.3),
             dup_line_char_frac: Some(0.2),
             top_n_grams: BTreeMap::from([(2, 0.2), (3, 0.18), (4, 0.16)]),
-            dup_n_grams: BTreeMap::from([(5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10)]),
+            dup_n_grams: BTreeMap::from([
+                (5, 0.15),
+                (6, 0.14),
+                (7, 0.13),
+                (8, 0.12),
+                (9, 0.11),
+                (10, 0.10),
+            ]),
             min_line_punct_ratio: Some(0.12),
+            min_lines_for_line_rules: 3,
             line_end_punct: ".?!\"'".chars().collect(),
             max_short_line_ratio: Some(0.67),
             short_line_chars: 30,
@@ -271,6 +292,7 @@ impl Rules {
             self.dup_n_grams = m.clone();
         }
         set_opt!(min_line_punct_ratio);
+        set!(min_lines_for_line_rules);
         if let Some(s) = &p.line_end_punct {
             self.line_end_punct = s.chars().collect();
         }

@@ -241,7 +241,10 @@ mod tests {
 
     #[test]
     fn duplicates_count_after_first() {
-        assert_eq!(find_duplicates(["甲乙", "丙", "甲乙", "甲乙"].into_iter()), (2, 4));
+        assert_eq!(
+            find_duplicates(["甲乙", "丙", "甲乙", "甲乙"].into_iter()),
+            (2, 4)
+        );
     }
 
     #[test]
@@ -270,7 +273,9 @@ mod tests {
     #[test]
     fn cjk_share_and_punct() {
         assert_eq!(cjk_share("中文 ab"), 0.5);
-        assert!(is_punct('。') && is_punct('，') && is_punct('！') && is_punct('…') && is_punct('#'));
+        assert!(
+            is_punct('。') && is_punct('，') && is_punct('！') && is_punct('…') && is_punct('#')
+        );
         assert!(!is_punct('中') && !is_punct('a') && !is_punct('1'));
         assert!(!is_non_symbol_word("。。"));
         assert!(is_non_symbol_word("中。"));

@@ -39,7 +39,10 @@ fn best_of<F: FnMut() -> usize>(rounds: usize, mut f: F) -> (f64, usize) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let default = [
         "../shared/data/text-zh-wikipedia-cmrc2018/cmrc2018_dev.contexts.jsonl",
         "samples/text/cmrc2018_zh.jsonl",
@@ -56,7 +59,9 @@ fn main() {
 
     // 1. segment_zh vs bare jieba cut.
     let jieba = segment_zh::default_jieba();
-    let (t_bare, _) = best_of(rounds, || texts.iter().map(|t| jieba.cut(t, true).len()).sum());
+    let (t_bare, _) = best_of(rounds, || {
+        texts.iter().map(|t| jieba.cut(t, true).len()).sum()
+    });
     let seg = segment_zh::SegmentZh::new(segment_zh::Config {
         hmm: true,
         user_dicts: vec![],
@@ -94,7 +99,8 @@ fn main() {
         keep: [("zh".to_string(), 0.5)].into_iter().collect(),
     })
     .expect("langid");
-    let hf = heuristic_filter::HeuristicFilter::new(heuristic_filter::Config::default()).expect("heuristic_filter");
+    let hf = heuristic_filter::HeuristicFilter::new(heuristic_filter::Config::default())
+        .expect("heuristic_filter");
     let stages: [&dyn Transform; 4] = [&norm, &lid, &seg, &hf];
     let mut best = f64::MAX;
     let mut kept = 0;
@@ -113,7 +119,8 @@ fn main() {
             let mut cur = b;
             for s in stages {
                 let mut em = Emitter::new(OUT_REJECTED);
-                s.process(DocBatch::new(i as u64, cur), &mut em).expect("process");
+                s.process(DocBatch::new(i as u64, cur), &mut em)
+                    .expect("process");
                 cur = em.take(0);
             }
             kept += cur.len();

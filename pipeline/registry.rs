@@ -9,6 +9,8 @@ use crate::stages::*;
 pub fn all() -> Vec<Kind> {
     vec![
         // sources
+        ingest_jsonl::kind(),
+        ingest_parquet::kind(),
         // transforms and stages
         heuristic_filter::kind(),
         langid::kind(),
@@ -16,7 +18,9 @@ pub fn all() -> Vec<Kind> {
         normalize::kind(),
         pii_redact::kind(),
         segment_zh::kind(),
+        tokenize::kind(),
         // sinks
+        parquet_shards::kind(),
     ]
 }
 

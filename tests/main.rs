@@ -1,1 +1,4 @@
+//! All integration tests build into this one binary (link time on 2 cores).
 
+mod common;
+mod engine;

@@ -135,3 +135,65 @@ nodes:
         assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
     }
 }
+
+/// Rows of every rejects file as (node, reason, url).
+fn reject_rows(dir: &std::path::Path) -> Vec<(String, String, String)> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let mut rows = Vec::new();
+    for (name, _) in files(dir, "rejects") {
+        let f = std::fs::File::open(dir.join("rejects").join(&name)).unwrap();
+        for b in ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap() {
+            let b = b.unwrap();
+            let stage = sluice::arrow_io::string_column(&b, "stage").unwrap().unwrap();
+            let reason = sluice::arrow_io::string_column(&b, "reason").unwrap().unwrap();
+            let url = sluice::arrow_io::string_column(&b, "url").unwrap().unwrap();
+            for i in 0..stage.len() {
+                rows.push((
+                    stage[i].clone().unwrap_or_default(),
+                    reason[i].clone().unwrap_or_default(),
+                    url[i].clone().unwrap_or_default(),
+                ));
+            }
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// The Chinese gambling / porn / SEO pages of the CC-MAIN-2020-34 sample
+/// (`samples/warc/warcfile.warc.gz`; CLD2 labels them zh).
+const ZH_SPAM_HOSTS: &[&str] = &[
+    "003338.cn",
+    "035.psb556.com",
+    "037426.cn",
+    "041696.com",
+    "044545.com",
+    "0513mt.com",
+    "05925.net",
+    "0615235.com",
+    "0755krk.com",
+    "0760.jxtdw.com",
+    "077678u.info",
+    "096355.com",
+];
+
+#[test]
+fn zh_web_rejects_chinese_spam_pages() {
+    let yaml = std::fs::read_to_string(root().join("configs/zh_web.yaml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    run_yaml(&yaml, dir.path(), 2);
+    let kept = read_doc_rows(dir.path());
+    let rejects = reject_rows(dir.path());
+    // No spam page reaches the shards; each one is in rejects/ with a reason.
+    for host in ZH_SPAM_HOSTS {
+        let hit: Vec<_> = rejects.iter().filter(|r| r.2.contains(host)).collect();
+        assert!(!hit.is_empty(), "{host}: not rejected (kept docs: {})", kept.len());
+        eprintln!("{host}: {} / {}", hit[0].0, hit[0].1);
+    }
+    let by_quality: Vec<_> = rejects.iter().filter(|r| r.0 == "quality").collect();
+    let flagged = by_quality.iter().filter(|r| r.1 == "flagged_ratio").count();
+    assert!(flagged >= 5, "only {flagged} pages rejected for flagged words: {by_quality:?}");
+    let s = stats(dir.path());
+    eprintln!("quality rejects by rule: {}", s["nodes"]["quality"]["rejects"]);
+    eprintln!("langid rejects: {}", s["nodes"]["lid"]["rejects"]);
+}

@@ -6,7 +6,7 @@
 //!    (`benches/zh_chain_datatrove.py`, run side by side by `benches/zh_chain.sh`).
 //!
 //! ```text
-//! CARGO_TARGET_DIR=target-rel cargo bench --bench zh_chain -- [JSONL] [ROUNDS]
+//! cargo bench --bench zh_chain -- [JSONL] [ROUNDS]      # or benches/zh_chain.sh for both sides
 //! ```
 //! JSONL: one `{"text": ...}` per line (default: the CMRC 2018 Wikipedia paragraphs in
 //! `../shared/data`, else `samples/text/cmrc2018_zh.jsonl`). Prints one JSON line per

@@ -12,7 +12,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q datatrove spacy jieba fasttext-numpy2-wheel
 fi
-CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target-rel} cargo bench --bench zh_chain -- "$JSONL" "$ROUNDS" | tee /tmp/zh_chain_sluice.json
+# BENCH_PROFILE=dev reuses the debug build (jieba-rs, fasttext-pure-rs and ferrous-opencc are
+# opt-level 3 there, sluice itself is not): quicker to build, slower to run.
+PROFILE=${BENCH_PROFILE:-release}
+cargo bench --profile "$PROFILE" --bench zh_chain -- "$JSONL" "$ROUNDS" | tee /tmp/zh_chain_sluice.json
 "$VENV/bin/python" benches/zh_chain_datatrove.py "$JSONL" "$ROUNDS" | tee /tmp/zh_chain_datatrove.json
 python3 - <<'PY'
 import json

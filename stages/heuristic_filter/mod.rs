@@ -14,6 +14,7 @@
 //! | `chars` | characters | 50 ≤ n ≤ 1,000,000 | length bounds |
 //! | `cjk_share` | Han / non-whitespace chars | ≥ 0.3 | ChineseWebText |
 //! | `flagged_ratio` | chars inside porn/gambling/ads words / chars | ≤ 0.015 | ROOTS |
+//! | `flagged_distinct` | distinct flagged words | ≤ 6 | (catches diluted spam) |
 //! | `lorem_ipsum` | 1 if present | must be 0 | C4 |
 //! | `c4_bad_lines` | javascript/cookie/policy lines / lines | ≤ 0.3 | C4 |
 //! | `words` | non-symbol words | 50 ≤ n ≤ 100,000 | Gopher |
@@ -387,17 +388,29 @@ fn evaluate_rules(lr: &LangRules, doc: &Document) -> Vec<Outcome> {
     }
 
     // Flagged words.
-    if let (Some(ac), Some(max)) = (&lr.flagged, r.max_flagged_ratio) {
-        let flagged_chars: usize = ac
-            .find_iter(text)
-            .map(|m| nchars(&text[m.start()..m.end()]))
-            .sum();
-        max_rule(
-            &mut out,
-            "flagged_ratio",
-            ratio(flagged_chars, n_chars),
-            Some(max),
-        );
+    if let Some(ac) = &lr.flagged {
+        if r.max_flagged_ratio.is_some() || r.max_flagged_distinct.is_some() {
+            let mut flagged_chars = 0usize;
+            let mut distinct = HashSet::new();
+            for m in ac.find_iter(text) {
+                flagged_chars += nchars(&text[m.start()..m.end()]);
+                distinct.insert(m.pattern());
+            }
+            max_rule(
+                &mut out,
+                "flagged_ratio",
+                ratio(flagged_chars, n_chars),
+                r.max_flagged_ratio,
+            );
+            if let Some(m) = r.max_flagged_distinct {
+                let n = distinct.len();
+                out.push(Outcome {
+                    rule: "flagged_distinct".into(),
+                    value: n as f64,
+                    failed: (n > m).then(|| format!("> {m}")),
+                });
+            }
+        }
     }
 
     // Lines (non-empty), shared by C4, Gopher and FineWeb rules.

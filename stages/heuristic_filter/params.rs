@@ -14,6 +14,7 @@ pub const RULE_NAMES: &[&str] = &[
     "chars",
     "cjk_share",
     "flagged_ratio",
+    "flagged_distinct",
     "lorem_ipsum",
     "c4_bad_lines",
     "words",
@@ -52,6 +53,9 @@ pub struct LangParams {
     /// Maximum share (0–1) of characters inside flagged words (porn / gambling / ads lists).
     /// zh default 0.015; others off.
     pub max_flagged_ratio: Option<f64>,
+    /// Maximum number of distinct flagged words. Catches long spam pages whose flagged words
+    /// are diluted by filler text (e.g. lottery "poems"). zh default 6; others off.
+    pub max_flagged_distinct: Option<usize>,
     /// Maximum share (0–1) of lines that are C4 javascript / cookie / policy lines. Default 0.3.
     pub max_c4_bad_line_ratio: Option<f64>,
     /// Gopher: minimum number of non-symbol words. zh default 50; others 50.
@@ -131,6 +135,7 @@ pub struct Rules {
     pub max_chars: usize,
     pub min_cjk_share: Option<f64>,
     pub max_flagged_ratio: Option<f64>,
+    pub max_flagged_distinct: Option<usize>,
     pub lorem_ipsum: bool,
     pub max_c4_bad_line_ratio: Option<f64>,
     pub min_words: Option<usize>,
@@ -168,6 +173,7 @@ impl Rules {
             max_chars: 1_000_000,
             min_cjk_share: Some(0.3),
             max_flagged_ratio: Some(0.015),
+            max_flagged_distinct: Some(6),
             lorem_ipsum: true,
             max_c4_bad_line_ratio: Some(0.3),
             min_words: Some(50),
@@ -212,6 +218,7 @@ impl Rules {
             max_chars: 1_000_000,
             min_cjk_share: None,
             max_flagged_ratio: None,
+            max_flagged_distinct: None,
             lorem_ipsum: true,
             max_c4_bad_line_ratio: Some(0.3),
             min_words: Some(50),
@@ -270,6 +277,7 @@ impl Rules {
         set!(max_chars);
         set_opt!(min_cjk_share);
         set_opt!(max_flagged_ratio);
+        set_opt!(max_flagged_distinct);
         set_opt!(max_c4_bad_line_ratio);
         set_opt!(min_words);
         set_opt!(max_words);
@@ -311,6 +319,7 @@ impl Rules {
                 }
                 "cjk_share" => self.min_cjk_share = None,
                 "flagged_ratio" => self.max_flagged_ratio = None,
+                "flagged_distinct" => self.max_flagged_distinct = None,
                 "lorem_ipsum" => self.lorem_ipsum = false,
                 "c4_bad_lines" => self.max_c4_bad_line_ratio = None,
                 "words" => {

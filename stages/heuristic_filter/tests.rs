@@ -42,6 +42,15 @@ fn gambling_and_porn_spam_fail_flagged_ratio() {
     assert_eq!(failing(&filter(), gambling)[0], "flagged_ratio");
     let porn = "本站提供最新的成人电影和成人小说，每天更新大量国产av和自拍视频，所有内容都可以免费观看，请记住我们的最新地址，以免失联，欢迎大家收藏本站并分享给你的朋友们。";
     assert!(failing(&filter(), porn).contains(&"flagged_ratio".to_string()));
+    // Diluted: many different gambling terms inside long filler text.
+    let diluted = format!(
+        "{CLEAN}\n{CLEAN}\n{CLEAN}\n{CLEAN}\n{CLEAN}\n{CLEAN}\n{CLEAN}\n{CLEAN}\n{CLEAN}\n{CLEAN}\n加QQ进群，平特一肖，特码资料，六合彩开奖结果，包赔彩金，提现快，精准计划请找计划员。"
+    );
+    let f = failing(&filter(), &diluted);
+    assert!(
+        f.contains(&"flagged_distinct".to_string()) && !f.contains(&"flagged_ratio".to_string()),
+        "{f:?}"
+    );
     // Near miss: an article that mentions a lottery once stays clean.
     let news = format!("{CLEAN}\n\n据报道，当地彩票中心表示今年的销售额有所下降。");
     assert_eq!(failing(&filter(), &news), Vec::<String>::new());

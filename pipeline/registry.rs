@@ -11,9 +11,7 @@ pub fn all() -> Vec<Kind> {
         // sources
         ingest_jsonl::kind(),
         ingest_parquet::kind(),
-        ingest_warc::kind(),
         // transforms and stages
-        extract_html::kind(),
         heuristic_filter::kind(),
         langid::kind(),
         length_filter::kind(),
@@ -21,7 +19,6 @@ pub fn all() -> Vec<Kind> {
         pii_redact::kind(),
         segment_zh::kind(),
         tokenize::kind(),
-        url_filter::kind(),
         // sinks
         parquet_shards::kind(),
     ]

@@ -11,6 +11,3 @@ pub mod parquet_shards;
 pub mod pii_redact;
 pub mod segment_zh;
 pub mod tokenize;
-pub mod ingest_warc;
-pub mod extract_html;
-pub mod url_filter;

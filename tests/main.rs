@@ -3,4 +3,3 @@
 mod common;
 mod engine;
 mod zh;
-mod warc;

@@ -14,7 +14,8 @@ pub fn all() -> Vec<Kind> {
         ingest_warc::kind(),
         ingest_instructions::kind(),
         // transforms and stages
-        extract_html::kind(),
+        heuristic_filter::kind(),
+        langid::kind(),
         length_filter::kind(),
         exact_dedup::kind(),
         line_dedup::kind(),
@@ -24,6 +25,10 @@ pub fn all() -> Vec<Kind> {
         decontaminate::kind(),
         mix::kind(),
         pack::kind(),
+        normalize::kind(),
+        pii_redact::kind(),
+        segment_zh::kind(),
+        tokenize::kind(),
         // sinks
         parquet_shards::kind(),
     ]

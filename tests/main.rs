@@ -8,3 +8,4 @@ mod s3;
 mod scale;
 mod warc;
 mod mix;
+mod zh;

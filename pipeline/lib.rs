@@ -13,6 +13,7 @@ pub mod document;
 pub mod stage;
 pub mod registry;
 pub mod testing;
+pub mod cli_classifier;
 
 #[path = "../stages/mod.rs"]
 pub mod stages;

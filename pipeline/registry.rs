@@ -11,6 +11,7 @@ pub fn all() -> Vec<Kind> {
         // sources
         // transforms and stages
         length_filter::kind(),
+        quality_classifier::kind(),
         // sinks
     ]
 }

@@ -2,3 +2,4 @@
 //! in [`crate::registry`].
 
 pub mod length_filter;
+pub mod quality_classifier;

@@ -9,10 +9,14 @@ use crate::stages::*;
 pub fn all() -> Vec<Kind> {
     vec![
         // sources
+        ingest_jsonl::kind(),
+        ingest_parquet::kind(),
         // transforms and stages
         length_filter::kind(),
         quality_classifier::kind(),
+        tokenize::kind(),
         // sinks
+        parquet_shards::kind(),
     ]
 }
 

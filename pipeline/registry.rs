@@ -12,9 +12,14 @@ pub fn all() -> Vec<Kind> {
         ingest_jsonl::kind(),
         ingest_parquet::kind(),
         // transforms and stages
+        heuristic_filter::kind(),
+        langid::kind(),
         length_filter::kind(),
         quality_classifier::kind(),
         tokenize::kind(),
+        normalize::kind(),
+        pii_redact::kind(),
+        segment_zh::kind(),
         // sinks
         parquet_shards::kind(),
     ]

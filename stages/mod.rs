@@ -3,7 +3,12 @@
 
 pub mod ingest_jsonl;
 pub mod ingest_parquet;
-pub mod length_filter;
 pub mod parquet_shards;
 pub mod tokenize;
 pub mod quality_classifier;
+pub mod heuristic_filter;
+pub mod langid;
+pub mod length_filter;
+pub mod normalize;
+pub mod pii_redact;
+pub mod segment_zh;

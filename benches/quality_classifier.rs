@@ -32,14 +32,14 @@ fn main() {
     let mut texts = read_texts("samples/text/cmrc2018_zh.jsonl");
     texts.extend(read_texts("samples/classifier/zh_negatives.jsonl"));
     assert!(!texts.is_empty(), "no sample texts (run from the repo root)");
-    let jieba = preprocess::jieba();
+    let jieba = sluice::stages::segment_zh::default_jieba();
     let base: Vec<Document> = texts
         .iter()
         .enumerate()
         .map(|(i, t)| {
             let mut d = Document::new(format!("d{i}"), "bench", t.clone());
             d.lang = Some("zh".into());
-            d.words = Some(jieba.cut(t, true).iter().map(|w| w.byte_start as u32..w.byte_end as u32).collect());
+            d.words = Some(sluice::stages::segment_zh::segment(jieba, t, true));
             d
         })
         .collect();

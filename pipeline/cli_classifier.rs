@@ -30,6 +30,19 @@ enum Cmd {
     Train(TrainArgs),
     /// Evaluate a model on labelled data: precision, recall, F1, ROC-AUC, threshold table.
     Eval(EvalArgs),
+    /// Print the fastText input line the stage builds for each JSONL record, as JSONL
+    /// `{"id", "line"}` (to feed the official fastText side by side).
+    Preprocess(PreprocessArgs),
+}
+
+/// `sluice classifier preprocess FILE`.
+#[derive(Debug, clap::Args)]
+pub struct PreprocessArgs {
+    /// JSONL with `text` (and optional `id`, `lang`).
+    file: PathBuf,
+    /// jieba HMM (must match training).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    hmm: bool,
 }
 
 /// `sluice classifier train`.
@@ -98,6 +111,10 @@ pub struct TrainArgs {
     /// jieba HMM for unknown words (must match the stage's `hmm`).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     hmm: bool,
+    /// Evaluate the unquantized .bin, record it in the card, then delete it (it is large:
+    /// `dim x (words + bucket)` floats); only the .ftz and the card are kept.
+    #[arg(long)]
+    discard_bin: bool,
 }
 
 /// `sluice classifier eval MODEL DATA`.
@@ -126,6 +143,7 @@ pub fn run(args: ClassifierArgs) -> Result<()> {
     match args.cmd {
         Cmd::Train(a) => run_train(a).map(|_| ()),
         Cmd::Eval(a) => run_eval(a),
+        Cmd::Preprocess(a) => run_preprocess(a),
     }
 }
 
@@ -216,6 +234,11 @@ pub fn run_train(a: TrainArgs) -> Result<serde_json::Value> {
     let bin_sha = file_sha256(&bin)?;
     let bin_model = Model::load(&bin)?;
     let eval_bin = train::evaluate(&bin_model, &test_lines, &a.positive_label, a.threshold)?;
+    let bin_bytes = std::fs::metadata(&bin).map(|m| m.len()).unwrap_or(0);
+    drop(bin_model);
+    if a.discard_bin {
+        std::fs::remove_file(&bin).map_err(|e| Error::io(&bin, e))?;
+    }
     let q = train::quantize(&mut ft, a.cutoff, Some(&train_file), &hyper);
     let _ = std::fs::remove_file(&train_file);
     q?;
@@ -230,7 +253,7 @@ pub fn run_train(a: TrainArgs) -> Result<serde_json::Value> {
         "card_version": 1,
         "created_by": format!("sluice {} classifier train", env!("CARGO_PKG_VERSION")),
         "files": {
-            "bin": {"path": bin.display().to_string(), "bytes": bytes(&bin), "sha256": bin_sha},
+            "bin": {"path": bin.display().to_string(), "bytes": bin_bytes, "sha256": bin_sha, "kept": !a.discard_bin},
             "ftz": {"path": ftz.display().to_string(), "bytes": bytes(&ftz), "sha256": ftz_model.sha256()},
         },
         "labels": {"positive": format!("__label__{}", a.positive_label), "all": ftz_model.labels()},
@@ -274,5 +297,32 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&m)?);
     }
+    Ok(())
+}
+
+fn run_preprocess(a: PreprocessArgs) -> Result<()> {
+    use std::io::{BufRead, Write};
+    let f = std::fs::File::open(&a.file).map_err(|e| Error::io(&a.file, e))?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line.map_err(|e| Error::io(&a.file, e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("{}:{}: skipped, bad json: {e}", a.file.display(), i + 1);
+                continue;
+            }
+        };
+        let text = v["text"].as_str().unwrap_or_default();
+        let id = v["id"].as_str().map_or_else(|| (i + 1).to_string(), str::to_string);
+        let l = crate::stages::quality_classifier::preprocess::line(text, None, v["lang"].as_str(), a.hmm);
+        let rec = json!({"id": id, "line": l});
+        writeln!(out, "{rec}").map_err(|e| Error::io("stdout", e))?;
+    }
+    out.flush().map_err(|e| Error::io("stdout", e))?;
     Ok(())
 }

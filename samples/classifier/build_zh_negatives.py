@@ -9,12 +9,11 @@ Two kinds of junk, both licence-clean:
      one JSON line per chunk.
   2. keyword_spam: synthetic keyword-stuffed SEO lines (titles, tag clouds, link farms) drawn
      with a fixed seed from the ads / porn word lists and the illegal-domain list of
-     konsheng/Sensitive-lexicon (MIT) and BigScience's flagged words (Apache-2.0).
+     konsheng/Sensitive-lexicon (MIT) and BigScience's flagged words (Apache-2.0), all
+     already in samples/lists/.
 
 Usage (from the repo root):
-  python3 samples/classifier/build_zh_negatives.py \
-      --warc samples/classifier/cc-main-2020-34-zh-spam.warc.gz \
-      --lexicon samples/classifier/lexicon > samples/classifier/zh_negatives.jsonl
+  python3 samples/classifier/build_zh_negatives.py > samples/classifier/zh_negatives.jsonl
 """
 import argparse, gzip, json, random, re, sys
 from html.parser import HTMLParser
@@ -111,12 +110,12 @@ def read_words(path):
         return [w.strip() for w in f if w.strip() and not w.startswith("#")]
 
 
-def keyword_spam(lex, n, seed):
+def keyword_spam(lists, n, seed):
     rng = random.Random(seed)
-    ads = read_words(f"{lex}/ads.txt")
-    porn = read_words(f"{lex}/porn.txt")
-    flagged = read_words(f"{lex}/flagged_words.zh_only.txt")
-    domains = read_words(f"{lex}/domains.txt")
+    ads = read_words(f"{lists}/konsheng/ads.zh.txt")
+    porn = read_words(f"{lists}/konsheng/porn.zh.txt")
+    flagged = read_words(f"{lists}/bigscience/flagged_words.zh_only.txt")
+    domains = sorted(rng.sample(read_words(f"{lists}/非法网址.txt"), 500))
     seps = [",", "_", "|", " ", "，", "、", "-", " | "]
     out = []
     for i in range(n):
@@ -139,15 +138,15 @@ def keyword_spam(lex, n, seed):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--warc", required=True)
-    ap.add_argument("--lexicon", required=True, help="dir with ads.txt porn.txt domains.txt flagged_words.zh_only.txt")
+    ap.add_argument("--warc", default="samples/warc/warcfile.warc.gz")
+    ap.add_argument("--lists", default="samples/lists")
     ap.add_argument("--keyword-lines", type=int, default=300)
     ap.add_argument("--seed", type=int, default=42)
     a = ap.parse_args()
     w = sys.stdout
     for i, (url, text) in enumerate(cc_spam(a.warc)):
         w.write(json.dumps({"text": text, "label": "lq", "source": "cc_spam", "url": url}, ensure_ascii=False) + "\n")
-    for text in keyword_spam(a.lexicon, a.keyword_lines, a.seed):
+    for text in keyword_spam(a.lists, a.keyword_lines, a.seed):
         w.write(json.dumps({"text": text, "label": "lq", "source": "keyword_spam"}, ensure_ascii=False) + "\n")
 
 

@@ -37,6 +37,7 @@
 
 pub mod model;
 pub mod preprocess;
+pub mod train;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

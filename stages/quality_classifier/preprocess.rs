@@ -5,36 +5,21 @@
 //! trained on, so there is deliberately one function, [`line_into`], and both sides call it.
 //!
 //! Rules, in order:
-//! 1. If the document carries `words` (byte spans set by `segment_zh`), those words are the
-//!    tokens. This reuses the segmentation computed once per document upstream.
-//! 2. Otherwise, if the text is Chinese (`lang == "zh"`, or no `lang` and at least one Han
-//!    character), it is segmented with jieba, the same dictionary `segment_zh` uses, with
-//!    the caller's `hmm` setting, so a raw JSONL used for training gives the same tokens as
-//!    the pipeline at inference.
-//! 3. Otherwise the tokens are the whitespace-separated pieces of the text.
+//! 1. Chinese text (`segment_zh::wants_jieba`: a Chinese `lang`, or no `lang` and at least one
+//!    Han character) is cut into jieba words: the document's `words` spans when `segment_zh`
+//!    has set them (computed once upstream, reused here), otherwise `segment_zh`'s own jieba
+//!    (same dictionary) with the caller's `hmm` setting, so a raw JSONL used for training
+//!    gives the same tokens as the pipeline at inference.
+//! 2. Any other text is split on whitespace; its `words` (Unicode word boundaries from
+//!    `segment_zh`) are ignored, so an English line is the same with or without them.
 //!
 //! Every token is then split again on whitespace and NUL (fastText's own delimiters, so no
 //! token can smuggle a separator in), lowercased, and the tokens are joined with single
 //! spaces. Newlines therefore never reach fastText (a newline would end its line early).
 
 use std::ops::Range;
-use std::sync::OnceLock;
 
-use jieba_rs::Jieba;
-
-/// The process-wide jieba instance with the default dictionary (built on first use,
-/// about 0.3 s and 30 MB; shared by every classifier node and the CLI).
-pub fn jieba() -> &'static Jieba {
-    static JIEBA: OnceLock<Jieba> = OnceLock::new();
-    JIEBA.get_or_init(Jieba::new)
-}
-
-/// True for characters in the CJK Unified Ideograph blocks (incl. extension A and
-/// compatibility ideographs), i.e. text jieba should segment.
-pub fn is_han(c: char) -> bool {
-    matches!(c as u32,
-        0x4E00..=0x9FFF | 0x3400..=0x4DBF | 0xF900..=0xFAFF | 0x20000..=0x2A6DF)
-}
+use crate::stages::segment_zh;
 
 fn is_delim(c: char) -> bool {
     c.is_whitespace() || c == '\0'
@@ -59,32 +44,24 @@ fn push_token(out: &mut String, token: &str) {
     }
 }
 
-/// Whether [`line_into`] would segment this text with jieba (rule 2).
-pub fn wants_jieba(text: &str, lang: Option<&str>) -> bool {
-    match lang {
-        Some(l) => l == "zh" || l.starts_with("zh-") || l.starts_with("zh_"),
-        None => text.chars().any(is_han),
-    }
-}
-
 /// Build the fastText input line for a text into `out` (cleared first).
 ///
 /// `words` are byte spans into `text` (from `segment_zh`); spans that fall outside the text
 /// or off a char boundary are skipped rather than trusted.
 pub fn line_into(text: &str, words: Option<&[Range<u32>]>, lang: Option<&str>, hmm: bool, out: &mut String) {
     out.clear();
-    if let Some(words) = words {
+    if !segment_zh::wants_jieba(lang, text) {
+        push_token(out, text);
+    } else if let Some(words) = words {
         for r in words {
             if let Some(w) = text.get(r.start as usize..r.end as usize) {
                 push_token(out, w);
             }
         }
-    } else if wants_jieba(text, lang) {
-        for tok in jieba().cut(text, hmm) {
+    } else {
+        for tok in segment_zh::default_jieba().cut(text, hmm) {
             push_token(out, tok.word);
         }
-    } else {
-        push_token(out, text);
     }
 }
 
@@ -117,6 +94,9 @@ mod tests {
         // a span off a char boundary is skipped, not a panic
         let bad = vec![0..2, 3..6];
         assert_eq!(line(text, Some(&bad), None, true), "文");
+        // non-Chinese text ignores word spans: same line with or without them
+        let en = "Hello, World";
+        assert_eq!(line(en, Some(&[0..5, 5..6, 7..12]), Some("en"), true), "hello, world");
     }
 
     #[test]

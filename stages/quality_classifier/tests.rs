@@ -52,13 +52,9 @@ fn keeps_wikipedia_rejects_spam_at_every_batch_size() {
 fn segment_zh_words_give_the_same_score_as_inline_jieba() {
     let stage = QualityClassifier::new(cfg(), "q").expect("model");
     let mut with_words = doc("a", WIKI, Some("zh"));
-    with_words.words = Some(
-        preprocess::jieba()
-            .cut(WIKI, true)
-            .iter()
-            .map(|t| t.byte_start as u32..t.byte_end as u32)
-            .collect(),
-    );
+    let seg = crate::stages::segment_zh::SegmentZh::new(serde_json::from_value(serde_json::json!({})).expect("cfg")).expect("segment_zh");
+    seg.apply(&mut with_words);
+    assert!(with_words.words.is_some());
     let (out, _) = run_transform_docs(&stage, vec![with_words, doc("b", WIKI, Some("zh"))], 2);
     assert_eq!(out.len(), 2);
     assert_eq!(out[0].attrs["q.hq"], out[1].attrs["q.hq"]);

@@ -3,11 +3,12 @@
 
 Regenerate (from the repo root):
     python3 -m venv /tmp/venv-ft && /tmp/venv-ft/bin/pip install fasttext-wheel==0.9.2 numpy jieba
-    UPDATE_GOLDEN=1 cargo test --test integration classifier::parity   # writes lines.jsonl
+    cargo run -- classifier preprocess tests/golden/classifier_parity/cases.jsonl \
+        > tests/golden/classifier_parity/lines.jsonl    # (or: UPDATE_GOLDEN=1 cargo test classifier::parity)
     /tmp/venv-ft/bin/python tests/golden/classifier_parity/reference.py  # writes expected.json
 
-lines.jsonl holds the preprocessed lines the stage feeds fastText (written by the Rust test
-from cases.jsonl with the stage's own preprocessing). This script:
+lines.jsonl holds the preprocessed lines the stage feeds fastText (built from cases.jsonl by
+the stage's own preprocessing; the Rust test checks they are still what the stage builds). This script:
   * trains the small official-fastText models below (only if missing; they are committed):
     hierarchical softmax (.bin and quantized .ftz), quantized negative sampling, one-vs-all,
     quantized softmax; trained on samples/ (positives cmrc2018, negatives zh_negatives.jsonl);

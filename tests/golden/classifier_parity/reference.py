@@ -2,7 +2,7 @@
 """Reference probabilities from the OFFICIAL fastText for the classifier parity test.
 
 Regenerate (from the repo root):
-    python3 -m venv /tmp/venv-ft && /tmp/venv-ft/bin/pip install fasttext-wheel==0.9.2 numpy jieba
+    python3 -m venv /tmp/venv-ft && /tmp/venv-ft/bin/pip install fasttext-wheel==0.9.2 "numpy<2" jieba
     cargo run -- classifier preprocess tests/golden/classifier_parity/cases.jsonl \
         > tests/golden/classifier_parity/lines.jsonl    # (or: UPDATE_GOLDEN=1 cargo test classifier::parity)
     /tmp/venv-ft/bin/python tests/golden/classifier_parity/reference.py  # writes expected.json

@@ -26,12 +26,21 @@ fn read_texts(path: &str) -> Vec<String> {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let model = args.first().cloned().unwrap_or_else(|| "samples/models/zh_quality.ftz".into());
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let model = args
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "samples/models/zh_quality.ftz".into());
     let n_docs: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20_000);
     let mut texts = read_texts("samples/text/cmrc2018_zh.jsonl");
     texts.extend(read_texts("samples/classifier/zh_negatives.jsonl"));
-    assert!(!texts.is_empty(), "no sample texts (run from the repo root)");
+    assert!(
+        !texts.is_empty(),
+        "no sample texts (run from the repo root)"
+    );
     let jieba = sluice::stages::segment_zh::default_jieba();
     let base: Vec<Document> = texts
         .iter()
@@ -49,7 +58,8 @@ fn main() {
         .iter()
         .map(|d| preprocess::line(&d.text, d.words.as_deref(), Some("zh"), true))
         .collect();
-    let lines_path = std::env::var("BENCH_LINES").unwrap_or_else(|_| "/tmp/sluice_qc_bench_lines.txt".into());
+    let lines_path =
+        std::env::var("BENCH_LINES").unwrap_or_else(|_| "/tmp/sluice_qc_bench_lines.txt".into());
     let _ = std::fs::write(&lines_path, lines.join("\n") + "\n");
 
     let stage = QualityClassifier::new(
@@ -72,7 +82,11 @@ fn main() {
     let mut kept = 0usize;
     let mut sink = 0f32;
     for _round in 0..5 {
-        let batches: Vec<DocBatch> = docs.chunks(256).enumerate().map(|(i, c)| DocBatch::new(i as u64, c.to_vec())).collect();
+        let batches: Vec<DocBatch> = docs
+            .chunks(256)
+            .enumerate()
+            .map(|(i, c)| DocBatch::new(i as u64, c.to_vec()))
+            .collect();
         let t = Instant::now();
         kept = 0;
         for b in batches {

@@ -171,7 +171,9 @@ pub fn print_metrics(name: &str, m: &train::Metrics) {
 /// Train from CLI arguments; returns the card JSON (also written to PREFIX.card.json).
 pub fn run_train(a: TrainArgs) -> Result<serde_json::Value> {
     if a.data.is_empty() && (a.positive.is_empty() || a.negative.is_empty()) {
-        return Err(Error::msg("give --data FILE, or both --positive and --negative"));
+        return Err(Error::msg(
+            "give --data FILE, or both --positive and --negative",
+        ));
     }
     if !(0.0..1.0).contains(&a.test_fraction) {
         return Err(Error::msg("--test-fraction must be within [0, 1)"));
@@ -199,7 +201,10 @@ pub fn run_train(a: TrainArgs) -> Result<serde_json::Value> {
     ] {
         for s in specs {
             let (ex, rep) = train::read_source(s, label)?;
-            eprintln!("read {} examples from {s} ({} bad)", rep.records, rep.bad_records);
+            eprintln!(
+                "read {} examples from {s} ({} bad)",
+                rep.records, rep.bad_records
+            );
             examples.extend(ex);
             reports.push(rep);
         }
@@ -207,10 +212,15 @@ pub fn run_train(a: TrainArgs) -> Result<serde_json::Value> {
     let (lines, prep) = train::prepare(&examples, a.hmm);
     let found = train::labels(&lines);
     if found.len() < 2 {
-        return Err(Error::msg(format!("need at least two labels, found {found:?}")));
+        return Err(Error::msg(format!(
+            "need at least two labels, found {found:?}"
+        )));
     }
     if !found.contains(&a.positive_label) {
-        return Err(Error::msg(format!("positive label `{}` not in data ({found:?})", a.positive_label)));
+        return Err(Error::msg(format!(
+            "positive label `{}` not in data ({found:?})",
+            a.positive_label
+        )));
     }
     let (train_lines, test_lines) = train::split(lines, a.test_fraction, a.seed);
     if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -218,7 +228,11 @@ pub fn run_train(a: TrainArgs) -> Result<serde_json::Value> {
     }
     let train_file = with_ext(&a.out, ".train.txt");
     train::write_fasttext_file(&train_lines, &train_file)?;
-    eprintln!("training on {} lines, {} held out ...", train_lines.len(), test_lines.len());
+    eprintln!(
+        "training on {} lines, {} held out ...",
+        train_lines.len(),
+        test_lines.len()
+    );
     let t0 = std::time::Instant::now();
     let trained = train::train_file(&train_file, &hyper);
     let mut ft = match trained {
@@ -230,7 +244,8 @@ pub fn run_train(a: TrainArgs) -> Result<serde_json::Value> {
     };
     eprintln!("trained in {:.1}s", t0.elapsed().as_secs_f64());
     let bin = with_ext(&a.out, ".bin");
-    ft.save_model(&bin).map_err(|e| Error::msg(format!("{}: save failed: {e}", bin.display())))?;
+    ft.save_model(&bin)
+        .map_err(|e| Error::msg(format!("{}: save failed: {e}", bin.display())))?;
     let bin_sha = file_sha256(&bin)?;
     let bin_model = Model::load(&bin)?;
     let eval_bin = train::evaluate(&bin_model, &test_lines, &a.positive_label, a.threshold)?;
@@ -243,7 +258,8 @@ pub fn run_train(a: TrainArgs) -> Result<serde_json::Value> {
     let _ = std::fs::remove_file(&train_file);
     q?;
     let ftz = with_ext(&a.out, ".ftz");
-    ft.save_model(&ftz).map_err(|e| Error::msg(format!("{}: save failed: {e}", ftz.display())))?;
+    ft.save_model(&ftz)
+        .map_err(|e| Error::msg(format!("{}: save failed: {e}", ftz.display())))?;
     let ftz_model = Model::load(&ftz)?;
     let eval_ftz = train::evaluate(&ftz_model, &test_lines, &a.positive_label, a.threshold)?;
     print_metrics("held-out (.bin)", &eval_bin);
@@ -275,7 +291,12 @@ pub fn run_train(a: TrainArgs) -> Result<serde_json::Value> {
     let card_path = with_ext(&a.out, ".card.json");
     let text = serde_json::to_string_pretty(&card)? + "\n";
     std::fs::write(&card_path, text).map_err(|e| Error::io(&card_path, e))?;
-    eprintln!("wrote {}, {}, {}", bin.display(), ftz.display(), card_path.display());
+    eprintln!(
+        "wrote {}, {}, {}",
+        bin.display(),
+        ftz.display(),
+        card_path.display()
+    );
     Ok(card)
 }
 
@@ -288,7 +309,12 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     let lines: Vec<Line> = examples
         .iter()
         .map(|e| Line {
-            line: crate::stages::quality_classifier::preprocess::line(&e.text, None, e.lang.as_deref(), a.hmm),
+            line: crate::stages::quality_classifier::preprocess::line(
+                &e.text,
+                None,
+                e.lang.as_deref(),
+                a.hmm,
+            ),
             label: e.label.clone(),
         })
         .collect();
@@ -318,8 +344,15 @@ fn run_preprocess(a: PreprocessArgs) -> Result<()> {
             }
         };
         let text = v["text"].as_str().unwrap_or_default();
-        let id = v["id"].as_str().map_or_else(|| (i + 1).to_string(), str::to_string);
-        let l = crate::stages::quality_classifier::preprocess::line(text, None, v["lang"].as_str(), a.hmm);
+        let id = v["id"]
+            .as_str()
+            .map_or_else(|| (i + 1).to_string(), str::to_string);
+        let l = crate::stages::quality_classifier::preprocess::line(
+            text,
+            None,
+            v["lang"].as_str(),
+            a.hmm,
+        );
         let rec = json!({"id": id, "line": l});
         writeln!(out, "{rec}").map_err(|e| Error::io("stdout", e))?;
     }

@@ -26,7 +26,11 @@ fn cases() -> Vec<serde_json::Value> {
 }
 
 fn case_doc(c: &serde_json::Value) -> Document {
-    let mut d = Document::new(c["id"].as_str().unwrap_or_default(), "golden", c["text"].as_str().unwrap_or_default());
+    let mut d = Document::new(
+        c["id"].as_str().unwrap_or_default(),
+        "golden",
+        c["text"].as_str().unwrap_or_default(),
+    );
     d.lang = c["lang"].as_str().map(str::to_string);
     d
 }
@@ -42,7 +46,10 @@ fn parity_with_official_fasttext() {
         .iter()
         .map(|c| {
             let d = case_doc(c);
-            (d.id.clone(), preprocess::line(&d.text, None, d.lang.as_deref(), true))
+            (
+                d.id.clone(),
+                preprocess::line(&d.text, None, d.lang.as_deref(), true),
+            )
         })
         .collect();
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
@@ -62,10 +69,16 @@ fn parity_with_official_fasttext() {
     assert_eq!(stored.len(), lines.len());
     for ((id, line), s) in lines.iter().zip(&stored) {
         assert_eq!(s["id"].as_str(), Some(id.as_str()));
-        assert_eq!(s["line"].as_str(), Some(line.as_str()), "preprocessing of {id} changed");
+        assert_eq!(
+            s["line"].as_str(),
+            Some(line.as_str()),
+            "preprocessing of {id} changed"
+        );
     }
-    let expected: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(golden("expected.json")).expect("expected.json")).expect("json");
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(golden("expected.json")).expect("expected.json"),
+    )
+    .expect("json");
     let models = expected["models"].as_object().expect("models");
     assert!(models.len() >= 6);
     let mut routes = Vec::new();
@@ -74,19 +87,35 @@ fn parity_with_official_fasttext() {
         let path = m["path"].as_str().expect("path");
         let model = Model::load(Path::new(path)).unwrap_or_else(|e| panic!("{name}: {e}"));
         routes.push(model.mode());
-        for (pred, (id, line)) in m["predictions"].as_array().expect("predictions").iter().zip(&lines) {
+        for (pred, (id, line)) in m["predictions"]
+            .as_array()
+            .expect("predictions")
+            .iter()
+            .zip(&lines)
+        {
             let probs = pred["probs"].as_object().expect("probs");
             for (i, label) in model.labels().iter().enumerate() {
                 let want = probs.get(label).and_then(|p| p.as_f64()).unwrap_or(0.0);
                 let got = f64::from(model.prob(line, i).expect("non-empty line"));
                 if (got - want).abs() >= 1e-5 {
-                    bad.push(format!("{name} {id} {label}: sluice {got} vs fastText {want}"));
+                    bad.push(format!(
+                        "{name} {id} {label}: sluice {got} vs fastText {want}"
+                    ));
                 }
             }
         }
     }
-    assert!(bad.is_empty(), "{} mismatches:\n{}", bad.len(), bad.join("\n"));
-    assert!(routes.contains(&Route::QuantHs) && routes.contains(&Route::QuantNs) && routes.contains(&Route::Crate));
+    assert!(
+        bad.is_empty(),
+        "{} mismatches:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+    assert!(
+        routes.contains(&Route::QuantHs)
+            && routes.contains(&Route::QuantNs)
+            && routes.contains(&Route::Crate)
+    );
 
     // And through the stage itself: the attribute is the fastText probability of `hq`.
     let stage = QualityClassifier::new(
@@ -138,7 +167,10 @@ fn tiny_model_trained_on_samples_beats_floor() {
     let ft = train::train_file(&file, &h).expect("train");
     let model = Model::from_fasttext(ft, file.clone(), String::new()).expect("model");
     let m = train::evaluate(&model, &te, "hq", 0.5).expect("eval");
-    eprintln!("tiny model held-out: P={:.3} R={:.3} F1={:.3} AUC={:.3} n={}", m.precision, m.recall, m.f1, m.roc_auc, m.n);
+    eprintln!(
+        "tiny model held-out: P={:.3} R={:.3} F1={:.3} AUC={:.3} n={}",
+        m.precision, m.recall, m.f1, m.roc_auc, m.n
+    );
     assert!(m.n >= 200, "{}", m.n);
     assert!(m.f1 >= 0.90, "F1 {}", m.f1);
     assert!(m.roc_auc >= 0.95, "AUC {}", m.roc_auc);

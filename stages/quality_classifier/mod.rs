@@ -47,7 +47,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::document::DocBatch;
 use crate::error::Result;
-use crate::stage::{check_file, parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED};
+use crate::stage::{
+    check_file, parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform,
+    OUT_REJECTED,
+};
 
 use model::Model;
 
@@ -101,7 +104,10 @@ impl StageConfig for Config {
             p.push(m);
         }
         if !(0.0..=1.0).contains(&self.threshold) {
-            p.push(format!("bad value: threshold ({}) must be within [0, 1]", self.threshold));
+            p.push(format!(
+                "bad value: threshold ({}) must be within [0, 1]",
+                self.threshold
+            ));
         }
         if self.label.trim().is_empty() {
             p.push("bad value: label must not be empty".into());
@@ -145,8 +151,14 @@ impl QualityClassifier {
                 model.labels().join(", ")
             ))
         })?;
-        let short = model.labels()[label_idx].trim_start_matches(&model.fasttext().args().label).to_string();
-        let attr = if cfg.attr.is_empty() { format!("{node}.{short}") } else { cfg.attr.clone() };
+        let short = model.labels()[label_idx]
+            .trim_start_matches(&model.fasttext().args().label)
+            .to_string();
+        let attr = if cfg.attr.is_empty() {
+            format!("{node}.{short}")
+        } else {
+            cfg.attr.clone()
+        };
         Ok(QualityClassifier {
             cfg,
             model,
@@ -177,12 +189,23 @@ impl Transform for QualityClassifier {
         let mut line = String::new();
         let c = &self.counters;
         for mut doc in batch.docs {
-            if !self.cfg.langs.is_empty() && !doc.lang.as_ref().is_some_and(|l| self.cfg.langs.contains(l)) {
+            if !self.cfg.langs.is_empty()
+                && !doc
+                    .lang
+                    .as_ref()
+                    .is_some_and(|l| self.cfg.langs.contains(l))
+            {
                 c.skipped_lang.fetch_add(1, Ordering::Relaxed);
                 out.emit(doc);
                 continue;
             }
-            preprocess::line_into(&doc.text, doc.words.as_deref(), doc.lang.as_deref(), self.cfg.hmm, &mut line);
+            preprocess::line_into(
+                &doc.text,
+                doc.words.as_deref(),
+                doc.lang.as_deref(),
+                self.cfg.hmm,
+                &mut line,
+            );
             c.scored.fetch_add(1, Ordering::Relaxed);
             let Some(p) = self.score_line(&line) else {
                 c.no_tokens.fetch_add(1, Ordering::Relaxed);
@@ -198,7 +221,12 @@ impl Transform for QualityClassifier {
                 out.emit(doc);
             } else {
                 c.rejected.fetch_add(1, Ordering::Relaxed);
-                out.reject(doc, &self.cfg.reason, Some(p), format!("{} < {}", self.attr, self.cfg.threshold));
+                out.reject(
+                    doc,
+                    &self.cfg.reason,
+                    Some(p),
+                    format!("{} < {}", self.attr, self.cfg.threshold),
+                );
             }
         }
         Ok(())

@@ -166,8 +166,12 @@ impl Model {
     /// Load a `.bin` or `.ftz` supervised model.
     pub fn load(path: &Path) -> Result<Model> {
         let sha256 = file_sha256(path)?;
-        let ft = FastText::load_model(path)
-            .map_err(|e| Error::msg(format!("{}: cannot load fastText model: {e}", path.display())))?;
+        let ft = FastText::load_model(path).map_err(|e| {
+            Error::msg(format!(
+                "{}: cannot load fastText model: {e}",
+                path.display()
+            ))
+        })?;
         Self::from_fasttext(ft, path.to_path_buf(), sha256)
     }
 
@@ -194,7 +198,11 @@ impl Model {
                 path.display()
             )));
         }
-        let hs_paths = if mode == Route::QuantHs { hs_paths(&counts) } else { Vec::new() };
+        let hs_paths = if mode == Route::QuantHs {
+            hs_paths(&counts)
+        } else {
+            Vec::new()
+        };
         Ok(Model {
             ft,
             path,
@@ -234,9 +242,9 @@ impl Model {
     /// Index of a label, accepting `hq` or `__label__hq`.
     pub fn label_index(&self, label: &str) -> Option<usize> {
         let prefix = &self.ft.args().label;
-        self.labels
-            .iter()
-            .position(|l| l == label || (l.starts_with(prefix.as_str()) && &l[prefix.len()..] == label))
+        self.labels.iter().position(|l| {
+            l == label || (l.starts_with(prefix.as_str()) && &l[prefix.len()..] == label)
+        })
     }
 
     /// Probability of label `idx` for a preprocessed line, as fastText's `predict(line, k=-1)`
@@ -250,7 +258,12 @@ impl Model {
             Route::Crate => {
                 let preds = self.ft.predict(line, self.labels.len(), 0.0);
                 let label = &self.labels[idx];
-                Some(preds.iter().find(|p| &p.label == label).map_or(0.0, |p| p.prob))
+                Some(
+                    preds
+                        .iter()
+                        .find(|p| &p.label == label)
+                        .map_or(0.0, |p| p.prob),
+                )
             }
             Route::QuantHs => {
                 let hidden = self.ft.get_sentence_vector(line);
@@ -258,7 +271,12 @@ impl Model {
                 let floor = std_log(0.0);
                 let mut score = 0.0f32;
                 for &(row, right) in &self.hs_paths[idx] {
-                    let dot: f32 = out.row(row as i64).iter().zip(&hidden).map(|(a, b)| a * b).sum();
+                    let dot: f32 = out
+                        .row(row as i64)
+                        .iter()
+                        .zip(&hidden)
+                        .map(|(a, b)| a * b)
+                        .sum();
                     let f = 1.0f32 / (1.0 + (-dot).exp());
                     score += if right { std_log(f) } else { std_log(1.0 - f) };
                     // fastText's DFS prunes a branch once its score drops below log(threshold).
@@ -271,7 +289,12 @@ impl Model {
             Route::QuantNs => {
                 let hidden = self.ft.get_sentence_vector(line);
                 let out = self.ft.output_matrix();
-                let dot: f32 = out.row(idx as i64).iter().zip(&hidden).map(|(a, b)| a * b).sum();
+                let dot: f32 = out
+                    .row(idx as i64)
+                    .iter()
+                    .zip(&hidden)
+                    .map(|(a, b)| a * b)
+                    .sum();
                 Some(std_log(table_sigmoid(&self.sigmoid_table, dot)).exp())
             }
         }

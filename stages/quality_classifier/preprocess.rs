@@ -48,7 +48,13 @@ fn push_token(out: &mut String, token: &str) {
 ///
 /// `words` are byte spans into `text` (from `segment_zh`); spans that fall outside the text
 /// or off a char boundary are skipped rather than trusted.
-pub fn line_into(text: &str, words: Option<&[Range<u32>]>, lang: Option<&str>, hmm: bool, out: &mut String) {
+pub fn line_into(
+    text: &str,
+    words: Option<&[Range<u32>]>,
+    lang: Option<&str>,
+    hmm: bool,
+    out: &mut String,
+) {
     out.clear();
     if !segment_zh::wants_jieba(lang, text) {
         push_token(out, text);
@@ -82,7 +88,10 @@ mod tests {
         assert!(!l.contains('\n'));
         assert!(l.contains("北京大学"), "{l}");
         assert!(!l.contains("  "));
-        assert_eq!(l, line("北京大学\n的学生在图书馆 学习。", None, Some("zh"), true));
+        assert_eq!(
+            l,
+            line("北京大学\n的学生在图书馆 学习。", None, Some("zh"), true)
+        );
     }
 
     #[test]
@@ -96,12 +105,18 @@ mod tests {
         assert_eq!(line(text, Some(&bad), None, true), "文");
         // non-Chinese text ignores word spans: same line with or without them
         let en = "Hello, World";
-        assert_eq!(line(en, Some(&[0..5, 5..6, 7..12]), Some("en"), true), "hello, world");
+        assert_eq!(
+            line(en, Some(&[0..5, 5..6, 7..12]), Some("en"), true),
+            "hello, world"
+        );
     }
 
     #[test]
     fn other_languages_use_whitespace_and_lowercase() {
-        assert_eq!(line("Hello  WORLD\tÉcole\r\n\0x", None, Some("en"), true), "hello world école x");
+        assert_eq!(
+            line("Hello  WORLD\tÉcole\r\n\0x", None, Some("en"), true),
+            "hello world école x"
+        );
         assert_eq!(line("", None, None, true), "");
         assert_eq!(line(" \n ", None, None, true), "");
     }

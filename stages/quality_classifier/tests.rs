@@ -33,9 +33,16 @@ fn keeps_wikipedia_rejects_spam_at_every_batch_size() {
     let stage = QualityClassifier::new(cfg(), "quality_zh").expect("model");
     assert_eq!(stage.attr(), "quality_zh.hq");
     for bs in [1, 3, 1000] {
-        let docs = vec![doc("w", WIKI, Some("zh")), doc("s", SPAM, Some("zh")), doc("w2", WIKI, None)];
+        let docs = vec![
+            doc("w", WIKI, Some("zh")),
+            doc("s", SPAM, Some("zh")),
+            doc("w2", WIKI, None),
+        ];
         let (out, rej) = run_transform_docs(&stage, docs, bs);
-        assert_eq!(out.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), vec!["w", "w2"]);
+        assert_eq!(
+            out.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+            vec!["w", "w2"]
+        );
         assert_eq!(rej.len(), 1);
         let r = rej[0].reject.as_ref().expect("reject info");
         assert_eq!(r.reason, "low_quality");
@@ -52,7 +59,10 @@ fn keeps_wikipedia_rejects_spam_at_every_batch_size() {
 fn segment_zh_words_give_the_same_score_as_inline_jieba() {
     let stage = QualityClassifier::new(cfg(), "q").expect("model");
     let mut with_words = doc("a", WIKI, Some("zh"));
-    let seg = crate::stages::segment_zh::SegmentZh::new(serde_json::from_value(serde_json::json!({})).expect("cfg")).expect("segment_zh");
+    let seg = crate::stages::segment_zh::SegmentZh::new(
+        serde_json::from_value(serde_json::json!({})).expect("cfg"),
+    )
+    .expect("segment_zh");
     seg.apply(&mut with_words);
     assert!(with_words.words.is_some());
     let (out, _) = run_transform_docs(&stage, vec![with_words, doc("b", WIKI, Some("zh"))], 2);
@@ -91,12 +101,19 @@ fn other_languages_pass_unscored_and_empty_text_is_rejected() {
         "q",
     )
     .expect("model");
-    let docs = vec![doc("en", "An English page.", Some("en")), doc("none", "没有语言", None), doc("e", " \n\t", Some("zh"))];
+    let docs = vec![
+        doc("en", "An English page.", Some("en")),
+        doc("none", "没有语言", None),
+        doc("e", " \n\t", Some("zh")),
+    ];
     let (out, rej) = run_transform_docs(&stage, docs, 3);
     assert_eq!(out.len(), 2);
     assert!(out.iter().all(|d| d.attrs.is_empty()));
     assert_eq!(rej.len(), 1);
-    assert_eq!(rej[0].reject.as_ref().map(|r| r.reason.as_str()), Some("no_tokens"));
+    assert_eq!(
+        rej[0].reject.as_ref().map(|r| r.reason.as_str()),
+        Some("no_tokens")
+    );
     let stats = stage.stats().expect("stats");
     assert_eq!(stats["skipped_lang"], 2);
     assert_eq!(stats["no_tokens"], 1);

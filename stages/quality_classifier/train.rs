@@ -77,7 +77,9 @@ fn expand(spec: &str) -> Result<Vec<PathBuf>> {
     }
     files.sort();
     if files.is_empty() {
-        return Err(Error::msg(format!("{spec}: no such file, or no .jsonl/.parquet files matched")));
+        return Err(Error::msg(format!(
+            "{spec}: no such file, or no .jsonl/.parquet files matched"
+        )));
     }
     Ok(files)
 }
@@ -111,7 +113,12 @@ fn bad(rep: &mut SourceReport, loc: String) {
     }
 }
 
-fn read_jsonl(file: &Path, label: Option<&str>, out: &mut Vec<Example>, rep: &mut SourceReport) -> Result<()> {
+fn read_jsonl(
+    file: &Path,
+    label: Option<&str>,
+    out: &mut Vec<Example>,
+    rep: &mut SourceReport,
+) -> Result<()> {
     let f = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
     for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
         let loc = format!("{}:{}", file.display(), i + 1);
@@ -162,7 +169,12 @@ fn read_jsonl(file: &Path, label: Option<&str>, out: &mut Vec<Example>, rep: &mu
     Ok(())
 }
 
-fn read_parquet(file: &Path, label: Option<&str>, out: &mut Vec<Example>, rep: &mut SourceReport) -> Result<()> {
+fn read_parquet(
+    file: &Path,
+    label: Option<&str>,
+    out: &mut Vec<Example>,
+    rep: &mut SourceReport,
+) -> Result<()> {
     use arrow::array::{Array, AsArray};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let Some(label) = label else {
@@ -178,7 +190,12 @@ fn read_parquet(file: &Path, label: Option<&str>, out: &mut Vec<Example>, rep: &
         let col = batch
             .column_by_name("text")
             .or_else(|| batch.column_by_name("text_prefix"))
-            .ok_or_else(|| Error::msg(format!("{}: no `text` or `text_prefix` column", file.display())))?;
+            .ok_or_else(|| {
+                Error::msg(format!(
+                    "{}: no `text` or `text_prefix` column",
+                    file.display()
+                ))
+            })?;
         let lang_col = batch.column_by_name("lang");
         let texts = col
             .as_string_opt::<i32>()
@@ -189,7 +206,9 @@ fn read_parquet(file: &Path, label: Option<&str>, out: &mut Vec<Example>, rep: &
                 bad(rep, format!("{}: row {i}: null text", file.display()));
                 continue;
             }
-            let lang = langs.filter(|l| !l.is_null(i)).map(|l| l.value(i).to_string());
+            let lang = langs
+                .filter(|l| !l.is_null(i))
+                .map(|l| l.value(i).to_string());
             out.push(Example {
                 text: texts.value(i).to_string(),
                 label: strip_label(label),
@@ -245,9 +264,9 @@ pub fn prepare(examples: &[Example], hmm: bool) -> (Vec<Line>, BTreeMap<&'static
 /// Deterministic split: `(train, test)`.
 pub fn split(lines: Vec<Line>, test_fraction: f64, seed: u64) -> (Vec<Line>, Vec<Line>) {
     let cut = (test_fraction.clamp(0.0, 1.0) * 1e6) as u64;
-    lines
-        .into_iter()
-        .partition(|l| xxhash_rust::xxh3::xxh3_64_with_seed(l.line.as_bytes(), seed) % 1_000_000 >= cut)
+    lines.into_iter().partition(|l| {
+        xxhash_rust::xxh3::xxh3_64_with_seed(l.line.as_bytes(), seed) % 1_000_000 >= cut
+    })
 }
 
 /// Write lines in fastText's training format (`__label__x tokens...`).
@@ -313,7 +332,11 @@ pub fn loss_name(s: &str) -> Result<LossName> {
         "hs" => LossName::HierarchicalSoftmax,
         "ns" => LossName::NegativeSampling,
         "ova" | "one-vs-all" => LossName::OneVsAll,
-        other => return Err(Error::msg(format!("unknown loss `{other}` (softmax, hs, ns, ova)"))),
+        other => {
+            return Err(Error::msg(format!(
+                "unknown loss `{other}` (softmax, hs, ns, ova)"
+            )))
+        }
     })
 }
 
@@ -340,7 +363,12 @@ pub fn train_file(input: &Path, h: &Hyper) -> Result<FastText> {
 
 /// Product-quantize a trained model in place (`fasttext quantize`); `cutoff` keeps the
 /// most important rows (0 = all), `retrain_input` fine-tunes after pruning.
-pub fn quantize(ft: &mut FastText, cutoff: usize, retrain_input: Option<&Path>, h: &Hyper) -> Result<()> {
+pub fn quantize(
+    ft: &mut FastText,
+    cutoff: usize,
+    retrain_input: Option<&Path>,
+    h: &Hyper,
+) -> Result<()> {
     let mut q = Args::default();
     q.cutoff = cutoff;
     q.dsub = 2;
@@ -354,7 +382,8 @@ pub fn quantize(ft: &mut FastText, cutoff: usize, retrain_input: Option<&Path>, 
     q.lr = h.lr;
     q.thread = h.threads.max(1);
     q.verbose = 0;
-    ft.quantize(&q).map_err(|e| Error::msg(format!("fastText quantization failed: {e}")))
+    ft.quantize(&q)
+        .map_err(|e| Error::msg(format!("fastText quantization failed: {e}")))
 }
 
 /// One row of a threshold table.
@@ -496,12 +525,20 @@ pub fn metrics(scored: &[(f64, bool)], threshold: f64) -> Metrics {
 
 /// Score lines with a model and compute metrics for `positive` (short label).
 pub fn evaluate(model: &Model, lines: &[Line], positive: &str, threshold: f64) -> Result<Metrics> {
-    let idx = model
-        .label_index(positive)
-        .ok_or_else(|| Error::msg(format!("label `{positive}` not in model ({})", model.labels().join(", "))))?;
+    let idx = model.label_index(positive).ok_or_else(|| {
+        Error::msg(format!(
+            "label `{positive}` not in model ({})",
+            model.labels().join(", ")
+        ))
+    })?;
     let scored: Vec<(f64, bool)> = lines
         .iter()
-        .map(|l| (model.prob(&l.line, idx).map_or(0.0, f64::from), l.label == positive))
+        .map(|l| {
+            (
+                model.prob(&l.line, idx).map_or(0.0, f64::from),
+                l.label == positive,
+            )
+        })
         .collect();
     Ok(metrics(&scored, threshold))
 }
@@ -568,7 +605,16 @@ mod tests {
             label: l.into(),
             lang: None,
         };
-        let (lines, st) = prepare(&[ex("a b", "hq"), ex("A  b", "hq"), ex("c", "hq"), ex("c", "lq"), ex(" ", "lq")], true);
+        let (lines, st) = prepare(
+            &[
+                ex("a b", "hq"),
+                ex("A  b", "hq"),
+                ex("c", "hq"),
+                ex("c", "lq"),
+                ex(" ", "lq"),
+            ],
+            true,
+        );
         assert_eq!(lines.len(), 1);
         assert_eq!(st["duplicate"], 1);
         assert_eq!(st["conflicting_label"], 2);

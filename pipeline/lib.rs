@@ -25,6 +25,7 @@ pub mod shard_writer;
 pub mod stage;
 pub mod storage;
 pub mod testing;
+pub mod cli_classifier;
 
 #[path = "../stages/mod.rs"]
 pub mod stages;

@@ -49,6 +49,8 @@ enum Command {
     Report(sluice::cli_audit::ReportArgs),
     /// Per stage and reason, the change in counts and tokens between two runs.
     Diff(sluice::cli_audit::DiffArgs),
+    /// Train and evaluate fastText quality classifiers (`train`, `eval`).
+    Classifier(sluice::cli_classifier::ClassifierArgs),
 }
 
 #[derive(clap::Args)]
@@ -114,6 +116,7 @@ fn main() -> ExitCode {
         Command::Diff(a) => sluice::cli_audit::run_diff(a)
             .map(|_| ExitCode::SUCCESS)
             .map_err(Into::into),
+        Command::Classifier(a) => sluice::cli_classifier::run(a).map(|()| ExitCode::SUCCESS).map_err(Into::into),
     };
     match res {
         Ok(code) => code,

@@ -20,6 +20,7 @@ pub fn all() -> Vec<Kind> {
         exact_dedup::kind(),
         line_dedup::kind(),
         minhash_dedup::kind(),
+        quality_classifier::kind(),
         tokenize::kind(),
         url_filter::kind(),
         decontaminate::kind(),

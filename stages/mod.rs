@@ -17,6 +17,7 @@ pub mod parquet_shards;
 pub mod spill;
 pub mod tokenize;
 pub mod url_filter;
+pub mod quality_classifier;
 pub mod heuristic_filter;
 pub mod ingest_jsonl;
 pub mod ingest_parquet;

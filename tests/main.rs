@@ -9,3 +9,4 @@ mod scale;
 mod warc;
 mod mix;
 mod zh;
+mod classifier;

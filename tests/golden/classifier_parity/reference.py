@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Reference probabilities from the OFFICIAL fastText for the classifier parity test.
+
+Regenerate (from the repo root):
+    python3 -m venv /tmp/venv-ft && /tmp/venv-ft/bin/pip install fasttext-wheel==0.9.2 "numpy<2" jieba
+    cargo run -- classifier preprocess tests/golden/classifier_parity/cases.jsonl \
+        > tests/golden/classifier_parity/lines.jsonl    # (or: UPDATE_GOLDEN=1 cargo test classifier::parity)
+    /tmp/venv-ft/bin/python tests/golden/classifier_parity/reference.py  # writes expected.json
+
+lines.jsonl holds the preprocessed lines the stage feeds fastText (built from cases.jsonl by
+the stage's own preprocessing; the Rust test checks they are still what the stage builds). This script:
+  * trains the small official-fastText models below (only if missing; they are committed):
+    hierarchical softmax (.bin and quantized .ftz), quantized negative sampling, one-vs-all,
+    quantized softmax; trained on samples/ (positives cmrc2018, negatives zh_negatives.jsonl);
+  * writes expected.json: for every model and line, fastText's predict(line, k=-1) as
+    {label: prob}. The shipped samples/models/zh_quality.ftz (trained by sluice) is included.
+"""
+import json, os, sys
+import fasttext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
+
+OFFICIAL = {
+    # name: (loss, quantize)
+    "official_hs": ("hs", False),
+    "official_hs_q": ("hs", True),
+    "official_ns_q": ("ns", True),
+    "official_ova": ("ova", False),
+    "official_softmax_q": ("softmax", True),
+}
+
+
+def write_train(path):
+    """fastText-format training file from samples/ (jieba tokens; any tokenisation would do,
+    parity only needs both sides to see the same test lines)."""
+    import jieba
+    pos = os.environ.get("POSITIVES", os.path.join(ROOT, "samples", "text", "cmrc2018_zh.jsonl"))
+    neg = os.path.join(ROOT, "samples", "classifier", "zh_negatives.jsonl")
+    with open(path, "w", encoding="utf-8") as w:
+        for src, label in ((pos, "hq"), (neg, "lq")):
+            for l in open(src, encoding="utf-8"):
+                toks = [t.strip().lower() for t in jieba.cut(json.loads(l)["text"])]
+                w.write("__label__" + label + " " + " ".join(t for t in toks if t) + "\n")
+
+
+def train_official():
+    train = "/tmp/classifier_parity_train.txt"
+    write_train(train)
+    for name, (loss, quant) in OFFICIAL.items():
+        path = os.path.join(HERE, name + (".ftz" if quant else ".bin"))
+        if os.path.exists(path):
+            continue
+        m = fasttext.train_supervised(input=train, loss=loss, dim=8, epoch=5, lr=0.5, wordNgrams=2,
+                                      minCount=1, bucket=2000, thread=1, seed=1, verbose=0)
+        if quant:
+            m.quantize(input=train, cutoff=1000, qnorm=True, retrain=False)
+        m.save_model(path)
+        print("trained", path, os.path.getsize(path), file=sys.stderr)
+
+
+def main():
+    train_official()
+    lines = [json.loads(l) for l in open(os.path.join(HERE, "lines.jsonl"), encoding="utf-8")]
+    models = {"zh_quality": os.path.join(ROOT, "samples", "models", "zh_quality.ftz")}
+    for name, (_, quant) in OFFICIAL.items():
+        models[name] = os.path.join(HERE, name + (".ftz" if quant else ".bin"))
+    out = {"fasttext": "fasttext-wheel " + getattr(fasttext, "__version__", "0.9.2"), "models": {}}
+    for name, path in models.items():
+        m = fasttext.load_model(path)
+        rows = []
+        for rec in lines:
+            labels, probs = m.predict(rec["line"], k=-1, threshold=0.0)
+            rows.append({"id": rec["id"], "probs": {l: float(p) for l, p in zip(labels, probs)}})
+        out["models"][name] = {"path": os.path.relpath(path, ROOT), "predictions": rows}
+    with open(os.path.join(HERE, "expected.json"), "w", encoding="utf-8") as f:
+        json.dump(out, f, ensure_ascii=False, indent=1, sort_keys=True)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()

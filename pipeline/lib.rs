@@ -13,6 +13,9 @@ pub mod document;
 pub mod stage;
 pub mod registry;
 pub mod testing;
+pub mod feed;
+pub mod train;
+pub mod cli_train;
 
 #[path = "../stages/mod.rs"]
 pub mod stages;

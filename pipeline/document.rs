@@ -82,9 +82,10 @@ impl Document {
     /// The words as `&str` slices, if `segment_zh` has run.
     pub fn word_strs(&self) -> Option<impl Iterator<Item = &str>> {
         let text = &self.text;
-        self.words
-            .as_ref()
-            .map(move |w| w.iter().map(move |r| &text[r.start as usize..r.end as usize]))
+        self.words.as_ref().map(move |w| {
+            w.iter()
+                .map(move |r| &text[r.start as usize..r.end as usize])
+        })
     }
 
     /// Approximate in-memory size, used for byte counters.

@@ -8,10 +8,17 @@
 //! I/O ([`rundir`]) and the Arrow schema ([`arrow_io`]). `stages/` holds the work, one
 //! module per `kind:`; [`registry`] is the only place that names them.
 
-pub mod error;
+pub mod arrow_io;
+pub mod config;
 pub mod document;
-pub mod stage;
+pub mod error;
+pub mod graph;
+pub mod io;
 pub mod registry;
+pub mod rundir;
+pub mod runtime;
+pub mod shard_writer;
+pub mod stage;
 pub mod testing;
 pub mod feed;
 pub mod train;

@@ -1,1 +1,265 @@
-fn main(){}
+//! The `sluice` binary: run, validate and describe pipelines (see `sluice --help`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use sluice::runtime::{self, RunOptions};
+use sluice::stage::{BuildCtx, Role};
+use sluice::{config, registry, Error};
+
+/// sluice: turn raw web scrapes into LLM pretraining data, Chinese first.
+///
+/// A pipeline is a YAML DAG of stages (sources, transforms, sinks). `sluice run` streams
+/// documents through it and writes Parquet shards, rejects, stats.json and manifest.json
+/// to a run directory.
+#[derive(Parser)]
+#[command(name = "sluice", version, about, long_about = None)]
+struct Cli {
+    /// More logging (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Less logging (warnings and errors only).
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline config and write a run directory.
+    Run(RunArgs),
+    /// Check a config and report every problem at once (exit code 2 if any).
+    Validate {
+        /// Pipeline config (YAML).
+        config: PathBuf,
+    },
+    /// List stage kinds with their one-line doc and config fields.
+    Stages {
+        /// Show only this kind.
+        kind: Option<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Pipeline config (YAML).
+    config: PathBuf,
+    /// Run directory.
+    #[arg(long, default_value = "out")]
+    out: PathBuf,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// This process's rank (0-based) when the input files are split across processes.
+    #[arg(long, default_value_t = 0)]
+    rank: usize,
+    /// Number of ranks.
+    #[arg(long, default_value_t = 1)]
+    world_size: usize,
+    /// Remove a previous run in the run directory first.
+    #[arg(long)]
+    overwrite: bool,
+    /// No progress bar or progress log lines.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = if quiet {
+        "warn"
+    } else {
+        match verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,sluice={level}")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    let res = match cli.command {
+        Command::Run(a) => cmd_run(a),
+        Command::Validate { config } => cmd_validate(&config),
+        Command::Stages { kind } => cmd_stages(kind.as_deref()),
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn print_problems(path: &std::path::Path, problems: &[String]) {
+    eprintln!(
+        "{}: {} problem{}:",
+        path.display(),
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for p in problems {
+        eprintln!("  - {p}");
+    }
+}
+
+fn cmd_run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let spec = match config::load(&a.config) {
+        Ok(s) => s,
+        Err(p) => {
+            print_problems(&a.config, &p);
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let threads = a.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let opts = RunOptions {
+        out_dir: a.out.clone(),
+        threads,
+        rank: a.rank,
+        world_size: a.world_size,
+        progress: !a.no_progress,
+        overwrite: a.overwrite,
+    };
+    match runtime::run(spec, &opts) {
+        Ok(s) if s.skipped => {
+            tracing::info!(
+                "nothing to do: rank {} of {} already finished",
+                a.rank,
+                a.world_size
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(s) => {
+            let t = &s.manifest["totals"];
+            tracing::info!(
+                "done in {:.2}s: {} rows, {} tokens in {} shards; {} rejects → {}",
+                s.stats["wall_secs"].as_f64().unwrap_or(0.0),
+                t["rows"],
+                t["tokens"],
+                s.manifest["shards"]
+                    .as_array()
+                    .map(|a| a.len())
+                    .unwrap_or(0),
+                t["reject_rows"],
+                a.out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(Error::Config(p)) => {
+            print_problems(&a.config, &p);
+            Ok(ExitCode::from(2))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn cmd_validate(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let spec = match config::load(path) {
+        Ok(s) => s,
+        Err(p) => {
+            print_problems(path, &p);
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let n = spec.nodes.len();
+    let base = BuildCtx::for_tests("", "out");
+    match runtime::validate(spec, &base) {
+        Ok(_) => {
+            println!("{}: ok ({n} nodes)", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(p) => {
+            print_problems(path, &p);
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn type_name(v: &serde_json::Value) -> String {
+    if let Some(t) = v.get("type") {
+        return match t {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Array(a) => a
+                .iter()
+                .filter_map(|x| x.as_str())
+                .filter(|x| *x != "null")
+                .collect::<Vec<_>>()
+                .join("|"),
+            _ => "value".into(),
+        };
+    }
+    if v.get("anyOf").is_some() || v.get("oneOf").is_some() || v.get("$ref").is_some() {
+        return "object".into();
+    }
+    "value".into()
+}
+
+fn cmd_stages(only: Option<&str>) -> anyhow::Result<ExitCode> {
+    let kinds = registry::all();
+    if let Some(k) = only {
+        if !kinds.iter().any(|x| x.name == k) {
+            eprintln!("unknown kind `{k}`");
+            return Ok(ExitCode::from(2));
+        }
+    }
+    for k in kinds.iter().filter(|k| only.is_none_or(|o| o == k.name)) {
+        let role = match k.role {
+            Role::Source => "source",
+            Role::Transform => "transform",
+            Role::Stage => "stage",
+            Role::Sink => "sink",
+        };
+        println!(
+            "{} ({role}; ports: {})",
+            k.name,
+            if k.ports.is_empty() {
+                "-".into()
+            } else {
+                k.ports.join(", ")
+            }
+        );
+        println!("    {}", k.doc);
+        let schema = (k.schema)();
+        let required: Vec<String> = schema
+            .get("required")
+            .and_then(|r| r.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
+            for (name, p) in props {
+                let desc = p
+                    .get("description")
+                    .and_then(|d| d.as_str())
+                    .unwrap_or("")
+                    .replace('\n', " ");
+                let req = if required.contains(name) {
+                    " (required)"
+                } else {
+                    ""
+                };
+                println!("    {name}: {}{req} — {desc}", type_name(p));
+            }
+        }
+        println!();
+    }
+    Ok(ExitCode::SUCCESS)
+}

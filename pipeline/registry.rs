@@ -9,9 +9,13 @@ use crate::stages::*;
 pub fn all() -> Vec<Kind> {
     vec![
         // sources
+        ingest_jsonl::kind(),
+        ingest_parquet::kind(),
         // transforms and stages
         length_filter::kind(),
+        tokenize::kind(),
         // sinks
+        parquet_shards::kind(),
     ]
 }
 

@@ -51,7 +51,13 @@ impl Emitter {
         self.ports[0].push(doc);
     }
     /// Send a document to the `rejected` port with a reason, an optional score and detail.
-    pub fn reject(&mut self, mut doc: Document, reason: &str, score: Option<f64>, detail: impl Into<String>) {
+    pub fn reject(
+        &mut self,
+        mut doc: Document,
+        reason: &str,
+        score: Option<f64>,
+        detail: impl Into<String>,
+    ) {
         doc.reject = Some(RejectInfo {
             stage: String::new(),
             reason: reason.to_string(),
@@ -127,7 +133,13 @@ pub trait SourceSink {
     /// Push a document to `out`.
     fn emit(&mut self, doc: Document) -> Result<()>;
     /// Push a document to `rejected` with a reason.
-    fn reject(&mut self, doc: Document, reason: &str, score: Option<f64>, detail: String) -> Result<()>;
+    fn reject(
+        &mut self,
+        doc: Document,
+        reason: &str,
+        score: Option<f64>,
+        detail: String,
+    ) -> Result<()>;
     /// Count a bad record (skipped input that could not become a document).
     /// `location` is e.g. `file.jsonl:42` or `file.warc.gz@1234`. Fails once the budget is spent.
     fn bad_record(&mut self, location: &str, reason: &str) -> Result<()>;
@@ -325,7 +337,10 @@ pub struct Kind {
 ///
 /// Unknown fields are all reported, each with the nearest valid name; type errors come
 /// from serde; then [`StageConfig::validate`] adds semantic problems.
-pub fn parse_config<C: StageConfig>(params: &serde_json::Value, ctx: &BuildCtx) -> std::result::Result<C, Vec<String>> {
+pub fn parse_config<C: StageConfig>(
+    params: &serde_json::Value,
+    ctx: &BuildCtx,
+) -> std::result::Result<C, Vec<String>> {
     let mut problems = Vec::new();
     let schema = schemars::schema_for!(C);
     let allowed: Vec<String> = schema
@@ -371,8 +386,13 @@ pub fn unknown_field_message(key: &str, allowed: &[String]) -> String {
         .max_by(|a, b| a.0.total_cmp(&b.0));
     match best {
         Some((_, a)) => format!("unknown field `{key}` (did you mean `{a}`?)"),
-        None if allowed.is_empty() => format!("unknown field `{key}` (this kind takes no parameters)"),
-        None => format!("unknown field `{key}`; valid fields: {}", allowed.join(", ")),
+        None if allowed.is_empty() => {
+            format!("unknown field `{key}` (this kind takes no parameters)")
+        }
+        None => format!(
+            "unknown field `{key}`; valid fields: {}",
+            allowed.join(", ")
+        ),
     }
 }
 

@@ -20,7 +20,10 @@ fn split(docs: Vec<Document>, batch_size: usize) -> Vec<DocBatch> {
     for d in docs {
         cur.push(d);
         if cur.len() == batch_size {
-            batches.push(DocBatch::new(batches.len() as u64, std::mem::take(&mut cur)));
+            batches.push(DocBatch::new(
+                batches.len() as u64,
+                std::mem::take(&mut cur),
+            ));
         }
     }
     if !cur.is_empty() {
@@ -42,12 +45,20 @@ fn collect(em: &mut Emitter, out: &mut Vec<Document>, rej: &mut Vec<Document>) {
 }
 
 /// Run a transform over documents in batches of `batch_size`; return (out, rejected).
-pub fn run_transform_docs(t: &dyn Transform, docs: Vec<Document>, batch_size: usize) -> (Vec<Document>, Vec<Document>) {
+pub fn run_transform_docs(
+    t: &dyn Transform,
+    docs: Vec<Document>,
+    batch_size: usize,
+) -> (Vec<Document>, Vec<Document>) {
     try_run_transform_docs(t, docs, batch_size).expect("transform failed")
 }
 
 /// Fallible form of [`run_transform_docs`].
-pub fn try_run_transform_docs(t: &dyn Transform, docs: Vec<Document>, batch_size: usize) -> Result<(Vec<Document>, Vec<Document>)> {
+pub fn try_run_transform_docs(
+    t: &dyn Transform,
+    docs: Vec<Document>,
+    batch_size: usize,
+) -> Result<(Vec<Document>, Vec<Document>)> {
     let (mut out, mut rej) = (Vec::new(), Vec::new());
     for b in split(docs, batch_size) {
         let mut em = Emitter::new(OUT_REJECTED);
@@ -58,12 +69,20 @@ pub fn try_run_transform_docs(t: &dyn Transform, docs: Vec<Document>, batch_size
 }
 
 /// Run a transform over texts; return (out, rejected).
-pub fn run_transform(t: &dyn Transform, texts: &[&str], batch_size: usize) -> (Vec<Document>, Vec<Document>) {
+pub fn run_transform(
+    t: &dyn Transform,
+    texts: &[&str],
+    batch_size: usize,
+) -> (Vec<Document>, Vec<Document>) {
     run_transform_docs(t, docs(texts), batch_size)
 }
 
 /// Run a stateful stage over documents in batches, then `finish`; return (out, rejected).
-pub fn run_stage_docs(s: &mut dyn Stage, docs: Vec<Document>, batch_size: usize) -> (Vec<Document>, Vec<Document>) {
+pub fn run_stage_docs(
+    s: &mut dyn Stage,
+    docs: Vec<Document>,
+    batch_size: usize,
+) -> (Vec<Document>, Vec<Document>) {
     let (mut out, mut rej) = (Vec::new(), Vec::new());
     for b in split(docs, batch_size) {
         let mut em = Emitter::new(OUT_REJECTED);

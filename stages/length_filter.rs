@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::document::DocBatch;
 use crate::error::Result;
-use crate::stage::{parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED};
+use crate::stage::{
+    parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED,
+};
 
 /// Config for `length_filter`.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
@@ -71,9 +73,19 @@ impl Transform for LengthFilter {
             let n = doc.text.chars().count();
             doc.attrs.insert("length_filter.chars".into(), n as f64);
             if n < self.cfg.min_chars {
-                out.reject(doc, "too_short", Some(n as f64), format!("min_chars={}", self.cfg.min_chars));
+                out.reject(
+                    doc,
+                    "too_short",
+                    Some(n as f64),
+                    format!("min_chars={}", self.cfg.min_chars),
+                );
             } else if n > self.cfg.max_chars {
-                out.reject(doc, "too_long", Some(n as f64), format!("max_chars={}", self.cfg.max_chars));
+                out.reject(
+                    doc,
+                    "too_long",
+                    Some(n as f64),
+                    format!("max_chars={}", self.cfg.max_chars),
+                );
             } else {
                 out.emit(doc);
             }
@@ -104,13 +116,22 @@ mod tests {
 
     #[test]
     fn routes_by_char_count_not_bytes() {
-        let f = LengthFilter::new(Config { min_chars: 5, max_chars: 10 });
+        let f = LengthFilter::new(Config {
+            min_chars: 5,
+            max_chars: 10,
+        });
         // 6 Chinese characters = 18 bytes: kept by chars, would fail a byte bound.
         let texts = ["中文维基百科", "短", "This is far too long for ten"];
         for bs in [1, 3, 1000] {
             let (out, rej) = run_transform(&f, &texts, bs);
-            assert_eq!(out.iter().map(|d| d.text.as_str()).collect::<Vec<_>>(), vec!["中文维基百科"]);
-            let reasons: Vec<_> = rej.iter().map(|d| d.reject.as_ref().unwrap().reason.clone()).collect();
+            assert_eq!(
+                out.iter().map(|d| d.text.as_str()).collect::<Vec<_>>(),
+                vec!["中文维基百科"]
+            );
+            let reasons: Vec<_> = rej
+                .iter()
+                .map(|d| d.reject.as_ref().unwrap().reason.clone())
+                .collect();
             assert_eq!(reasons, vec!["too_short", "too_long"]);
             assert_eq!(rej[0].reject.as_ref().unwrap().score, Some(1.0));
         }

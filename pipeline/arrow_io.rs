@@ -1,0 +1,325 @@
+//! The one module that owns the Document ⇄ Arrow `RecordBatch` schemas.
+//!
+//! Three schemas leave the engine:
+//! * **document shards**: `id, source, text?, lang, url, tokens, n_tokens, n_chars, attrs, meta`;
+//! * **packed shards** (after `pack`): `id, input_ids, n_tokens, doc_offsets, doc_ids, source_mix, n_pad`;
+//! * **rejects**: `id, source, stage, reason, score, detail, url, n_chars, text_prefix, attrs, meta`.
+//!
+//! `attrs` and `meta` are JSON-object strings rather than Arrow maps: every reader
+//! (pyarrow, DuckDB, HF datasets, DataFusion) handles strings, while Parquet MAP columns
+//! still trip some of them. Keys are sorted (BTreeMap), so the bytes are deterministic.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, Float64Builder, LargeStringArray, ListArray, ListBuilder, RecordBatch,
+    StringArray, StringBuilder, StructBuilder, UInt32Array, UInt32Builder, UInt64Builder,
+};
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
+
+use crate::document::Document;
+use crate::error::{Error, Result};
+
+fn list_u32(name: &str, nullable: bool) -> Field {
+    Field::new(
+        name,
+        DataType::List(Arc::new(Field::new("item", DataType::UInt32, true))),
+        nullable,
+    )
+}
+
+/// Schema of document shards.
+pub fn doc_schema(with_text: bool) -> SchemaRef {
+    let mut f = vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+    ];
+    if with_text {
+        f.push(Field::new("text", DataType::Utf8, false));
+    }
+    f.extend([
+        Field::new("lang", DataType::Utf8, true),
+        Field::new("url", DataType::Utf8, true),
+        list_u32("tokens", true),
+        Field::new("n_tokens", DataType::UInt32, false),
+        Field::new("n_chars", DataType::UInt64, false),
+        Field::new("attrs", DataType::Utf8, false),
+        Field::new("meta", DataType::Utf8, false),
+    ]);
+    Arc::new(Schema::new(f))
+}
+
+fn source_mix_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("source", DataType::Utf8, true),
+        Field::new("tokens", DataType::UInt32, true),
+    ])
+}
+
+/// Schema of packed-sequence shards.
+pub fn packed_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        list_u32("input_ids", false),
+        Field::new("n_tokens", DataType::UInt32, false),
+        list_u32("doc_offsets", false),
+        Field::new(
+            "doc_ids",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            false,
+        ),
+        Field::new(
+            "source_mix",
+            DataType::List(Arc::new(Field::new(
+                "item",
+                DataType::Struct(source_mix_fields()),
+                true,
+            ))),
+            false,
+        ),
+        Field::new("n_pad", DataType::UInt32, false),
+    ]))
+}
+
+/// Schema of reject files.
+pub fn reject_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("stage", DataType::Utf8, false),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("score", DataType::Float64, true),
+        Field::new("detail", DataType::Utf8, false),
+        Field::new("url", DataType::Utf8, true),
+        Field::new("n_chars", DataType::UInt64, false),
+        Field::new("text_prefix", DataType::Utf8, false),
+        Field::new("attrs", DataType::Utf8, false),
+        Field::new("meta", DataType::Utf8, false),
+    ]))
+}
+
+/// Serialize attrs as a JSON object with sorted keys. Non-finite values become null.
+pub fn attrs_json(attrs: &BTreeMap<String, f64>) -> String {
+    let m: serde_json::Map<String, serde_json::Value> = attrs
+        .iter()
+        .map(|(k, v)| {
+            let val = serde_json::Number::from_f64(*v)
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null);
+            (k.clone(), val)
+        })
+        .collect();
+    serde_json::Value::Object(m).to_string()
+}
+
+/// Serialize meta as a JSON object with sorted keys.
+pub fn meta_json(meta: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(meta).unwrap_or_else(|_| "{}".into())
+}
+
+/// Documents → a document-shard batch.
+pub fn docs_to_batch(docs: &[Document], with_text: bool) -> Result<RecordBatch> {
+    let mut id = StringBuilder::new();
+    let mut source = StringBuilder::new();
+    let mut text = StringBuilder::new();
+    let mut lang = StringBuilder::new();
+    let mut url = StringBuilder::new();
+    let mut tokens = ListBuilder::new(UInt32Builder::new());
+    let mut n_tokens = UInt32Builder::new();
+    let mut n_chars = UInt64Builder::new();
+    let mut attrs = StringBuilder::new();
+    let mut meta = StringBuilder::new();
+    for d in docs {
+        id.append_value(&d.id);
+        source.append_value(&d.source);
+        if with_text {
+            text.append_value(&d.text);
+        }
+        lang.append_option(d.lang.as_deref());
+        url.append_option(d.meta.get("url").map(|s| s.as_str()));
+        match &d.tokens {
+            Some(t) => {
+                tokens.values().append_slice(t);
+                tokens.append(true);
+                n_tokens.append_value(t.len() as u32);
+            }
+            None => {
+                tokens.append(false);
+                n_tokens.append_value(0);
+            }
+        }
+        n_chars.append_value(d.text.chars().count() as u64);
+        attrs.append_value(attrs_json(&d.attrs));
+        meta.append_value(meta_json(&d.meta));
+    }
+    let mut cols: Vec<ArrayRef> = vec![Arc::new(id.finish()), Arc::new(source.finish())];
+    if with_text {
+        cols.push(Arc::new(text.finish()));
+    }
+    cols.extend([
+        Arc::new(lang.finish()) as ArrayRef,
+        Arc::new(url.finish()),
+        Arc::new(tokens.finish()),
+        Arc::new(n_tokens.finish()),
+        Arc::new(n_chars.finish()),
+        Arc::new(attrs.finish()),
+        Arc::new(meta.finish()),
+    ]);
+    Ok(RecordBatch::try_new(doc_schema(with_text), cols)?)
+}
+
+/// Packed sequences → a packed-shard batch.
+pub fn packed_to_batch(docs: &[Document]) -> Result<RecordBatch> {
+    let mut id = StringBuilder::new();
+    let mut input_ids = ListBuilder::new(UInt32Builder::new());
+    let mut n_tokens = UInt32Builder::new();
+    let mut offsets = ListBuilder::new(UInt32Builder::new());
+    let mut doc_ids = ListBuilder::new(StringBuilder::new());
+    let mut mix = ListBuilder::new(StructBuilder::from_fields(source_mix_fields(), 0));
+    let mut n_pad = UInt32Builder::new();
+    for d in docs {
+        let p = d
+            .packed
+            .as_ref()
+            .ok_or_else(|| Error::msg(format!("document `{}` is not a packed sequence", d.id)))?;
+        id.append_value(&d.id);
+        let toks = d.tokens.as_deref().unwrap_or(&[]);
+        input_ids.values().append_slice(toks);
+        input_ids.append(true);
+        n_tokens.append_value(toks.len() as u32 - p.n_pad.min(toks.len() as u32));
+        offsets.values().append_slice(&p.doc_offsets);
+        offsets.append(true);
+        for i in &p.doc_ids {
+            doc_ids.values().append_value(i);
+        }
+        doc_ids.append(true);
+        for (s, t) in &p.source_mix {
+            let sb = mix.values();
+            sb.field_builder::<StringBuilder>(0)
+                .expect("source field")
+                .append_value(s);
+            sb.field_builder::<UInt32Builder>(1)
+                .expect("tokens field")
+                .append_value(*t);
+            sb.append(true);
+        }
+        mix.append(true);
+        n_pad.append_value(p.n_pad);
+    }
+    Ok(RecordBatch::try_new(
+        packed_schema(),
+        vec![
+            Arc::new(id.finish()),
+            Arc::new(input_ids.finish()),
+            Arc::new(n_tokens.finish()),
+            Arc::new(offsets.finish()),
+            Arc::new(doc_ids.finish()),
+            Arc::new(mix.finish()),
+            Arc::new(n_pad.finish()),
+        ],
+    )?)
+}
+
+/// Rejected documents → a rejects batch.
+pub fn rejects_to_batch(docs: &[Document], prefix_chars: usize) -> Result<RecordBatch> {
+    let mut b: Vec<StringBuilder> = (0..4).map(|_| StringBuilder::new()).collect();
+    let mut score = Float64Builder::new();
+    let mut detail = StringBuilder::new();
+    let mut url = StringBuilder::new();
+    let mut n_chars = UInt64Builder::new();
+    let mut prefix = StringBuilder::new();
+    let mut attrs = StringBuilder::new();
+    let mut meta = StringBuilder::new();
+    for d in docs {
+        let r = d.reject.clone().unwrap_or_default();
+        b[0].append_value(&d.id);
+        b[1].append_value(&d.source);
+        b[2].append_value(&r.stage);
+        b[3].append_value(&r.reason);
+        score.append_option(r.score.filter(|s| s.is_finite()));
+        detail.append_value(&r.detail);
+        url.append_option(d.meta.get("url").map(|s| s.as_str()));
+        n_chars.append_value(d.text.chars().count() as u64);
+        let end = d
+            .text
+            .char_indices()
+            .nth(prefix_chars)
+            .map(|(i, _)| i)
+            .unwrap_or(d.text.len());
+        prefix.append_value(&d.text[..end]);
+        attrs.append_value(attrs_json(&d.attrs));
+        meta.append_value(meta_json(&d.meta));
+    }
+    let mut cols: Vec<ArrayRef> = b
+        .iter_mut()
+        .map(|x| Arc::new(x.finish()) as ArrayRef)
+        .collect();
+    cols.extend([
+        Arc::new(score.finish()) as ArrayRef,
+        Arc::new(detail.finish()),
+        Arc::new(url.finish()),
+        Arc::new(n_chars.finish()),
+        Arc::new(prefix.finish()),
+        Arc::new(attrs.finish()),
+        Arc::new(meta.finish()),
+    ]);
+    Ok(RecordBatch::try_new(reject_schema(), cols)?)
+}
+
+/// Read a string column by name (Utf8 or LargeUtf8) as owned options.
+pub fn string_column(batch: &RecordBatch, name: &str) -> Result<Option<Vec<Option<String>>>> {
+    let Some(col) = batch.column_by_name(name) else {
+        return Ok(None);
+    };
+    if let Some(a) = col.as_any().downcast_ref::<StringArray>() {
+        return Ok(Some(
+            (0..a.len())
+                .map(|i| a.is_valid(i).then(|| a.value(i).to_string()))
+                .collect(),
+        ));
+    }
+    if let Some(a) = col.as_any().downcast_ref::<LargeStringArray>() {
+        return Ok(Some(
+            (0..a.len())
+                .map(|i| a.is_valid(i).then(|| a.value(i).to_string()))
+                .collect(),
+        ));
+    }
+    if let Some(a) = col.as_any().downcast_ref::<arrow::array::StringViewArray>() {
+        return Ok(Some(
+            (0..a.len())
+                .map(|i| a.is_valid(i).then(|| a.value(i).to_string()))
+                .collect(),
+        ));
+    }
+    Err(Error::msg(format!(
+        "column `{name}` is not a string column ({})",
+        col.data_type()
+    )))
+}
+
+/// Read a `list<uint32>` column by name.
+pub fn u32_list_column(batch: &RecordBatch, name: &str) -> Result<Option<Vec<Option<Vec<u32>>>>> {
+    let Some(col) = batch.column_by_name(name) else {
+        return Ok(None);
+    };
+    let l = col
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .ok_or_else(|| Error::msg(format!("column `{name}` is not a list column")))?;
+    let mut out = Vec::with_capacity(l.len());
+    for i in 0..l.len() {
+        if l.is_null(i) {
+            out.push(None);
+            continue;
+        }
+        let v = l.value(i);
+        let u = v
+            .as_any()
+            .downcast_ref::<UInt32Array>()
+            .ok_or_else(|| Error::msg(format!("column `{name}` is not list<uint32>")))?;
+        out.push(Some(u.values().to_vec()));
+    }
+    Ok(Some(out))
+}

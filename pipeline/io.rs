@@ -1,0 +1,255 @@
+//! File I/O shared by sources and sinks: opening inputs (plain, `.gz`, `.zst`),
+//! expanding input globs deterministically, and atomic outputs.
+//!
+//! Every output file is written as `name.tmp`, fsynced, then renamed, so a crash never
+//! leaves a partial file under a final name. The sha256 is computed while writing, so a
+//! manifest entry costs no second read.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// Open an input file for buffered reading, decompressing by extension
+/// (`.gz` — multi-member aware — and `.zst`).
+pub fn open_input(path: &str) -> Result<Box<dyn BufRead + Send>> {
+    let f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let raw = BufReader::with_capacity(1 << 16, f);
+    Ok(wrap_decoder(path, raw)?)
+}
+
+/// Wrap a raw reader in the decoder its name implies.
+pub fn wrap_decoder<R: BufRead + Send + 'static>(
+    name: &str,
+    raw: R,
+) -> Result<Box<dyn BufRead + Send>> {
+    if name.ends_with(".gz") {
+        Ok(Box::new(BufReader::with_capacity(
+            1 << 16,
+            flate2::bufread::MultiGzDecoder::new(raw),
+        )))
+    } else if name.ends_with(".zst") || name.ends_with(".zstd") {
+        let d = zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| Error::io(name, e))?;
+        Ok(Box::new(BufReader::with_capacity(1 << 16, d)))
+    } else {
+        Ok(Box::new(raw))
+    }
+}
+
+/// Expand path patterns (globs allowed) into a sorted, de-duplicated list of files.
+/// A pattern that matches nothing is an error, so a typo never yields an empty run.
+pub fn expand_paths(patterns: &[String]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for p in patterns {
+        if p.contains(['*', '?', '[']) {
+            let mut found: Vec<String> = glob::glob(p)
+                .map_err(|e| Error::msg(format!("bad glob `{p}`: {e}")))?
+                .filter_map(|r| r.ok())
+                .filter(|pb| pb.is_file())
+                .map(|pb| pb.to_string_lossy().into_owned())
+                .collect();
+            if found.is_empty() {
+                return Err(Error::msg(format!("no input files match `{p}`")));
+            }
+            found.sort();
+            out.extend(found);
+        } else if Path::new(p).is_file() {
+            out.push(p.clone());
+        } else {
+            return Err(Error::msg(format!("input file not found: {p}")));
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Check path patterns for `validate`: one problem per pattern that matches nothing.
+pub fn check_paths(field: &str, patterns: &[String]) -> Vec<String> {
+    let mut problems = Vec::new();
+    if patterns.is_empty() {
+        problems.push(format!("{field}: at least one path is required"));
+    }
+    for p in patterns {
+        if let Err(e) = expand_paths(std::slice::from_ref(p)) {
+            problems.push(format!("{field}: {e}"));
+        }
+    }
+    problems
+}
+
+/// The file name of a path (for ids): the last component.
+pub fn file_name(path: &str) -> &str {
+    path.rsplit(['/', '\\']).next().unwrap_or(path)
+}
+
+/// A file written under `name.tmp` and renamed into place by [`AtomicFile::commit`].
+/// Dropped without commit, the temp file is removed.
+pub struct AtomicFile {
+    final_path: PathBuf,
+    tmp_path: PathBuf,
+    file: Option<File>,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+/// What a committed file was.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// Final path.
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// sha256 hex.
+    pub sha256: String,
+}
+
+impl AtomicFile {
+    /// Create `path.tmp` (parent directories included).
+    pub fn create(path: impl Into<PathBuf>) -> Result<Self> {
+        let final_path: PathBuf = path.into();
+        if let Some(parent) = final_path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        let mut tmp = final_path.clone().into_os_string();
+        tmp.push(".tmp");
+        let tmp_path = PathBuf::from(tmp);
+        let file = File::create(&tmp_path).map_err(|e| Error::io(&tmp_path, e))?;
+        Ok(AtomicFile {
+            final_path,
+            tmp_path,
+            file: Some(file),
+            hasher: Sha256::new(),
+            bytes: 0,
+        })
+    }
+
+    /// Bytes written so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes
+    }
+
+    /// fsync, rename into place, fsync the directory; return size and sha256.
+    pub fn commit(mut self) -> Result<Committed> {
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| Error::msg("file already committed"))?;
+        file.sync_all().map_err(|e| Error::io(&self.tmp_path, e))?;
+        drop(file);
+        std::fs::rename(&self.tmp_path, &self.final_path)
+            .map_err(|e| Error::io(&self.final_path, e))?;
+        if let Some(parent) = self.final_path.parent() {
+            if let Ok(d) = File::open(parent) {
+                let _ = d.sync_all();
+            }
+        }
+        let sha = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        Ok(Committed {
+            path: self.final_path.clone(),
+            bytes: self.bytes,
+            sha256: sha,
+        })
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let f = self
+            .file
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("write after commit"))?;
+        let n = f.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.file.as_mut() {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp_path);
+        }
+    }
+}
+
+/// Write bytes atomically to `path`.
+pub fn write_atomic(path: impl Into<PathBuf>, bytes: &[u8]) -> Result<Committed> {
+    let path = path.into();
+    let mut f = AtomicFile::create(&path)?;
+    f.write_all(bytes).map_err(|e| Error::io(&path, e))?;
+    f.commit()
+}
+
+/// sha256 of a file's bytes, hex.
+pub fn sha256_file(path: impl AsRef<Path>) -> Result<String> {
+    let path = path.as_ref();
+    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_file_commit_and_abort() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a/b.txt");
+        let mut f = AtomicFile::create(&p).unwrap();
+        f.write_all(b"hello").unwrap();
+        assert!(!p.exists());
+        let c = f.commit().unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"hello");
+        assert_eq!(c.bytes, 5);
+        assert_eq!(c.sha256, sha256_file(&p).unwrap());
+        let q = dir.path().join("c.txt");
+        {
+            let mut g = AtomicFile::create(&q).unwrap();
+            g.write_all(b"partial").unwrap();
+        }
+        assert!(!q.exists());
+        assert!(!dir.path().join("c.txt.tmp").exists());
+    }
+
+    #[test]
+    fn gz_and_zst_inputs_decode() {
+        let dir = tempfile::tempdir().unwrap();
+        let gz = dir.path().join("x.jsonl.gz");
+        let mut e =
+            flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::fast());
+        e.write_all(b"line1\n").unwrap();
+        e.finish().unwrap();
+        let zs = dir.path().join("x.jsonl.zst");
+        std::fs::write(&zs, zstd::encode_all(&b"line2\n"[..], 3).unwrap()).unwrap();
+        let mut s = String::new();
+        open_input(gz.to_str().unwrap())
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        open_input(zs.to_str().unwrap())
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        assert_eq!(s, "line1\nline2\n");
+    }
+}

@@ -1,0 +1,893 @@
+//! The streaming runtime.
+//!
+//! One OS thread per node; bounded crossbeam channels on every edge (backpressure);
+//! stateless transforms fan their batches out to a rayon pool of `--threads` workers and
+//! restore order by batch sequence number, so output is byte-identical at any thread count.
+//!
+//! **Ordering rules that make runs deterministic and deadlock-free:**
+//! * a source cuts batches by document count, independent of timing;
+//! * every node emits exactly one batch per port for every batch it receives (possibly
+//!   empty), so streams that share an upstream stay aligned;
+//! * a node with several inputs reads them round-robin (input 0, 1, …, skipping finished
+//!   ones), which is a fixed function of the upstream streams;
+//! * stateful stages and sinks see batches strictly in order.
+//!
+//! **Errors.** The first error is recorded with its node name and raises an abort flag.
+//! The failing thread drops its channel ends, so upstream sends and downstream receives
+//! unwind; every thread that sees the flag returns without finishing its outputs. Files
+//! in progress are temp files that vanish on drop; nothing partial appears under a final
+//! name, and no marker is written, so a rerun redoes the rank cleanly.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, Select, Sender};
+use serde_json::{json, Value};
+
+use crate::config::PipelineSpec;
+use crate::document::{DocBatch, Document};
+use crate::error::{Error, Result};
+use crate::graph::{self, Graph};
+use crate::rundir::{self, Prepared};
+use crate::shard_writer::{RotatingWriter, ShardLimits};
+use crate::stage::{BuildCtx, Emitter, Node, ShardInfo, SourceSink, REJECTED};
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Run directory.
+    pub out_dir: PathBuf,
+    /// Worker threads for parallel transforms.
+    pub threads: usize,
+    /// This process's rank.
+    pub rank: usize,
+    /// Number of ranks.
+    pub world_size: usize,
+    /// Show a progress bar (terminal) or periodic log lines.
+    pub progress: bool,
+    /// Remove a previous run in `out_dir` first.
+    pub overwrite: bool,
+}
+
+impl RunOptions {
+    /// Defaults for tests: one rank, no progress.
+    pub fn new(out_dir: impl Into<PathBuf>, threads: usize) -> Self {
+        RunOptions {
+            out_dir: out_dir.into(),
+            threads,
+            rank: 0,
+            world_size: 1,
+            progress: false,
+            overwrite: false,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug)]
+pub struct RunSummary {
+    /// True when the rank was already finished and nothing ran.
+    pub skipped: bool,
+    /// This rank's stats.
+    pub stats: Value,
+    /// This rank's manifest.
+    pub manifest: Value,
+    /// Whether the merged top-level files were written (all ranks done).
+    pub merged: bool,
+}
+
+#[derive(Default)]
+struct PortStat {
+    docs: u64,
+    bytes: u64,
+}
+
+#[derive(Default)]
+struct NodeStats {
+    docs_in: u64,
+    bytes_in: u64,
+    ports: Vec<PortStat>,
+    rejects: BTreeMap<String, u64>,
+    busy: Duration,
+    bad_count: u64,
+    bad_by_reason: BTreeMap<String, u64>,
+    bad_examples: Vec<String>,
+    splits: u64,
+}
+
+/// Shared abort state: the first real error wins.
+#[derive(Default)]
+struct Abort {
+    flag: AtomicBool,
+    first: Mutex<Option<Error>>,
+}
+
+impl Abort {
+    fn fail(&self, node: &str, e: Error) {
+        if matches!(e, Error::Cancelled) {
+            self.flag.store(true, Ordering::SeqCst);
+            return;
+        }
+        let mut g = self.first.lock().unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            *g = Some(e.in_node(node));
+        }
+        self.flag.store(true, Ordering::SeqCst);
+    }
+    fn aborted(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+}
+
+type RejectMsg = (usize, DocBatch);
+
+/// The output side of one node: per port, the consumers' senders.
+struct Outputs {
+    node: String,
+    node_idx: usize,
+    names: &'static [&'static str],
+    targets: Vec<Vec<(Sender<DocBatch>, usize)>>,
+    to_rejects: Vec<bool>,
+    rejects_tx: Sender<RejectMsg>,
+    seq: u64,
+    stats: Arc<Mutex<NodeStats>>,
+}
+
+impl Outputs {
+    /// Send one batch per port (possibly empty) with the next sequence number.
+    fn send(&mut self, em: &mut Emitter) -> Result<()> {
+        let seq = self.seq;
+        self.seq += 1;
+        for p in 0..self.names.len() {
+            let mut docs = em.take(p);
+            let is_rej = self.names[p] == REJECTED;
+            {
+                let mut st = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+                st.ports[p].docs += docs.len() as u64;
+                st.ports[p].bytes += docs.iter().map(|d| d.byte_len()).sum::<u64>();
+                if is_rej {
+                    for d in &docs {
+                        let reason = d
+                            .reject
+                            .as_ref()
+                            .map(|r| r.reason.clone())
+                            .unwrap_or_else(|| "unspecified".into());
+                        *st.rejects.entry(reason).or_default() += 1;
+                    }
+                }
+            }
+            if is_rej {
+                for d in docs.iter_mut() {
+                    let r = d.reject.get_or_insert_with(Default::default);
+                    if r.stage.is_empty() {
+                        r.stage = self.node.clone();
+                    }
+                    if r.reason.is_empty() {
+                        r.reason = "unspecified".into();
+                    }
+                }
+            }
+            if self.to_rejects[p] {
+                if !docs.is_empty() {
+                    self.rejects_tx
+                        .send((self.node_idx, DocBatch::new(seq, docs)))
+                        .map_err(|_| Error::Cancelled)?;
+                }
+                continue;
+            }
+            let n = self.targets[p].len();
+            for (k, (tx, input)) in self.targets[p].iter().enumerate() {
+                let d = if k + 1 == n {
+                    std::mem::take(&mut docs)
+                } else {
+                    docs.clone()
+                };
+                tx.send(DocBatch {
+                    seq,
+                    input: *input,
+                    docs: d,
+                })
+                .map_err(|_| Error::Cancelled)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Send a large emitter (from `finish`) as several aligned batches.
+    fn send_chunked(&mut self, em: &mut Emitter, batch_size: usize) -> Result<()> {
+        let mut per_port: Vec<std::collections::VecDeque<Document>> =
+            (0..self.names.len()).map(|p| em.take(p).into()).collect();
+        while per_port.iter().any(|q| !q.is_empty()) {
+            let mut chunk = Emitter::new(self.names);
+            for (p, q) in per_port.iter_mut().enumerate() {
+                for _ in 0..batch_size.min(q.len()) {
+                    if let Some(d) = q.pop_front() {
+                        chunk.emit_to(self.names[p], d);
+                    }
+                }
+            }
+            self.send(&mut chunk)?;
+        }
+        Ok(())
+    }
+}
+
+/// Round-robin reader over a node's inputs.
+struct MergedInput {
+    rx: Vec<Receiver<DocBatch>>,
+    alive: Vec<bool>,
+    cur: usize,
+}
+
+impl MergedInput {
+    fn new(rx: Vec<Receiver<DocBatch>>) -> Self {
+        let n = rx.len();
+        MergedInput {
+            rx,
+            alive: vec![true; n],
+            cur: 0,
+        }
+    }
+    fn done(&self) -> bool {
+        !self.alive.iter().any(|a| *a)
+    }
+    fn current(&mut self) -> Option<&Receiver<DocBatch>> {
+        if self.done() {
+            return None;
+        }
+        while !self.alive[self.cur] {
+            self.cur = (self.cur + 1) % self.rx.len();
+        }
+        Some(&self.rx[self.cur])
+    }
+    /// Record the outcome of a receive on the current input.
+    fn advance(&mut self, got: bool) {
+        if !got {
+            self.alive[self.cur] = false;
+        }
+        if !self.rx.is_empty() {
+            self.cur = (self.cur + 1) % self.rx.len();
+        }
+    }
+    fn recv(&mut self) -> Option<DocBatch> {
+        loop {
+            let r = self.current()?.recv();
+            match r {
+                Ok(b) => {
+                    self.advance(true);
+                    return Some(b);
+                }
+                Err(_) => self.advance(false),
+            }
+        }
+    }
+}
+
+/// The source side of the runtime: batches documents and counts bad records.
+struct SourceCtx<'a> {
+    em: Emitter,
+    out: &'a mut Outputs,
+    batch_size: usize,
+    budget: u64,
+    abort: &'a Abort,
+    stats: Arc<Mutex<NodeStats>>,
+    bytes: &'a AtomicU64,
+    docs: &'a AtomicU64,
+}
+
+impl SourceCtx<'_> {
+    fn maybe_flush(&mut self) -> Result<()> {
+        if self.abort.aborted() {
+            return Err(Error::Cancelled);
+        }
+        if self.em.len() >= self.batch_size {
+            self.flush()?;
+        }
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<()> {
+        if !self.em.is_empty() {
+            self.out.send(&mut self.em)?;
+        }
+        Ok(())
+    }
+}
+
+impl SourceSink for SourceCtx<'_> {
+    fn emit(&mut self, doc: Document) -> Result<()> {
+        self.docs.fetch_add(1, Ordering::Relaxed);
+        self.em.emit(doc);
+        self.maybe_flush()
+    }
+    fn reject(
+        &mut self,
+        doc: Document,
+        reason: &str,
+        score: Option<f64>,
+        detail: String,
+    ) -> Result<()> {
+        self.docs.fetch_add(1, Ordering::Relaxed);
+        self.em.reject(doc, reason, score, detail);
+        self.maybe_flush()
+    }
+    fn bad_record(&mut self, location: &str, reason: &str) -> Result<()> {
+        let mut st = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        st.bad_count += 1;
+        let key = reason
+            .split(':')
+            .next()
+            .unwrap_or(reason)
+            .trim()
+            .to_string();
+        *st.bad_by_reason.entry(key).or_default() += 1;
+        let line = format!("{location}: {reason}");
+        if st.bad_examples.len() < 20 {
+            tracing::warn!(target: "sluice::bad_record", "{line}");
+            st.bad_examples.push(line.clone());
+        } else {
+            tracing::debug!(target: "sluice::bad_record", "{line}");
+        }
+        if st.bad_count > self.budget {
+            return Err(Error::BadRecordBudget {
+                count: st.bad_count,
+                budget: self.budget,
+                last: line,
+            });
+        }
+        Ok(())
+    }
+    fn bytes_read(&mut self, n: u64) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Validate a config completely: structure, then every node's builder. Returns every problem.
+pub fn validate(spec: PipelineSpec, base: &BuildCtx) -> std::result::Result<Graph, Vec<String>> {
+    let g = graph::check(spec)?;
+    let mut ctx = base.clone();
+    ctx.validate_only = true;
+    graph::build(&g, &ctx)?;
+    Ok(g)
+}
+
+/// Run a pipeline for one rank.
+pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
+    if opts.world_size == 0 || opts.rank >= opts.world_size {
+        return Err(Error::msg(format!(
+            "bad rank {} for world size {}",
+            opts.rank, opts.world_size
+        )));
+    }
+    let graph = graph::check(spec).map_err(Error::Config)?;
+    let out = opts.out_dir.clone();
+    let hash = graph.spec.config_hash.clone();
+    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    if rundir::prepare(&out, opts.rank, opts.world_size, &hash, opts.overwrite)?
+        == Prepared::AlreadyDone
+    {
+        tracing::info!(
+            "rank {} of {} is already done in {}; nothing to do",
+            opts.rank,
+            opts.world_size,
+            out.display()
+        );
+        let merged = rundir::try_merge(&out, opts.world_size)?;
+        return Ok(RunSummary {
+            skipped: true,
+            stats: Value::Null,
+            manifest: Value::Null,
+            merged,
+        });
+    }
+    let base = BuildCtx {
+        node: String::new(),
+        inputs: vec![],
+        run: graph.spec.run.clone(),
+        out_dir: out.clone(),
+        scratch_dir: out.join("tmp"),
+        rank: opts.rank,
+        world_size: opts.world_size,
+        threads: opts.threads.max(1),
+        validate_only: false,
+    };
+    let nodes = graph::build(&graph, &base).map_err(Error::Config)?;
+    let started = Instant::now();
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(opts.threads.max(1))
+            .thread_name(|i| format!("sluice-worker-{i}"))
+            .build()
+            .map_err(|e| Error::msg(format!("thread pool: {e}")))?,
+    );
+    let run = &graph.spec.run;
+    let n = graph.spec.nodes.len();
+    let abort = Arc::new(Abort::default());
+    let stats: Vec<Arc<Mutex<NodeStats>>> = (0..n)
+        .map(|i| {
+            Arc::new(Mutex::new(NodeStats {
+                ports: graph.kinds[i]
+                    .ports
+                    .iter()
+                    .map(|_| PortStat::default())
+                    .collect(),
+                ..Default::default()
+            }))
+        })
+        .collect();
+
+    // Channels: one per edge.
+    let mut inputs_rx: Vec<Vec<Option<Receiver<DocBatch>>>> = graph
+        .spec
+        .nodes
+        .iter()
+        .map(|s| s.inputs.iter().map(|_| None).collect())
+        .collect();
+    let mut targets: Vec<Vec<Vec<(Sender<DocBatch>, usize)>>> = graph
+        .kinds
+        .iter()
+        .map(|k| k.ports.iter().map(|_| Vec::new()).collect())
+        .collect();
+    for up in 0..n {
+        for (p, cons) in graph.consumers[up].iter().enumerate() {
+            for &(c, j) in cons {
+                let (tx, rx) = bounded(run.queue_batches);
+                targets[up][p].push((tx, j));
+                inputs_rx[c][j] = Some(rx);
+            }
+        }
+    }
+    let (rej_tx, rej_rx) = bounded::<RejectMsg>(run.queue_batches * n.max(1));
+
+    let src_bytes = Arc::new(AtomicU64::new(0));
+    let src_docs = Arc::new(AtomicU64::new(0));
+    let shards: Arc<Mutex<Vec<ShardInfo>>> = Arc::default();
+    let extras: Arc<Mutex<BTreeMap<String, (Option<Value>, Option<Value>)>>> = Arc::default();
+    let progress_done = Arc::new(AtomicBool::new(false));
+
+    std::thread::scope(|scope| -> Result<()> {
+        let mut handles = Vec::new();
+        // Rejects writer.
+        {
+            let abort = abort.clone();
+            let names: Vec<String> = graph.spec.nodes.iter().map(|s| s.name.clone()).collect();
+            let out = out.clone();
+            let rank = opts.rank;
+            let prefix = run.reject_prefix_chars;
+            let rows = run.reject_shard_rows as u64;
+            let shards = shards.clone();
+            let h = std::thread::Builder::new()
+                .name("sluice-rejects".into())
+                .spawn_scoped(scope, move || {
+                    let res = (|| -> Result<()> {
+                        let mut writers: BTreeMap<usize, RotatingWriter> = BTreeMap::new();
+                        while let Ok((node, batch)) = rej_rx.recv() {
+                            let w = writers.entry(node).or_insert_with(|| {
+                                RotatingWriter::new(
+                                    out.clone(),
+                                    "rejects",
+                                    format!("{}-r{rank:04}", names[node]),
+                                    names[node].clone(),
+                                    crate::arrow_io::reject_schema(),
+                                    ShardLimits {
+                                        shard_size_bytes: 256 << 20,
+                                        shard_rows: rows,
+                                        row_group_rows: 65536,
+                                        row_group_bytes: 64 << 20,
+                                        zstd_level: 3,
+                                    },
+                                )
+                            });
+                            let rb = crate::arrow_io::rejects_to_batch(&batch.docs, prefix)?;
+                            w.write(&rb, &vec![0; batch.docs.len()])?;
+                        }
+                        if abort.aborted() {
+                            return Err(Error::Cancelled);
+                        }
+                        let mut all = Vec::new();
+                        for w in writers.values_mut() {
+                            all.extend(w.finish()?);
+                        }
+                        shards.lock().unwrap_or_else(|e| e.into_inner()).extend(all);
+                        Ok(())
+                    })();
+                    if let Err(e) = res {
+                        abort.fail("rejects", e);
+                    }
+                })
+                .map_err(|e| Error::msg(format!("spawn: {e}")))?;
+            handles.push(h);
+        }
+
+        // Progress reporter.
+        if opts.progress {
+            let done = progress_done.clone();
+            let bytes = src_bytes.clone();
+            let docs = src_docs.clone();
+            scope.spawn(move || progress_loop(&done, &bytes, &docs));
+        }
+
+        for (i, node) in nodes.into_iter().enumerate() {
+            let spec = &graph.spec.nodes[i];
+            let name = spec.name.clone();
+            let names = graph.kinds[i].ports;
+            let to_rejects: Vec<bool> = names
+                .iter()
+                .enumerate()
+                .map(|(p, pn)| *pn == REJECTED && graph.consumers[i][p].is_empty())
+                .collect();
+            let mut outputs = Outputs {
+                node: name.clone(),
+                node_idx: i,
+                names,
+                targets: std::mem::take(&mut targets[i]),
+                to_rejects,
+                rejects_tx: rej_tx.clone(),
+                seq: 0,
+                stats: stats[i].clone(),
+            };
+            let rx: Vec<Receiver<DocBatch>> =
+                inputs_rx[i].iter_mut().filter_map(|r| r.take()).collect();
+            let abort = abort.clone();
+            let st = stats[i].clone();
+            let pool = pool.clone();
+            let shards = shards.clone();
+            let extras = extras.clone();
+            let src_bytes = src_bytes.clone();
+            let src_docs = src_docs.clone();
+            let batch_size = run.batch_size;
+            let budget = run.max_bad_records;
+            let (rank, world) = (opts.rank, opts.world_size);
+            let inflight = opts.threads.max(1) * 2 + 1;
+            let h = std::thread::Builder::new()
+                .name(format!("node-{name}"))
+                .spawn_scoped(scope, move || {
+                    let res: Result<()> = match node {
+                        Node::Source(mut src) => (|| {
+                            let splits = src.splits()?;
+                            let mine: Vec<String> = splits
+                                .into_iter()
+                                .enumerate()
+                                .filter(|(k, _)| k % world == rank)
+                                .map(|(_, s)| s)
+                                .collect();
+                            st.lock().unwrap_or_else(|e| e.into_inner()).splits = mine.len() as u64;
+                            let mut ctx = SourceCtx {
+                                em: Emitter::new(names),
+                                out: &mut outputs,
+                                batch_size,
+                                budget,
+                                abort: &abort,
+                                stats: st.clone(),
+                                bytes: &src_bytes,
+                                docs: &src_docs,
+                            };
+                            let t0 = Instant::now();
+                            for s in &mine {
+                                src.read(s, &mut ctx)?;
+                            }
+                            ctx.flush()?;
+                            let mut g = st.lock().unwrap_or_else(|e| e.into_inner());
+                            g.busy += t0.elapsed();
+                            g.docs_in = g.ports.iter().map(|p| p.docs).sum();
+                            g.bytes_in = src_bytes.load(Ordering::Relaxed);
+                            drop(g);
+                            extras
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(name.clone(), (src.stats(), None));
+                            Ok(())
+                        })(),
+                        Node::Transform(t) => {
+                            run_transform(t.clone(), rx, &mut outputs, &pool, inflight, &st, &abort)
+                                .map(|_| {
+                                    extras
+                                        .lock()
+                                        .unwrap_or_else(|e| e.into_inner())
+                                        .insert(name.clone(), (t_stats(&*t), t_manifest(&*t)));
+                                })
+                        }
+                        Node::Stage(mut s) => (|| {
+                            let mut input = MergedInput::new(rx);
+                            while let Some(b) = input.recv() {
+                                count_in(&st, &b);
+                                let mut em = Emitter::new(names);
+                                let t0 = Instant::now();
+                                pool.install(|| s.process(b, &mut em))?;
+                                st.lock().unwrap_or_else(|e| e.into_inner()).busy += t0.elapsed();
+                                outputs.send(&mut em)?;
+                            }
+                            if abort.aborted() {
+                                return Err(Error::Cancelled);
+                            }
+                            let mut em = Emitter::new(names);
+                            let t0 = Instant::now();
+                            pool.install(|| s.finish(&mut em))?;
+                            st.lock().unwrap_or_else(|e| e.into_inner()).busy += t0.elapsed();
+                            outputs.send_chunked(&mut em, batch_size)?;
+                            extras
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(name.clone(), (s.stats(), s.manifest()));
+                            Ok(())
+                        })(),
+                        Node::Sink(mut sink) => (|| {
+                            let mut input = MergedInput::new(rx);
+                            while let Some(b) = input.recv() {
+                                count_in(&st, &b);
+                                let t0 = Instant::now();
+                                pool.install(|| sink.write(b))?;
+                                st.lock().unwrap_or_else(|e| e.into_inner()).busy += t0.elapsed();
+                            }
+                            if abort.aborted() {
+                                return Err(Error::Cancelled);
+                            }
+                            let files = sink.finish()?;
+                            shards
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .extend(files);
+                            extras
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(name.clone(), (None, sink.manifest()));
+                            Ok(())
+                        })(),
+                    };
+                    drop(outputs);
+                    if let Err(e) = res {
+                        abort.fail(&name, e);
+                    }
+                })
+                .map_err(|e| Error::msg(format!("spawn: {e}")))?;
+            handles.push(h);
+        }
+        drop(rej_tx);
+        for h in handles {
+            if h.join().is_err() {
+                abort.fail("runtime", Error::msg("a node thread panicked"));
+            }
+        }
+        progress_done.store(true, Ordering::SeqCst);
+        Ok(())
+    })?;
+
+    if let Some(e) = abort.first.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(e);
+    }
+    if abort.aborted() {
+        return Err(Error::msg("run cancelled"));
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let shards = std::mem::take(&mut *shards.lock().unwrap_or_else(|e| e.into_inner()));
+    let extras = std::mem::take(&mut *extras.lock().unwrap_or_else(|e| e.into_inner()));
+    let stats_json = stats_to_json(&graph, &stats, &extras, wall, opts);
+    let manifest = manifest_json(&graph, shards, &extras, opts);
+    let merged = rundir::finish_rank(
+        &out,
+        opts.rank,
+        opts.world_size,
+        &hash,
+        &stats_json,
+        &manifest,
+    )?;
+    Ok(RunSummary {
+        skipped: false,
+        stats: stats_json,
+        manifest,
+        merged,
+    })
+}
+
+fn t_stats(t: &dyn crate::stage::Transform) -> Option<Value> {
+    t.stats()
+}
+fn t_manifest(t: &dyn crate::stage::Transform) -> Option<Value> {
+    t.manifest()
+}
+
+fn count_in(st: &Mutex<NodeStats>, b: &DocBatch) {
+    let mut g = st.lock().unwrap_or_else(|e| e.into_inner());
+    g.docs_in += b.docs.len() as u64;
+    g.bytes_in += b.docs.iter().map(|d| d.byte_len()).sum::<u64>();
+}
+
+type TransformResult = (u64, Result<Emitter>, Duration);
+
+fn run_transform(
+    t: Arc<dyn crate::stage::Transform>,
+    rx: Vec<Receiver<DocBatch>>,
+    outputs: &mut Outputs,
+    pool: &rayon::ThreadPool,
+    max_inflight: usize,
+    st: &Mutex<NodeStats>,
+    abort: &Abort,
+) -> Result<()> {
+    let names = outputs.names;
+    let (res_tx, res_rx) = bounded::<TransformResult>(max_inflight);
+    let mut input = MergedInput::new(rx);
+    let mut next_in = 0u64;
+    let mut next_out = 0u64;
+    let mut inflight = 0usize;
+    let mut ready: BTreeMap<u64, Emitter> = BTreeMap::new();
+    loop {
+        if input.done() && inflight == 0 {
+            break;
+        }
+        let can_take = inflight < max_inflight && !input.done();
+        let cur_rx = if can_take {
+            input.current().cloned()
+        } else {
+            None
+        };
+        let mut sel = Select::new();
+        let in_idx = cur_rx.as_ref().map(|r| sel.recv(r));
+        let res_idx = sel.recv(&res_rx);
+        let op = sel.select();
+        if Some(op.index()) == in_idx {
+            let r = cur_rx.as_ref().expect("selected input");
+            match op.recv(r) {
+                Ok(mut b) => {
+                    input.advance(true);
+                    count_in(st, &b);
+                    b.seq = next_in;
+                    next_in += 1;
+                    inflight += 1;
+                    let t = t.clone();
+                    let tx = res_tx.clone();
+                    pool.spawn(move || {
+                        let seq = b.seq;
+                        let t0 = Instant::now();
+                        let mut em = Emitter::new(names);
+                        let r = t.process(b, &mut em).map(|_| em);
+                        let _ = tx.send((seq, r, t0.elapsed()));
+                    });
+                }
+                Err(_) => input.advance(false),
+            }
+        } else {
+            debug_assert_eq!(op.index(), res_idx);
+            let (seq, r, dt) = op
+                .recv(&res_rx)
+                .map_err(|_| Error::msg("worker channel closed"))?;
+            inflight -= 1;
+            st.lock().unwrap_or_else(|e| e.into_inner()).busy += dt;
+            ready.insert(seq, r?);
+            while let Some(mut em) = ready.remove(&next_out) {
+                outputs.send(&mut em)?;
+                next_out += 1;
+            }
+        }
+    }
+    if abort.aborted() {
+        return Err(Error::Cancelled);
+    }
+    Ok(())
+}
+
+fn progress_loop(done: &AtomicBool, bytes: &AtomicU64, docs: &AtomicU64) {
+    use std::io::IsTerminal;
+    let t0 = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let bar = if tty {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        Some(b)
+    } else {
+        None
+    };
+    let mut last_log = Instant::now();
+    while !done.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(200));
+        let secs = t0.elapsed().as_secs_f64().max(1e-6);
+        let d = docs.load(Ordering::Relaxed);
+        let b = bytes.load(Ordering::Relaxed);
+        let msg = format!(
+            "{d} docs read, {:.1} MB — {:.0} docs/s, {:.1} MB/s",
+            b as f64 / 1e6,
+            d as f64 / secs,
+            b as f64 / 1e6 / secs
+        );
+        match &bar {
+            Some(bar) => {
+                bar.set_message(msg);
+                bar.tick();
+            }
+            None if last_log.elapsed() >= Duration::from_secs(10) => {
+                tracing::info!("progress: {msg}");
+                last_log = Instant::now();
+            }
+            None => {}
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+}
+
+fn stats_to_json(
+    graph: &Graph,
+    stats: &[Arc<Mutex<NodeStats>>],
+    extras: &BTreeMap<String, (Option<Value>, Option<Value>)>,
+    wall: f64,
+    opts: &RunOptions,
+) -> Value {
+    let mut nodes = serde_json::Map::new();
+    for (i, s) in graph.spec.nodes.iter().enumerate() {
+        let st = stats[i].lock().unwrap_or_else(|e| e.into_inner());
+        let mut ports = serde_json::Map::new();
+        for (p, name) in graph.kinds[i].ports.iter().enumerate() {
+            ports.insert(
+                name.to_string(),
+                json!({"docs": st.ports[p].docs, "bytes": st.ports[p].bytes}),
+            );
+        }
+        let mut node = json!({
+            "kind": s.kind,
+            "role": format!("{:?}", graph.kinds[i].role).to_lowercase(),
+            "docs_in": st.docs_in,
+            "bytes_in": st.bytes_in,
+            "ports": ports,
+            "rejects": st.rejects,
+            "busy_secs": st.busy.as_secs_f64(),
+            "extra": extras.get(&s.name).and_then(|e| e.0.clone()).unwrap_or(Value::Null),
+        });
+        if graph.kinds[i].role == crate::stage::Role::Source {
+            node["splits"] = json!(st.splits);
+            node["bad_records"] = json!({
+                "count": st.bad_count,
+                "by_reason": st.bad_by_reason,
+                "examples": st.bad_examples,
+            });
+        }
+        nodes.insert(s.name.clone(), node);
+    }
+    json!({
+        "sluice_version": env!("CARGO_PKG_VERSION"),
+        "config_hash": graph.spec.config_hash,
+        "rank": opts.rank,
+        "world_size": opts.world_size,
+        "threads": opts.threads,
+        "wall_secs": wall,
+        "nodes": nodes,
+    })
+}
+
+fn manifest_json(
+    graph: &Graph,
+    mut files: Vec<ShardInfo>,
+    extras: &BTreeMap<String, (Option<Value>, Option<Value>)>,
+    opts: &RunOptions,
+) -> Value {
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let (rejects, shards): (Vec<ShardInfo>, Vec<ShardInfo>) = files
+        .into_iter()
+        .partition(|f| f.path.starts_with("rejects/"));
+    let mut nodes = serde_json::Map::new();
+    for s in &graph.spec.nodes {
+        if let Some(v) = extras.get(&s.name).and_then(|e| e.1.clone()) {
+            nodes.insert(s.name.clone(), v);
+        }
+    }
+    json!({
+        "sluice_version": env!("CARGO_PKG_VERSION"),
+        "config_hash": graph.spec.config_hash,
+        "config_path": graph.spec.path,
+        "rank": opts.rank,
+        "world_size": opts.world_size,
+        "totals": {
+            "rows": shards.iter().map(|s| s.rows).sum::<u64>(),
+            "tokens": shards.iter().map(|s| s.tokens).sum::<u64>(),
+            "bytes": shards.iter().map(|s| s.bytes).sum::<u64>(),
+            "reject_rows": rejects.iter().map(|s| s.rows).sum::<u64>(),
+        },
+        "shards": shards,
+        "rejects": rejects,
+        "nodes": nodes,
+    })
+}

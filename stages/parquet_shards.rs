@@ -1,0 +1,188 @@
+//! `parquet_shards`: the sink that writes training-ready Parquet shards.
+//!
+//! zstd compression; a new shard at `shard_size_bytes` or `shard_rows`; row groups of at
+//! most `row_group_rows` rows or `row_group_bytes` buffered bytes, so readers can stream;
+//! atomic writes (temp file, fsync, rename). Shard names derive from (node, rank, index):
+//! `shards/<node>-r<rank>-<idx>.parquet`, so reruns and ranks never collide.
+//!
+//! Documents carrying `packed` (from the `pack` stage) are written with the packed schema
+//! (`input_ids, n_tokens, doc_offsets, doc_ids, source_mix, n_pad`); others with the document
+//! schema (`id, source, text, lang, url, tokens, n_tokens, n_chars, attrs, meta`). See
+//! `crate::arrow_io`. One sink writes one schema: the first non-empty batch decides, and a
+//! later batch of the other kind is an error.
+//!
+//! * Reads: everything. Memory: one row group buffer (bounded by `row_group_bytes`).
+//!
+//! ```yaml
+//! shards:
+//!   kind: parquet_shards
+//!   inputs: [tok]
+//!   shard_size_bytes: 268435456
+//!   write_text: true
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::arrow_io;
+use crate::document::DocBatch;
+use crate::error::{Error, Result};
+use crate::shard_writer::{RotatingWriter, ShardLimits};
+use crate::stage::{
+    parse_config, BuildCtx, Kind, Node, Role, ShardInfo, Sink, StageConfig, NO_PORTS,
+};
+
+/// Config for `parquet_shards`.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Start a new shard once the current one reaches this many bytes. Default 256 MiB.
+    #[serde(default = "default_shard_size")]
+    pub shard_size_bytes: u64,
+    /// Start a new shard after this many rows. Default 1,000,000.
+    #[serde(default = "default_shard_rows")]
+    pub shard_rows: u64,
+    /// Maximum rows per row group. Default 8192.
+    #[serde(default = "default_rg_rows")]
+    pub row_group_rows: usize,
+    /// Flush a row group once it buffers this many (uncompressed) bytes. Default 64 MiB.
+    #[serde(default = "default_rg_bytes")]
+    pub row_group_bytes: usize,
+    /// zstd compression level (1-22). Default 3.
+    #[serde(default = "default_level")]
+    pub zstd_level: i32,
+    /// Write the `text` column (document schema only). Default true.
+    #[serde(default = "default_true")]
+    pub write_text: bool,
+}
+
+fn default_shard_size() -> u64 {
+    256 << 20
+}
+fn default_shard_rows() -> u64 {
+    1_000_000
+}
+fn default_rg_rows() -> usize {
+    8192
+}
+fn default_rg_bytes() -> usize {
+    64 << 20
+}
+fn default_level() -> i32 {
+    3
+}
+fn default_true() -> bool {
+    true
+}
+
+impl StageConfig for Config {
+    fn validate(&self, _ctx: &BuildCtx) -> Vec<String> {
+        let mut p = Vec::new();
+        if !(1..=22).contains(&self.zstd_level) {
+            p.push(format!(
+                "bad value: zstd_level must be 1..=22, got {}",
+                self.zstd_level
+            ));
+        }
+        if self.shard_rows == 0 || self.shard_size_bytes == 0 || self.row_group_rows == 0 {
+            p.push(
+                "bad value: shard_rows, shard_size_bytes and row_group_rows must be positive"
+                    .into(),
+            );
+        }
+        p
+    }
+}
+
+/// The sink.
+pub struct ParquetShards {
+    cfg: Config,
+    ctx: BuildCtx,
+    writer: Option<(bool, RotatingWriter)>,
+}
+
+impl ParquetShards {
+    fn limits(&self) -> ShardLimits {
+        ShardLimits {
+            shard_size_bytes: self.cfg.shard_size_bytes,
+            shard_rows: self.cfg.shard_rows,
+            row_group_rows: self.cfg.row_group_rows,
+            row_group_bytes: self.cfg.row_group_bytes,
+            zstd_level: self.cfg.zstd_level,
+        }
+    }
+}
+
+impl Sink for ParquetShards {
+    fn write(&mut self, batch: DocBatch) -> Result<()> {
+        if batch.docs.is_empty() {
+            return Ok(());
+        }
+        let packed = batch.docs[0].packed.is_some();
+        if self.writer.is_none() {
+            let schema = if packed {
+                arrow_io::packed_schema()
+            } else {
+                arrow_io::doc_schema(self.cfg.write_text)
+            };
+            let stem = format!("{}-r{:04}", self.ctx.node, self.ctx.rank);
+            let w = RotatingWriter::new(
+                self.ctx.out_dir.clone(),
+                "shards",
+                stem,
+                self.ctx.node.clone(),
+                schema,
+                self.limits(),
+            );
+            self.writer = Some((packed, w));
+        }
+        let (is_packed, w) = self.writer.as_mut().expect("writer");
+        if batch.docs.iter().any(|d| d.packed.is_some() != *is_packed) {
+            return Err(Error::msg("one parquet_shards sink received both packed sequences and plain documents; use two sinks"));
+        }
+        let rb = if *is_packed {
+            arrow_io::packed_to_batch(&batch.docs)?
+        } else {
+            arrow_io::docs_to_batch(&batch.docs, self.cfg.write_text)?
+        };
+        let tokens: Vec<u64> = batch
+            .docs
+            .iter()
+            .map(|d| {
+                let n = d.tokens.as_ref().map(|t| t.len() as u64).unwrap_or(0);
+                n - d
+                    .packed
+                    .as_ref()
+                    .map(|p| p.n_pad as u64)
+                    .unwrap_or(0)
+                    .min(n)
+            })
+            .collect();
+        w.write(&rb, &tokens)
+    }
+
+    fn finish(&mut self) -> Result<Vec<ShardInfo>> {
+        match self.writer.as_mut() {
+            Some((_, w)) => w.finish(),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+/// Registry entry.
+pub fn kind() -> Kind {
+    Kind {
+        name: "parquet_shards",
+        doc: "Write documents (or packed sequences) to zstd Parquet shards with atomic commits.",
+        role: Role::Sink,
+        ports: NO_PORTS,
+        schema: || schemars::schema_for!(Config),
+        build: |params, ctx| {
+            let cfg: Config = parse_config(params, ctx)?;
+            Ok(Node::Sink(Box::new(ParquetShards {
+                cfg,
+                ctx: ctx.clone(),
+                writer: None,
+            })))
+        },
+    }
+}

@@ -1,7 +1,7 @@
 //! Loader throughput against the training step's consumption, side by side.
 //!
 //! The loader must never be what a training step waits on. This measures, at the example
-//! size (`configs/train_moe_tiny.yaml`), the `feed` loader's batch rate (tokens/s, the
+//! size (`configs/train/moe_tiny.yaml`), the `feed` loader's batch rate (tokens/s, the
 //! consumer pulling as fast as it can) and the training step's rate (tokens/s of forward
 //! + backward + AdamW), and checks the loader is at least 50× faster. With python3 +
 //! pyarrow available it also times `python/sluice_feed.py` on the same shards.
@@ -45,7 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             dir
         }
     };
-    let mut cfg = TrainConfig::load(&root.join("configs/train_moe_tiny.yaml"))?;
+    let mut cfg = TrainConfig::load(&root.join("configs/train/moe_tiny.yaml"))?;
     cfg.feed.data = vec![data.clone()];
     let (bs, t) = (cfg.feed.batch_size, cfg.feed.seq_len);
     let tok_per_batch = (bs * t) as f64;

@@ -1,8 +1,8 @@
 //! `sluice train`: train the reference MoE model on packed shards (see [`crate::train`]).
 //!
 //! ```text
-//! sluice train --config configs/train_moe_tiny.yaml --data out --out train-out
-//! sluice train --config configs/train_moe_tiny.yaml --data out --out train-out --steps 400 --resume train-out
+//! sluice train --config configs/train/moe_tiny.yaml --data out --out train-out
+//! sluice train --config configs/train/moe_tiny.yaml --data out --out train-out --steps 400 --resume train-out
 //! ```
 
 use std::path::PathBuf;
@@ -34,13 +34,10 @@ pub struct TrainArgs {
     /// Data-parallel world size (replaces `feed.world_size`).
     #[arg(long)]
     pub world_size: Option<usize>,
-    /// Print no progress lines.
-    #[arg(long)]
-    pub quiet: bool,
 }
 
-/// Run `sluice train`.
-pub fn run(args: TrainArgs) -> Result<()> {
+/// Run `sluice train` (`quiet`: no progress lines).
+pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
     let mut cfg = TrainConfig::load(&args.config)?;
     if !args.data.is_empty() {
         cfg.feed.data = args.data.clone();
@@ -59,7 +56,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         &RunOptions {
             out: args.out.clone(),
             resume: args.resume.clone(),
-            verbose: !args.quiet,
+            verbose: !quiet,
         },
     )?;
     if let Some(last) = report.log.last() {

@@ -41,6 +41,8 @@ enum Command {
         /// Show only this kind.
         kind: Option<String>,
     },
+    /// Train the reference MoE model on packed shards (exact resume with --resume).
+    Train(sluice::cli_train::TrainArgs),
 }
 
 #[derive(clap::Args)]
@@ -92,6 +94,7 @@ fn main() -> ExitCode {
         Command::Run(a) => cmd_run(a),
         Command::Validate { config } => cmd_validate(&config),
         Command::Stages { kind } => cmd_stages(kind.as_deref()),
+        Command::Train(a) => sluice::cli_train::run(a, cli.quiet).map(|_| ExitCode::SUCCESS).map_err(Into::into),
     };
     match res {
         Ok(code) => code,

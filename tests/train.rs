@@ -311,3 +311,20 @@ fn train_resume_continues_exactly() {
     let _ = std::fs::remove_dir_all(a);
     let _ = std::fs::remove_dir_all(b);
 }
+
+#[test]
+fn every_training_config_parses() {
+    let mut n = 0;
+    for e in std::fs::read_dir(root().join("configs/train")).unwrap().flatten() {
+        let p = e.path();
+        if p.extension().and_then(|x| x.to_str()) != Some("yaml") {
+            continue;
+        }
+        let c = TrainConfig::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let mut problems = c.model.problems();
+        problems.extend(c.optim.problems());
+        assert!(problems.is_empty(), "{}: {problems:?}", p.display());
+        n += 1;
+    }
+    assert!(n >= 1);
+}

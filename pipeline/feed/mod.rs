@@ -47,7 +47,7 @@
 //! bounded channel of `prefetch` batches; it stops when the [`Feed`] is dropped.
 //!
 //! ```yaml
-//! # sluice train --config configs/train_moe_tiny.yaml   (the `feed:` part)
+//! # sluice train --config configs/train/moe_tiny.yaml   (the `feed:` part)
 //! feed:
 //!   data: [out]        # run directory (its manifest.json), directory or Parquet files
 //!   batch_size: 8      # samples per rank per step

@@ -20,7 +20,7 @@
 //! activations of one batch, and the loader's one decoded shard plus prefetched batches.
 //!
 //! ```yaml
-//! # configs/train_moe_tiny.yaml
+//! # configs/train/moe_tiny.yaml
 //! model: {d_model: 64, n_layers: 2, n_heads: 4, n_experts: 8, top_k: 2, d_expert: 128}
 //! optim: {lr: 0.003, warmup_steps: 20, decay_steps: 300}
 //! feed: {data: [out], batch_size: 8, seq_len: 128, seed: 1234}

@@ -259,7 +259,7 @@ impl Model {
         let mut names: Vec<(String, Var)> = Vec::new();
         let embed = init.normal((cfg.vocab_size, d), std)?;
         names.push(("embed".into(), embed.clone()));
-        let mut expert = |init: &mut Init, names: &mut Vec<(String, Var)>, prefix: String| -> CResult<Expert> {
+        let expert = |init: &mut Init, names: &mut Vec<(String, Var)>, prefix: String| -> CResult<Expert> {
             let e = Expert {
                 w1: init.normal((d, f), std)?,
                 w3: init.normal((d, f), std)?,

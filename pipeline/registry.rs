@@ -11,9 +11,13 @@ pub fn all() -> Vec<Kind> {
         // sources
         ingest_jsonl::kind(),
         ingest_parquet::kind(),
+        ingest_instructions::kind(),
         // transforms and stages
         length_filter::kind(),
         tokenize::kind(),
+        decontaminate::kind(),
+        mix::kind(),
+        pack::kind(),
         // sinks
         parquet_shards::kind(),
     ]

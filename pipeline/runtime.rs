@@ -268,7 +268,7 @@ impl MergedInput {
 
 /// The source side of the runtime: batches documents and counts bad records.
 struct SourceCtx<'a> {
-    em: Emitter,
+    em: Emitter<'static>,
     out: &'a mut Outputs,
     batch_size: usize,
     budget: u64,
@@ -694,7 +694,7 @@ fn count_in(st: &Mutex<NodeStats>, b: &DocBatch) {
     g.bytes_in += b.docs.iter().map(|d| d.byte_len()).sum::<u64>();
 }
 
-type TransformResult = (u64, Result<Emitter>, Duration);
+type TransformResult = (u64, Result<Emitter<'static>>, Duration);
 
 fn run_transform(
     t: Arc<dyn crate::stage::Transform>,

@@ -31,20 +31,58 @@ pub const OUT_REJECTED: &[&str] = &[OUT, REJECTED];
 /// A sink has no output ports.
 pub const NO_PORTS: &[&str] = &[];
 
+/// A runtime hook that receives a port's documents early, see [`Emitter::flush`]. It may
+/// borrow the runtime's output state for the emitter's lifetime `'a`.
+pub type FlushFn<'a> = Box<dyn FnMut(usize, Vec<Document>) -> Result<()> + Send + 'a>;
+
 /// Collects the documents a node emits during one `process`/`finish` call, per port.
-#[derive(Debug)]
-pub struct Emitter {
+/// (The lifetime only matters for an emitter with a flush hook; `Emitter::new` gives
+/// `Emitter<'static>`, and `&mut Emitter` in signatures elides it.)
+pub struct Emitter<'a> {
     names: &'static [&'static str],
     ports: Vec<Vec<Document>>,
+    flush_hook: Option<FlushFn<'a>>,
 }
 
-impl Emitter {
+impl std::fmt::Debug for Emitter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emitter")
+            .field("names", &self.names)
+            .field("ports", &self.ports)
+            .field("flush_hook", &self.flush_hook.is_some())
+            .finish()
+    }
+}
+
+impl<'a> Emitter<'a> {
     /// An emitter for the given port names.
     pub fn new(names: &'static [&'static str]) -> Self {
         Emitter {
             names,
             ports: names.iter().map(|_| Vec::new()).collect(),
+            flush_hook: None,
         }
+    }
+    /// An emitter whose [`Emitter::flush`] hands documents to `hook(port index, docs)` at
+    /// once. The runtime uses this for [`Stage::finish`], so a stage that releases a large
+    /// state at the end (`mix`, `pack`) streams it out instead of holding it all.
+    pub fn with_flush(names: &'static [&'static str], hook: FlushFn<'a>) -> Self {
+        let mut e = Emitter::new(names);
+        e.flush_hook = Some(hook);
+        e
+    }
+    /// Hand what was emitted so far to the runtime now, if it installed a hook; otherwise
+    /// a no-op (documents are then forwarded when the call returns, as usual). Stages call
+    /// this every few thousand documents while flushing state in `finish`.
+    pub fn flush(&mut self) -> Result<()> {
+        if let Some(h) = self.flush_hook.as_mut() {
+            for (i, port) in self.ports.iter_mut().enumerate() {
+                if !port.is_empty() {
+                    h(i, std::mem::take(port))?;
+                }
+            }
+        }
+        Ok(())
     }
     /// Send a document to the `out` port (always the first port).
     pub fn emit(&mut self, doc: Document) {

@@ -6,3 +6,8 @@ pub mod ingest_parquet;
 pub mod length_filter;
 pub mod parquet_shards;
 pub mod tokenize;
+pub mod decontaminate;
+pub mod ingest_instructions;
+pub mod mix;
+pub mod pack;
+pub mod spill;

@@ -62,7 +62,11 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
     if let Some(last) = report.log.last() {
         let first = &report.log[0];
         let tps: f64 = report.log.iter().map(|l| l.tokens as f64).sum::<f64>()
-            / report.log.iter().map(|l| l.tokens as f64 / l.tokens_per_sec).sum::<f64>();
+            / report
+                .log
+                .iter()
+                .map(|l| l.tokens as f64 / l.tokens_per_sec)
+                .sum::<f64>();
         println!(
             "trained steps {}..{}: loss {:.4} -> {:.4}, {:.0} tokens/s, {} parameters; checkpoint {}",
             first.step,
@@ -74,7 +78,10 @@ pub fn run(args: TrainArgs, quiet: bool) -> Result<()> {
             report.checkpoint.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
         );
     } else {
-        println!("nothing to do: the checkpoint is already at step {}", cfg.steps);
+        println!(
+            "nothing to do: the checkpoint is already at step {}",
+            cfg.steps
+        );
     }
     Ok(())
 }

@@ -94,7 +94,9 @@ fn main() -> ExitCode {
         Command::Run(a) => cmd_run(a),
         Command::Validate { config } => cmd_validate(&config),
         Command::Stages { kind } => cmd_stages(kind.as_deref()),
-        Command::Train(a) => sluice::cli_train::run(a, cli.quiet).map(|_| ExitCode::SUCCESS).map_err(Into::into),
+        Command::Train(a) => sluice::cli_train::run(a, cli.quiet)
+            .map(|_| ExitCode::SUCCESS)
+            .map_err(Into::into),
     };
     match res {
         Ok(code) => code,

@@ -112,7 +112,11 @@ fn feed_ranks_are_disjoint_and_cover_an_epoch() {
         }
     }
     assert!(seen.values().all(|&c| c == 1), "a sample went to two ranks");
-    assert_eq!(seen.keys().copied().collect::<BTreeSet<_>>(), all, "ranks do not cover the epoch");
+    assert_eq!(
+        seen.keys().copied().collect::<BTreeSet<_>>(),
+        all,
+        "ranks do not cover the epoch"
+    );
     // Even split up to one batch.
     assert!(per_rank.iter().max().unwrap() - per_rank.iter().min().unwrap() <= bs);
 }
@@ -153,7 +157,10 @@ fn feed_resume_is_exact_across_epochs() {
     let k = n / 2;
     let mut a = Feed::open(cfg(bs, t, 1, 2), None).unwrap();
     let full = take(&mut a, n);
-    assert!(full.last().unwrap().state.epoch >= 1, "test must cross an epoch");
+    assert!(
+        full.last().unwrap().state.epoch >= 1,
+        "test must cross an epoch"
+    );
     let state = full[k - 1].state.clone();
     let json = serde_json::to_string(&state).unwrap();
     let mut b = Feed::open(cfg(bs, t, 1, 2), Some(serde_json::from_str(&json).unwrap())).unwrap();
@@ -168,14 +175,21 @@ fn feed_resume_is_exact_across_epochs() {
 fn feed_refuses_changed_world_size_or_shards() {
     let mut a = Feed::open(cfg(4, 64, 0, 2), None).unwrap();
     let st = take(&mut a, 2).pop().unwrap().state;
-    let e = Feed::open(cfg(4, 64, 0, 3), Some(st.clone())).err().expect("must refuse");
+    let e = Feed::open(cfg(4, 64, 0, 3), Some(st.clone()))
+        .err()
+        .expect("must refuse");
     assert!(e.to_string().contains("world size changed"), "{e}");
     // Same shards elsewhere (renamed copy) are accepted: content addressed.
     let moved = std::env::temp_dir().join(format!("sluice-train-moved-{}", std::process::id()));
     let missing = std::env::temp_dir().join(format!("sluice-train-missing-{}", std::process::id()));
     std::fs::create_dir_all(&moved).unwrap();
     std::fs::create_dir_all(&missing).unwrap();
-    for (i, p) in ShardSet::discover(&[packed().to_path_buf()]).unwrap().shards.iter().enumerate() {
+    for (i, p) in ShardSet::discover(&[packed().to_path_buf()])
+        .unwrap()
+        .shards
+        .iter()
+        .enumerate()
+    {
         std::fs::copy(&p.path, moved.join(format!("renamed-{i}.parquet"))).unwrap();
         if i > 0 {
             std::fs::copy(&p.path, missing.join(format!("s{i}.parquet"))).unwrap();
@@ -218,12 +232,28 @@ fn python_feed_yields_the_same_batches() {
             .arg(root().join("python/sluice_feed.py"))
             .arg(packed())
             .args(["--batches", &batches.to_string()])
-            .args(["--batch-size", &bs.to_string(), "--seq-len", &t.to_string(), "--seed", "42"])
-            .args(["--rank", &rank.to_string(), "--world-size", &world.to_string()])
+            .args([
+                "--batch-size",
+                &bs.to_string(),
+                "--seq-len",
+                &t.to_string(),
+                "--seed",
+                "42",
+            ])
+            .args([
+                "--rank",
+                &rank.to_string(),
+                "--world-size",
+                &world.to_string(),
+            ])
             .args(extra)
             .output()
             .expect("run python");
-        assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "python failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout)
             .unwrap()
             .lines()
@@ -231,12 +261,31 @@ fn python_feed_yields_the_same_batches() {
             .collect()
     };
     let check = |rb: &Batch, pb: &serde_json::Value| {
-        let v = |k: &str| -> Vec<i64> { pb[k].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect() };
+        let v = |k: &str| -> Vec<i64> {
+            pb[k]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_i64().unwrap())
+                .collect()
+        };
         assert_eq!(pb["step"].as_u64().unwrap(), rb.step);
-        assert_eq!(v("input_ids"), rb.input_ids.iter().map(|&x| x as i64).collect::<Vec<_>>());
+        assert_eq!(
+            v("input_ids"),
+            rb.input_ids.iter().map(|&x| x as i64).collect::<Vec<_>>()
+        );
         assert_eq!(v("labels"), rb.labels);
-        assert_eq!(v("position_ids"), rb.position_ids.iter().map(|&x| x as i64).collect::<Vec<_>>());
-        assert_eq!(v("doc_start"), rb.doc_start.iter().map(|&x| x as i64).collect::<Vec<_>>());
+        assert_eq!(
+            v("position_ids"),
+            rb.position_ids
+                .iter()
+                .map(|&x| x as i64)
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            v("doc_start"),
+            rb.doc_start.iter().map(|&x| x as i64).collect::<Vec<_>>()
+        );
         let st: sluice::feed::FeedState = serde_json::from_value(pb["state"].clone()).unwrap();
         assert_eq!(st, rb.state, "state after step {}", rb.step);
     };
@@ -287,9 +336,15 @@ fn train_loss_falls_and_expert_shares_sum_to_one() {
     assert_eq!(rep.log.len(), 40);
     let first = rep.log[0].ce;
     let last: f32 = rep.log[35..].iter().map(|l| l.ce).sum::<f32>() / 5.0;
-    assert!((first - (151_936f32).ln()).abs() < 1.0, "initial loss {first} is not ~ln(vocab)");
+    assert!(
+        (first - (151_936f32).ln()).abs() < 1.0,
+        "initial loss {first} is not ~ln(vocab)"
+    );
     let curve: Vec<String> = rep.log.iter().map(|l| format!("{:.2}", l.ce)).collect();
-    assert!(last < 0.7 * first, "loss did not fall 30%: {first} -> {last}; curve {curve:?}");
+    assert!(
+        last < 0.7 * first,
+        "loss did not fall 30%: {first} -> {last}; curve {curve:?}"
+    );
     for l in &rep.log {
         assert_eq!(l.expert_share.len(), 2);
         for layer in &l.expert_share {
@@ -323,8 +378,19 @@ fn train_resume_continues_exactly() {
     assert_eq!(rest.log.len(), 3);
     for (x, y) in full.log[3..].iter().zip(&rest.log) {
         assert_eq!(x.step, y.step);
-        assert_eq!(x.batch_xxh3, y.batch_xxh3, "different batch after resume at step {}", x.step);
-        assert_eq!(x.loss.to_bits(), y.loss.to_bits(), "loss differs at step {}: {} vs {}", x.step, x.loss, y.loss);
+        assert_eq!(
+            x.batch_xxh3, y.batch_xxh3,
+            "different batch after resume at step {}",
+            x.step
+        );
+        assert_eq!(
+            x.loss.to_bits(),
+            y.loss.to_bits(),
+            "loss differs at step {}: {} vs {}",
+            x.step,
+            x.loss,
+            y.loss
+        );
         assert_eq!(x.expert_share, y.expert_share);
     }
     let _ = std::fs::remove_dir_all(a);
@@ -334,7 +400,10 @@ fn train_resume_continues_exactly() {
 #[test]
 fn every_training_config_parses() {
     let mut n = 0;
-    for e in std::fs::read_dir(root().join("configs/train")).unwrap().flatten() {
+    for e in std::fs::read_dir(root().join("configs/train"))
+        .unwrap()
+        .flatten()
+    {
         let p = e.path();
         if p.extension().and_then(|x| x.to_str()) != Some("yaml") {
             continue;

@@ -139,7 +139,12 @@ pub fn write_shard(path: &Path, rows: &[PackedRow], source: &str) -> Result<()> 
 }
 
 /// Tokenize the `text` of a JSONL file with a `tokenizer.json`, appending `eos`.
-pub fn tokenize_jsonl(jsonl: &Path, tokenizer: &Path, eos: u32, max_docs: usize) -> Result<Vec<(String, Vec<u32>)>> {
+pub fn tokenize_jsonl(
+    jsonl: &Path,
+    tokenizer: &Path,
+    eos: u32,
+    max_docs: usize,
+) -> Result<Vec<(String, Vec<u32>)>> {
     let tok = tokenizers::Tokenizer::from_file(tokenizer)
         .map_err(|e| Error::msg(format!("{}: {e}", tokenizer.display())))?;
     let text = std::fs::read_to_string(jsonl).map_err(|e| Error::io(jsonl, e))?;
@@ -195,7 +200,10 @@ mod tests {
 
     #[test]
     fn greedy_packing_splits_and_pads() {
-        let docs = vec![("a".to_string(), vec![1, 2, 3]), ("b".to_string(), vec![4, 5, 6, 7, 8])];
+        let docs = vec![
+            ("a".to_string(), vec![1, 2, 3]),
+            ("b".to_string(), vec![4, 5, 6, 7, 8]),
+        ];
         let rows = pack_greedy(&docs, 4, 0);
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].input_ids, vec![1, 2, 3, 4]);

@@ -146,7 +146,10 @@ impl FeedConfig {
             p.push("feed.world_size must be at least 1".to_string());
         }
         if self.rank >= self.world_size.max(1) {
-            p.push(format!("feed.rank {} is not below world_size {}", self.rank, self.world_size));
+            p.push(format!(
+                "feed.rank {} is not below world_size {}",
+                self.rank, self.world_size
+            ));
         }
         if self.data.is_empty() {
             p.push("feed.data lists no input".to_string());
@@ -194,7 +197,12 @@ pub struct FeedState {
 
 impl FeedState {
     /// Refuse to resume when the data or the partitioning changed.
-    pub fn check_compatible(&self, fingerprint: &str, n_shards: usize, cfg: &FeedConfig) -> Result<()> {
+    pub fn check_compatible(
+        &self,
+        fingerprint: &str,
+        n_shards: usize,
+        cfg: &FeedConfig,
+    ) -> Result<()> {
         let mut p = Vec::new();
         if self.magic != STATE_MAGIC || self.version != STATE_VERSION {
             p.push(format!(
@@ -221,18 +229,30 @@ impl FeedState {
             ));
         }
         if self.batch_size != cfg.batch_size as u64 {
-            p.push(format!("batch_size changed: checkpoint {}, now {}", self.batch_size, cfg.batch_size));
+            p.push(format!(
+                "batch_size changed: checkpoint {}, now {}",
+                self.batch_size, cfg.batch_size
+            ));
         }
         if self.seq_len != cfg.seq_len as u64 {
-            p.push(format!("seq_len changed: checkpoint {}, now {}", self.seq_len, cfg.seq_len));
+            p.push(format!(
+                "seq_len changed: checkpoint {}, now {}",
+                self.seq_len, cfg.seq_len
+            ));
         }
         if self.seed != cfg.seed {
-            p.push(format!("seed changed: checkpoint {}, now {}", self.seed, cfg.seed));
+            p.push(format!(
+                "seed changed: checkpoint {}, now {}",
+                self.seed, cfg.seed
+            ));
         }
         if p.is_empty() {
             Ok(())
         } else {
-            Err(Error::msg(format!("cannot resume the loader:\n  - {}", p.join("\n  - "))))
+            Err(Error::msg(format!(
+                "cannot resume the loader:\n  - {}",
+                p.join("\n  - ")
+            )))
         }
     }
 }
@@ -309,7 +329,10 @@ struct Cursor {
 
 impl Cursor {
     fn order_for(&self, epoch: u64) -> Vec<u32> {
-        shuffle::permutation(self.set.shards.len(), shuffle::epoch_seed(self.cfg.seed, epoch))
+        shuffle::permutation(
+            self.set.shards.len(),
+            shuffle::epoch_seed(self.cfg.seed, epoch),
+        )
     }
 
     /// Make sure the shard at `self.shard` is decoded, with this epoch's row order.
@@ -335,7 +358,12 @@ impl Cursor {
             self.bad_rows.fetch_add(bad as u64, Ordering::Relaxed);
         }
         let perm = shuffle::permutation(rows.rows(), row_seed);
-        self.loaded = Some(Loaded { epoch, canon, rows, perm });
+        self.loaded = Some(Loaded {
+            epoch,
+            canon,
+            rows,
+            perm,
+        });
         Ok(())
     }
 
@@ -363,7 +391,10 @@ impl Cursor {
                 self.order = self.order_for(self.epoch);
             }
             self.ensure_loaded()?;
-            let l = self.loaded.as_ref().ok_or_else(|| Error::msg("feed: shard not loaded"))?;
+            let l = self
+                .loaded
+                .as_ref()
+                .ok_or_else(|| Error::msg("feed: shard not loaded"))?;
             let n = l.rows.rows();
             while self.row < n {
                 let w = self.windows(&l.rows, l.perm[self.row] as usize);
@@ -432,7 +463,11 @@ impl Cursor {
 
     /// Build this rank's next batch and leave the cursor at the next global step.
     fn next_batch(&mut self) -> Result<Batch> {
-        let (bs, t, w) = (self.cfg.batch_size, self.cfg.seq_len, self.cfg.world_size as u64);
+        let (bs, t, w) = (
+            self.cfg.batch_size,
+            self.cfg.seq_len,
+            self.cfg.world_size as u64,
+        );
         let mut batch = Batch {
             step: self.steps,
             batch_size: bs,
@@ -469,10 +504,20 @@ pub fn window_count(real: usize, seq_len: usize) -> usize {
 }
 
 /// Write one window of a packed row into slot `b` of `batch`.
-fn fill_window(ids: &[u32], real: usize, offs: &[u32], start: usize, t: usize, b: usize, batch: &mut Batch) {
+fn fill_window(
+    ids: &[u32],
+    real: usize,
+    offs: &[u32],
+    start: usize,
+    t: usize,
+    b: usize,
+    batch: &mut Batch,
+) {
     let base = b * t;
     // Index of the document holding `start`.
-    let mut d = offs.partition_point(|&o| (o as usize) <= start).saturating_sub(1);
+    let mut d = offs
+        .partition_point(|&o| (o as usize) <= start)
+        .saturating_sub(1);
     let mut seg_start = start;
     for i in 0..t {
         let a = start + i;
@@ -576,7 +621,10 @@ impl Feed {
 
     /// The next batch (the stream never ends; it cycles through epochs).
     pub fn next_batch(&mut self) -> Result<Batch> {
-        let rx = self.rx.as_ref().ok_or_else(|| Error::msg("feed: loader already failed"))?;
+        let rx = self
+            .rx
+            .as_ref()
+            .ok_or_else(|| Error::msg("feed: loader already failed"))?;
         match rx.recv() {
             Ok(Ok(b)) => {
                 self.last = b.state.clone();
@@ -662,7 +710,10 @@ mod tests {
         let mut b = empty(8);
         fill_window(&ids, 5, &[0, 3], 0, 8, 0, &mut b);
         assert_eq!(b.input_ids, vec![10, 11, 12, 20, 21, 0, 0, 0]);
-        assert_eq!(b.labels, vec![11, 12, IGNORE, 21, IGNORE, IGNORE, IGNORE, IGNORE]);
+        assert_eq!(
+            b.labels,
+            vec![11, 12, IGNORE, 21, IGNORE, IGNORE, IGNORE, IGNORE]
+        );
         assert_eq!(b.position_ids, vec![0, 1, 2, 0, 1, 0, 1, 2]);
         assert_eq!(b.doc_start, vec![1, 0, 0, 1, 0, 1, 0, 0]);
     }

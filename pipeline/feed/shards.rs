@@ -74,10 +74,17 @@ fn manifest_shards(dir: &Path) -> Result<Option<Vec<(PathBuf, Option<String>)>>>
     let mut out = Vec::new();
     for s in list {
         let Some(p) = s.get("path").and_then(|p| p.as_str()) else {
-            return Err(Error::msg(format!("{}: a shard entry has no `path`", m.display())));
+            return Err(Error::msg(format!(
+                "{}: a shard entry has no `path`",
+                m.display()
+            )));
         };
         let p = Path::new(p);
-        let full = if p.is_absolute() { p.to_path_buf() } else { dir.join(p) };
+        let full = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            dir.join(p)
+        };
         let sha = s.get("sha256").and_then(|h| h.as_str()).map(str::to_string);
         out.push((full, sha));
     }
@@ -229,7 +236,11 @@ impl ShardRows {
             roots.push(i);
         }
         let mask = ProjectionMask::roots(b.parquet_schema(), roots);
-        let reader = b.with_projection(mask).with_batch_size(1024).build().map_err(|e| perr(&e))?;
+        let reader = b
+            .with_projection(mask)
+            .with_batch_size(1024)
+            .build()
+            .map_err(|e| perr(&e))?;
         let mut out = ShardRows {
             row_start: vec![0],
             off_start: vec![0],
@@ -244,7 +255,9 @@ impl ShardRows {
                 c.as_any()
                     .downcast_ref::<ListArray>()
                     .cloned()
-                    .ok_or_else(|| perr(&format!("`{name}` is {}, want list<uint32>", c.data_type())))
+                    .ok_or_else(|| {
+                        perr(&format!("`{name}` is {}, want list<uint32>", c.data_type()))
+                    })
             };
             let ids = list("input_ids")?;
             let offs = list("doc_offsets")?;
@@ -272,8 +285,7 @@ impl ShardRows {
                 let (i0, i1) = (io[r] as usize, io[r + 1] as usize);
                 let (o0, o1) = (oo[r] as usize, oo[r + 1] as usize);
                 let pad = if pads.is_valid(r) { pads.value(r) } else { 0 };
-                let ok = present
-                    && row_ok(i1 - i0, pad, &offs_v.values()[o0..o1]);
+                let ok = present && row_ok(i1 - i0, pad, &offs_v.values()[o0..o1]);
                 if ok {
                     out.ids.extend_from_slice(&ids_v.values()[i0..i1]);
                     out.offs.extend_from_slice(&offs_v.values()[o0..o1]);

@@ -89,7 +89,8 @@ impl TrainConfig {
     /// Read a YAML (or JSON, which is YAML) file.
     pub fn load(path: &Path) -> Result<TrainConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        serde_norway::from_str(&text).map_err(|e| Error::Config(vec![format!("{}: {e}", path.display())]))
+        serde_norway::from_str(&text)
+            .map_err(|e| Error::Config(vec![format!("{}: {e}", path.display())]))
     }
 }
 
@@ -205,7 +206,12 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
-fn save_checkpoint(out: &Path, model: &Model, opt: &AdamW, state: &CheckpointState) -> Result<PathBuf> {
+fn save_checkpoint(
+    out: &Path,
+    model: &Model,
+    opt: &AdamW,
+    state: &CheckpointState,
+) -> Result<PathBuf> {
     let name = format!("ckpt-{:06}", state.step);
     let dir = out.join(&name);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -218,7 +224,10 @@ fn save_checkpoint(out: &Path, model: &Model, opt: &AdamW, state: &CheckpointSta
         .and_then(|f| f.sync_all())
         .map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, &st).map_err(|e| Error::io(&st, e))?;
-    write_atomic(&dir.join("state.json"), serde_json::to_string_pretty(state)?.as_bytes())?;
+    write_atomic(
+        &dir.join("state.json"),
+        serde_json::to_string_pretty(state)?.as_bytes(),
+    )?;
     write_atomic(&out.join("latest"), name.as_bytes())?;
     Ok(dir)
 }
@@ -241,7 +250,10 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<TrainReport> {
         let text = std::fs::read_to_string(&sp).map_err(|e| Error::io(&sp, e))?;
         let st: CheckpointState = serde_json::from_str(&text)?;
         if st.magic != "sluice-train-checkpoint" || st.version != 1 {
-            return Err(Error::msg(format!("{}: not a v1 sluice training checkpoint", sp.display())));
+            return Err(Error::msg(format!(
+                "{}: not a v1 sluice training checkpoint",
+                sp.display()
+            )));
         }
         if st.model != cfg.model {
             return Err(Error::msg(format!(
@@ -249,7 +261,8 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<TrainReport> {
                 dir.display()
             )));
         }
-        let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), &dev).map_err(cerr)?;
+        let tensors =
+            candle_core::safetensors::load(dir.join("model.safetensors"), &dev).map_err(cerr)?;
         model.load_tensors(&tensors)?;
         opt.load_tensors(&tensors, st.optim_step)?;
         step0 = st.step;
@@ -306,16 +319,25 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<TrainReport> {
             batch_xxh3: batch_hash(&batch),
         };
         if !loss.is_finite() {
-            return Err(Error::msg(format!("step {step}: loss is {loss}; lower optim.lr")));
+            return Err(Error::msg(format!(
+                "step {step}: loss is {loss}; lower optim.lr"
+            )));
         }
         let mut line = serde_json::to_string(&rec)?;
         line.push('\n');
-        log_file.write_all(line.as_bytes()).map_err(|e| Error::io(&log_path, e))?;
+        log_file
+            .write_all(line.as_bytes())
+            .map_err(|e| Error::io(&log_path, e))?;
         if opts.verbose && (step % cfg.log_every.max(1) == 0 || step + 1 == cfg.steps) {
             let shares: Vec<String> = rec
                 .expert_share
                 .iter()
-                .map(|l| l.iter().map(|s| format!("{:.0}", s * 100.0)).collect::<Vec<_>>().join("/"))
+                .map(|l| {
+                    l.iter()
+                        .map(|s| format!("{:.0}", s * 100.0))
+                        .collect::<Vec<_>>()
+                        .join("/")
+                })
                 .collect();
             eprintln!(
                 "step {:>5}  loss {:.4}  ce {:.4}  aux {:.3}  lr {:.2e}  {:.0} tok/s  expert share % [{}]",

@@ -134,14 +134,19 @@ impl ModelConfig {
                 p.push(format!("model.{name} must be at least 1"));
             }
         }
-        if self.n_heads > 0 && (self.d_model % self.n_heads != 0 || (self.d_model / self.n_heads) % 2 != 0) {
+        if self.n_heads > 0
+            && (self.d_model % self.n_heads != 0 || (self.d_model / self.n_heads) % 2 != 0)
+        {
             p.push(format!(
                 "model.d_model {} must split into {} heads of even size (rotary)",
                 self.d_model, self.n_heads
             ));
         }
         if self.top_k > self.n_experts {
-            p.push(format!("model.top_k {} exceeds n_experts {}", self.top_k, self.n_experts));
+            p.push(format!(
+                "model.top_k {} exceeds n_experts {}",
+                self.top_k, self.n_experts
+            ));
         }
         if self.capacity_factor.is_some_and(|c| c.is_nan() || c <= 0.0) {
             p.push("model.capacity_factor must be positive".to_string());
@@ -259,17 +264,18 @@ impl Model {
         let mut names: Vec<(String, Var)> = Vec::new();
         let embed = init.normal((cfg.vocab_size, d), std)?;
         names.push(("embed".into(), embed.clone()));
-        let expert = |init: &mut Init, names: &mut Vec<(String, Var)>, prefix: String| -> CResult<Expert> {
-            let e = Expert {
-                w1: init.normal((d, f), std)?,
-                w3: init.normal((d, f), std)?,
-                w2: init.normal((f, d), out_std)?,
+        let expert =
+            |init: &mut Init, names: &mut Vec<(String, Var)>, prefix: String| -> CResult<Expert> {
+                let e = Expert {
+                    w1: init.normal((d, f), std)?,
+                    w3: init.normal((d, f), std)?,
+                    w2: init.normal((f, d), out_std)?,
+                };
+                names.push((format!("{prefix}.w1"), e.w1.clone()));
+                names.push((format!("{prefix}.w3"), e.w3.clone()));
+                names.push((format!("{prefix}.w2"), e.w2.clone()));
+                Ok(e)
             };
-            names.push((format!("{prefix}.w1"), e.w1.clone()));
-            names.push((format!("{prefix}.w3"), e.w3.clone()));
-            names.push((format!("{prefix}.w2"), e.w2.clone()));
-            Ok(e)
-        };
         let mut layers = Vec::new();
         for i in 0..cfg.n_layers {
             let l = Layer {
@@ -296,10 +302,18 @@ impl Model {
             }
             let mut l = l;
             for e in 0..cfg.n_experts {
-                l.experts.push(expert(&mut init, &mut names, format!("layers.{i}.experts.{e}"))?);
+                l.experts.push(expert(
+                    &mut init,
+                    &mut names,
+                    format!("layers.{i}.experts.{e}"),
+                )?);
             }
             for s in 0..cfg.n_shared_experts {
-                l.shared.push(expert(&mut init, &mut names, format!("layers.{i}.shared.{s}"))?);
+                l.shared.push(expert(
+                    &mut init,
+                    &mut names,
+                    format!("layers.{i}.shared.{s}"),
+                )?);
             }
             layers.push(l);
         }
@@ -327,7 +341,11 @@ impl Model {
 
     /// Forward pass and losses over one loader batch.
     pub fn forward(&self, batch: &Batch) -> crate::Result<Forward> {
-        if let Some(&bad) = batch.input_ids.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+        if let Some(&bad) = batch
+            .input_ids
+            .iter()
+            .find(|&&t| t as usize >= self.cfg.vocab_size)
+        {
             return Err(crate::Error::msg(format!(
                 "token id {bad} is outside the model's vocabulary (vocab_size {}); set model.vocab_size to the tokenizer's size",
                 self.cfg.vocab_size
@@ -383,7 +401,9 @@ impl Model {
         let real: Vec<bool> = batch.labels.iter().map(|&l| l != IGNORE).collect();
         let n_real = real.iter().filter(|r| **r).count().max(1);
         let real_row = Tensor::from_vec(
-            real.iter().map(|&r| if r { 1f32 / n_real as f32 } else { 0.0 }).collect::<Vec<_>>(),
+            real.iter()
+                .map(|&r| if r { 1f32 / n_real as f32 } else { 0.0 })
+                .collect::<Vec<_>>(),
             (1, n),
             &self.dev,
         )?;
@@ -395,7 +415,9 @@ impl Model {
             let c = (x1.broadcast_mul(&sin)? + x2.broadcast_mul(&cos)?)?;
             Tensor::cat(&[a, c], 3)
         };
-        let heads = |x: Tensor| -> CResult<Tensor> { x.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous() };
+        let heads = |x: Tensor| -> CResult<Tensor> {
+            x.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()
+        };
 
         let mut aux_total: Option<Tensor> = None;
         let mut aux_sum = 0f32;
@@ -410,7 +432,11 @@ impl Model {
             let v = heads(xn.matmul(l.wv.as_tensor())?)?;
             let att = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&mask)?;
             let att = candle_nn::ops::softmax(&att, D::Minus1)?;
-            let o = att.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((n, d))?;
+            let o = att
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((n, d))?;
             x = (x + o.matmul(l.wo.as_tensor())?)?;
 
             // MoE block.
@@ -429,7 +455,12 @@ impl Model {
 
         // Cross-entropy only over labelled positions (tied output embedding).
         let pos: Vec<u32> = (0..n as u32).filter(|&i| real[i as usize]).collect();
-        let targets: Vec<u32> = batch.labels.iter().filter(|&&l| l != IGNORE).map(|&l| l as u32).collect();
+        let targets: Vec<u32> = batch
+            .labels
+            .iter()
+            .filter(|&&l| l != IGNORE)
+            .map(|&l| l as u32)
+            .collect();
         let m = pos.len();
         let (ce_t, ce) = if m == 0 {
             let z = Tensor::zeros((), DType::F32, &self.dev)?;
@@ -460,7 +491,13 @@ impl Model {
     }
 
     /// Routed + shared experts over `x` `[n, d]`: output, aux loss, expert shares, drops.
-    fn moe(&self, l: &Layer, x: &Tensor, real: &[bool], real_row: &Tensor) -> CResult<(Tensor, Tensor, Vec<f64>, u64)> {
+    fn moe(
+        &self,
+        l: &Layer,
+        x: &Tensor,
+        real: &[bool],
+        real_row: &Tensor,
+    ) -> CResult<(Tensor, Tensor, Vec<f64>, u64)> {
         let cfg = &self.cfg;
         let (n, d) = x.dims2()?;
         let (e_n, k) = (cfg.n_experts, cfg.top_k);
@@ -535,9 +572,19 @@ impl Model {
         let total: u64 = routed.iter().sum();
         let share: Vec<f64> = routed
             .iter()
-            .map(|&c| if total == 0 { 0.0 } else { c as f64 / total as f64 })
+            .map(|&c| {
+                if total == 0 {
+                    0.0
+                } else {
+                    c as f64 / total as f64
+                }
+            })
             .collect();
-        let f = Tensor::from_vec(share.iter().map(|&s| s as f32).collect::<Vec<_>>(), (e_n, 1), &self.dev)?;
+        let f = Tensor::from_vec(
+            share.iter().map(|&s| s as f32).collect::<Vec<_>>(),
+            (e_n, 1),
+            &self.dev,
+        )?;
         let p_mean = real_row.matmul(&probs)?; // [1, E]
         let aux = (p_mean.matmul(&f)?.reshape(())? * e_n as f64)?;
         Ok((y, aux, share, dropped))

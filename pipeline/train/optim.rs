@@ -168,7 +168,11 @@ impl AdamW {
             let mhat = (&s.m * (1.0 / bc1))?;
             let denom = ((&s.v * (1.0 / bc2))?.sqrt()? + c.eps)?;
             let w = s.var.as_tensor();
-            let w = if s.decay { (w * (1.0 - lr * c.weight_decay))? } else { w.clone() };
+            let w = if s.decay {
+                (w * (1.0 - lr * c.weight_decay))?
+            } else {
+                w.clone()
+            };
             let upd = (mhat / denom)?;
             s.var.set(&(w - (upd * lr)?)?)?;
         }
@@ -186,15 +190,21 @@ impl AdamW {
     }
 
     /// Restore moments and the step count from a checkpoint.
-    pub fn load_tensors(&mut self, t: &std::collections::HashMap<String, Tensor>, step: u64) -> crate::Result<()> {
+    pub fn load_tensors(
+        &mut self,
+        t: &std::collections::HashMap<String, Tensor>,
+        step: u64,
+    ) -> crate::Result<()> {
         for s in &mut self.slots {
             for (kind, dst) in [("m", &mut s.m), ("v", &mut s.v)] {
                 let key = format!("opt.{kind}.{}", s.name);
-                let src = t
-                    .get(&key)
-                    .ok_or_else(|| crate::Error::msg(format!("checkpoint has no optimizer tensor `{key}`")))?;
+                let src = t.get(&key).ok_or_else(|| {
+                    crate::Error::msg(format!("checkpoint has no optimizer tensor `{key}`"))
+                })?;
                 if src.dims() != dst.dims() {
-                    return Err(crate::Error::msg(format!("checkpoint tensor `{key}` has the wrong shape")));
+                    return Err(crate::Error::msg(format!(
+                        "checkpoint tensor `{key}` has the wrong shape"
+                    )));
                 }
                 *dst = src.clone();
             }
@@ -210,7 +220,8 @@ mod tests {
 
     #[test]
     fn schedule_warms_up_then_decays_to_floor() {
-        let c: OptimConfig = serde_json::from_str(r#"{"lr": 1.0, "warmup_steps": 10, "decay_steps": 110}"#).unwrap();
+        let c: OptimConfig =
+            serde_json::from_str(r#"{"lr": 1.0, "warmup_steps": 10, "decay_steps": 110}"#).unwrap();
         assert!((c.lr_at(0) - 0.1).abs() < 1e-12);
         assert!((c.lr_at(9) - 1.0).abs() < 1e-12);
         assert!((c.lr_at(10) - 1.0).abs() < 1e-12);

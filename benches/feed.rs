@@ -94,7 +94,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let c1 = cpu_secs();
         let fw = model.forward(&b)?;
         let g = fw.loss.backward()?;
-        opt.step(&g, cfg.optim.lr_at(s))?;
+        opt.step(&g, cfg.optim.lr_at(s as u64))?;
         if s >= 2 {
             secs += t1.elapsed().as_secs_f64();
             cpu += cpu_secs() - c1;

@@ -94,6 +94,19 @@ pub fn get_path<'a>(v: &'a serde_json::Value, path: &str) -> Option<&'a serde_js
     Some(cur)
 }
 
+/// Remove and return the value at a dotted path (moves the text instead of copying it).
+pub fn take_path(v: &mut serde_json::Value, path: &str) -> Option<serde_json::Value> {
+    let (parent, last) = match path.rsplit_once('.') {
+        Some((p, l)) => (
+            p.split('.')
+                .try_fold(&mut *v, |cur, part| cur.get_mut(part))?,
+            l,
+        ),
+        None => (v, path),
+    };
+    parent.as_object_mut()?.remove(last)
+}
+
 /// A JSON value as a meta string.
 pub fn value_to_string(v: &serde_json::Value) -> String {
     match v {
@@ -177,7 +190,7 @@ impl Source for IngestJsonl {
             if line.is_empty() {
                 continue;
             }
-            let v: serde_json::Value = match serde_json::from_slice(line) {
+            let mut v: serde_json::Value = match serde_json::from_slice(line) {
                 Ok(v) => v,
                 Err(e) => {
                     ctx.bad_record(&loc(), &format!("invalid JSON: {e}"))?;
@@ -188,8 +201,8 @@ impl Source for IngestJsonl {
                 ctx.bad_record(&loc(), "line is not a JSON object")?;
                 continue;
             }
-            let text = match get_path(&v, &self.cfg.text_field) {
-                Some(serde_json::Value::String(s)) => s.clone(),
+            let text = match take_path(&mut v, &self.cfg.text_field) {
+                Some(serde_json::Value::String(s)) => s,
                 Some(_) => {
                     ctx.bad_record(
                         &loc(),

@@ -636,3 +636,66 @@ fn readme_stage_reference_is_current() {
         assert!(has_example, "no configs/ example uses kind `{}`", k.name);
     }
 }
+
+#[test]
+fn fan_out_and_a_consumed_rejected_port() {
+    // One port feeds two nodes; the filter's rejected port feeds its own sink instead of rejects/.
+    let yaml = r#"
+run:
+  batch_size: 50
+nodes:
+  docs:
+    kind: ingest_jsonl
+    paths: [samples/text/articles_en.jsonl, samples/text/cmrc2018_zh.jsonl]
+  keep:
+    kind: length_filter
+    inputs: [docs]
+    min_chars: 400
+  short_docs:
+    kind: parquet_shards
+    inputs: [keep.rejected]
+  qwen:
+    kind: tokenize
+    inputs: [keep]
+    tokenizer: samples/tokenizers/qwen2/tokenizer.json
+  deepseek:
+    kind: tokenize
+    inputs: [keep]
+    tokenizer: samples/tokenizers/deepseek-v3/tokenizer.json
+  qwen_shards:
+    kind: parquet_shards
+    inputs: [qwen]
+  deepseek_shards:
+    kind: parquet_shards
+    inputs: [deepseek]
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let s = run_yaml(yaml, dir.path(), 2);
+    let by_node = |node: &str| -> (u64, u64) {
+        s.manifest["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["node"] == node)
+            .fold((0, 0), |a, x| {
+                (
+                    a.0 + x["rows"].as_u64().unwrap(),
+                    a.1 + x["tokens"].as_u64().unwrap(),
+                )
+            })
+    };
+    let kept = s.stats["nodes"]["keep"]["ports"]["out"]["docs"]
+        .as_u64()
+        .unwrap();
+    let rejected = s.stats["nodes"]["keep"]["ports"]["rejected"]["docs"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(kept + rejected, 948);
+    assert_eq!(by_node("qwen_shards").0, kept);
+    assert_eq!(by_node("deepseek_shards").0, kept);
+    assert_eq!(by_node("short_docs"), (rejected, 0));
+    // The two tokenizers really differ: DeepSeek isolates CJK runs before BPE.
+    assert_ne!(by_node("qwen_shards").1, by_node("deepseek_shards").1);
+    // A consumed rejected port does not also go to rejects/.
+    assert!(files(dir.path(), "rejects").is_empty());
+}

@@ -1,0 +1,168 @@
+//! Engine benchmarks (issue: engine), side by side in one run:
+//!
+//! 1. pass-through `ingest_jsonl → parquet_shards` over a large generated JSONL file vs a
+//!    bare loop that only reads and parses the same file with serde_json;
+//! 2. the `tokenize` stage (through the runtime) vs bare `Tokenizer::encode_batch` on the
+//!    same documents with the same thread count.
+//!
+//! Run: `cargo bench --bench engine` (env `SLUICE_BENCH_MB`, default 200, sets the input
+//! size; `SLUICE_BENCH_THREADS`, default 2). Prints throughputs and ratios; asserts nothing.
+
+use std::hint::black_box;
+use std::io::{BufRead, BufReader, Write};
+use std::time::Instant;
+
+use sluice::config;
+use sluice::runtime::{run, RunOptions};
+use tokenizers::Tokenizer;
+
+fn make_input(path: &std::path::Path, target_mb: usize) -> (usize, u64) {
+    let mut lines = Vec::new();
+    for f in [
+        "samples/text/cmrc2018_zh.jsonl",
+        "samples/text/articles_en.jsonl",
+    ] {
+        for l in std::fs::read_to_string(f)
+            .expect("run from the repo root")
+            .lines()
+        {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            lines.push(v["text"].as_str().unwrap().to_string());
+        }
+    }
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let (mut n, mut bytes) = (0usize, 0u64);
+    while bytes < (target_mb as u64) << 20 {
+        for t in &lines {
+            let l = serde_json::json!({"id": format!("d{n}"), "text": t, "url": format!("https://example.com/{n}")}).to_string();
+            bytes += l.len() as u64 + 1;
+            writeln!(w, "{l}").unwrap();
+            n += 1;
+        }
+    }
+    w.flush().unwrap();
+    (n, bytes)
+}
+
+fn best_of<F: FnMut() -> f64>(n: usize, mut f: F) -> f64 {
+    (0..n).map(|_| f()).fold(f64::INFINITY, f64::min)
+}
+
+fn main() {
+    let mb: usize = std::env::var("SLUICE_BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let threads: usize = std::env::var("SLUICE_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("big.jsonl");
+    let (ndocs, bytes) = make_input(&input, mb);
+    println!(
+        "input: {ndocs} docs, {:.1} MB; threads {threads}",
+        bytes as f64 / 1e6
+    );
+
+    // 1. Pass-through vs bare read + parse.
+    let bare = best_of(3, || {
+        let t0 = Instant::now();
+        let r = BufReader::with_capacity(1 << 16, std::fs::File::open(&input).unwrap());
+        let mut chars = 0usize;
+        for l in r.lines() {
+            let v: serde_json::Value = serde_json::from_str(&l.unwrap()).unwrap();
+            chars += v["text"].as_str().map(|s| s.len()).unwrap_or(0);
+        }
+        black_box(chars);
+        t0.elapsed().as_secs_f64()
+    });
+    let yaml = format!(
+        "run:\n  batch_size: 512\nnodes:\n  docs:\n    kind: ingest_jsonl\n    paths: [\"{}\"]\n  shards:\n    kind: parquet_shards\n    inputs: [docs]\n",
+        input.display()
+    );
+    let pass = best_of(3, || {
+        let out = dir.path().join("pass");
+        let spec = config::parse(&yaml, "bench").unwrap();
+        let mut o = RunOptions::new(&out, threads);
+        o.overwrite = true;
+        let t0 = Instant::now();
+        run(spec, &o).unwrap();
+        t0.elapsed().as_secs_f64()
+    });
+    let mbs = |s: f64| bytes as f64 / 1e6 / s;
+    println!(
+        "passthrough: bare serde_json loop {:.1} MB/s, ingest_jsonl→parquet_shards {:.1} MB/s, ratio {:.2}",
+        mbs(bare),
+        mbs(pass),
+        bare / pass
+    );
+
+    // 2. Tokenize stage vs bare encode_batch on the same documents.
+    let tok_docs = 20_000.min(ndocs);
+    let small = dir.path().join("tok.jsonl");
+    {
+        let r = BufReader::new(std::fs::File::open(&input).unwrap());
+        let mut w = std::fs::File::create(&small).unwrap();
+        for l in r.lines().take(tok_docs) {
+            writeln!(w, "{}", l.unwrap()).unwrap();
+        }
+    }
+    let texts: Vec<String> = BufReader::new(std::fs::File::open(&small).unwrap())
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(&l.unwrap()).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let tbytes: usize = texts.iter().map(|t| t.len()).sum();
+    let tok = Tokenizer::from_file("samples/tokenizers/qwen2/tokenizer.json").unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    let bare_tok = best_of(3, || {
+        let t0 = Instant::now();
+        let enc = pool.install(|| {
+            tok.encode_batch(texts.iter().map(|s| s.as_str()).collect::<Vec<_>>(), false)
+                .unwrap()
+        });
+        black_box(enc.len());
+        t0.elapsed().as_secs_f64()
+    });
+    let bare_fast = best_of(3, || {
+        let t0 = Instant::now();
+        let enc = pool.install(|| {
+            tok.encode_batch_fast(texts.iter().map(|s| s.as_str()).collect::<Vec<_>>(), false)
+                .unwrap()
+        });
+        black_box(enc.len());
+        t0.elapsed().as_secs_f64()
+    });
+    let yaml = format!(
+        "run:\n  batch_size: 256\nnodes:\n  docs:\n    kind: ingest_jsonl\n    paths: [\"{}\"]\n  tok:\n    kind: tokenize\n    inputs: [docs]\n    tokenizer: samples/tokenizers/qwen2/tokenizer.json\n  shards:\n    kind: parquet_shards\n    inputs: [tok]\n    write_text: false\n",
+        small.display()
+    );
+    let stage = best_of(3, || {
+        let out = dir.path().join("tok");
+        let spec = config::parse(&yaml, "bench").unwrap();
+        let mut o = RunOptions::new(&out, threads);
+        o.overwrite = true;
+        let t0 = Instant::now();
+        run(spec, &o).unwrap();
+        t0.elapsed().as_secs_f64()
+    });
+    let tmb = |s: f64| tbytes as f64 / 1e6 / s;
+    println!(
+        "tokenize ({tok_docs} docs, {:.1} MB): bare encode_batch {:.2} MB/s, bare encode_batch_fast {:.2} MB/s, \
+         pipeline ingest→tokenize→parquet {:.2} MB/s; ratio vs encode_batch {:.2}, vs encode_batch_fast {:.2}",
+        tbytes as f64 / 1e6,
+        tmb(bare_tok),
+        tmb(bare_fast),
+        tmb(stage),
+        bare_tok / stage,
+        bare_fast / stage
+    );
+}

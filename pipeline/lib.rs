@@ -26,6 +26,9 @@ pub mod stage;
 pub mod storage;
 pub mod testing;
 pub mod cli_classifier;
+pub mod feed;
+pub mod train;
+pub mod cli_train;
 
 #[path = "../stages/mod.rs"]
 pub mod stages;

@@ -51,6 +51,8 @@ enum Command {
     Diff(sluice::cli_audit::DiffArgs),
     /// Train and evaluate fastText quality classifiers (`train`, `eval`).
     Classifier(sluice::cli_classifier::ClassifierArgs),
+    /// Train the reference MoE model on packed shards (exact resume with --resume).
+    Train(sluice::cli_train::TrainArgs),
 }
 
 #[derive(clap::Args)]
@@ -117,6 +119,9 @@ fn main() -> ExitCode {
             .map(|_| ExitCode::SUCCESS)
             .map_err(Into::into),
         Command::Classifier(a) => sluice::cli_classifier::run(a).map(|()| ExitCode::SUCCESS).map_err(Into::into),
+        Command::Train(a) => sluice::cli_train::run(a, cli.quiet)
+            .map(|_| ExitCode::SUCCESS)
+            .map_err(Into::into),
     };
     match res {
         Ok(code) => code,

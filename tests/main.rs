@@ -7,6 +7,7 @@ mod engine;
 mod s3;
 mod scale;
 mod warc;
+mod train;
 mod mix;
 mod zh;
 mod classifier;

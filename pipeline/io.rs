@@ -23,7 +23,7 @@ pub fn open_input(path: &str) -> Result<Box<dyn BufRead + Send>> {
     }
     let f = File::open(path).map_err(|e| Error::io(path, e))?;
     let raw = BufReader::with_capacity(1 << 16, f);
-    Ok(wrap_decoder(path, raw)?)
+    wrap_decoder(path, raw)
 }
 
 /// Wrap a raw reader in the decoder its name implies.

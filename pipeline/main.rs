@@ -109,6 +109,8 @@ fn main() -> ExitCode {
         Command::Validate { config } => cmd_validate(&config),
         Command::Stages { kind } => cmd_stages(kind.as_deref()),
         Command::Slurm(a) => sluice::cli_slurm::run(a)
+            .map(|_| ExitCode::SUCCESS)
+            .map_err(Into::into),
         Command::Audit(a) => sluice::cli_audit::run(a)
             .map(|_| ExitCode::SUCCESS)
             .map_err(Into::into),

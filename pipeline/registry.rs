@@ -13,23 +13,26 @@ pub fn all() -> Vec<Kind> {
         ingest_parquet::kind(),
         ingest_warc::kind(),
         ingest_instructions::kind(),
-        // transforms and stages
-        heuristic_filter::kind(),
+        // web
+        extract_html::kind(),
+        url_filter::kind(),
+        // Chinese text
+        normalize::kind(),
         langid::kind(),
+        segment_zh::kind(),
+        heuristic_filter::kind(),
+        pii_redact::kind(),
+        quality_classifier::kind(),
         length_filter::kind(),
+        // dedup
         exact_dedup::kind(),
         line_dedup::kind(),
         minhash_dedup::kind(),
-        quality_classifier::kind(),
-        tokenize::kind(),
-        url_filter::kind(),
+        // mixing, decontamination, tokens
         decontaminate::kind(),
         mix::kind(),
-        pack::kind(),
-        normalize::kind(),
-        pii_redact::kind(),
-        segment_zh::kind(),
         tokenize::kind(),
+        pack::kind(),
         // sinks
         parquet_shards::kind(),
     ]

@@ -123,6 +123,8 @@ impl Abort {
 }
 
 type RejectMsg = (usize, DocBatch);
+/// Per node: (`stats()` extra, `manifest()` extra).
+type Extras = BTreeMap<String, (Option<Value>, Option<Value>)>;
 
 /// The output side of one node: per port, the consumers' senders.
 struct Outputs {
@@ -196,18 +198,13 @@ impl Outputs {
         Ok(())
     }
 
-    /// Send a large emitter (from `finish`) as several aligned batches.
-    fn send_chunked(&mut self, em: &mut Emitter, batch_size: usize) -> Result<()> {
-        let mut per_port: Vec<std::collections::VecDeque<Document>> =
-            (0..self.names.len()).map(|p| em.take(p).into()).collect();
-        while per_port.iter().any(|q| !q.is_empty()) {
+    /// Send one port's documents (from `finish`, possibly many) as batches of `batch_size`.
+    fn send_port(&mut self, port: usize, docs: Vec<Document>, batch_size: usize) -> Result<()> {
+        let mut docs = docs.into_iter().peekable();
+        while docs.peek().is_some() {
             let mut chunk = Emitter::new(self.names);
-            for (p, q) in per_port.iter_mut().enumerate() {
-                for _ in 0..batch_size.min(q.len()) {
-                    if let Some(d) = q.pop_front() {
-                        chunk.emit_to(self.names[p], d);
-                    }
-                }
+            for d in docs.by_ref().take(batch_size.max(1)) {
+                chunk.emit_to(self.names[port], d);
             }
             self.send(&mut chunk)?;
         }
@@ -444,7 +441,7 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
     let src_bytes = Arc::new(AtomicU64::new(0));
     let src_docs = Arc::new(AtomicU64::new(0));
     let shards: Arc<Mutex<Vec<ShardInfo>>> = Arc::default();
-    let extras: Arc<Mutex<BTreeMap<String, (Option<Value>, Option<Value>)>>> = Arc::default();
+    let extras: Arc<Mutex<Extras>> = Arc::default();
     let progress_done = Arc::new(AtomicBool::new(false));
 
     std::thread::scope(|scope| -> Result<()> {
@@ -602,11 +599,19 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
                             if abort.aborted() {
                                 return Err(Error::Cancelled);
                             }
-                            let mut em = Emitter::new(names);
+                            // `finish` may release a large state (mix, pack): the flush hook
+                            // streams it downstream in batches instead of holding it all.
                             let t0 = Instant::now();
-                            pool.install(|| s.finish(&mut em))?;
+                            {
+                                let out = &mut outputs;
+                                let mut em = Emitter::with_flush(
+                                    names,
+                                    Box::new(move |p, docs| out.send_port(p, docs, batch_size)),
+                                );
+                                pool.install(|| s.finish(&mut em))?;
+                                em.flush()?;
+                            }
                             st.lock().unwrap_or_else(|e| e.into_inner()).busy += t0.elapsed();
-                            outputs.send_chunked(&mut em, batch_size)?;
                             extras
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())
@@ -813,7 +818,7 @@ fn progress_loop(done: &AtomicBool, bytes: &AtomicU64, docs: &AtomicU64) {
 fn stats_to_json(
     graph: &Graph,
     stats: &[Arc<Mutex<NodeStats>>],
-    extras: &BTreeMap<String, (Option<Value>, Option<Value>)>,
+    extras: &Extras,
     wall: f64,
     opts: &RunOptions,
 ) -> Value {
@@ -861,7 +866,7 @@ fn stats_to_json(
 fn manifest_json(
     graph: &Graph,
     mut files: Vec<ShardInfo>,
-    extras: &BTreeMap<String, (Option<Value>, Option<Value>)>,
+    extras: &Extras,
     opts: &RunOptions,
 ) -> Value {
     files.sort_by(|a, b| a.path.cmp(&b.path));

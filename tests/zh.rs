@@ -185,10 +185,7 @@ const ZH_SPAM_HOSTS: &[&str] = &[
     "096355.com",
 ];
 
-// Needs `ingest_warc` and `extract_html` (branch `warc`). Enable when they are merged and
-// `configs/zh_web.yaml.pending` is renamed to `configs/zh_web.yaml`.
 #[test]
-#[ignore = "needs ingest_warc/extract_html from branch warc"]
 fn zh_web_rejects_chinese_spam_pages() {
     let yaml = std::fs::read_to_string(root().join("configs/zh_web.yaml")).unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -9,12 +9,15 @@
 //! module per `kind:`; [`registry`] is the only place that names them.
 
 pub mod arrow_io;
-pub mod cli_slurm;
 pub mod audit;
 pub mod cli_audit;
+pub mod cli_classifier;
+pub mod cli_slurm;
+pub mod cli_train;
 pub mod config;
 pub mod document;
 pub mod error;
+pub mod feed;
 pub mod graph;
 pub mod io;
 pub mod launch;
@@ -25,10 +28,7 @@ pub mod shard_writer;
 pub mod stage;
 pub mod storage;
 pub mod testing;
-pub mod cli_classifier;
-pub mod feed;
 pub mod train;
-pub mod cli_train;
 
 #[path = "../stages/mod.rs"]
 pub mod stages;

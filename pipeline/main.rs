@@ -120,7 +120,9 @@ fn main() -> ExitCode {
         Command::Diff(a) => sluice::cli_audit::run_diff(a)
             .map(|_| ExitCode::SUCCESS)
             .map_err(Into::into),
-        Command::Classifier(a) => sluice::cli_classifier::run(a).map(|()| ExitCode::SUCCESS).map_err(Into::into),
+        Command::Classifier(a) => sluice::cli_classifier::run(a)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Into::into),
         Command::Train(a) => sluice::cli_train::run(a, cli.quiet)
             .map(|_| ExitCode::SUCCESS)
             .map_err(Into::into),

@@ -608,7 +608,9 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
                                     names,
                                     Box::new(move |p, docs| out.send_port(p, docs, batch_size)),
                                 );
-                                pool.install(|| s.finish(&mut em))?;
+                                // Not on the pool: the hook blocks on downstream channels, and a
+                                // pool worker blocked here could starve the consumers' work.
+                                s.finish(&mut em)?;
                                 em.flush()?;
                             }
                             st.lock().unwrap_or_else(|e| e.into_inner()).busy += t0.elapsed();

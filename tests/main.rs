@@ -1,13 +1,13 @@
 //! All integration tests build into this one binary (link time on 2 cores).
 
 mod audit;
+mod classifier;
 mod common;
 mod dedup;
 mod engine;
+mod mix;
 mod s3;
 mod scale;
-mod warc;
 mod train;
-mod mix;
+mod warc;
 mod zh;
-mod classifier;

@@ -143,9 +143,9 @@ impl Outputs {
     fn send(&mut self, em: &mut Emitter) -> Result<()> {
         let seq = self.seq;
         self.seq += 1;
-        for p in 0..self.names.len() {
+        for (p, port_name) in self.names.iter().enumerate() {
             let mut docs = em.take(p);
-            let is_rej = self.names[p] == REJECTED;
+            let is_rej = *port_name == REJECTED;
             {
                 let mut st = self.stats.lock().unwrap_or_else(|e| e.into_inner());
                 st.ports[p].docs += docs.len() as u64;

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -63,30 +64,21 @@ pub fn files(dir: &Path, sub: &str) -> Vec<(String, Vec<u8>)> {
 
 /// Read every row of the parquet files under `dir/shards` as (id, tokens, text).
 pub fn read_doc_rows(dir: &Path) -> Vec<(String, Vec<u32>, String)> {
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let mut rows = Vec::new();
-    for (name, _) in files(dir, "shards") {
-        let f = std::fs::File::open(dir.join("shards").join(&name)).unwrap();
-        let r = ParquetRecordBatchReaderBuilder::try_new(f)
+    for b in record_batches(dir, "shards") {
+        let ids = sluice::arrow_io::string_column(&b, "id").unwrap().unwrap();
+        let texts = sluice::arrow_io::string_column(&b, "text")
             .unwrap()
-            .build()
+            .unwrap_or_default();
+        let toks = sluice::arrow_io::u32_list_column(&b, "tokens")
+            .unwrap()
             .unwrap();
-        for b in r {
-            let b = b.unwrap();
-            let ids = sluice::arrow_io::string_column(&b, "id").unwrap().unwrap();
-            let texts = sluice::arrow_io::string_column(&b, "text")
-                .unwrap()
-                .unwrap_or_default();
-            let toks = sluice::arrow_io::u32_list_column(&b, "tokens")
-                .unwrap()
-                .unwrap();
-            for i in 0..ids.len() {
-                rows.push((
-                    ids[i].clone().unwrap(),
-                    toks[i].clone().unwrap_or_default(),
-                    texts.get(i).cloned().flatten().unwrap_or_default(),
-                ));
-            }
+        for i in 0..ids.len() {
+            rows.push((
+                ids[i].clone().unwrap(),
+                toks[i].clone().unwrap_or_default(),
+                texts.get(i).cloned().flatten().unwrap_or_default(),
+            ));
         }
     }
     rows
@@ -110,4 +102,46 @@ pub fn python_with(modules: &[&str]) -> Option<String> {
         }
     }
     None
+}
+
+/// Split the two text samples into `n` JSONL files, `repeat` times over (ids made unique).
+pub fn split_inputs(dir: &Path, n: usize, repeat: usize) {
+    let mut lines = Vec::new();
+    for f in [
+        "samples/text/cmrc2018_zh.jsonl",
+        "samples/text/articles_en.jsonl",
+    ] {
+        lines.extend(
+            std::fs::read_to_string(root().join(f))
+                .unwrap()
+                .lines()
+                .map(String::from)
+                .collect::<Vec<_>>(),
+        );
+    }
+    let mut files: Vec<std::fs::File> = (0..n)
+        .map(|i| std::fs::File::create(dir.join(format!("part-{i:03}.jsonl"))).unwrap())
+        .collect();
+    let mut k = 0usize;
+    for _ in 0..repeat {
+        for l in &lines {
+            writeln!(files[k % n], "{l}").unwrap();
+            k += 1;
+        }
+    }
+}
+
+/// Every record batch of every Parquet file under `dir/sub`, in file-name order.
+pub fn record_batches(dir: &Path, sub: &str) -> Vec<arrow::array::RecordBatch> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let mut out = Vec::new();
+    for (name, _) in files(dir, sub) {
+        let f = std::fs::File::open(dir.join(sub).join(&name)).unwrap();
+        let r = ParquetRecordBatchReaderBuilder::try_new(f)
+            .unwrap()
+            .build()
+            .unwrap();
+        out.extend(r.map(|b| b.unwrap()));
+    }
+    out
 }

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
 
 use serde_json::Value;
 use sluice::config;
@@ -274,33 +273,6 @@ fn one_and_two_threads_give_byte_identical_shards() {
     assert!(files(a.path(), "rejects") == files(b.path(), "rejects"));
     let ma = std::fs::read(a.path().join("manifest.json")).unwrap();
     assert_eq!(ma, std::fs::read(b.path().join("manifest.json")).unwrap());
-}
-
-/// Split the samples into `n` JSONL files with unique ids.
-fn split_inputs(dir: &Path, n: usize, repeat: usize) {
-    let mut lines = Vec::new();
-    for f in [
-        "samples/text/cmrc2018_zh.jsonl",
-        "samples/text/articles_en.jsonl",
-    ] {
-        lines.extend(
-            std::fs::read_to_string(root().join(f))
-                .unwrap()
-                .lines()
-                .map(String::from)
-                .collect::<Vec<_>>(),
-        );
-    }
-    let mut files: Vec<std::fs::File> = (0..n)
-        .map(|i| std::fs::File::create(dir.join(format!("part-{i:03}.jsonl"))).unwrap())
-        .collect();
-    let mut k = 0usize;
-    for _ in 0..repeat {
-        for l in &lines {
-            writeln!(files[k % n], "{l}").unwrap();
-            k += 1;
-        }
-    }
 }
 
 #[test]

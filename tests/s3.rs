@@ -248,7 +248,7 @@ fn s3_jsonl_inputs_to_s3_shards_equal_a_local_run() {
     let tmp = tempfile::tempdir().unwrap();
     let local_in = tmp.path().join("in");
     std::fs::create_dir_all(&local_in).unwrap();
-    crate::scale::split_inputs(&local_in, 4, 1);
+    crate::common::split_inputs(&local_in, 4, 1);
     for e in std::fs::read_dir(&local_in).unwrap().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         storage::put(

@@ -4,39 +4,11 @@
 //! documents in the shards with a single-process run. The Slurm test needs a controller
 //! (`.ci/slurm-setup.sh` starts one; CI runs it) and is skipped with a message otherwise.
 
-use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::{bin, root};
-
-/// Split the two text samples into `n` JSONL files, `repeat` times over (ids made unique).
-pub fn split_inputs(dir: &Path, n: usize, repeat: usize) {
-    let mut lines = Vec::new();
-    for f in [
-        "samples/text/cmrc2018_zh.jsonl",
-        "samples/text/articles_en.jsonl",
-    ] {
-        lines.extend(
-            std::fs::read_to_string(root().join(f))
-                .unwrap()
-                .lines()
-                .map(String::from)
-                .collect::<Vec<_>>(),
-        );
-    }
-    let mut files: Vec<std::fs::File> = (0..n)
-        .map(|i| std::fs::File::create(dir.join(format!("part-{i:03}.jsonl"))).unwrap())
-        .collect();
-    let mut k = 0usize;
-    for _ in 0..repeat {
-        for l in &lines {
-            writeln!(files[k % n], "{l}").unwrap();
-            k += 1;
-        }
-    }
-}
+use crate::common::{bin, split_inputs};
 
 /// A small pipeline: JSONL → length filter → Parquet shards (no tokenizer: keeps debug
 /// runs quick; the tokenizer is tested elsewhere).

@@ -123,6 +123,8 @@ impl Abort {
 }
 
 type RejectMsg = (usize, DocBatch);
+/// Per port of one node: the consumers' senders and their input index.
+type PortTargets = Vec<Vec<(Sender<DocBatch>, usize)>>;
 /// Per node: (`stats()` extra, `manifest()` extra).
 type Extras = BTreeMap<String, (Option<Value>, Option<Value>)>;
 
@@ -422,13 +424,13 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
         .iter()
         .map(|s| s.inputs.iter().map(|_| None).collect())
         .collect();
-    let mut targets: Vec<Vec<Vec<(Sender<DocBatch>, usize)>>> = graph
+    let mut targets: Vec<PortTargets> = graph
         .kinds
         .iter()
         .map(|k| k.ports.iter().map(|_| Vec::new()).collect())
         .collect();
-    for up in 0..n {
-        for (p, cons) in graph.consumers[up].iter().enumerate() {
+    for (up, node_consumers) in graph.consumers.iter().enumerate() {
+        for (p, cons) in node_consumers.iter().enumerate() {
             for &(c, j) in cons {
                 let (tx, rx) = bounded(run.queue_batches);
                 targets[up][p].push((tx, j));

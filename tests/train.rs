@@ -98,7 +98,7 @@ fn feed_ranks_are_disjoint_and_cover_an_epoch() {
     let steps = n.div_ceil(bs * world) + 1;
     let mut seen: BTreeMap<SampleKey, usize> = BTreeMap::new();
     let mut per_rank = vec![0usize; world];
-    for rank in 0..world {
+    for (rank, rank_count) in per_rank.iter_mut().enumerate() {
         let mut feed = Feed::open(cfg(bs, t, rank, world), None).unwrap();
         for b in take(&mut feed, steps) {
             assert_eq!(b.samples.len(), bs);
@@ -106,7 +106,7 @@ fn feed_ranks_are_disjoint_and_cover_an_epoch() {
                 let g = b.step as usize * bs * world + rank * bs + j;
                 if g < n {
                     *seen.entry(*k).or_default() += 1;
-                    per_rank[rank] += 1;
+                    *rank_count += 1;
                 }
             }
         }
@@ -437,7 +437,7 @@ fn feed_reads_a_real_run_directory() {
         .status()
         .unwrap();
     assert!(st.success());
-    let set = ShardSet::discover(&[out.clone()]).unwrap();
+    let set = ShardSet::discover(std::slice::from_ref(&out)).unwrap();
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
     let listed: BTreeSet<String> = manifest["shards"]

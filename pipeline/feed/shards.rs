@@ -59,7 +59,10 @@ fn footer(path: &Path) -> Result<(u64, bool)> {
     Ok((rows, packed))
 }
 
-fn manifest_shards(dir: &Path) -> Result<Option<Vec<(PathBuf, Option<String>)>>> {
+/// Shard paths with their manifest sha256, when the manifest has one.
+type ShardList = Vec<(PathBuf, Option<String>)>;
+
+fn manifest_shards(dir: &Path) -> Result<Option<ShardList>> {
     let m = dir.join("manifest.json");
     if !m.is_file() {
         return Ok(None);

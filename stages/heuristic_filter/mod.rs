@@ -195,7 +195,7 @@ fn flagged_automaton<'a>(
     exclude: &[&str],
 ) -> Result<Option<AhoCorasick>> {
     let mut pats: Vec<&str> = words
-        .filter(|w| !(w.is_ascii() && w.len() < 4) && !exclude.contains(w))
+        .filter(|w| !(exclude.contains(w) || w.is_ascii() && w.len() < 4))
         .collect();
     pats.sort_unstable();
     pats.dedup();

@@ -81,7 +81,7 @@ fn menu_page_fails_line_rules() {
 #[test]
 fn repeated_lines_and_ngrams() {
     let line = "二肖输尽光，四肖八码，最新资料免费公开，欢迎访问本站。";
-    let t = format!("{CLEAN}\n{}", vec![line; 6].join("\n"));
+    let t = format!("{CLEAN}\n{}", [line; 6].join("\n"));
     let f = failing(&filter(), &t);
     for r in [
         "dup_line_frac",

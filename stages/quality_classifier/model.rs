@@ -251,9 +251,7 @@ impl Model {
     /// reports it (that includes fastText's `+1e-5` from `log(p + 1e-5)`); 0 when fastText
     /// would not list the label. `None` when the line has no tokens at all.
     pub fn prob(&self, line: &str, idx: usize) -> Option<f32> {
-        if line.split_ascii_whitespace().next().is_none() {
-            return None;
-        }
+        line.split_ascii_whitespace().next()?;
         match self.mode {
             Route::Crate => {
                 let preds = self.ft.predict(line, self.labels.len(), 0.0);

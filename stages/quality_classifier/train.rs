@@ -369,11 +369,13 @@ pub fn quantize(
     retrain_input: Option<&Path>,
     h: &Hyper,
 ) -> Result<()> {
-    let mut q = Args::default();
-    q.cutoff = cutoff;
-    q.dsub = 2;
-    q.qnorm = true;
-    q.qout = false;
+    let mut q = Args {
+        cutoff,
+        dsub: 2,
+        qnorm: true,
+        qout: false,
+        ..Args::default()
+    };
     q.retrain = retrain_input.is_some();
     if let Some(p) = retrain_input {
         q.input = p.to_path_buf();

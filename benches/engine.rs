@@ -44,6 +44,16 @@ fn make_input(path: &std::path::Path, target_mb: usize) -> (usize, u64) {
     (n, bytes)
 }
 
+/// Wall seconds of one full pipeline run (overwriting `out`).
+fn timed_run(yaml: &str, out: &std::path::Path, threads: usize) -> f64 {
+    let spec = config::parse(yaml, "bench").unwrap();
+    let mut o = RunOptions::new(out, threads);
+    o.overwrite = true;
+    let t0 = Instant::now();
+    run(spec, &o).unwrap();
+    t0.elapsed().as_secs_f64()
+}
+
 fn best_of<F: FnMut() -> f64>(n: usize, mut f: F) -> f64 {
     (0..n).map(|_| f()).fold(f64::INFINITY, f64::min)
 }
@@ -81,15 +91,7 @@ fn main() {
         "run:\n  batch_size: 512\nnodes:\n  docs:\n    kind: ingest_jsonl\n    paths: [\"{}\"]\n  shards:\n    kind: parquet_shards\n    inputs: [docs]\n",
         input.display()
     );
-    let pass = best_of(3, || {
-        let out = dir.path().join("pass");
-        let spec = config::parse(&yaml, "bench").unwrap();
-        let mut o = RunOptions::new(&out, threads);
-        o.overwrite = true;
-        let t0 = Instant::now();
-        run(spec, &o).unwrap();
-        t0.elapsed().as_secs_f64()
-    });
+    let pass = best_of(3, || timed_run(&yaml, &dir.path().join("pass"), threads));
     let mbs = |s: f64| bytes as f64 / 1e6 / s;
     println!(
         "passthrough: bare serde_json loop {:.1} MB/s, ingest_jsonl→parquet_shards {:.1} MB/s, ratio {:.2}",
@@ -145,15 +147,7 @@ fn main() {
         "run:\n  batch_size: 256\nnodes:\n  docs:\n    kind: ingest_jsonl\n    paths: [\"{}\"]\n  tok:\n    kind: tokenize\n    inputs: [docs]\n    tokenizer: samples/tokenizers/qwen2/tokenizer.json\n  shards:\n    kind: parquet_shards\n    inputs: [tok]\n    write_text: false\n",
         small.display()
     );
-    let stage = best_of(3, || {
-        let out = dir.path().join("tok");
-        let spec = config::parse(&yaml, "bench").unwrap();
-        let mut o = RunOptions::new(&out, threads);
-        o.overwrite = true;
-        let t0 = Instant::now();
-        run(spec, &o).unwrap();
-        t0.elapsed().as_secs_f64()
-    });
+    let stage = best_of(3, || timed_run(&yaml, &dir.path().join("tok"), threads));
     let tmb = |s: f64| tbytes as f64 / 1e6 / s;
     println!(
         "tokenize ({tok_docs} docs, {:.1} MB): bare encode_batch {:.2} MB/s, bare encode_batch_fast {:.2} MB/s, \

@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use arrow::array::{Array, UInt32Array};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
 
 use crate::common::*;
@@ -18,39 +17,31 @@ struct Row {
 
 fn packed_rows(dir: &Path) -> Vec<Row> {
     let mut rows = Vec::new();
-    for (name, _) in files(dir, "shards") {
-        let f = std::fs::File::open(dir.join("shards").join(&name)).unwrap();
-        for b in ParquetRecordBatchReaderBuilder::try_new(f)
+    for b in record_batches(dir, "shards") {
+        let ids = sluice::arrow_io::u32_list_column(&b, "input_ids")
             .unwrap()
-            .build()
+            .unwrap();
+        let offs = sluice::arrow_io::u32_list_column(&b, "doc_offsets")
             .unwrap()
-        {
-            let b = b.unwrap();
-            let ids = sluice::arrow_io::u32_list_column(&b, "input_ids")
+            .unwrap();
+        let u32col = |n: &str| {
+            b.column_by_name(n)
                 .unwrap()
-                .unwrap();
-            let offs = sluice::arrow_io::u32_list_column(&b, "doc_offsets")
+                .as_any()
+                .downcast_ref::<UInt32Array>()
                 .unwrap()
-                .unwrap();
-            let u32col = |n: &str| {
-                b.column_by_name(n)
-                    .unwrap()
-                    .as_any()
-                    .downcast_ref::<UInt32Array>()
-                    .unwrap()
-                    .clone()
-            };
-            let (nt, np) = (u32col("n_tokens"), u32col("n_pad"));
-            for i in 0..b.num_rows() {
-                rows.push(Row {
-                    input_ids: ids[i].clone().unwrap(),
-                    n_tokens: nt.value(i),
-                    doc_offsets: offs[i].clone().unwrap(),
-                    n_pad: np.value(i),
-                });
-            }
-            assert_eq!(nt.null_count(), 0);
+                .clone()
+        };
+        let (nt, np) = (u32col("n_tokens"), u32col("n_pad"));
+        for i in 0..b.num_rows() {
+            rows.push(Row {
+                input_ids: ids[i].clone().unwrap(),
+                n_tokens: nt.value(i),
+                doc_offsets: offs[i].clone().unwrap(),
+                n_pad: np.value(i),
+            });
         }
+        assert_eq!(nt.null_count(), 0);
     }
     rows
 }
@@ -236,22 +227,14 @@ nodes:
     );
     // Reject rows name the benchmark and the n-gram.
     let mut details = Vec::new();
-    for (name, _) in files(&out, "rejects") {
-        let f = std::fs::File::open(out.join("rejects").join(&name)).unwrap();
-        for b in ParquetRecordBatchReaderBuilder::try_new(f)
-            .unwrap()
-            .build()
-            .unwrap()
-        {
-            let b = b.unwrap();
-            details.extend(
-                sluice::arrow_io::string_column(&b, "detail")
-                    .unwrap()
-                    .unwrap()
-                    .into_iter()
-                    .flatten(),
-            );
-        }
+    for b in record_batches(&out, "rejects") {
+        details.extend(
+            sluice::arrow_io::string_column(&b, "detail")
+                .unwrap()
+                .unwrap()
+                .into_iter()
+                .flatten(),
+        );
     }
     assert_eq!(details.len(), 4);
     assert!(

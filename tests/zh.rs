@@ -138,30 +138,21 @@ nodes:
 
 /// Rows of every rejects file as (node, reason, url).
 fn reject_rows(dir: &std::path::Path) -> Vec<(String, String, String)> {
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let mut rows = Vec::new();
-    for (name, _) in files(dir, "rejects") {
-        let f = std::fs::File::open(dir.join("rejects").join(&name)).unwrap();
-        for b in ParquetRecordBatchReaderBuilder::try_new(f)
+    for b in record_batches(dir, "rejects") {
+        let stage = sluice::arrow_io::string_column(&b, "stage")
             .unwrap()
-            .build()
+            .unwrap();
+        let reason = sluice::arrow_io::string_column(&b, "reason")
             .unwrap()
-        {
-            let b = b.unwrap();
-            let stage = sluice::arrow_io::string_column(&b, "stage")
-                .unwrap()
-                .unwrap();
-            let reason = sluice::arrow_io::string_column(&b, "reason")
-                .unwrap()
-                .unwrap();
-            let url = sluice::arrow_io::string_column(&b, "url").unwrap().unwrap();
-            for i in 0..stage.len() {
-                rows.push((
-                    stage[i].clone().unwrap_or_default(),
-                    reason[i].clone().unwrap_or_default(),
-                    url[i].clone().unwrap_or_default(),
-                ));
-            }
+            .unwrap();
+        let url = sluice::arrow_io::string_column(&b, "url").unwrap().unwrap();
+        for i in 0..stage.len() {
+            rows.push((
+                stage[i].clone().unwrap_or_default(),
+                reason[i].clone().unwrap_or_default(),
+                url[i].clone().unwrap_or_default(),
+            ));
         }
     }
     rows.sort();

@@ -3,7 +3,7 @@
 //! The loader must never be what a training step waits on. This measures, at the example
 //! size (`configs/train/moe_tiny.yaml`), the `feed` loader's batch rate (tokens/s, the
 //! consumer pulling as fast as it can) and the training step's rate (tokens/s of forward
-//! + backward + AdamW), and checks the loader is at least 50× faster. With python3 +
+//! plus backward plus AdamW), and checks the loader is at least 50× faster. With python3 +
 //! pyarrow available it also times `python/sluice_feed.py` on the same shards.
 //!
 //! ```text

@@ -90,6 +90,7 @@ fn all_samples(seq_len: usize) -> BTreeSet<SampleKey> {
 }
 
 #[test]
+#[allow(clippy::needless_range_loop)]
 fn feed_ranks_are_disjoint_and_cover_an_epoch() {
     let (bs, t, world) = (4, 64, 3);
     let all = all_samples(t);
@@ -437,7 +438,7 @@ fn feed_reads_a_real_run_directory() {
         .status()
         .unwrap();
     assert!(st.success());
-    let set = ShardSet::discover(&[out.clone()]).unwrap();
+    let set = ShardSet::discover(std::slice::from_ref(&out)).unwrap();
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
     let listed: BTreeSet<String> = manifest["shards"]

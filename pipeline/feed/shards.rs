@@ -59,7 +59,10 @@ fn footer(path: &Path) -> Result<(u64, bool)> {
     Ok((rows, packed))
 }
 
-fn manifest_shards(dir: &Path) -> Result<Option<Vec<(PathBuf, Option<String>)>>> {
+/// Candidate shard paths with the sha256 a manifest gave them (if any).
+type Candidates = Vec<(PathBuf, Option<String>)>;
+
+fn manifest_shards(dir: &Path) -> Result<Option<Candidates>> {
     let m = dir.join("manifest.json");
     if !m.is_file() {
         return Ok(None);

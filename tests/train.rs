@@ -90,6 +90,7 @@ fn all_samples(seq_len: usize) -> BTreeSet<SampleKey> {
 }
 
 #[test]
+#[allow(clippy::needless_range_loop)]
 fn feed_ranks_are_disjoint_and_cover_an_epoch() {
     let (bs, t, world) = (4, 64, 3);
     let all = all_samples(t);

@@ -54,9 +54,8 @@ fn timed_run(yaml: &str, out: &std::path::Path, threads: usize) -> f64 {
     t0.elapsed().as_secs_f64()
 }
 
-fn best_of<F: FnMut() -> f64>(n: usize, mut f: F) -> f64 {
-    (0..n).map(|_| f()).fold(f64::INFINITY, f64::min)
-}
+/// Repeats of each measurement (interleaved; the best of each side is reported).
+const REPEATS: usize = 3;
 
 fn main() {
     let mb: usize = std::env::var("SLUICE_BENCH_MB")
@@ -76,7 +75,7 @@ fn main() {
     );
 
     // 1. Pass-through vs bare read + parse.
-    let bare = best_of(3, || {
+    let bare_loop = || {
         let t0 = Instant::now();
         let r = BufReader::with_capacity(1 << 16, std::fs::File::open(&input).unwrap());
         let mut chars = 0usize;
@@ -86,12 +85,17 @@ fn main() {
         }
         black_box(chars);
         t0.elapsed().as_secs_f64()
-    });
+    };
     let yaml = format!(
         "run:\n  batch_size: 512\nnodes:\n  docs:\n    kind: ingest_jsonl\n    paths: [\"{}\"]\n  shards:\n    kind: parquet_shards\n    inputs: [docs]\n",
         input.display()
     );
-    let pass = best_of(3, || timed_run(&yaml, &dir.path().join("pass"), threads));
+    // Interleaved repeats, best of each: drift in machine load hits both sides alike.
+    let (mut bare, mut pass) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..REPEATS {
+        bare = bare.min(bare_loop());
+        pass = pass.min(timed_run(&yaml, &dir.path().join("pass"), threads));
+    }
     let mbs = |s: f64| bytes as f64 / 1e6 / s;
     println!(
         "passthrough: bare serde_json loop {:.1} MB/s, ingest_jsonl→parquet_shards {:.1} MB/s, ratio {:.2}",
@@ -125,29 +129,29 @@ fn main() {
         .num_threads(threads)
         .build()
         .unwrap();
-    let bare_tok = best_of(3, || {
+    let encode = |fast: bool| {
         let t0 = Instant::now();
         let enc = pool.install(|| {
-            tok.encode_batch(texts.iter().map(|s| s.as_str()).collect::<Vec<_>>(), false)
-                .unwrap()
+            let texts: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+            if fast {
+                tok.encode_batch_fast(texts, false).unwrap()
+            } else {
+                tok.encode_batch(texts, false).unwrap()
+            }
         });
         black_box(enc.len());
         t0.elapsed().as_secs_f64()
-    });
-    let bare_fast = best_of(3, || {
-        let t0 = Instant::now();
-        let enc = pool.install(|| {
-            tok.encode_batch_fast(texts.iter().map(|s| s.as_str()).collect::<Vec<_>>(), false)
-                .unwrap()
-        });
-        black_box(enc.len());
-        t0.elapsed().as_secs_f64()
-    });
+    };
     let yaml = format!(
         "run:\n  batch_size: 256\nnodes:\n  docs:\n    kind: ingest_jsonl\n    paths: [\"{}\"]\n  tok:\n    kind: tokenize\n    inputs: [docs]\n    tokenizer: samples/tokenizers/qwen2/tokenizer.json\n  shards:\n    kind: parquet_shards\n    inputs: [tok]\n    write_text: false\n",
         small.display()
     );
-    let stage = best_of(3, || timed_run(&yaml, &dir.path().join("tok"), threads));
+    let (mut bare_tok, mut bare_fast, mut stage) = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
+    for _ in 0..REPEATS {
+        bare_tok = bare_tok.min(encode(false));
+        bare_fast = bare_fast.min(encode(true));
+        stage = stage.min(timed_run(&yaml, &dir.path().join("tok"), threads));
+    }
     let tmb = |s: f64| tbytes as f64 / 1e6 / s;
     println!(
         "tokenize ({tok_docs} docs, {:.1} MB): bare encode_batch {:.2} MB/s, bare encode_batch_fast {:.2} MB/s, \

@@ -623,11 +623,14 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
                             Ok(())
                         })(),
                         Node::Sink(mut sink) => (|| {
+                            // The sink runs on this thread and may spawn work on the pool
+                            // and wait for it (a pool worker must never block like that).
+                            sink.use_pool(pool.clone());
                             let mut input = MergedInput::new(rx);
                             while let Some(b) = input.recv() {
                                 count_in(&st, &b);
                                 let t0 = Instant::now();
-                                pool.install(|| sink.write(b))?;
+                                sink.write(b)?;
                                 st.lock().unwrap_or_else(|e| e.into_inner()).busy += t0.elapsed();
                             }
                             if abort.aborted() {
@@ -791,8 +794,14 @@ fn progress_loop(done: &AtomicBool, bytes: &AtomicU64, docs: &AtomicU64) {
         None
     };
     let mut last_log = Instant::now();
+    let mut last_tick = Instant::now();
     while !done.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(200));
+        // Short sleeps, so the run does not wait on this thread when it ends.
+        std::thread::sleep(Duration::from_millis(10));
+        if last_tick.elapsed() < Duration::from_millis(200) {
+            continue;
+        }
+        last_tick = Instant::now();
         let secs = t0.elapsed().as_secs_f64().max(1e-6);
         let d = docs.load(Ordering::Relaxed);
         let b = bytes.load(Ordering::Relaxed);

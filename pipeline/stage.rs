@@ -217,6 +217,10 @@ pub struct ShardInfo {
 
 /// A sink writes batches (in `seq` order) and reports its finished files.
 pub trait Sink: Send {
+    /// Called once before the first batch with the run's worker pool (`--threads`). `write`
+    /// and `finish` run on the sink's own thread, not on the pool, so a sink may hand work
+    /// to the pool (e.g. encoding row groups) and block waiting for it.
+    fn use_pool(&mut self, _pool: Arc<rayon::ThreadPool>) {}
     /// Write one batch.
     fn write(&mut self, batch: DocBatch) -> Result<()>;
     /// Flush and close; return every file written.

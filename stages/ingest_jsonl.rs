@@ -83,6 +83,7 @@ impl StageConfig for Config {
 pub struct IngestJsonl {
     cfg: Config,
     source: String,
+    plan: Plan,
 }
 
 /// Look up a dotted path in a JSON value.
@@ -150,6 +151,265 @@ fn read_capped_line(
     Ok(Some(true))
 }
 
+/// Which top-level fields a line's parse keeps. Everything else is skipped without being
+/// materialised: the text is unescaped straight into its `String`, the few other wanted
+/// fields become small JSON values, and no map of the whole line is built.
+struct Plan {
+    /// Top-level key holding the text (the first segment of `text_field`).
+    text_key: String,
+    /// The rest of a dotted `text_field` (`doc.body` → `body`).
+    text_rest: Option<String>,
+    /// Top-level keys of the other fields read (id, lang, meta).
+    keys: Vec<String>,
+}
+
+impl Plan {
+    fn new(cfg: &Config) -> Plan {
+        let (text_key, text_rest) = match cfg.text_field.split_once('.') {
+            Some((k, r)) => (k.to_string(), Some(r.to_string())),
+            None => (cfg.text_field.clone(), None),
+        };
+        let mut keys: Vec<String> = Vec::new();
+        let fields = cfg
+            .id_field
+            .iter()
+            .chain(cfg.lang_field.iter())
+            .chain(cfg.meta_fields.iter());
+        for f in fields {
+            let k = f.split('.').next().unwrap_or(f).to_string();
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+        Plan {
+            text_key,
+            text_rest,
+            keys,
+        }
+    }
+}
+
+/// The text field's value as found.
+enum TextSlot {
+    Missing,
+    Str(String),
+    NotStr,
+    /// The top-level value of a dotted `text_field`.
+    Nested(serde_json::Value),
+}
+
+/// One parsed line: the text and the other wanted top-level values (by `Plan::keys` index).
+struct Record {
+    text: TextSlot,
+    values: Vec<Option<serde_json::Value>>,
+}
+
+impl Record {
+    /// The text, or the bad-record reason.
+    fn text(&mut self, plan: &Plan) -> std::result::Result<String, String> {
+        let field = match &plan.text_rest {
+            Some(r) => format!("{}.{r}", plan.text_key),
+            None => plan.text_key.clone(),
+        };
+        let found = match std::mem::replace(&mut self.text, TextSlot::Missing) {
+            TextSlot::Missing => None,
+            TextSlot::Str(s) => Some(serde_json::Value::String(s)),
+            TextSlot::NotStr => Some(serde_json::Value::Null),
+            TextSlot::Nested(mut v) => match &plan.text_rest {
+                Some(rest) => take_path(&mut v, rest),
+                None => Some(v),
+            },
+        };
+        match found {
+            Some(serde_json::Value::String(s)) => Ok(s),
+            Some(_) => Err(format!("field `{field}` is not a string")),
+            None => Err(format!("missing field `{field}`")),
+        }
+    }
+
+    /// The value at a (possibly dotted) field path.
+    fn get<'a>(&'a self, plan: &Plan, path: &str) -> Option<&'a serde_json::Value> {
+        let (k, rest) = match path.split_once('.') {
+            Some((k, r)) => (k, Some(r)),
+            None => (path, None),
+        };
+        let i = plan.keys.iter().position(|x| x == k)?;
+        let v = self.values[i].as_ref()?;
+        match rest {
+            Some(r) => get_path(v, r),
+            None => Some(v),
+        }
+    }
+}
+
+/// Parse one line, or say why it is a bad record.
+fn parse_line(line: &[u8], plan: &Plan) -> std::result::Result<Record, String> {
+    // One SIMD validation of the whole line, so the JSON parser need not check every
+    // string it reads (the largest single cost of parsing CJK text).
+    let s =
+        validate_utf8(line).map_err(|at| format!("invalid JSON: invalid UTF-8 at byte {at}"))?;
+    let mut de = serde_json::Deserializer::from_str(s);
+    let rec = serde::de::DeserializeSeed::deserialize(LineSeed(plan), &mut de)
+        .and_then(|r| de.end().map(|_| r))
+        .map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => "line is not a JSON object".to_string(),
+            _ => format!("invalid JSON: {e}"),
+        })?;
+    Ok(rec)
+}
+
+/// UTF-8 validation with SIMD where the CPU has it (AVX2 is detected at run time; the
+/// build targets baseline x86-64). Err gives the length of the valid prefix.
+fn validate_utf8(b: &[u8]) -> std::result::Result<&str, usize> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the AVX2 implementation runs only on a CPU that has AVX2.
+            return match unsafe { simdutf8::compat::imp::x86::avx2::validate_utf8(b) } {
+                // SAFETY: just validated.
+                Ok(()) => Ok(unsafe { std::str::from_utf8_unchecked(b) }),
+                Err(e) => Err(e.valid_up_to()),
+            };
+        }
+    }
+    std::str::from_utf8(b).map_err(|e| e.valid_up_to())
+}
+
+struct LineSeed<'p>(&'p Plan);
+
+impl<'de> serde::de::DeserializeSeed<'de> for LineSeed<'_> {
+    type Value = Record;
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<Record, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for LineSeed<'_> {
+    type Value = Record;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Record, A::Error> {
+        let plan = self.0;
+        let mut rec = Record {
+            text: TextSlot::Missing,
+            values: vec![None; plan.keys.len()],
+        };
+        while let Some(Key(k)) = map.next_key::<Key>()? {
+            if *k == *plan.text_key {
+                rec.text = match plan.text_rest {
+                    None => match map.next_value::<TextValue>()? {
+                        TextValue(Some(s)) => TextSlot::Str(s),
+                        TextValue(None) => TextSlot::NotStr,
+                    },
+                    Some(_) => TextSlot::Nested(map.next_value()?),
+                };
+                // A field also read for id/lang/meta keeps its own copy.
+                if let Some(i) = plan.keys.iter().position(|x| *x == *k) {
+                    rec.values[i] = match &rec.text {
+                        TextSlot::Str(s) => Some(serde_json::Value::String(s.clone())),
+                        TextSlot::Nested(v) => Some(v.clone()),
+                        _ => Some(serde_json::Value::Null),
+                    };
+                }
+            } else if let Some(i) = plan.keys.iter().position(|x| *x == *k) {
+                rec.values[i] = Some(map.next_value()?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(rec)
+    }
+}
+
+/// An object key, borrowed from the line unless it had escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> std::result::Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Any JSON value, kept only when it is a string (anything else is consumed and dropped).
+struct TextValue(Option<String>);
+
+impl<'de> Deserialize<'de> for TextValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TextValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<TextValue, E> {
+                Ok(TextValue(Some(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> std::result::Result<TextValue, E> {
+                Ok(TextValue(Some(v)))
+            }
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<TextValue, E> {
+                Ok(TextValue(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> std::result::Result<TextValue, E> {
+                Ok(TextValue(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> std::result::Result<TextValue, E> {
+                Ok(TextValue(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> std::result::Result<TextValue, E> {
+                Ok(TextValue(None))
+            }
+            fn visit_unit<E>(self) -> std::result::Result<TextValue, E> {
+                Ok(TextValue(None))
+            }
+            fn visit_none<E>(self) -> std::result::Result<TextValue, E> {
+                Ok(TextValue(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> std::result::Result<TextValue, A::Error> {
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(TextValue(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> std::result::Result<TextValue, A::Error> {
+                while a
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(TextValue(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 impl Source for IngestJsonl {
     fn splits(&self) -> Result<Vec<String>> {
         expand_paths(&self.cfg.paths)
@@ -190,41 +450,35 @@ impl Source for IngestJsonl {
             if line.is_empty() {
                 continue;
             }
-            let mut v: serde_json::Value = match serde_json::from_slice(line) {
-                Ok(v) => v,
-                Err(e) => {
-                    ctx.bad_record(&loc(), &format!("invalid JSON: {e}"))?;
+            let mut rec = match parse_line(line, &self.plan) {
+                Ok(r) => r,
+                Err(reason) => {
+                    ctx.bad_record(&loc(), &reason)?;
                     continue;
                 }
             };
-            if !v.is_object() {
-                ctx.bad_record(&loc(), "line is not a JSON object")?;
-                continue;
-            }
-            let text = match take_path(&mut v, &self.cfg.text_field) {
-                Some(serde_json::Value::String(s)) => s,
-                Some(_) => {
-                    ctx.bad_record(
-                        &loc(),
-                        &format!("field `{}` is not a string", self.cfg.text_field),
-                    )?;
-                    continue;
-                }
-                None => {
-                    ctx.bad_record(&loc(), &format!("missing field `{}`", self.cfg.text_field))?;
+            let text = match rec.text(&self.plan) {
+                Ok(t) => t,
+                Err(reason) => {
+                    ctx.bad_record(&loc(), &reason)?;
                     continue;
                 }
             };
-            let id = match self.cfg.id_field.as_deref().and_then(|f| get_path(&v, f)) {
+            let id = match self
+                .cfg
+                .id_field
+                .as_deref()
+                .and_then(|f| rec.get(&self.plan, f))
+            {
                 Some(idv) => format!("{}:{}", self.source, value_to_string(idv)),
                 None => format!("{}:{}:{}", self.source, fname, line_no),
             };
             let mut doc = Document::new(id, self.source.clone(), text);
             if let Some(lf) = &self.cfg.lang_field {
-                doc.lang = get_path(&v, lf).map(value_to_string);
+                doc.lang = rec.get(&self.plan, lf).map(value_to_string);
             }
             for f in &self.cfg.meta_fields {
-                if let Some(x) = get_path(&v, f) {
+                if let Some(x) = rec.get(&self.plan, f) {
                     if !x.is_null() {
                         doc.meta.insert(f.clone(), value_to_string(x));
                     }
@@ -264,7 +518,8 @@ pub fn kind() -> Kind {
         build: |params, ctx| {
             let cfg: Config = parse_config(params, ctx)?;
             let source = cfg.source.clone().unwrap_or_else(|| ctx.node.clone());
-            Ok(Node::Source(Box::new(IngestJsonl { cfg, source })))
+            let plan = Plan::new(&cfg);
+            Ok(Node::Source(Box::new(IngestJsonl { cfg, source, plan })))
         },
     }
 }
@@ -285,6 +540,46 @@ mod tests {
         assert_eq!(read_capped_line(&mut r, &mut buf, 10).unwrap(), Some(true));
         assert_eq!(buf, b"ok\n");
         assert_eq!(read_capped_line(&mut r, &mut buf, 10).unwrap(), None);
+    }
+
+    fn plan(text: &str, id: Option<&str>, meta: &[&str]) -> Plan {
+        let mut cfg: Config = serde_json::from_value(serde_json::json!({"paths": ["x"]})).unwrap();
+        cfg.text_field = text.into();
+        cfg.id_field = id.map(|s| s.into());
+        cfg.meta_fields = meta.iter().map(|s| s.to_string()).collect();
+        Plan::new(&cfg)
+    }
+
+    #[test]
+    fn line_parser_keeps_only_wanted_fields_and_names_every_bad_kind() {
+        let p = plan("text", Some("id"), &["url", "m.k"]);
+        let line = br#"{"id":7,"skip":{"a":[1,2,{"b":null}]},"te\u0078t":"\u4e2d\"x\"","url":"u","m":{"k":true},"text":"last wins"}"#;
+        let mut r = parse_line(line, &p).unwrap();
+        assert_eq!(r.text(&p).unwrap(), "last wins");
+        assert_eq!(r.get(&p, "id"), Some(&serde_json::json!(7)));
+        assert_eq!(value_to_string(r.get(&p, "m.k").unwrap()), "true");
+        assert_eq!(r.get(&p, "url").and_then(|v| v.as_str()), Some("u"));
+        assert_eq!(r.get(&p, "nope"), None);
+        let reason = |l: &[u8]| match parse_line(l, &p) {
+            Ok(mut r) => r.text(&p).err().unwrap_or_default(),
+            Err(e) => e,
+        };
+        assert_eq!(reason(b"[1,2]"), "line is not a JSON object");
+        assert_eq!(reason(br#""str""#), "line is not a JSON object");
+        assert!(reason(br#"{"text":"open"#).starts_with("invalid JSON: "));
+        assert!(reason(br#"{"text":"a"} x"#).starts_with("invalid JSON: "));
+        assert_eq!(
+            reason(b"{\"text\":\"\xff\"}"),
+            "invalid JSON: invalid UTF-8 at byte 9"
+        );
+        assert_eq!(reason(br#"{"text":3}"#), "field `text` is not a string");
+        assert_eq!(reason(br#"{"text":null}"#), "field `text` is not a string");
+        assert_eq!(reason(br#"{"t":"x"}"#), "missing field `text`");
+        let nested = plan("doc.body", None, &[]);
+        let mut r = parse_line(br#"{"doc":{"body":"b","x":1}}"#, &nested).unwrap();
+        assert_eq!(r.text(&nested).unwrap(), "b");
+        let mut r = parse_line(br#"{"doc":{"x":1}}"#, &nested).unwrap();
+        assert_eq!(r.text(&nested).unwrap_err(), "missing field `doc.body`");
     }
 
     #[test]

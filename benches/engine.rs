@@ -58,6 +58,8 @@ fn timed_run(yaml: &str, out: &std::path::Path, threads: usize) -> f64 {
 const REPEATS: usize = 3;
 
 fn main() {
+    // As the `sluice` binary does at startup.
+    sluice::runtime::tune_allocator();
     let mb: usize = std::env::var("SLUICE_BENCH_MB")
         .ok()
         .and_then(|v| v.parse().ok())

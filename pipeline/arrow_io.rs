@@ -120,16 +120,23 @@ pub fn meta_json(meta: &BTreeMap<String, String>) -> String {
 
 /// Documents → a document-shard batch.
 pub fn docs_to_batch(docs: &[Document], with_text: bool) -> Result<RecordBatch> {
-    let mut id = StringBuilder::new();
-    let mut source = StringBuilder::new();
-    let mut text = StringBuilder::new();
-    let mut lang = StringBuilder::new();
-    let mut url = StringBuilder::new();
-    let mut tokens = ListBuilder::new(UInt32Builder::new());
-    let mut n_tokens = UInt32Builder::new();
-    let mut n_chars = UInt64Builder::new();
-    let mut attrs = StringBuilder::new();
-    let mut meta = StringBuilder::new();
+    // Sized up front: the text and token buffers are most of a batch, and growing them by
+    // doubling would copy (and page-fault) them several times over.
+    let n = docs.len();
+    let sum = |f: &dyn Fn(&Document) -> usize| docs.iter().map(f).sum::<usize>();
+    let mut id = StringBuilder::with_capacity(n, sum(&|d| d.id.len()));
+    let mut source = StringBuilder::with_capacity(n, sum(&|d| d.source.len()));
+    let text_bytes = if with_text { sum(&|d| d.text.len()) } else { 0 };
+    let mut text = StringBuilder::with_capacity(if with_text { n } else { 0 }, text_bytes);
+    let mut lang = StringBuilder::with_capacity(n, 2 * n);
+    let mut url =
+        StringBuilder::with_capacity(n, sum(&|d| d.meta.get("url").map_or(0, |u| u.len())));
+    let n_tok = sum(&|d| d.tokens.as_ref().map_or(0, |t| t.len()));
+    let mut tokens = ListBuilder::with_capacity(UInt32Builder::with_capacity(n_tok), n);
+    let mut n_tokens = UInt32Builder::with_capacity(n);
+    let mut n_chars = UInt64Builder::with_capacity(n);
+    let mut attrs = StringBuilder::with_capacity(n, 2 * n);
+    let mut meta = StringBuilder::with_capacity(n, 16 * n);
     for d in docs {
         id.append_value(&d.id);
         source.append_value(&d.source);

@@ -102,6 +102,7 @@ fn init_logging(verbose: u8, quiet: bool) {
 }
 
 fn main() -> ExitCode {
+    sluice::runtime::tune_allocator();
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
     let res = match cli.command {

@@ -28,6 +28,7 @@ pub fn all() -> Vec<Kind> {
         exact_dedup::kind(),
         line_dedup::kind(),
         minhash_dedup::kind(),
+        minhash_dedup::dist::signatures_kind(),
         // mixing, decontamination, tokens
         decontaminate::kind(),
         mix::kind(),

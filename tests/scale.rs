@@ -307,3 +307,206 @@ fn slurm_array_with_a_cancelled_rank_resumes_to_the_single_run_result() {
     let st = sluice_ok(&["slurm", "status", run_s]);
     assert!(st.contains("4 done"), "{st}");
 }
+
+/// JSONL → length filter → MinHash → shards, in single-process or distributed mode.
+fn dedup_yaml(paths: &str, distributed: bool) -> String {
+    let mode = if distributed {
+        // A small sort buffer, so every rank writes several sorted runs per bucket.
+        "\n    mode: distributed\n    run_entries: 700"
+    } else {
+        ""
+    };
+    format!(
+        "run:\n  batch_size: 64\nnodes:\n  src:\n    kind: ingest_jsonl\n    paths: [{paths}]\n  long_enough:\n    kind: length_filter\n    inputs: [src]\n    min_chars: 50\n  near_dups:\n    kind: minhash_dedup\n    inputs: [long_enough]\n    threshold: 0.7\n    num_perm: 128\n    seed: 7{mode}\n  shards:\n    kind: parquet_shards\n    inputs: [near_dups]\n    shard_rows: 400\n"
+    )
+}
+
+/// Every reject row as (id, stage, reason, detail, meta), sorted.
+fn reject_rows(dir: &Path) -> Vec<(String, String, String, String, String)> {
+    let mut v = Vec::new();
+    for b in crate::common::record_batches(dir, "rejects") {
+        let col = |c: &str| sluice::arrow_io::string_column(&b, c).unwrap().unwrap();
+        let (ids, st, re, de, me) = (
+            col("id"),
+            col("stage"),
+            col("reason"),
+            col("detail"),
+            col("meta"),
+        );
+        for i in 0..ids.len() {
+            v.push((
+                ids[i].clone().unwrap(),
+                st[i].clone().unwrap_or_default(),
+                re[i].clone().unwrap_or_default(),
+                de[i].clone().unwrap_or_default(),
+                me[i].clone().unwrap_or_default(),
+            ));
+        }
+    }
+    v.sort();
+    v
+}
+
+/// Kept documents with their cluster attributes: (id, text, attrs JSON), sorted.
+fn kept_rows(dir: &Path) -> Vec<(String, String, String)> {
+    let mut v = Vec::new();
+    for b in crate::common::record_batches(dir, "shards") {
+        let col = |c: &str| sluice::arrow_io::string_column(&b, c).unwrap().unwrap();
+        let (ids, texts, attrs) = (col("id"), col("text"), col("attrs"));
+        for i in 0..ids.len() {
+            v.push((
+                ids[i].clone().unwrap(),
+                texts[i].clone().unwrap_or_default(),
+                attrs[i].clone().unwrap_or_default(),
+            ));
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn distributed_minhash_equals_single_process_at_1_4_7_ranks_and_resumes_after_a_phase3_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    // 14 files, the samples twice over: every document has an exact copy in another file
+    // (so on another rank), and articles_en.jsonl holds 5 labelled near-duplicate pairs.
+    split_inputs(&input, 14, 2);
+    let glob = format!("\"{}/*.jsonl\"", input.display());
+    let (single_cfg, dist_cfg) = (tmp.path().join("single.yaml"), tmp.path().join("dist.yaml"));
+    std::fs::write(&single_cfg, dedup_yaml(&glob, false)).unwrap();
+    std::fs::write(&dist_cfg, dedup_yaml(&glob, true)).unwrap();
+    let single = tmp.path().join("single");
+    sluice_ok(&[
+        "run",
+        single_cfg.to_str().unwrap(),
+        "--out",
+        single.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    let want_kept = kept_rows(&single);
+    let want_rej = reject_rows(&single);
+    let dups = want_rej
+        .iter()
+        .filter(|r| r.2 == "near_duplicate")
+        .count();
+    assert!(
+        dups > 900 && want_kept.len() > 800,
+        "sample too small: {dups} duplicates, {} kept",
+        want_kept.len()
+    );
+    // Near-duplicates that are not exact copies are among them.
+    assert!(want_rej.iter().any(|r| r.3.contains("jaccard_est=0.")));
+
+    let dist_cfg_s = dist_cfg.to_str().unwrap();
+    for n in [1usize, 4, 7] {
+        let out = tmp.path().join(format!("dist{n}"));
+        let out_s = out.to_str().unwrap();
+        let state = out.join("_minhash/near_dups");
+        if n == 1 {
+            // A plain `sluice run` of a phased config runs every phase as one rank.
+            sluice_ok(&["run", dist_cfg_s, "--out", out_s, "--no-progress"]);
+        } else if n == 4 {
+            // Phase 3 crashes after writing part of a remove list: nothing of it is visible.
+            let o = bin()
+                .args(["run", dist_cfg_s, "--out", out_s, "--local-tasks", "4"])
+                .env(sluice::stages::minhash_dedup::dist::FAULT_ENV, "minhash-clusters")
+                .output()
+                .unwrap();
+            assert!(!o.status.success(), "the injected fault did not fail the run");
+            assert!(String::from_utf8_lossy(&o.stderr).contains("minhash-clusters"));
+            assert!(!state.join("remove/done").exists());
+            let leftovers: Vec<_> = std::fs::read_dir(state.join("remove"))
+                .map(|d| d.flatten().map(|e| e.file_name()).collect())
+                .unwrap_or_default();
+            assert!(
+                leftovers.is_empty(),
+                "a crashed phase 3 left files: {leftovers:?}"
+            );
+            assert!(!out.join("ranks").exists(), "phase 4 ran after a failed phase 3");
+            let sig0 = state.join("sig/ranks/r0000-of-0004.done");
+            let pairs0 = state.join("pairs/b0000-of-0004.done");
+            let (t_sig, t_pairs) = (mtime(&sig0), mtime(&pairs0));
+            let log = out.join("logs/minhash-sig-r0000.log");
+            let log_len = std::fs::metadata(&log).unwrap().len();
+            // Resume: phases 1 and 2 are skipped, phase 3 and 4 run.
+            sluice_ok(&["run", dist_cfg_s, "--out", out_s, "--local-tasks", "4"]);
+            assert_eq!(mtime(&sig0), t_sig, "a finished phase-1 unit was redone");
+            assert_eq!(mtime(&pairs0), t_pairs, "a finished phase-2 unit was redone");
+            assert_eq!(std::fs::metadata(&log).unwrap().len(), log_len);
+            assert!(state.join("remove/done").exists());
+        } else {
+            sluice_ok(&["run", dist_cfg_s, "--out", out_s, "--local-tasks", &n.to_string()]);
+        }
+        assert_eq!(
+            kept_rows(&out),
+            want_kept,
+            "kept documents (or their cluster attributes) differ at {n} ranks"
+        );
+        assert_eq!(
+            reject_rows(&out),
+            want_rej,
+            "reject rows differ at {n} ranks"
+        );
+        for r in 0..n {
+            assert!(out.join(format!("ranks/r{r:04}-of-{n:04}.done")).exists());
+        }
+        // Several sorted runs per rank and bucket were merged.
+        let runs = std::fs::read_dir(state.join("sig/r0000"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("b0000-"))
+            .count();
+        assert!(runs >= 2, "only {runs} sorted run(s) in bucket 0 of rank 0");
+        let done: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(state.join("remove/done")).unwrap()).unwrap();
+        assert_eq!(done["stats"]["duplicates"].as_u64(), Some(dups as u64));
+    }
+}
+
+#[test]
+fn slurm_dry_run_chains_the_dedup_phases_with_afterok() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("d.yaml");
+    std::fs::write(&cfg, dedup_yaml("samples/text/articles_en.jsonl", true)).unwrap();
+    let out = tmp.path().join("run");
+    let text = sluice_ok(&[
+        "slurm",
+        "submit",
+        cfg.to_str().unwrap(),
+        "--tasks",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+        "--max-running",
+        "2",
+        "--dry-run",
+    ]);
+    let phases = ["minhash-sig", "minhash-pairs", "minhash-clusters", "run"];
+    let arrays = ["--array=0-3%2", "--array=0-3%2", "--array=0%2", "--array=0-3%2"];
+    let mut pos = 0;
+    for (i, (ph, arr)) in phases.iter().zip(arrays).enumerate() {
+        let script = format!("{ph}-0.sbatch");
+        let at = text[pos..]
+            .find(&script)
+            .unwrap_or_else(|| panic!("no script for {ph} after offset {pos}:\n{text}"))
+            + pos;
+        let next = text[at..].find("# submit:").unwrap() + at;
+        let body = &text[at..next];
+        assert!(body.contains(arr), "{ph}: no {arr}:\n{body}");
+        assert!(body.contains(&format!("--phase {ph}")), "{ph}: no --phase:\n{body}");
+        let submit = text[next..].lines().next().unwrap();
+        if i == 0 {
+            assert!(!submit.contains("--dependency"), "{submit}");
+        } else {
+            assert!(
+                submit.contains(&format!("--dependency=afterok:<{}-job>", phases[i - 1])),
+                "{ph} is not chained after {}: {submit}",
+                phases[i - 1]
+            );
+        }
+        pos = next;
+    }
+    assert!(!out.join("slurm/jobs.json").exists(), "a dry run submitted");
+}

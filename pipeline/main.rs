@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use sluice::runtime::{self, RunOptions};
-use sluice::stages::minhash_dedup::dist;
 use sluice::stage::{BuildCtx, Role};
+use sluice::stages::minhash_dedup::dist;
 use sluice::{config, registry, Error};
 
 /// sluice: turn raw web scrapes into LLM pretraining data, Chinese first.
@@ -187,7 +187,9 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<ExitCode> {
         }
         (None | Some("run"), _) => {}
         (Some(ph), None) => {
-            anyhow::bail!("--phase {ph}: this config has no `minhash_dedup` node with `mode: distributed`")
+            anyhow::bail!(
+                "--phase {ph}: this config has no `minhash_dedup` node with `mode: distributed`"
+            )
         }
         (Some(dist::PHASE_SIG), Some(p)) => {
             out_dir = dist::state_dir(&a.out, &p.node).join("sig");

@@ -363,7 +363,10 @@ fn s3_warc_inputs_equal_a_local_run() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let run = |cfg_yaml: String, out: &Path| {
-        let cfg = tmp.path().join(format!("{}.yaml", out.file_name().unwrap().to_string_lossy()));
+        let cfg = tmp.path().join(format!(
+            "{}.yaml",
+            out.file_name().unwrap().to_string_lossy()
+        ));
         std::fs::write(&cfg, cfg_yaml).unwrap();
         let mut c = crate::common::bin();
         c.args([

@@ -66,7 +66,7 @@ use xxhash_rust::xxh3::Xxh3;
 
 use super::bands::LshParams;
 use super::signature::{estimate_jaccard, MinHasher};
-use super::{sketch_doc, Config, Mode, MinhashDedup, Verify};
+use super::{sketch_doc, Config, MinhashDedup, Mode, Verify};
 use crate::config::PipelineSpec;
 use crate::document::{DocBatch, Origin};
 use crate::error::{Error, Result};
@@ -292,7 +292,10 @@ impl CheckedReader {
         };
         let m = r.bytes::<8>()?;
         if &m != magic {
-            return Err(Error::msg(format!("{}: not a {magic:?} file", path.display())));
+            return Err(Error::msg(format!(
+                "{}: not a {magic:?} file",
+                path.display()
+            )));
         }
         r.left -= 8; // the count word
         Ok(r)
@@ -308,7 +311,10 @@ impl CheckedReader {
     }
     fn vec(&mut self, n: usize) -> Result<Vec<u8>> {
         if n as u64 > self.left {
-            return Err(Error::msg(format!("{}: corrupt record", self.path.display())));
+            return Err(Error::msg(format!(
+                "{}: corrupt record",
+                self.path.display()
+            )));
         }
         let mut b = vec![0u8; n];
         self.r
@@ -363,7 +369,11 @@ pub struct SignatureSink {
     runs: Vec<Vec<Entry>>,
     buffered: usize,
     run_no: u32,
-    files: Option<(BufWriter<AtomicFile>, BufWriter<AtomicFile>, BufWriter<AtomicFile>)>,
+    files: Option<(
+        BufWriter<AtomicFile>,
+        BufWriter<AtomicFile>,
+        BufWriter<AtomicFile>,
+    )>,
     id_end: u64,
     local: u32,
     last: Option<u64>,
@@ -414,7 +424,13 @@ impl SignatureSink {
 
     /// Record one indexed document: its signature, id and band entries. Origins must
     /// ascend (checked by [`Sink::write`]); public for `benches/minhash_dist.rs`.
-    pub fn push_signature(&mut self, origin: u64, id: &str, sig: &[u32], keys: &[u64]) -> Result<()> {
+    pub fn push_signature(
+        &mut self,
+        origin: u64,
+        id: &str,
+        sig: &[u32],
+        keys: &[u64],
+    ) -> Result<()> {
         let Some((sigs, ids, idx)) = self.files.as_mut() else {
             return Ok(());
         };
@@ -600,8 +616,12 @@ impl RankFiles {
 
 fn write_marker(path: &Path, v: &serde_json::Value) -> Result<()> {
     let mut f = AtomicFile::create(path)?;
-    f.write_all(serde_json::to_string_pretty(v).unwrap_or_default().as_bytes())
-        .map_err(|e| Error::io(path, e))?;
+    f.write_all(
+        serde_json::to_string_pretty(v)
+            .unwrap_or_default()
+            .as_bytes(),
+    )
+    .map_err(|e| Error::io(path, e))?;
     f.commit()?;
     Ok(())
 }
@@ -960,34 +980,32 @@ pub fn cluster(
 ) -> Result<PairUnionFind> {
     let mut uf = PairUnionFind::default();
     let mut cur: Vec<Pair> = Vec::new();
-    let mut decide = |cur: &mut Vec<Pair>,
-                      uf: &mut PairUnionFind,
-                      st: &mut ClusterStats|
-     -> Result<()> {
-        let Some(first) = cur.first().copied() else {
-            return Ok(());
-        };
-        let dn = uf.node(first.d, first.d_local);
-        let mut best = first;
-        for p in cur.iter() {
-            if p.est > best.est {
-                best = *p;
+    let mut decide =
+        |cur: &mut Vec<Pair>, uf: &mut PairUnionFind, st: &mut ClusterStats| -> Result<()> {
+            let Some(first) = cur.first().copied() else {
+                return Ok(());
+            };
+            let dn = uf.node(first.d, first.d_local);
+            let mut best = first;
+            for p in cur.iter() {
+                if p.est > best.est {
+                    best = *p;
+                }
+                let rn = uf.node(p.rep, p.rep_local);
+                uf.union(dn, rn);
             }
-            let rn = uf.node(p.rep, p.rep_local);
-            uf.union(dn, rn);
-        }
-        let root = uf.find(dn);
-        uf.dups[root as usize] += 1;
-        st.duplicates += 1;
-        emit(&Removal {
-            d: first.d,
-            root: (uf.origin[root as usize], uf.local[root as usize]),
-            matched: (best.rep, best.rep_local),
-            est: best.est,
-        })?;
-        cur.clear();
-        Ok(())
-    };
+            let root = uf.find(dn);
+            uf.dups[root as usize] += 1;
+            st.duplicates += 1;
+            emit(&Removal {
+                d: first.d,
+                root: (uf.origin[root as usize], uf.local[root as usize]),
+                matched: (best.rep, best.rep_local),
+                est: best.est,
+            })?;
+            cur.clear();
+            Ok(())
+        };
     let mut last: Option<(u64, u64)> = None;
     for p in pairs {
         let p = p?;
@@ -1205,10 +1223,8 @@ impl Stage for RemoveFilter {
             } else {
                 self.kept += 1;
                 let size = 1 + self.sizes.get(&o).copied().unwrap_or(0);
-                doc.attrs.insert(
-                    "dedup.cluster_id".into(),
-                    MinhashDedup::cluster_id(&doc.id),
-                );
+                doc.attrs
+                    .insert("dedup.cluster_id".into(), MinhashDedup::cluster_id(&doc.id));
                 doc.attrs.insert("dedup.cluster_size".into(), size as f64);
                 out.emit(doc);
             }

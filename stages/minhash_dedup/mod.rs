@@ -378,7 +378,6 @@ pub(crate) struct Sketch {
     pub(crate) words_fallback: bool,
 }
 
-
 /// Shingles, signature and band keys of one document (the parallel part of the decision;
 /// shared by the single-process stage and the distributed signature phase).
 pub(crate) fn sketch_doc(
@@ -390,13 +389,7 @@ pub(crate) fn sketch_doc(
     let (mut mode, mut n) = cfg.mode_for(doc);
     let mut toks = Vec::new();
     let mut words_fallback = false;
-    if !tokens(
-        &doc.text,
-        doc.words.as_deref(),
-        mode,
-        cfg.seed,
-        &mut toks,
-    ) {
+    if !tokens(&doc.text, doc.words.as_deref(), mode, cfg.seed, &mut toks) {
         words_fallback = true;
         mode = ShingleMode::Chars;
         n = cfg.ngram_chars;

@@ -188,7 +188,8 @@ pub struct Config {
     /// memory). 0 = grow on demand. Default 0.
     #[serde(default)]
     pub expected_docs: usize,
-    /// `local` (default) or `distributed` (phased multi-process mode, see [`dist`]).
+    /// `local` (default, one process) or `distributed` (phases over many processes, same
+    /// kept set; see "Running at scale" in the README).
     #[serde(default = "default_mode_local")]
     pub mode: Mode,
     /// Distributed mode: number of band-hash buckets (units of the pairs phase).

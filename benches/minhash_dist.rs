@@ -113,6 +113,8 @@ fn generate(dir: &Path, n: u64, ranks: usize, buckets: usize) {
 /// Run this binary with `args`; return (wall seconds, peak RSS bytes).
 fn child(args: &[String]) -> (f64, u64) {
     let t0 = Instant::now();
+    // Reaped by `wait4` below (which also gives its resource usage), not `Child::wait`.
+    #[allow(clippy::zombie_processes)]
     let c = Command::new(std::env::current_exe().unwrap())
         .args(args)
         .spawn()

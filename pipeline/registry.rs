@@ -47,8 +47,5 @@ pub fn internal() -> Vec<Kind> {
 
 /// Look up a kind by name (public or internal).
 pub fn get(name: &str) -> Option<Kind> {
-    all()
-        .into_iter()
-        .chain(internal())
-        .find(|k| k.name == name)
+    all().into_iter().chain(internal()).find(|k| k.name == name)
 }

@@ -673,13 +673,16 @@ pub struct PairStats {
     pub pairs: u64,
 }
 
+/// Fetches a signature by (rank, local index) into a buffer.
+pub type SigFetch<'a> = dyn FnMut(usize, u32, &mut Vec<u32>) -> Result<()> + 'a;
+
 /// The accepted pairs of one bucket's merged entries, from sorted runs. `sig` fetches a
 /// signature by (rank, local). Returns pairs sorted by (d, rep), deduplicated.
 pub fn bucket_pairs(
     runs: Vec<Box<dyn Iterator<Item = Result<Entry>> + '_>>,
     cfg: &Config,
     world: usize,
-    sig: &mut dyn FnMut(usize, u32, &mut Vec<u32>) -> Result<()>,
+    sig: &mut SigFetch<'_>,
     st: &mut PairStats,
 ) -> Result<Vec<Pair>> {
     let mut runs = runs;
@@ -737,7 +740,7 @@ pub fn bucket_pairs(
         }
     }
     flush(&mut group, &mut pairs, st)?;
-    pairs.sort_unstable_by(|a, b| (a.d, a.rep).cmp(&(b.d, b.rep)));
+    pairs.sort_unstable_by_key(|p| (p.d, p.rep));
     pairs.dedup_by(|a, b| a.d == b.d && a.rep == b.rep);
     st.pairs = pairs.len() as u64;
     Ok(pairs)
@@ -936,8 +939,14 @@ impl PairUnionFind {
     }
     /// Heap bytes of the state (hash map estimated from its capacity).
     pub fn heap_bytes(&self) -> usize {
-        // hashbrown: (key 8 + value 4, padded to 16) + 1 control byte per bucket.
-        self.index.capacity() * 17
+        // hashbrown: buckets = next power of two ≥ capacity × 8/7, each (key 8 + value 4,
+        // padded to 16) + 1 control byte.
+        let buckets = if self.index.capacity() == 0 {
+            0
+        } else {
+            (self.index.capacity() * 8 / 7).next_power_of_two()
+        };
+        buckets * 17
             + self.parent.capacity() * 4
             + self.origin.capacity() * 8
             + self.local.capacity() * 4

@@ -1,7 +1,7 @@
 """datatrove's MinHash clustering step (MinhashDedupCluster, stage 3) on the pairs that
 `benches/minhash_dist.rs --pairs-out DIR` wrote, for a side-by-side time and peak memory.
 
-    python3 -m venv /tmp/venv-scale && /tmp/venv-scale/bin/pip install datatrove
+    python3 -m venv /tmp/venv-scale && /tmp/venv-scale/bin/pip install datatrove regex tokenizers
     /tmp/venv-scale/bin/python benches/minhash_dist_datatrove.py DIR BUCKETS
 
 Prints wall seconds, peak RSS and datatrove's `to_remove` count (documents it removes;

@@ -556,3 +556,66 @@ fn slurm_dry_run_chains_the_dedup_phases_with_afterok() {
     }
     assert!(!out.join("slurm/jobs.json").exists(), "a dry run submitted");
 }
+
+#[test]
+fn slurm_runs_the_dedup_phases_as_chained_arrays() {
+    if !slurm_up() {
+        eprintln!("SKIP slurm dedup test: no Slurm controller (run .ci/slurm-setup.sh; CI does)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    split_inputs(&input, 6, 2);
+    let glob = format!("\"{}/*.jsonl\"", input.display());
+    let (single_cfg, dist_cfg) = (tmp.path().join("single.yaml"), tmp.path().join("dist.yaml"));
+    std::fs::write(&single_cfg, dedup_yaml(&glob, false)).unwrap();
+    std::fs::write(&dist_cfg, dedup_yaml(&glob, true)).unwrap();
+    let (single, run) = (tmp.path().join("single"), tmp.path().join("run"));
+    let run_s = run.to_str().unwrap();
+    sluice_ok(&[
+        "slurm",
+        "submit",
+        dist_cfg.to_str().unwrap(),
+        "--tasks",
+        "3",
+        "--out",
+        run_s,
+        "--max-running",
+        "3",
+        "--cpus-per-task",
+        "1",
+        "--time",
+        "00:10:00",
+        "--mem",
+        "500M",
+    ]);
+    let jobs: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("slurm/jobs.json")).unwrap()).unwrap();
+    let subs = jobs["submissions"].as_array().unwrap();
+    let phases: Vec<&str> = subs.iter().map(|s| s["phase"].as_str().unwrap()).collect();
+    assert_eq!(
+        phases,
+        ["minhash-sig", "minhash-pairs", "minhash-clusters", "run"]
+    );
+    for i in 1..subs.len() {
+        assert_eq!(subs[i]["after"], subs[i - 1]["job_id"], "{subs:?}");
+    }
+    sluice_ok(&[
+        "run",
+        single_cfg.to_str().unwrap(),
+        "--out",
+        single.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    wait_until("the last phase", 600, || {
+        (0..3).all(|r| run.join(format!("ranks/r{r:04}-of-0003.done")).exists())
+    });
+    let st = sluice_ok(&["slurm", "status", run_s, "--json"]);
+    let st: Vec<serde_json::Value> = serde_json::from_str(&st).unwrap();
+    assert_eq!(st.len(), 3 + 3 + 1 + 3, "{st:?}");
+    assert!(st.iter().all(|u| u["state"] == "done"), "{st:?}");
+    same(&kept_rows(&run), &kept_rows(&single), "kept rows under Slurm");
+    same(&reject_rows(&run), &reject_rows(&single), "reject rows under Slurm");
+    assert!(run.join("slurm/logs/minhash-clusters-r0000.log").exists());
+}

@@ -558,7 +558,7 @@ fn slurm_dry_run_chains_the_dedup_phases_with_afterok() {
 }
 
 #[test]
-fn slurm_runs_the_dedup_phases_as_chained_arrays() {
+fn slurm_runs_the_dedup_phases_as_chained_arrays_and_resumes_a_failed_phase_3() {
     if !slurm_up() {
         eprintln!("SKIP slurm dedup test: no Slurm controller (run .ci/slurm-setup.sh; CI does)");
         return;
@@ -573,23 +573,29 @@ fn slurm_runs_the_dedup_phases_as_chained_arrays() {
     std::fs::write(&dist_cfg, dedup_yaml(&glob, true)).unwrap();
     let (single, run) = (tmp.path().join("single"), tmp.path().join("run"));
     let run_s = run.to_str().unwrap();
-    sluice_ok(&[
-        "slurm",
-        "submit",
-        dist_cfg.to_str().unwrap(),
-        "--tasks",
-        "3",
-        "--out",
-        run_s,
-        "--max-running",
-        "3",
-        "--cpus-per-task",
-        "1",
-        "--time",
-        "00:10:00",
-        "--mem",
-        "500M",
-    ]);
+    // sbatch exports the submitting environment: the phase-3 unit fails (fault hook).
+    let o = bin()
+        .args([
+            "slurm",
+            "submit",
+            dist_cfg.to_str().unwrap(),
+            "--tasks",
+            "3",
+            "--out",
+            run_s,
+            "--max-running",
+            "3",
+            "--cpus-per-task",
+            "1",
+            "--time",
+            "00:10:00",
+            "--mem",
+            "500M",
+        ])
+        .env(sluice::stages::minhash_dedup::dist::FAULT_ENV, "minhash-clusters")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let jobs: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("slurm/jobs.json")).unwrap()).unwrap();
     let subs = jobs["submissions"].as_array().unwrap();
@@ -601,6 +607,7 @@ fn slurm_runs_the_dedup_phases_as_chained_arrays() {
     for i in 1..subs.len() {
         assert_eq!(subs[i]["after"], subs[i - 1]["job_id"], "{subs:?}");
     }
+    let clusters_job = subs[2]["job_id"].as_str().unwrap().to_string();
     sluice_ok(&[
         "run",
         single_cfg.to_str().unwrap(),
@@ -608,9 +615,37 @@ fn slurm_runs_the_dedup_phases_as_chained_arrays() {
         single.to_str().unwrap(),
         "--no-progress",
     ]);
-    wait_until("the last phase", 600, || {
+    wait_until("the phase-3 array to leave the queue", 600, || {
+        run.join("_minhash/near_dups/pairs/b0002-of-0003.done").exists()
+            && squeue_states(&clusters_job).is_empty()
+    });
+    let st = sluice_ok(&["slurm", "status", run_s, "--json"]);
+    let st: Vec<serde_json::Value> = serde_json::from_str(&st).unwrap();
+    let state = |ph: &str| -> Vec<String> {
+        st.iter()
+            .filter(|u| u["phase"] == ph)
+            .map(|u| u["state"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(state("minhash-sig"), ["done"; 3], "{st:?}");
+    assert_eq!(state("minhash-pairs"), ["done"; 3], "{st:?}");
+    assert_eq!(state("minhash-clusters"), ["failed"], "{st:?}");
+    assert!(!run.join("_minhash/near_dups/remove/done").exists());
+    assert!(!run.join("ranks").exists(), "phase 4 ran after a failed phase 3");
+
+    // Resume (without the fault): phase 3 and phase 4 only.
+    let res = sluice_ok(&["slurm", "resume", run_s]);
+    assert!(res.contains("resubmitted"), "{res}");
+    wait_until("the last phase", 240, || {
         (0..3).all(|r| run.join(format!("ranks/r{r:04}-of-0003.done")).exists())
     });
+    let jobs: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("slurm/jobs.json")).unwrap()).unwrap();
+    let resubmitted: Vec<&str> = jobs["submissions"].as_array().unwrap()[4..]
+        .iter()
+        .map(|s| s["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(resubmitted, ["minhash-clusters", "run"]);
     let st = sluice_ok(&["slurm", "status", run_s, "--json"]);
     let st: Vec<serde_json::Value> = serde_json::from_str(&st).unwrap();
     assert_eq!(st.len(), 3 + 3 + 1 + 3, "{st:?}");

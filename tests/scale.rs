@@ -592,7 +592,10 @@ fn slurm_runs_the_dedup_phases_as_chained_arrays_and_resumes_a_failed_phase_3() 
             "--mem",
             "500M",
         ])
-        .env(sluice::stages::minhash_dedup::dist::FAULT_ENV, "minhash-clusters")
+        .env(
+            sluice::stages::minhash_dedup::dist::FAULT_ENV,
+            "minhash-clusters",
+        )
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -616,7 +619,8 @@ fn slurm_runs_the_dedup_phases_as_chained_arrays_and_resumes_a_failed_phase_3() 
         "--no-progress",
     ]);
     wait_until("the phase-3 array to leave the queue", 600, || {
-        run.join("_minhash/near_dups/pairs/b0002-of-0003.done").exists()
+        run.join("_minhash/near_dups/pairs/b0002-of-0003.done")
+            .exists()
             && squeue_states(&clusters_job).is_empty()
     });
     let st = sluice_ok(&["slurm", "status", run_s, "--json"]);
@@ -631,7 +635,10 @@ fn slurm_runs_the_dedup_phases_as_chained_arrays_and_resumes_a_failed_phase_3() 
     assert_eq!(state("minhash-pairs"), ["done"; 3], "{st:?}");
     assert_eq!(state("minhash-clusters"), ["failed"], "{st:?}");
     assert!(!run.join("_minhash/near_dups/remove/done").exists());
-    assert!(!run.join("ranks").exists(), "phase 4 ran after a failed phase 3");
+    assert!(
+        !run.join("ranks").exists(),
+        "phase 4 ran after a failed phase 3"
+    );
 
     // Resume (without the fault): phase 3 and phase 4 only.
     let res = sluice_ok(&["slurm", "resume", run_s]);
@@ -650,7 +657,15 @@ fn slurm_runs_the_dedup_phases_as_chained_arrays_and_resumes_a_failed_phase_3() 
     let st: Vec<serde_json::Value> = serde_json::from_str(&st).unwrap();
     assert_eq!(st.len(), 3 + 3 + 1 + 3, "{st:?}");
     assert!(st.iter().all(|u| u["state"] == "done"), "{st:?}");
-    same(&kept_rows(&run), &kept_rows(&single), "kept rows under Slurm");
-    same(&reject_rows(&run), &reject_rows(&single), "reject rows under Slurm");
+    same(
+        &kept_rows(&run),
+        &kept_rows(&single),
+        "kept rows under Slurm",
+    );
+    same(
+        &reject_rows(&run),
+        &reject_rows(&single),
+        "reject rows under Slurm",
+    );
     assert!(run.join("slurm/logs/minhash-clusters-r0000.log").exists());
 }

@@ -33,6 +33,43 @@ pub struct Document {
     pub packed: Option<Packed>,
     /// Set by the runtime when the document is sent to a `rejected` port.
     pub reject: Option<RejectInfo>,
+    /// Where the document entered the run (set by the runtime for every document a source
+    /// emits): a global order key independent of the rank count. Provenance, not content:
+    /// ignored by `==` and never written to shards.
+    pub origin: Origin,
+}
+
+/// A document's global order key: `(split index << 40) | record index within the split`.
+/// Split `k` is read by rank `k % world_size`, so the key is the same whatever the number
+/// of ranks, and ascending keys are the single-process input order of a one-source chain.
+/// Compares equal to every other `Origin` (it is provenance, not content).
+#[derive(Debug, Clone, Copy, Default, Eq)]
+pub struct Origin(pub u64);
+
+impl PartialEq for Origin {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Origin {
+    /// Bits of the record index.
+    pub const RECORD_BITS: u32 = 40;
+
+    /// The key of record `record` of split `split`.
+    pub fn new(split: usize, record: u64) -> Origin {
+        Origin(((split as u64) << Self::RECORD_BITS) | (record & ((1 << Self::RECORD_BITS) - 1)))
+    }
+
+    /// The split index.
+    pub fn split(self) -> usize {
+        (self.0 >> Self::RECORD_BITS) as usize
+    }
+
+    /// The rank that reads this document's split in a run of `world_size` ranks.
+    pub fn rank(self, world_size: usize) -> usize {
+        self.split() % world_size.max(1)
+    }
 }
 
 /// Packing information for one packed sequence.

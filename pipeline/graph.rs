@@ -34,8 +34,13 @@ pub fn check(spec: PipelineSpec) -> Result<Graph, Vec<String>> {
     let names: Vec<String> = spec.nodes.iter().map(|n| n.name.clone()).collect();
     let mut kinds: Vec<Option<Kind>> = Vec::new();
     for n in &spec.nodes {
-        match all.iter().find(|k| k.name == n.kind) {
-            Some(k) => kinds.push(Some(k.clone())),
+        match all
+            .iter()
+            .find(|k| k.name == n.kind)
+            .cloned()
+            .or_else(|| registry::internal().into_iter().find(|k| k.name == n.kind))
+        {
+            Some(k) => kinds.push(Some(k)),
             None => {
                 let known: Vec<String> = all.iter().map(|k| k.name.to_string()).collect();
                 let hint = nearest(&n.kind, &known)

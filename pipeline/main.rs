@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use sluice::runtime::{self, RunOptions};
 use sluice::stage::{BuildCtx, Role};
+use sluice::stages::minhash_dedup::dist;
 use sluice::{config, registry, Error};
 
 /// sluice: turn raw web scrapes into LLM pretraining data, Chinese first.
@@ -81,6 +82,11 @@ struct RunArgs {
     /// No progress bar or progress log lines.
     #[arg(long)]
     no_progress: bool,
+    /// Run one unit of one phase (set by the launchers): `minhash-sig`, `minhash-pairs`,
+    /// `minhash-clusters` or `run`; `--rank` is the unit (the bucket for `minhash-pairs`).
+    /// Only configs with a `minhash_dedup` node in `mode: distributed` have phases.
+    #[arg(long)]
+    phase: Option<String>,
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
@@ -161,20 +167,62 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    let out_str = a.out.to_string_lossy().into_owned();
+    let plan = match dist::plan(&spec, a.world_size) {
+        Ok(p) => p,
+        Err(e) => {
+            print_problems(&a.config, &[e.to_string()]);
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if plan.is_some() && sluice::storage::is_remote(&out_str) {
+        anyhow::bail!("`minhash_dedup` with `mode: distributed` needs a local or shared-filesystem run directory, not {out_str}");
+    }
+    let mut spec = spec;
+    let mut out_dir = a.out.clone();
+    match (a.phase.as_deref(), &plan) {
+        (None, Some(_)) if a.rank == 0 && a.world_size == 1 => {
+            // A phased config run plainly: all phases as one local rank.
+            sluice::launch::local::run_cli(&a.config, &out_str, 1, a.threads)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        (None | Some("run"), _) => {}
+        (Some(ph), None) => {
+            anyhow::bail!(
+                "--phase {ph}: this config has no `minhash_dedup` node with `mode: distributed`"
+            )
+        }
+        (Some(dist::PHASE_SIG), Some(p)) => {
+            out_dir = dist::state_dir(&a.out, &p.node).join("sig");
+            spec = dist::signature_spec(&spec, p);
+        }
+        (Some(dist::PHASE_PAIRS), Some(p)) => {
+            if !dist::run_pairs(&a.out, p, a.rank, a.world_size)? {
+                tracing::info!("bucket {} already done", a.rank);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        (Some(dist::PHASE_CLUSTERS), Some(p)) => {
+            if !dist::run_clusters(&a.out, p, a.world_size)? {
+                tracing::info!("clusters already done");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        (Some(ph), Some(_)) => anyhow::bail!("unknown phase `{ph}`"),
+    }
     let threads = a.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
     });
     let opts = RunOptions {
-        out_dir: a.out.clone(),
+        out_dir: out_dir.clone(),
         threads,
         rank: a.rank,
         world_size: a.world_size,
         progress: !a.no_progress,
         overwrite: a.overwrite,
     };
-    let out_str = a.out.to_string_lossy().into_owned();
     let result = if sluice::storage::is_remote(&out_str) {
         sluice::launch::remote::run(spec, &opts, &out_str)
     } else {

@@ -38,7 +38,14 @@ pub fn all() -> Vec<Kind> {
     ]
 }
 
-/// Look up a kind by name.
+/// Internal kinds: never written in a config by hand, not listed by `sluice stages`; the
+/// phase planner substitutes them (`minhash_signatures`: phase 1 of distributed
+/// `minhash_dedup`).
+pub fn internal() -> Vec<Kind> {
+    vec![minhash_dedup::dist::signatures_kind()]
+}
+
+/// Look up a kind by name (public or internal).
 pub fn get(name: &str) -> Option<Kind> {
-    all().into_iter().find(|k| k.name == name)
+    all().into_iter().chain(internal()).find(|k| k.name == name)
 }

@@ -28,7 +28,7 @@ use crossbeam_channel::{bounded, Receiver, Select, Sender};
 use serde_json::{json, Value};
 
 use crate::config::PipelineSpec;
-use crate::document::{DocBatch, Document};
+use crate::document::{DocBatch, Document, Origin};
 use crate::error::{Error, Result};
 use crate::graph::{self, Graph};
 use crate::rundir::{self, Prepared};
@@ -275,6 +275,9 @@ struct SourceCtx<'a> {
     stats: Arc<Mutex<NodeStats>>,
     bytes: &'a AtomicU64,
     docs: &'a AtomicU64,
+    /// Global index of the split being read and the next record number in it.
+    split: usize,
+    record: u64,
 }
 
 impl SourceCtx<'_> {
@@ -296,8 +299,10 @@ impl SourceCtx<'_> {
 }
 
 impl SourceSink for SourceCtx<'_> {
-    fn emit(&mut self, doc: Document) -> Result<()> {
+    fn emit(&mut self, mut doc: Document) -> Result<()> {
         self.docs.fetch_add(1, Ordering::Relaxed);
+        doc.origin = Origin::new(self.split, self.record);
+        self.record += 1;
         self.em.emit(doc);
         self.maybe_flush()
     }
@@ -309,6 +314,9 @@ impl SourceSink for SourceCtx<'_> {
         detail: String,
     ) -> Result<()> {
         self.docs.fetch_add(1, Ordering::Relaxed);
+        let mut doc = doc;
+        doc.origin = Origin::new(self.split, self.record);
+        self.record += 1;
         self.em.reject(doc, reason, score, detail);
         self.maybe_flush()
     }
@@ -562,11 +570,10 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
                     let res: Result<()> = match node {
                         Node::Source(mut src) => (|| {
                             let splits = src.splits()?;
-                            let mine: Vec<String> = splits
+                            let mine: Vec<(usize, String)> = splits
                                 .into_iter()
                                 .enumerate()
                                 .filter(|(k, _)| k % world == rank)
-                                .map(|(_, s)| s)
                                 .collect();
                             st.lock().unwrap_or_else(|e| e.into_inner()).splits = mine.len() as u64;
                             let mut ctx = SourceCtx {
@@ -578,9 +585,13 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
                                 stats: st.clone(),
                                 bytes: &src_bytes,
                                 docs: &src_docs,
+                                split: 0,
+                                record: 0,
                             };
                             let t0 = Instant::now();
-                            for s in &mine {
+                            for (k, s) in &mine {
+                                ctx.split = *k;
+                                ctx.record = 0;
                                 src.read(s, &mut ctx)?;
                             }
                             ctx.flush()?;

@@ -307,3 +307,365 @@ fn slurm_array_with_a_cancelled_rank_resumes_to_the_single_run_result() {
     let st = sluice_ok(&["slurm", "status", run_s]);
     assert!(st.contains("4 done"), "{st}");
 }
+
+/// JSONL → length filter → MinHash → shards, in single-process or distributed mode.
+fn dedup_yaml(paths: &str, distributed: bool) -> String {
+    let mode = if distributed {
+        // A small sort buffer, so every rank writes several sorted runs per bucket.
+        "\n    mode: distributed\n    run_entries: 700"
+    } else {
+        ""
+    };
+    format!(
+        "run:\n  batch_size: 64\nnodes:\n  src:\n    kind: ingest_jsonl\n    paths: [{paths}]\n  long_enough:\n    kind: length_filter\n    inputs: [src]\n    min_chars: 50\n  near_dups:\n    kind: minhash_dedup\n    inputs: [long_enough]\n    threshold: 0.7\n    num_perm: 128\n    seed: 7{mode}\n  shards:\n    kind: parquet_shards\n    inputs: [near_dups]\n    shard_rows: 400\n"
+    )
+}
+
+/// Every reject row as (id, stage, reason, detail, meta), sorted.
+fn reject_rows(dir: &Path) -> Vec<(String, String, String, String, String)> {
+    let mut v = Vec::new();
+    for b in crate::common::record_batches(dir, "rejects") {
+        let col = |c: &str| sluice::arrow_io::string_column(&b, c).unwrap().unwrap();
+        let (ids, st, re, de, me) = (
+            col("id"),
+            col("stage"),
+            col("reason"),
+            col("detail"),
+            col("meta"),
+        );
+        for i in 0..ids.len() {
+            v.push((
+                ids[i].clone().unwrap(),
+                st[i].clone().unwrap_or_default(),
+                re[i].clone().unwrap_or_default(),
+                de[i].clone().unwrap_or_default(),
+                me[i].clone().unwrap_or_default(),
+            ));
+        }
+    }
+    v.sort();
+    v
+}
+
+/// Kept documents with their cluster attributes: (id, text, attrs JSON), sorted.
+fn kept_rows(dir: &Path) -> Vec<(String, String, String)> {
+    let mut v = Vec::new();
+    for b in crate::common::record_batches(dir, "shards") {
+        let col = |c: &str| sluice::arrow_io::string_column(&b, c).unwrap().unwrap();
+        let (ids, texts, attrs) = (col("id"), col("text"), col("attrs"));
+        for i in 0..ids.len() {
+            v.push((
+                ids[i].clone().unwrap(),
+                texts[i].clone().unwrap_or_default(),
+                attrs[i].clone().unwrap_or_default(),
+            ));
+        }
+    }
+    v.sort();
+    v
+}
+
+/// Assert equal lists, reporting sizes and the first differences (not the whole lists).
+fn same<T: PartialEq + std::fmt::Debug>(got: &[T], want: &[T], what: &str) {
+    if got == want {
+        return;
+    }
+    let missing: Vec<&T> = want.iter().filter(|w| !got.contains(w)).take(3).collect();
+    let extra: Vec<&T> = got.iter().filter(|g| !want.contains(g)).take(3).collect();
+    let short = |v: Vec<&T>| {
+        v.iter()
+            .map(|x| format!("{x:?}").chars().take(300).collect::<String>())
+            .collect::<Vec<_>>()
+    };
+    panic!(
+        "{what} differ from the single-process run: {} vs {} rows; missing {:?}; unexpected {:?}",
+        got.len(),
+        want.len(),
+        short(missing),
+        short(extra)
+    );
+}
+
+#[test]
+fn distributed_minhash_equals_single_process_at_1_4_7_ranks_and_resumes_after_a_phase3_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    // 14 files, the samples twice over: every document has an exact copy in another file
+    // (so on another rank), and articles_en.jsonl holds 5 labelled near-duplicate pairs.
+    split_inputs(&input, 14, 2);
+    let glob = format!("\"{}/*.jsonl\"", input.display());
+    let (single_cfg, dist_cfg) = (tmp.path().join("single.yaml"), tmp.path().join("dist.yaml"));
+    std::fs::write(&single_cfg, dedup_yaml(&glob, false)).unwrap();
+    std::fs::write(&dist_cfg, dedup_yaml(&glob, true)).unwrap();
+    let single = tmp.path().join("single");
+    sluice_ok(&[
+        "run",
+        single_cfg.to_str().unwrap(),
+        "--out",
+        single.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    let want_kept = kept_rows(&single);
+    let want_rej = reject_rows(&single);
+    let dups = want_rej.iter().filter(|r| r.2 == "near_duplicate").count();
+    assert!(
+        dups > 900 && want_kept.len() > 800,
+        "sample too small: {dups} duplicates, {} kept",
+        want_kept.len()
+    );
+    // Near-duplicates that are not exact copies are among them.
+    assert!(want_rej.iter().any(|r| r.3.contains("jaccard_est=0.")));
+
+    let dist_cfg_s = dist_cfg.to_str().unwrap();
+    for n in [1usize, 4, 7] {
+        let out = tmp.path().join(format!("dist{n}"));
+        let out_s = out.to_str().unwrap();
+        let state = out.join("_minhash/near_dups");
+        if n == 1 {
+            // A plain `sluice run` of a phased config runs every phase as one rank.
+            sluice_ok(&["run", dist_cfg_s, "--out", out_s, "--no-progress"]);
+        } else if n == 4 {
+            // Phase 3 crashes after writing part of a remove list: nothing of it is visible.
+            let o = bin()
+                .args(["run", dist_cfg_s, "--out", out_s, "--local-tasks", "4"])
+                .env(
+                    sluice::stages::minhash_dedup::dist::FAULT_ENV,
+                    "minhash-clusters",
+                )
+                .output()
+                .unwrap();
+            assert!(
+                !o.status.success(),
+                "the injected fault did not fail the run"
+            );
+            assert!(String::from_utf8_lossy(&o.stderr).contains("minhash-clusters"));
+            assert!(!state.join("remove/done").exists());
+            let leftovers: Vec<_> = std::fs::read_dir(state.join("remove"))
+                .map(|d| d.flatten().map(|e| e.file_name()).collect())
+                .unwrap_or_default();
+            assert!(
+                leftovers.is_empty(),
+                "a crashed phase 3 left files: {leftovers:?}"
+            );
+            assert!(
+                !out.join("ranks").exists(),
+                "phase 4 ran after a failed phase 3"
+            );
+            let sig0 = state.join("sig/ranks/r0000-of-0004.done");
+            let pairs0 = state.join("pairs/b0000-of-0004.done");
+            let (t_sig, t_pairs) = (mtime(&sig0), mtime(&pairs0));
+            let log = out.join("logs/minhash-sig-r0000.log");
+            let log_len = std::fs::metadata(&log).unwrap().len();
+            // Resume: phases 1 and 2 are skipped, phase 3 and 4 run.
+            sluice_ok(&["run", dist_cfg_s, "--out", out_s, "--local-tasks", "4"]);
+            assert_eq!(mtime(&sig0), t_sig, "a finished phase-1 unit was redone");
+            assert_eq!(
+                mtime(&pairs0),
+                t_pairs,
+                "a finished phase-2 unit was redone"
+            );
+            assert_eq!(std::fs::metadata(&log).unwrap().len(), log_len);
+            assert!(state.join("remove/done").exists());
+        } else {
+            sluice_ok(&[
+                "run",
+                dist_cfg_s,
+                "--out",
+                out_s,
+                "--local-tasks",
+                &n.to_string(),
+            ]);
+        }
+        same(
+            &kept_rows(&out),
+            &want_kept,
+            &format!("kept documents (with cluster attributes) at {n} ranks"),
+        );
+        same(
+            &reject_rows(&out),
+            &want_rej,
+            &format!("reject rows at {n} ranks"),
+        );
+        for r in 0..n {
+            assert!(out.join(format!("ranks/r{r:04}-of-{n:04}.done")).exists());
+        }
+        // Several sorted runs per rank and bucket were merged.
+        let runs = std::fs::read_dir(state.join("sig/r0000"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("b0000-"))
+            .count();
+        assert!(runs >= 2, "only {runs} sorted run(s) in bucket 0 of rank 0");
+        let done: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(state.join("remove/done")).unwrap()).unwrap();
+        assert_eq!(done["stats"]["duplicates"].as_u64(), Some(dups as u64));
+    }
+}
+
+#[test]
+fn slurm_dry_run_chains_the_dedup_phases_with_afterok() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("d.yaml");
+    std::fs::write(&cfg, dedup_yaml("samples/text/articles_en.jsonl", true)).unwrap();
+    let out = tmp.path().join("run");
+    let text = sluice_ok(&[
+        "slurm",
+        "submit",
+        cfg.to_str().unwrap(),
+        "--tasks",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+        "--max-running",
+        "2",
+        "--dry-run",
+    ]);
+    let phases = ["minhash-sig", "minhash-pairs", "minhash-clusters", "run"];
+    let arrays = [
+        "--array=0-3%2",
+        "--array=0-3%2",
+        "--array=0%2",
+        "--array=0-3%2",
+    ];
+    let mut pos = 0;
+    for (i, (ph, arr)) in phases.iter().zip(arrays).enumerate() {
+        let script = format!("{ph}-0.sbatch");
+        let at = text[pos..]
+            .find(&script)
+            .unwrap_or_else(|| panic!("no script for {ph} after offset {pos}:\n{text}"))
+            + pos;
+        let next = text[at..].find("# submit:").unwrap() + at;
+        let body = &text[at..next];
+        assert!(body.contains(arr), "{ph}: no {arr}:\n{body}");
+        assert!(
+            body.contains(&format!("--phase {ph}")),
+            "{ph}: no --phase:\n{body}"
+        );
+        let submit = text[next..].lines().next().unwrap();
+        if i == 0 {
+            assert!(!submit.contains("--dependency"), "{submit}");
+        } else {
+            assert!(
+                submit.contains(&format!("--dependency=afterok:<{}-job>", phases[i - 1])),
+                "{ph} is not chained after {}: {submit}",
+                phases[i - 1]
+            );
+        }
+        pos = next;
+    }
+    assert!(!out.join("slurm/jobs.json").exists(), "a dry run submitted");
+}
+
+#[test]
+fn slurm_runs_the_dedup_phases_as_chained_arrays_and_resumes_a_failed_phase_3() {
+    if !slurm_up() {
+        eprintln!("SKIP slurm dedup test: no Slurm controller (run .ci/slurm-setup.sh; CI does)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    split_inputs(&input, 6, 2);
+    let glob = format!("\"{}/*.jsonl\"", input.display());
+    let (single_cfg, dist_cfg) = (tmp.path().join("single.yaml"), tmp.path().join("dist.yaml"));
+    std::fs::write(&single_cfg, dedup_yaml(&glob, false)).unwrap();
+    std::fs::write(&dist_cfg, dedup_yaml(&glob, true)).unwrap();
+    let (single, run) = (tmp.path().join("single"), tmp.path().join("run"));
+    let run_s = run.to_str().unwrap();
+    // sbatch exports the submitting environment: the phase-3 unit fails (fault hook).
+    let o = bin()
+        .args([
+            "slurm",
+            "submit",
+            dist_cfg.to_str().unwrap(),
+            "--tasks",
+            "3",
+            "--out",
+            run_s,
+            "--max-running",
+            "3",
+            "--cpus-per-task",
+            "1",
+            "--time",
+            "00:10:00",
+            "--mem",
+            "500M",
+        ])
+        .env(
+            sluice::stages::minhash_dedup::dist::FAULT_ENV,
+            "minhash-clusters",
+        )
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let jobs: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("slurm/jobs.json")).unwrap()).unwrap();
+    let subs = jobs["submissions"].as_array().unwrap();
+    let phases: Vec<&str> = subs.iter().map(|s| s["phase"].as_str().unwrap()).collect();
+    assert_eq!(
+        phases,
+        ["minhash-sig", "minhash-pairs", "minhash-clusters", "run"]
+    );
+    for i in 1..subs.len() {
+        assert_eq!(subs[i]["after"], subs[i - 1]["job_id"], "{subs:?}");
+    }
+    let clusters_job = subs[2]["job_id"].as_str().unwrap().to_string();
+    sluice_ok(&[
+        "run",
+        single_cfg.to_str().unwrap(),
+        "--out",
+        single.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    wait_until("the phase-3 array to leave the queue", 600, || {
+        run.join("_minhash/near_dups/pairs/b0002-of-0003.done")
+            .exists()
+            && squeue_states(&clusters_job).is_empty()
+    });
+    let st = sluice_ok(&["slurm", "status", run_s, "--json"]);
+    let st: Vec<serde_json::Value> = serde_json::from_str(&st).unwrap();
+    let state = |ph: &str| -> Vec<String> {
+        st.iter()
+            .filter(|u| u["phase"] == ph)
+            .map(|u| u["state"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(state("minhash-sig"), ["done"; 3], "{st:?}");
+    assert_eq!(state("minhash-pairs"), ["done"; 3], "{st:?}");
+    assert_eq!(state("minhash-clusters"), ["failed"], "{st:?}");
+    assert!(!run.join("_minhash/near_dups/remove/done").exists());
+    assert!(
+        !run.join("ranks").exists(),
+        "phase 4 ran after a failed phase 3"
+    );
+
+    // Resume (without the fault): phase 3 and phase 4 only.
+    let res = sluice_ok(&["slurm", "resume", run_s]);
+    assert!(res.contains("resubmitted"), "{res}");
+    wait_until("the last phase", 240, || {
+        (0..3).all(|r| run.join(format!("ranks/r{r:04}-of-0003.done")).exists())
+    });
+    let jobs: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("slurm/jobs.json")).unwrap()).unwrap();
+    let resubmitted: Vec<&str> = jobs["submissions"].as_array().unwrap()[4..]
+        .iter()
+        .map(|s| s["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(resubmitted, ["minhash-clusters", "run"]);
+    let st = sluice_ok(&["slurm", "status", run_s, "--json"]);
+    let st: Vec<serde_json::Value> = serde_json::from_str(&st).unwrap();
+    assert_eq!(st.len(), 3 + 3 + 1 + 3, "{st:?}");
+    assert!(st.iter().all(|u| u["state"] == "done"), "{st:?}");
+    same(
+        &kept_rows(&run),
+        &kept_rows(&single),
+        "kept rows under Slurm",
+    );
+    same(
+        &reject_rows(&run),
+        &reject_rows(&single),
+        "reject rows under Slurm",
+    );
+    assert!(run.join("slurm/logs/minhash-clusters-r0000.log").exists());
+}

@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::stages::minhash_dedup::dist;
 use crate::storage;
 
 /// What to run: a config, a run directory and a rank count.
@@ -93,16 +94,40 @@ impl RunSpec {
         })
     }
 
-    /// The phases of this run. A config without global stages is one phase of `tasks` ranks.
+    /// The distributed `minhash_dedup` node of the config, if any (see
+    /// [`crate::stages::minhash_dedup::dist`]). A config that does not load has none here;
+    /// its units then fail with the config's problems.
+    pub fn dedup_plan(&self) -> Option<dist::Plan> {
+        let spec = crate::config::load(&self.config).ok()?;
+        dist::plan(&spec, self.tasks).ok().flatten()
+    }
+
+    /// The phases of this run. A config without global stages is one phase of `tasks`
+    /// ranks. A config with a `minhash_dedup` node in `mode: distributed` has four:
+    /// `minhash-sig` (one unit per rank), `minhash-pairs` (one per bucket),
+    /// `minhash-clusters` (one), then `run` (one per rank).
     pub fn phases(&self) -> Vec<Phase> {
-        vec![Phase {
+        let run = Phase {
             name: "run".to_string(),
             units: self.tasks,
-        }]
+        };
+        let Some(plan) = self.dedup_plan() else {
+            return vec![run];
+        };
+        let ph = |name: &str, units: usize| Phase {
+            name: name.to_string(),
+            units,
+        };
+        vec![
+            ph(dist::PHASE_SIG, self.tasks),
+            ph(dist::PHASE_PAIRS, plan.buckets),
+            ph(dist::PHASE_CLUSTERS, 1),
+            run,
+        ]
     }
 
     /// Arguments (after the binary) that run one unit of a phase.
-    pub fn unit_args(&self, _phase: &Phase, unit: usize) -> Vec<String> {
+    pub fn unit_args(&self, phase: &Phase, unit: usize) -> Vec<String> {
         let mut a = vec![
             "run".to_string(),
             self.config.to_string_lossy().into_owned(),
@@ -113,6 +138,10 @@ impl RunSpec {
             "--world-size".to_string(),
             self.tasks.to_string(),
         ];
+        if phase.name != "run" || self.dedup_plan().is_some() {
+            a.push("--phase".to_string());
+            a.push(phase.name.clone());
+        }
         if let Some(t) = self.threads {
             a.push("--threads".to_string());
             a.push(t.to_string());
@@ -120,8 +149,16 @@ impl RunSpec {
         a
     }
 
-    /// The completion marker of one unit (written by the engine after its outputs).
-    pub fn unit_marker(&self, _phase: &Phase, unit: usize) -> String {
+    /// The completion marker of one unit (written by the engine or the dedup phase after
+    /// its outputs).
+    pub fn unit_marker(&self, phase: &Phase, unit: usize) -> String {
+        if phase.name != "run" && !storage::is_remote(&self.out) {
+            if let Some(m) = self.dedup_plan().and_then(|p| {
+                dist::unit_marker(Path::new(&self.out), &p, &phase.name, unit, self.tasks)
+            }) {
+                return m.to_string_lossy().into_owned();
+            }
+        }
         storage::join(
             &self.out,
             &format!("ranks/r{:04}-of-{:04}.done", unit, self.tasks),

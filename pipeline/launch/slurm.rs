@@ -358,14 +358,25 @@ impl SlurmRun {
         let status = self.status()?;
         // Jobs waiting on a dependency that failed will never run: cancel them so their
         // units are resubmitted with a fresh chain.
-        let mut dead: Vec<String> = status
-            .iter()
-            .filter(|s| {
-                s.state == UnitState::Pending
-                    && s.reason.as_deref() == Some("DependencyNeverSatisfied")
-            })
-            .filter_map(|s| s.job.clone())
-            .collect();
+        // A unit still waiting on a dependency behind a phase that has failed or missing
+        // units is dead too, even before Slurm marks it `DependencyNeverSatisfied` (that
+        // takes a scheduler pass): its chain must be rebuilt after the resubmitted units.
+        let mut dead: Vec<String> = Vec::new();
+        let mut broken = false;
+        for phase in self.spec.phases() {
+            for s in status.iter().filter(|s| s.phase == phase.name) {
+                let reason = s.reason.as_deref().unwrap_or("");
+                if s.state == UnitState::Pending
+                    && (reason == "DependencyNeverSatisfied"
+                        || (broken && reason.starts_with("Dependency")))
+                {
+                    dead.extend(s.job.clone());
+                }
+            }
+            broken |= status.iter().any(|s| {
+                s.phase == phase.name && matches!(s.state, UnitState::Failed | UnitState::Missing)
+            });
+        }
         dead.sort();
         dead.dedup();
         let mut cancelled: Vec<(String, usize)> = Vec::new();

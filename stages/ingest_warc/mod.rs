@@ -146,11 +146,16 @@ impl StageConfig for Config {
     }
 }
 
-/// Expand globs; plain paths are kept as is. Sorted and deduplicated.
+/// Expand globs; plain paths are kept as is. Sorted and deduplicated. Object-store URLs
+/// (`s3://`, `gs://`, `az://`) are listed through [`crate::io::expand_paths`].
 pub fn expand_paths(patterns: &[String]) -> std::result::Result<Vec<String>, String> {
     let mut out = Vec::new();
     for pat in patterns {
-        if pat.contains(['*', '?', '[']) {
+        if crate::storage::is_remote(pat) {
+            out.extend(
+                crate::io::expand_paths(std::slice::from_ref(pat)).map_err(|e| e.to_string())?,
+            );
+        } else if pat.contains(['*', '?', '[']) {
             let g = glob::glob(pat).map_err(|e| format!("bad pattern {pat:?}: {e}"))?;
             for p in g.flatten() {
                 if p.is_file() {
@@ -420,8 +425,18 @@ impl IngestWarc {
         Outcome::Emit(doc)
     }
 
-    /// Read one file, pushing documents, rejects and bad records into `ctx`.
+    /// Read one file, pushing documents, rejects and bad records into `ctx`. An
+    /// object-store URL is streamed (one GET, bounded read-ahead), as raw bytes: gzip
+    /// members are handled by the record reader exactly as for a local file.
     pub fn read_path(&mut self, split: &str, ctx: &mut dyn SourceSink) -> Result<()> {
+        if crate::storage::is_remote(split) {
+            let len = crate::storage::size(split).unwrap_or(0);
+            let r = crate::storage::open(split)?;
+            let file_name = split.rsplit('/').next().unwrap_or(split).to_string();
+            self.read_from(r, &file_name, ctx)?;
+            ctx.bytes_read(len);
+            return Ok(());
+        }
         let file = std::fs::File::open(split).map_err(|e| Error::io(split, e))?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         let file_name = Path::new(split)

@@ -75,6 +75,7 @@
 //! ```
 
 pub mod bands;
+pub mod dist;
 pub mod signature;
 pub mod store;
 pub mod unionfind;
@@ -122,6 +123,18 @@ pub enum Verify {
     Signature,
     /// Accept when the exact Jaccard of the shingle sets ≥ `threshold` (spills shingle sets).
     Exact,
+}
+
+/// Single-process or multi-process (phased) deduplication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// One process decides online (the default; the whole input through one rank).
+    Local,
+    /// Multi-process phases (see [`dist`]): signatures per rank, candidate pairs per
+    /// bucket, one clustering task, then each rank drops its removed documents. Same kept
+    /// set as `local` for any rank count. Run with `--local-tasks N` or `sluice slurm`.
+    Distributed,
 }
 
 /// Config for `minhash_dedup`.
@@ -175,6 +188,26 @@ pub struct Config {
     /// memory). 0 = grow on demand. Default 0.
     #[serde(default)]
     pub expected_docs: usize,
+    /// `local` (default, one process) or `distributed` (phases over many processes, same
+    /// kept set; see "Running at scale" in the README).
+    #[serde(default = "default_mode_local")]
+    pub mode: Mode,
+    /// Distributed mode: number of band-hash buckets (units of the pairs phase).
+    /// Default: the number of ranks.
+    #[serde(default)]
+    pub buckets: Option<usize>,
+    /// Distributed mode: band entries (24 B each in memory) a rank buffers before it
+    /// writes one sorted run per bucket. Default 4 000 000 (96 MiB).
+    #[serde(default = "default_run_entries")]
+    pub run_entries: usize,
+}
+
+fn default_run_entries() -> usize {
+    4_000_000
+}
+
+fn default_mode_local() -> Mode {
+    Mode::Local
 }
 
 fn default_threshold() -> f64 {
@@ -232,6 +265,9 @@ impl Default for Config {
             seed: default_seed(),
             cluster_size_window_docs: default_window(),
             expected_docs: 0,
+            mode: Mode::Local,
+            buckets: None,
+            run_entries: default_run_entries(),
         }
     }
 }
@@ -277,6 +313,15 @@ impl StageConfig for Config {
             if n == 0 {
                 p.push(format!("bad value: {name} must be ≥ 1"));
             }
+        }
+        if self.mode == Mode::Distributed && self.verify == Verify::Exact {
+            p.push(
+                "bad value: `verify: exact` is not supported with `mode: distributed` (use `signature` or `none`)"
+                    .into(),
+            );
+        }
+        if self.buckets == Some(0) {
+            p.push("bad value: buckets must be ≥ 1".into());
         }
         p
     }
@@ -327,11 +372,46 @@ impl Config {
 }
 
 /// Per-document output of the parallel phase.
-struct Sketch {
-    shingles: Vec<u64>,
-    sig: Vec<u32>,
-    keys: Vec<u64>,
-    words_fallback: bool,
+pub(crate) struct Sketch {
+    pub(crate) shingles: Vec<u64>,
+    pub(crate) sig: Vec<u32>,
+    pub(crate) keys: Vec<u64>,
+    pub(crate) words_fallback: bool,
+}
+
+/// Shingles, signature and band keys of one document (the parallel part of the decision;
+/// shared by the single-process stage and the distributed signature phase).
+pub(crate) fn sketch_doc(
+    cfg: &Config,
+    params: LshParams,
+    hasher: &MinHasher,
+    doc: &Document,
+) -> Sketch {
+    let (mut mode, mut n) = cfg.mode_for(doc);
+    let mut toks = Vec::new();
+    let mut words_fallback = false;
+    if !tokens(&doc.text, doc.words.as_deref(), mode, cfg.seed, &mut toks) {
+        words_fallback = true;
+        mode = ShingleMode::Chars;
+        n = cfg.ngram_chars;
+        tokens(&doc.text, None, mode, cfg.seed, &mut toks);
+    }
+    let mut sh = Vec::new();
+    shingles(&toks, n, cfg.seed, &mut sh);
+    let mut sig = Vec::new();
+    let mut keys = Vec::new();
+    if !sh.is_empty() {
+        sig = vec![0u32; cfg.num_perm];
+        hasher.signature(&sh, &mut sig);
+        band_keys(&sig, params, cfg.seed, &mut keys);
+    }
+    let _ = mode;
+    Sketch {
+        shingles: sh,
+        sig,
+        keys,
+        words_fallback,
+    }
 }
 
 /// Counters reported in `stats.json`.
@@ -412,37 +492,7 @@ impl MinhashDedup {
     }
 
     fn sketch(&self, doc: &Document) -> Sketch {
-        let (mut mode, mut n) = self.cfg.mode_for(doc);
-        let mut toks = Vec::new();
-        let mut words_fallback = false;
-        if !tokens(
-            &doc.text,
-            doc.words.as_deref(),
-            mode,
-            self.cfg.seed,
-            &mut toks,
-        ) {
-            words_fallback = true;
-            mode = ShingleMode::Chars;
-            n = self.cfg.ngram_chars;
-            tokens(&doc.text, None, mode, self.cfg.seed, &mut toks);
-        }
-        let mut sh = Vec::new();
-        shingles(&toks, n, self.cfg.seed, &mut sh);
-        let mut sig = Vec::new();
-        let mut keys = Vec::new();
-        if !sh.is_empty() {
-            sig = vec![0u32; self.cfg.num_perm];
-            self.hasher.signature(&sh, &mut sig);
-            band_keys(&sig, self.params, self.cfg.seed, &mut keys);
-        }
-        let _ = mode;
-        Sketch {
-            shingles: sh,
-            sig,
-            keys,
-            words_fallback,
-        }
+        sketch_doc(&self.cfg, self.params, &self.hasher, doc)
     }
 
     fn id_of(&self, d: u32) -> &str {
@@ -455,7 +505,7 @@ impl MinhashDedup {
         std::str::from_utf8(&self.id_bytes[start..end]).unwrap_or("")
     }
 
-    fn cluster_id(id: &str) -> f64 {
+    pub(crate) fn cluster_id(id: &str) -> f64 {
         (xxh3_64(id.as_bytes()) & ((1u64 << 53) - 1)) as f64
     }
 
@@ -661,6 +711,9 @@ pub fn kind() -> Kind {
         schema: || schemars::schema_for!(Config),
         build: |params, ctx| {
             let cfg: Config = parse_config(params, ctx)?;
+            if cfg.mode == Mode::Distributed {
+                return Ok(Node::Stage(Box::new(dist::RemoveFilter::new(cfg, ctx)?)));
+            }
             Ok(Node::Stage(Box::new(MinhashDedup::new(cfg, ctx))))
         },
     }

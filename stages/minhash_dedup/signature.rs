@@ -21,10 +21,12 @@
 //!    fewer than `n` (but at least one) tokens yields one shingle over all of them. The
 //!    result is sorted and deduplicated, i.e. it is the shingle **set**, which is what
 //!    Jaccard similarity is defined on and what exact verification compares.
-//! 3. **Signature** ([`MinHasher::signature`]): `num_perm` values; value `i` is
-//!    `min over shingles x of ((a_i * x + b_i) mod 2^64) >> 32` (multiply-shift hashing,
-//!    a 2-universal family), with odd `a_i` and `b_i` drawn from SplitMix64 seeded by `seed`.
-//!    Values are `u32`. A document with no shingle has no signature (callers skip it).
+//! 3. **Signature** ([`MinHasher::signature`]): `num_perm` `u32` values, each a min-hash of
+//!    the shingle set, computed as a *bucketed* MinHash (Fast Similarity Sketching): every
+//!    shingle is hashed once per round into one coordinate, for at most 4 rounds, and the
+//!    few coordinates left empty fall back to a per-coordinate permutation. The exact
+//!    formula is on [`MinHasher`]. Constants are drawn from SplitMix64 seeded by `seed`. A
+//!    document with no shingle has no signature (callers skip it).
 //!
 //! Band keys (LSH) live in [`super::bands`]; both modules take the same `seed`.
 //!
@@ -39,7 +41,9 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 /// Version of the shingle/signature/band formulas. Persisted signature or bucket files
 /// carry it; readers refuse files with another version.
-pub const SIGNATURE_VERSION: u32 = 1;
+/// Version 2: bucketed MinHash signatures (version 1 evaluated one permutation per
+/// coordinate and shingle); shingles and band keys are unchanged.
+pub const SIGNATURE_VERSION: u32 = 2;
 
 /// How a document is cut into tokens before n-gram shingling.
 #[derive(
@@ -104,6 +108,10 @@ pub fn tokens(
             true
         }
         ShingleMode::Whitespace => {
+            if text.is_ascii() {
+                whitespace_tokens_ascii(text.as_bytes(), seed, out);
+                return true;
+            }
             let mut buf = String::new();
             for w in text.split_whitespace() {
                 let w = w.trim_matches(|c: char| c.is_ascii_punctuation());
@@ -113,6 +121,41 @@ pub fn tokens(
                 out.push(hash_word(w, seed, &mut buf));
             }
             true
+        }
+    }
+}
+
+/// [`ShingleMode::Whitespace`] for pure-ASCII text, byte by byte: the same tokens as the
+/// general path (`char::is_whitespace` on ASCII is exactly space and `\t`..=`\r`), without
+/// UTF-8 decoding or a lower-case copy of words that have no upper-case letter.
+fn whitespace_tokens_ascii(bytes: &[u8], seed: u64, out: &mut Vec<u64>) {
+    let mut lower = [0u8; 64];
+    let mut long = Vec::new();
+    for w in bytes.split(|&b| b == b' ' || (b'\t'..=b'\r').contains(&b)) {
+        let mut s = 0;
+        let mut e = w.len();
+        while s < e && w[s].is_ascii_punctuation() {
+            s += 1;
+        }
+        while e > s && w[e - 1].is_ascii_punctuation() {
+            e -= 1;
+        }
+        let w = &w[s..e];
+        if !w.iter().any(u8::is_ascii_alphanumeric) {
+            continue;
+        }
+        if !w.iter().any(u8::is_ascii_uppercase) {
+            out.push(xxh3_64_with_seed(w, seed));
+        } else if w.len() <= lower.len() {
+            let l = &mut lower[..w.len()];
+            for (d, &c) in l.iter_mut().zip(w) {
+                *d = c.to_ascii_lowercase();
+            }
+            out.push(xxh3_64_with_seed(l, seed));
+        } else {
+            long.clear();
+            long.extend(w.iter().map(u8::to_ascii_lowercase));
+            out.push(xxh3_64_with_seed(&long, seed));
         }
     }
 }
@@ -147,21 +190,19 @@ pub fn shingles(tokens: &[u64], n: usize, seed: u64, out: &mut Vec<u64>) {
     if tokens.is_empty() {
         return;
     }
-    let mut buf: Vec<u8> = Vec::with_capacity(n * 8);
-    let mut hash_window = |w: &[u64]| {
-        buf.clear();
-        for t in w {
-            buf.extend_from_slice(&t.to_le_bytes());
-        }
-        xxh3_64_with_seed(&buf, seed)
-    };
+    // The little-endian bytes of all tokens, once; a window of `n` tokens is then one
+    // contiguous slice (no per-shingle copy).
+    let mut bytes: Vec<u8> = Vec::with_capacity(tokens.len() * 8);
+    for t in tokens {
+        bytes.extend_from_slice(&t.to_le_bytes());
+    }
     if tokens.len() < n {
-        out.push(hash_window(tokens));
+        out.push(xxh3_64_with_seed(&bytes, seed));
     } else {
-        out.reserve(tokens.len() + 1 - n);
-        for w in tokens.windows(n) {
-            out.push(hash_window(w));
-        }
+        let w = n * 8;
+        out.extend(
+            (0..=tokens.len() - n).map(|i| xxh3_64_with_seed(&bytes[i * 8..i * 8 + w], seed)),
+        );
     }
     out.sort_unstable();
     out.dedup();
@@ -335,7 +376,11 @@ impl MinHasher {
         }
         // Rounds per pass: one while a single round is likely to fill every coordinate
         // (n ≥ 6k leaves k·e^-6 ≈ 0.3 empty for k = 128), else two.
-        let step = if shingles.len() >= 6 * sig.len() { 1 } else { 2 };
+        let step = if shingles.len() >= 6 * sig.len() {
+            1
+        } else {
+            2
+        };
         let mut r = 0;
         while r < ROUNDS {
             let end = (r + step).min(ROUNDS);
@@ -594,6 +639,41 @@ mod tests {
         );
         assert_eq!(a, b);
         assert_eq!(a.len(), 3);
+    }
+
+    #[test]
+    fn ascii_whitespace_fast_path_equals_the_general_path() {
+        // The general path (split_whitespace on chars) is what the fast path must reproduce;
+        // a trailing non-ASCII char forces the general path on the same words.
+        let texts = [
+            "Hello, World!  again\tand\nagain\x0bvt\x0cff\rcr \x1cfs-sep",
+            "(quoted) \"Words\" -- 42 ... ALLCAPS MiXeD don't e-mail",
+            "a-very-long-WORD-that-is-longer-than-sixty-four-bytes-to-hit-the-heap-path-XYZ",
+            "   ",
+            "",
+        ];
+        for t in texts {
+            let mut fast = Vec::new();
+            tokens(t, None, ShingleMode::Whitespace, 9, &mut fast);
+            let mut general = Vec::new();
+            let mut buf = String::new();
+            for w in t.split_whitespace() {
+                let w = w.trim_matches(|c: char| c.is_ascii_punctuation());
+                if w.chars().any(char::is_alphanumeric) {
+                    general.push(hash_word(w, 9, &mut buf));
+                }
+            }
+            assert_eq!(fast, general, "{t:?}");
+            let mut with_cjk = Vec::new();
+            tokens(
+                &format!("{t} 中"),
+                None,
+                ShingleMode::Whitespace,
+                9,
+                &mut with_cjk,
+            );
+            assert_eq!(&with_cjk[..fast.len()], &fast[..], "{t:?}");
+        }
     }
 
     #[test]

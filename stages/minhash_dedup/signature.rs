@@ -370,6 +370,10 @@ impl MinHasher {
             self.a.len(),
             "signature buffer length must equal num_perm"
         );
+        assert!(
+            sig.len() <= u32::MAX as usize,
+            "num_perm must be below 2^32"
+        );
         sig.fill(u32::MAX);
         if shingles.is_empty() {
             return;
@@ -468,7 +472,9 @@ unsafe fn rounds_avx2(c: &[u32], d: &[u32], first: usize, xs: &[u64], sig: &mut 
 /// Bucket rounds `first .. first + c.len()` over all shingles, lowering `sig` in place.
 #[inline(always)]
 fn rounds_kernel(c: &[u32], d: &[u32], first: usize, xs: &[u64], sig: &mut [u32]) {
-    let k = sig.len() as u64;
+    // `k < 2^32` (checked by `signature_isa`); going through `u32` lets the widening
+    // multiply below compile to a 32×32→64 lane multiply.
+    let k = sig.len() as u32 as u64;
     let mut ys = [0u32; BLOCK];
     let mut js = [0u32; BLOCK];
     let mut vs = [0u32; BLOCK];

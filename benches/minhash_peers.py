@@ -15,6 +15,12 @@ What is compared (num_perm = 128 everywhere, same documents):
     datatrove `MinhashDedupSignature.get_shingles` + `get_signature` (its per-document work,
     file writing excluded; English only, datatrove's zh tokenizer needs extra models).
 Everything runs pinned to one core (taskset) with RAYON_NUM_THREADS=1, so figures are per core.
+
+Algorithms compared: since 0.5 rensa's `RMinHash` is itself a bucketed sketch (rounds that
+send each token to one coordinate, per-coordinate fallback), and sluice's signature
+(SIGNATURE_VERSION 2) is one too (see `MinHasher` in stages/minhash_dedup/signature.rs); both
+are coordinatewise minima whose coordinates each estimate Jaccard, at the same num_perm.
+datatrove evaluates num_perm permutations per shingle (classic MinHash).
 """
 
 import json
@@ -129,7 +135,10 @@ def main():
         t_dt = best(dt)
     rows.append(("en", "text -> signature", "datatrove MinhashDedupSignature", len(docs) / t_dt))
 
-    print(f"\n# MinHash signature throughput, one core, num_perm {NUM_PERM}\n")
+    from importlib.metadata import version
+
+    versions = f"rensa {version('rensa')}, datatrove {version('datatrove')}"
+    print(f"\n# MinHash signature throughput, one core, num_perm {NUM_PERM} ({versions})\n")
     print("| corpus | what | implementation | docs/s | sluice / this |")
     print("|---|---|---|---|---|")
     for corpus, what, impl, dps in rows:

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sluice::stages::quality_classifier::model::{Model, Route};
+use sluice::stages::quality_classifier::model::{Loss, Model};
 use sluice::stages::quality_classifier::preprocess;
 use sluice::stages::quality_classifier::train::{self, Hyper};
 use sluice::stages::quality_classifier::{Config, QualityClassifier};
@@ -86,7 +86,8 @@ fn parity_with_official_fasttext() {
     for (name, m) in models {
         let path = m["path"].as_str().expect("path");
         let model = Model::load(Path::new(path)).unwrap_or_else(|e| panic!("{name}: {e}"));
-        routes.push(model.mode());
+        routes.push((model.loss(), model.is_quantized()));
+        let mut max_diff = 0f64;
         for (pred, (id, line)) in m["predictions"]
             .as_array()
             .expect("predictions")
@@ -94,29 +95,23 @@ fn parity_with_official_fasttext() {
             .zip(&lines)
         {
             let probs = pred["probs"].as_object().expect("probs");
+            let all = model.probs(line).expect("non-empty line");
             for (i, label) in model.labels().iter().enumerate() {
                 let want = probs.get(label).and_then(|p| p.as_f64()).unwrap_or(0.0);
                 let got = f64::from(model.prob(line, i).expect("non-empty line"));
-                // Quantized hierarchical-softmax and softmax models (lid.176-style, the path
-                // the crate got badly wrong) match the official tool to 1e-5. The crate's own
-                // arithmetic for dense hierarchical-softmax / one-vs-all `.bin` models and for
-                // models it quantized itself still differs (up to ~2e-2 on dense hs/ova,
-                // ~2e-3 on crate-quantized): an open gap recorded in the issue note, held here
-                // to those bounds so it cannot grow unnoticed.
-                let tol = if name.ends_with("_hs_q") || name.ends_with("_softmax_q") {
-                    1e-5
-                } else if name == "official_hs" || name == "official_ova" {
-                    2e-2
-                } else {
-                    2e-3
-                };
-                if (got - want).abs() >= tol {
+                assert_eq!(got, f64::from(all[i]), "{name} {id} {label}: prob vs probs");
+                max_diff = max_diff.max((got - want).abs());
+                if (got - want).abs() >= 1e-5 {
                     bad.push(format!(
                         "{name} {id} {label}: sluice {got} vs fastText {want}"
                     ));
                 }
             }
         }
+        eprintln!(
+            "{name}: {} labels, max |sluice - fastText| = {max_diff:.3e}",
+            model.labels().len()
+        );
     }
     assert!(
         bad.is_empty(),
@@ -124,11 +119,17 @@ fn parity_with_official_fasttext() {
         bad.len(),
         bad.join("\n")
     );
-    assert!(
-        routes.contains(&Route::QuantHs)
-            && routes.contains(&Route::QuantNs)
-            && routes.contains(&Route::Crate)
-    );
+    // The golden set covers every loss, dense and quantized.
+    for want in [
+        (Loss::Softmax, false),
+        (Loss::Softmax, true),
+        (Loss::Hs, false),
+        (Loss::Hs, true),
+        (Loss::Ova, false),
+        (Loss::Ns, true),
+    ] {
+        assert!(routes.contains(&want), "no golden model for {want:?}");
+    }
 
     // And through the stage itself: the attribute is the fastText probability of `hq`.
     let stage = QualityClassifier::new(
@@ -149,8 +150,7 @@ fn parity_with_official_fasttext() {
     let zh = &models["zh_quality"]["predictions"];
     for (d, pred) in out.iter().zip(zh.as_array().expect("array")) {
         let want = pred["probs"]["__label__hq"].as_f64().unwrap_or(0.0);
-        // Crate-quantized model: see the tolerance note above.
-        assert!((d.attrs["quality_zh.hq"] - want).abs() < 2e-3, "{}", d.id);
+        assert!((d.attrs["quality_zh.hq"] - want).abs() < 1e-5, "{}", d.id);
     }
 }
 

@@ -4,10 +4,12 @@
 //!
 //! The stage gets documents as they arrive after `segment_zh` (text + `words` spans, lang zh),
 //! so its time includes building the fastText line from the words (join, lowercase) plus the
-//! prediction and routing. "Bare" is `fasttext::FastText::predict` on the already-built lines.
+//! prediction and routing. Also timed on the already-built lines: sluice's model alone
+//! (`Model::prob`) and the `fasttext` crate's `predict` (which differs from C++ fastText, see
+//! `model.rs`); the official C++ side is `quality_classifier_fasttext.py`.
 //!
 //! ```text
-//! CARGO_TARGET_DIR=target-rel cargo bench --bench quality_classifier -- [MODEL] [N_DOCS]
+//! CARGO_TARGET_DIR=/work/target-release cargo bench --bench quality_classifier -- [MODEL] [N_DOCS]
 //! ```
 
 use std::time::Instant;

@@ -189,3 +189,57 @@ fn tiny_model_trained_on_samples_beats_floor() {
     assert!(m.f1 >= 0.90, "F1 {}", m.f1);
     assert!(m.roc_auc >= 0.95, "AUC {}", m.roc_auc);
 }
+
+/// Reservoir mode: pass one (`sluice classifier threshold --keep-fraction 0.3`) finds the score
+/// that keeps the top 30% of a corpus; pass two, the stage with that `threshold`, keeps
+/// exactly the documents it counted, whatever the batch size.
+#[test]
+fn keep_fraction_threshold_keeps_the_top_of_the_corpus() {
+    use sluice::cli_classifier::{run_threshold, ThresholdArgs};
+    let model = "samples/models/zh_quality.ftz";
+    let v = run_threshold(ThresholdArgs {
+        model: model.into(),
+        data: POSITIVES.into(),
+        keep_fraction: 0.3,
+        label: "hq".into(),
+        hmm: true,
+    })
+    .expect("threshold");
+    let n = v["documents"].as_u64().expect("documents") as usize;
+    let kept = v["kept"].as_u64().expect("kept") as usize;
+    let t = v["threshold"].as_f64().expect("threshold");
+    let want = (0.3 * n as f64).ceil() as usize;
+    assert!(n >= 800, "{n}");
+    // ties at the threshold are kept too; on real scores there are few
+    assert!(kept >= want && kept <= want + n / 100, "kept {kept} of {n}");
+    let (ex, _) = train::read_source(POSITIVES, Some("hq")).expect("read");
+    assert_eq!(ex.len(), n);
+    let docs: Vec<Document> = ex
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let mut d = Document::new(format!("d{i}"), "corpus", e.text.as_str());
+            d.lang = e.lang.clone();
+            d
+        })
+        .collect();
+    for batch in [1, 64] {
+        let stage = QualityClassifier::new(
+            Config {
+                model: model.into(),
+                label: "hq".into(),
+                attr: String::new(),
+                threshold: t,
+                reason: "low_quality".into(),
+                langs: vec![],
+                hmm: true,
+            },
+            "q",
+        )
+        .expect("stage");
+        let (out, rej) = run_transform_docs(&stage, docs.clone(), batch);
+        assert_eq!(out.len(), kept, "batch {batch}");
+        assert_eq!(out.len() + rej.len(), n);
+        assert!(out.iter().all(|d| d.attrs["q.hq"] >= t));
+    }
+}

@@ -50,7 +50,6 @@
 //! per row for quantized), the vocabulary, and a word lookup table of 4 bytes per slot
 //! (2 slots per vocabulary entry). Prediction allocates three small vectors per line.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use fasttext::FastText;
@@ -440,6 +439,61 @@ fn hs_paths(counts: &[i64]) -> Vec<Vec<(usize, bool)>> {
         .collect()
 }
 
+/// The `pruneidx` of a quantized model (bucket id -> compact row index) as an open-addressing
+/// table: looked up for every word n-gram of every line, so it must be cheap.
+#[derive(Debug)]
+struct PruneMap {
+    /// (key, value); key `-1` = empty slot.
+    slots: Vec<(i32, i32)>,
+    shift: u32,
+}
+
+impl PruneMap {
+    fn new(pairs: &[(i32, i32)]) -> PruneMap {
+        let cap = (2 * pairs.len()).next_power_of_two().max(16);
+        let mut m = PruneMap {
+            slots: vec![(-1, 0); cap],
+            shift: 32 - cap.trailing_zeros(),
+        };
+        for &(k, v) in pairs {
+            if k < 0 {
+                continue;
+            }
+            let mut s = m.slot(k);
+            while m.slots[s].0 != -1 && m.slots[s].0 != k {
+                s = (s + 1) & (cap - 1);
+            }
+            m.slots[s] = (k, v);
+        }
+        m
+    }
+    #[inline]
+    fn slot(&self, k: i32) -> usize {
+        ((k as u32).wrapping_mul(0x9E37_79B1) >> self.shift) as usize
+    }
+    #[inline]
+    fn get(&self, k: i32) -> Option<i32> {
+        let mask = self.slots.len() - 1;
+        let mut s = self.slot(k);
+        loop {
+            match self.slots[s] {
+                (-1, _) => return None,
+                (key, v) if key == k => return Some(v),
+                _ => s = (s + 1) & mask,
+            }
+        }
+    }
+    /// Rows the compact indices need (largest index + 1).
+    fn rows_needed(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.0 != -1)
+            .map(|s| s.1.max(0) as usize + 1)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
 /// sha256 of a file, hex.
 pub fn file_sha256(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -465,7 +519,7 @@ pub struct Model {
     /// Per word, its input rows (the word, then its character n-grams) when `maxn > 0`.
     subwords: Vec<Vec<u32>>,
     /// `None`: not pruned (row = nwords + bucket id); `Some(map)`: bucket id -> compact index.
-    prune: Option<HashMap<i32, i32>>,
+    prune: Option<PruneMap>,
     input: Matrix,
     output: Matrix,
     quantized: bool,
@@ -572,13 +626,13 @@ impl Model {
             )));
         }
         let prune = if pruneidx_size >= 0 {
-            let mut m = HashMap::with_capacity(pruneidx_size as usize);
+            let mut pairs = Vec::with_capacity(pruneidx_size.min(1 << 24) as usize);
             for _ in 0..pruneidx_size {
                 let k = r.i32()?;
                 let v = r.i32()?;
-                m.insert(k, v);
+                pairs.push((k, v));
             }
-            Some(m)
+            Some(PruneMap::new(&pairs))
         } else {
             None
         };
@@ -651,7 +705,7 @@ impl Model {
         let max_row = m.nwords
             + match &m.prune {
                 None => m.bucket as usize,
-                Some(p) => p.len(),
+                Some(p) => p.rows_needed(),
             };
         if m.input.rows() < max_row {
             return Err(Error::msg(format!(
@@ -689,8 +743,8 @@ impl Model {
         }
         let idx = match &self.prune {
             None => id,
-            Some(p) => match p.get(&id) {
-                Some(&j) => j,
+            Some(p) => match p.get(id) {
+                Some(j) => j,
                 None => return,
             },
         };

@@ -94,9 +94,18 @@ def main():
             labels, probs = m.predict(rec["line"], k=-1, threshold=0.0)
             rows.append({"id": rec["id"], "probs": {l: float(p) for l, p in zip(labels, probs)}})
         out["models"][name] = {"path": os.path.relpath(path, ROOT), "predictions": rows}
+    # one prediction row per line (the 300-label models would make an indented file huge)
     with open(os.path.join(HERE, "expected.json"), "w", encoding="utf-8") as f:
-        json.dump(out, f, ensure_ascii=False, indent=1, sort_keys=True)
-        f.write("\n")
+        f.write('{"fasttext": %s, "models": {\n' % json.dumps(out["fasttext"]))
+        names = sorted(out["models"])
+        for i, name in enumerate(names):
+            m = out["models"][name]
+            f.write(' %s: {"path": %s, "predictions": [\n' % (json.dumps(name), json.dumps(m["path"])))
+            rows = [json.dumps(r, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+                    for r in m["predictions"]]
+            f.write(",\n".join("  " + r for r in rows))
+            f.write("\n ]}%s\n" % ("," if i + 1 < len(names) else ""))
+        f.write("}}\n")
 
 
 if __name__ == "__main__":

@@ -68,7 +68,9 @@ pub struct Config {
     /// so two classifier nodes never overwrite each other.
     #[serde(default)]
     pub attr: String,
-    /// Keep documents whose probability is `>=` this (0..1). Default 0.5.
+    /// Keep documents whose probability is `>=` this (0..1). Default 0.5. To keep the top
+    /// fraction of a corpus instead, take this from `sluice classifier threshold MODEL CORPUS
+    /// --keep-fraction F` (reservoir mode in two passes).
     #[serde(default = "default_threshold")]
     pub threshold: f64,
     /// Reject reason written to `rejected`. Default `low_quality`.

@@ -602,9 +602,12 @@ impl Model {
         if nwords + nlabels != size {
             return Err(r.bad("dictionary sizes disagree"));
         }
-        let mut words = Vec::with_capacity(size);
-        let mut labels = Vec::with_capacity(nlabels);
-        let mut counts = Vec::with_capacity(nlabels);
+        // Capacities are capped by the file size (an entry takes >= 10 bytes), so a corrupted
+        // count cannot request a huge allocation before the read fails.
+        let max_entries = buf.len() / 10;
+        let mut words = Vec::with_capacity(size.min(max_entries));
+        let mut labels = Vec::with_capacity(nlabels.min(max_entries));
+        let mut counts = Vec::with_capacity(nlabels.min(max_entries));
         for _ in 0..size {
             let w = r.cstr()?;
             let count = r.i64()?;
@@ -626,7 +629,7 @@ impl Model {
             )));
         }
         let prune = if pruneidx_size >= 0 {
-            let mut pairs = Vec::with_capacity(pruneidx_size.min(1 << 24) as usize);
+            let mut pairs = Vec::with_capacity((pruneidx_size as usize).min(buf.len() / 8));
             for _ in 0..pruneidx_size {
                 let k = r.i32()?;
                 let v = r.i32()?;
@@ -1015,6 +1018,37 @@ mod tests {
     fn tokens_follow_fasttext_separators() {
         let t: Vec<&[u8]> = tokens("a\tb\x0bc\x0cd\0e  f\rg\nignored").collect();
         assert_eq!(t, [&b"a"[..], b"b", b"c", b"d", b"e", b"f", b"g"]);
+    }
+
+    /// A damaged model file is an error, never a panic: every truncation of the shipped model
+    /// and a few corrupted headers.
+    #[test]
+    fn damaged_model_files_are_errors() {
+        let bytes = std::fs::read("samples/models/zh_quality.ftz").expect("shipped model");
+        let ok = Model::from_bytes(&bytes, "ok".into(), String::new()).expect("intact");
+        assert_eq!(ok.labels().len(), 2);
+        let step = (bytes.len() / 97).max(1);
+        for cut in (0..bytes.len()).step_by(step).chain([bytes.len() - 1]) {
+            assert!(
+                Model::from_bytes(&bytes[..cut], "cut".into(), String::new()).is_err(),
+                "truncated at {cut} accepted"
+            );
+        }
+        // 64..72: dictionary size / nwords (huge counts must fail on read, not allocate)
+        for (at, val) in [
+            (0usize, 0u8),
+            (4, 99),
+            (8, 0xff),
+            (11, 0x7f),
+            (67, 0x7f),
+            (71, 0x7f),
+        ] {
+            let mut b = bytes.clone();
+            b[at] = val;
+            // must not panic; may load if the byte is irrelevant to prediction
+            let _ = Model::from_bytes(&b, "bad".into(), String::new());
+        }
+        assert!(Model::from_bytes(b"not a model", "x".into(), String::new()).is_err());
     }
 
     /// lid.176.ftz is a quantized hierarchical-softmax model: the crate's own path gets it

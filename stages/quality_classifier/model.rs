@@ -788,10 +788,12 @@ impl Model {
     fn input_rows(&self, line: &str, rows: &mut Vec<u32>, hashes: &mut Vec<i32>) -> bool {
         rows.clear();
         hashes.clear();
-        let mut any = false;
-        for tok in tokens(line).chain(std::iter::once(EOS.as_bytes())) {
+        let mut toks = tokens(line).peekable();
+        // "No tokens" is about the line itself; a literal `</s>` in it ends the line early,
+        // as in C++ (`getLine` stops at the first `</s>`).
+        let any = toks.peek().is_some();
+        for tok in toks.chain(std::iter::once(EOS.as_bytes())) {
             let is_eos = tok == EOS.as_bytes();
-            any |= !is_eos;
             let h = ft_hash(tok);
             match self.word_id(tok, h) {
                 Some(id) if id >= self.nwords => continue, // a label, not an input

@@ -4,10 +4,12 @@
 //!
 //! The stage gets documents as they arrive after `segment_zh` (text + `words` spans, lang zh),
 //! so its time includes building the fastText line from the words (join, lowercase) plus the
-//! prediction and routing. "Bare" is `fasttext::FastText::predict` on the already-built lines.
+//! prediction and routing. Also timed on the already-built lines: sluice's model alone
+//! (`Model::prob`) and the `fasttext` crate's `predict` (which differs from C++ fastText, see
+//! `model.rs`); the official C++ side is `quality_classifier_fasttext.py`.
 //!
 //! ```text
-//! CARGO_TARGET_DIR=target-rel cargo bench --bench quality_classifier -- [MODEL] [N_DOCS]
+//! CARGO_TARGET_DIR=/work/target-release cargo bench --bench quality_classifier -- [MODEL] [N_DOCS]
 //! ```
 
 use std::time::Instant;
@@ -75,10 +77,13 @@ fn main() {
         "quality_zh",
     )
     .expect("load model");
-    let ft = stage.model().fasttext();
+    let ft = fasttext::FastText::load_model(&model).expect("crate load");
+    let sluice_model = stage.model();
+    let hq = sluice_model.label_index("hq").expect("label hq");
 
     let mut best_stage = f64::MAX;
     let mut best_bare = f64::MAX;
+    let mut best_model = f64::MAX;
     let mut kept = 0usize;
     let mut sink = 0f32;
     for _round in 0..5 {
@@ -102,6 +107,12 @@ fn main() {
             sink += p.first().map_or(0.0, |p| p.prob);
         }
         best_bare = best_bare.min(t.elapsed().as_secs_f64());
+
+        let t = Instant::now();
+        for l in &lines {
+            sink += sluice_model.prob(l, hq).unwrap_or(0.0);
+        }
+        best_model = best_model.min(t.elapsed().as_secs_f64());
     }
     let mb = bytes as f64 / 1e6;
     println!(
@@ -109,6 +120,7 @@ fn main() {
         serde_json::json!({
             "bench": "quality_classifier", "model": model, "docs": n_docs, "text_mb": mb, "threads": 1,
             "stage_docs_per_s": n_docs as f64 / best_stage, "stage_mb_per_s": mb / best_stage,
+            "sluice_model_prob_lines_per_s": n_docs as f64 / best_model,
             "bare_crate_predict_lines_per_s": n_docs as f64 / best_bare,
             "stage_vs_bare_crate": best_bare / best_stage,
             "kept": kept, "checksum": sink,

@@ -30,9 +30,30 @@ enum Cmd {
     Train(TrainArgs),
     /// Evaluate a model on labelled data: precision, recall, F1, ROC-AUC, threshold table.
     Eval(EvalArgs),
+    /// Reservoir mode, pass one: score a corpus and print the threshold that keeps its top
+    /// `--keep-fraction`; put it in the stage's `threshold` for pass two.
+    Threshold(ThresholdArgs),
     /// Print the fastText input line the stage builds for each JSONL record, as JSONL
     /// `{"id", "line"}` (to feed the official fastText side by side).
     Preprocess(PreprocessArgs),
+}
+
+/// `sluice classifier threshold MODEL DATA --keep-fraction F`.
+#[derive(Debug, clap::Args)]
+pub struct ThresholdArgs {
+    /// Model (.bin or .ftz).
+    pub model: PathBuf,
+    /// Corpus: JSONL (`text`, optional `lang`), Parquet file, directory or glob.
+    pub data: String,
+    /// Fraction of the corpus to keep (0..1].
+    #[arg(long = "keep-fraction")]
+    pub keep_fraction: f64,
+    /// Label whose probability is the score.
+    #[arg(long, default_value = "hq")]
+    pub label: String,
+    /// jieba HMM (must match training and the stage's `hmm`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub hmm: bool,
 }
 
 /// `sluice classifier preprocess FILE`.
@@ -144,7 +165,65 @@ pub fn run(args: ClassifierArgs) -> Result<()> {
         Cmd::Train(a) => run_train(a).map(|_| ()),
         Cmd::Eval(a) => run_eval(a),
         Cmd::Preprocess(a) => run_preprocess(a),
+        Cmd::Threshold(a) => run_threshold(a).map(|v| println!("{v}")),
     }
+}
+
+/// Reservoir mode, pass one: the threshold keeping the top `keep_fraction` of `data`, as JSON
+/// (`threshold`, `documents`, `kept`, `no_tokens`). Documents without tokens score 0, as in the
+/// stage (which rejects them whatever the threshold).
+pub fn run_threshold(a: ThresholdArgs) -> Result<serde_json::Value> {
+    if !(a.keep_fraction > 0.0 && a.keep_fraction <= 1.0) {
+        return Err(Error::msg(format!(
+            "--keep-fraction {} must be within (0, 1]",
+            a.keep_fraction
+        )));
+    }
+    let model = Model::load(&a.model)?;
+    let idx = model.label_index(&a.label).ok_or_else(|| {
+        Error::msg(format!(
+            "label `{}` not in model ({})",
+            a.label,
+            model.labels().join(", ")
+        ))
+    })?;
+    let (examples, rep) = train::read_source(&a.data, Some("corpus"))?;
+    if rep.bad_records > 0 {
+        eprintln!("skipped {} bad records in {}", rep.bad_records, a.data);
+    }
+    let mut line = String::new();
+    let mut no_tokens = 0u64;
+    let scores: Vec<f64> = examples
+        .iter()
+        .map(|e| {
+            crate::stages::quality_classifier::preprocess::line_into(
+                &e.text,
+                None,
+                e.lang.as_deref(),
+                a.hmm,
+                &mut line,
+            );
+            model.prob(&line, idx).map_or_else(
+                || {
+                    no_tokens += 1;
+                    0.0
+                },
+                f64::from,
+            )
+        })
+        .collect();
+    let (threshold, kept) = train::threshold_for_fraction(&scores, a.keep_fraction)
+        .ok_or_else(|| Error::msg(format!("{}: no documents", a.data)))?;
+    Ok(json!({
+        "model": a.model.display().to_string(),
+        "data": a.data,
+        "label": model.labels()[idx],
+        "keep_fraction": a.keep_fraction,
+        "threshold": threshold,
+        "documents": scores.len(),
+        "kept": kept,
+        "no_tokens": no_tokens,
+    }))
 }
 
 fn with_ext(prefix: &Path, ext: &str) -> PathBuf {

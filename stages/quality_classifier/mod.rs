@@ -6,8 +6,8 @@
 //! FineWeb-Edu, ChineseWebText's EvalWeb). This stage applies any fastText supervised model
 //! (`.bin` or quantized `.ftz`), whether trained by `sluice classifier train` or by the
 //! official fastText tool, and gives the same probabilities as the official fastText for
-//! the same line (see [`model`] for the quantized hierarchical-softmax fix and the parity
-//! tests). Several classifiers can sit in one DAG (a quality model, an ads/porn model, ...):
+//! the same line (see [`model`]: our own inference, written to C++ fastText's arithmetic,
+//! and the parity tests). Several classifiers can sit in one DAG (a quality model, an ads/porn model, ...):
 //! each node writes its own attribute.
 //!
 //! * Reads: `text`, `words` (from `segment_zh`, when present), `lang`.
@@ -68,7 +68,9 @@ pub struct Config {
     /// so two classifier nodes never overwrite each other.
     #[serde(default)]
     pub attr: String,
-    /// Keep documents whose probability is `>=` this (0..1). Default 0.5.
+    /// Keep documents whose probability is `>=` this (0..1). Default 0.5. To keep the top
+    /// fraction of a corpus instead, take this from `sluice classifier threshold MODEL CORPUS
+    /// --keep-fraction F` (reservoir mode in two passes).
     #[serde(default = "default_threshold")]
     pub threshold: f64,
     /// Reject reason written to `rejected`. Default `low_quality`.
@@ -152,7 +154,7 @@ impl QualityClassifier {
             ))
         })?;
         let short = model.labels()[label_idx]
-            .trim_start_matches(&model.fasttext().args().label)
+            .trim_start_matches(model::LABEL_PREFIX)
             .to_string();
         let attr = if cfg.attr.is_empty() {
             format!("{node}.{short}")

@@ -38,7 +38,12 @@ fn push_token(out: &mut String, token: &str) {
             out[start..].make_ascii_lowercase();
         } else {
             for c in piece.chars() {
-                out.extend(c.to_lowercase());
+                if ('\u{3000}'..='\u{9FFF}').contains(&c) {
+                    // CJK symbols, kana, CJK ideographs: no case mappings (fast path).
+                    out.push(c);
+                } else {
+                    out.extend(c.to_lowercase());
+                }
             }
         }
     }
@@ -81,6 +86,15 @@ pub fn line(text: &str, words: Option<&[Range<u32>]>, lang: Option<&str>, hmm: b
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cjk_fast_path_agrees_with_unicode_lowercase() {
+        for c in ('\u{3000}'..='\u{9FFF}').filter(|c| !is_delim(*c)) {
+            let mut out = String::new();
+            push_token(&mut out, &format!("{c}Ä"));
+            assert_eq!(out, format!("{c}Ä").to_lowercase(), "{c:?}");
+        }
+    }
 
     #[test]
     fn chinese_is_segmented_and_newlines_vanish() {

@@ -525,6 +525,25 @@ pub fn metrics(scored: &[(f64, bool)], threshold: f64) -> Metrics {
     }
 }
 
+/// Reservoir mode, done in two passes so that the stage stays streaming and deterministic:
+/// the score threshold that keeps the top `keep_fraction` of a corpus. Returns
+/// `(threshold, kept)`: keeping documents with score `>= threshold` keeps `kept` of the
+/// `scores.len()` documents, `kept = ceil(keep_fraction * n)` unless several documents tie
+/// at the threshold (then all of them are kept). Independent of the order of `scores`.
+/// Memory: the scores (8 bytes per document). `None` for no scores or a fraction of 0.
+pub fn threshold_for_fraction(scores: &[f64], keep_fraction: f64) -> Option<(f64, usize)> {
+    let n = scores.len();
+    let want = ((keep_fraction.clamp(0.0, 1.0) * n as f64).ceil() as usize).min(n);
+    if want == 0 {
+        return None;
+    }
+    let mut sorted: Vec<f64> = scores.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let t = sorted[want - 1];
+    let kept = sorted.iter().take_while(|&&s| s >= t).count();
+    Some((t, kept))
+}
+
 /// Score lines with a model and compute metrics for `positive` (short label).
 pub fn evaluate(model: &Model, lines: &[Line], positive: &str, threshold: f64) -> Result<Metrics> {
     let idx = model.label_index(positive).ok_or_else(|| {
@@ -562,6 +581,24 @@ pub fn labels(lines: &[Line]) -> BTreeSet<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn threshold_for_fraction_keeps_the_top_and_ignores_order() {
+        let s = [0.9, 0.1, 0.5, 0.7, 0.3];
+        assert_eq!(threshold_for_fraction(&s, 0.4), Some((0.7, 2)));
+        assert_eq!(threshold_for_fraction(&s, 0.5), Some((0.5, 3))); // ceil(2.5)
+        assert_eq!(threshold_for_fraction(&s, 1.0), Some((0.1, 5)));
+        assert_eq!(threshold_for_fraction(&s, 0.0), None);
+        assert_eq!(threshold_for_fraction(&[], 0.5), None);
+        let mut r = s;
+        r.reverse();
+        assert_eq!(threshold_for_fraction(&r, 0.4), Some((0.7, 2)));
+        // ties at the threshold are all kept
+        assert_eq!(
+            threshold_for_fraction(&[0.5, 0.5, 0.5, 0.2], 0.25),
+            Some((0.5, 3))
+        );
+    }
 
     #[test]
     fn auc_and_prf_on_known_cases() {

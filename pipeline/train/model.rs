@@ -778,14 +778,17 @@ mod tests {
         let logits = hs.as_tensor().matmul(&w.as_tensor().t().unwrap()).unwrap();
         let lsm = candle_nn::ops::log_softmax(&logits, D::Minus1).unwrap();
         let tg = Tensor::from_vec(targets.clone(), (m, 1), &dev).unwrap();
-        let reference = (lsm.gather(&tg, 1).unwrap().sum_all().unwrap() * (-1.0 / m as f64))
-            .unwrap();
+        let reference =
+            (lsm.gather(&tg, 1).unwrap().sum_all().unwrap() * (-1.0 / m as f64)).unwrap();
         let ref_loss = reference.to_scalar::<f32>().unwrap();
         let g_ref = (reference * scale).unwrap().backward().unwrap();
 
         for chunk in [1, 5, 16, 37, 64] {
             let (fused, ce) = lm_head_ce(hs.as_tensor(), w.as_tensor(), &targets, chunk).unwrap();
-            assert!((ce - ref_loss).abs() < 1e-5, "chunk {chunk}: {ce} vs {ref_loss}");
+            assert!(
+                (ce - ref_loss).abs() < 1e-5,
+                "chunk {chunk}: {ce} vs {ref_loss}"
+            );
             assert!((fused.to_scalar::<f32>().unwrap() - ref_loss).abs() < 1e-5);
             let g = (fused * scale).unwrap().backward().unwrap();
             for var in [&hs, &w] {

@@ -78,7 +78,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop(feed);
 
     // Training step at the example size: forward + backward + AdamW.
-    sluice::train::reuse_freed_memory();
+    sluice::runtime::tune_allocator();
     let dev = candle_core::Device::Cpu;
     let model = Model::new(&cfg.model, &dev)?;
     let mut opt = AdamW::new(model.params(), cfg.optim.clone())?;

@@ -232,30 +232,9 @@ fn save_checkpoint(
     Ok(dir)
 }
 
-/// Keep freed memory in the process heap instead of returning it to the OS (glibc only;
-/// a no-op elsewhere). Called by [`train`] and the feed bench.
-///
-/// glibc serves every allocation above 32 MB with a fresh `mmap` and unmaps it on free. A
-/// step allocates dozens of tensors that size (the `[V, d]` embedding's gradients and AdamW
-/// temporaries are 39 MB at Qwen2's vocabulary, the LM head's logit chunks 78 MB), so each
-/// step page-faulted hundreds of MB back in: perf showed page faults and page clearing at
-/// ~45 % of the step's CPU time; 40 steps of the example (4 × 64 tokens) took 1.30 CPU-s
-/// per step without this and 0.66 with it (29 s vs 1.5 s of system time). With `M_MMAP_MAX = 0` and no heap trimming, freed blocks are reused (what
-/// PyTorch's caching allocator does for the same reason); resident memory stays at the
-/// step's peak, which a training process holds anyway. Process-wide, so `sluice train` and
-/// benches call it, not the loader.
-pub fn reuse_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tunables; it is thread-safe in glibc.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_MAX, 0);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-    }
-}
-
 /// Train `cfg.steps` steps (or continue a checkpoint up to them).
 pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<TrainReport> {
-    reuse_freed_memory();
+    crate::runtime::tune_allocator();
     let mut problems = cfg.model.problems();
     problems.extend(cfg.optim.problems());
     if !problems.is_empty() {

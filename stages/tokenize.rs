@@ -1,10 +1,12 @@
 //! `tokenize`: encode text with a real LLM `tokenizer.json` (Hugging Face `tokenizers`).
 //!
 //! Token ids equal the Python `tokenizers` library's for the same file (a test checks this
-//! against stored reference ids). The whole batch goes through `encode_batch_fast`, which
-//! skips offset tracking we never use and parallelises over documents on the run's rayon
-//! pool. EOS is appended when `append_eos` is set; the EOS token defaults to the one named
-//! in a `tokenizer_config.json` beside the tokenizer, else a known EOS token in the vocab.
+//! against stored reference ids). The whole batch goes through `encode_batch`, which
+//! parallelises over documents on the run's rayon pool. (`encode_batch_fast`, which skips
+//! offsets, measured 15-40 % *slower* in `benches/engine.rs` in every run with tokenizers
+//! 0.23, on the same documents and thread count; the ids are the same either way.)
+//! EOS is appended when `append_eos` is set; the EOS token defaults to the one named in a
+//! `tokenizer_config.json` beside the tokenizer, else a known EOS token in the vocab.
 //!
 //! * Reads `text`; writes `tokens` and `attrs["tokenize.n_tokens"]`.
 //! * Reports `{tokenizer, sha256, eos_id}` into the manifest.
@@ -129,7 +131,7 @@ impl Tokenize {
     pub fn encode_texts(&self, texts: Vec<&str>) -> Result<Vec<Vec<u32>>> {
         let enc = self
             .tok
-            .encode_batch_fast(texts, self.cfg.add_special_tokens)
+            .encode_batch(texts, self.cfg.add_special_tokens)
             .map_err(|e| Error::msg(format!("tokenizer: {e}")))?;
         Ok(enc.into_iter().map(|e| e.get_ids().to_vec()).collect())
     }

@@ -4,7 +4,7 @@
 //! documents in the shards with a single-process run. The Slurm test needs a controller
 //! (`.ci/slurm-setup.sh` starts one; CI runs it) and is skipped with a message otherwise.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -321,6 +321,19 @@ fn dedup_yaml(paths: &str, distributed: bool) -> String {
     )
 }
 
+/// Split the samples into `files` JSONL files (`copies` times over) under `tmp/in`, and write
+/// the single-process and distributed dedup configs over them: (single.yaml, dist.yaml).
+fn dedup_configs(tmp: &Path, files: usize, copies: usize) -> (PathBuf, PathBuf) {
+    let input = tmp.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    split_inputs(&input, files, copies);
+    let glob = format!("\"{}/*.jsonl\"", input.display());
+    let (single_cfg, dist_cfg) = (tmp.join("single.yaml"), tmp.join("dist.yaml"));
+    std::fs::write(&single_cfg, dedup_yaml(&glob, false)).unwrap();
+    std::fs::write(&dist_cfg, dedup_yaml(&glob, true)).unwrap();
+    (single_cfg, dist_cfg)
+}
+
 /// Every reject row as (id, stage, reason, detail, meta), sorted.
 fn reject_rows(dir: &Path) -> Vec<(String, String, String, String, String)> {
     let mut v = Vec::new();
@@ -389,15 +402,9 @@ fn same<T: PartialEq + std::fmt::Debug>(got: &[T], want: &[T], what: &str) {
 #[test]
 fn distributed_minhash_equals_single_process_at_1_4_7_ranks_and_resumes_after_a_phase3_crash() {
     let tmp = tempfile::tempdir().unwrap();
-    let input = tmp.path().join("in");
-    std::fs::create_dir_all(&input).unwrap();
     // 14 files, the samples twice over: every document has an exact copy in another file
     // (so on another rank), and articles_en.jsonl holds 5 labelled near-duplicate pairs.
-    split_inputs(&input, 14, 2);
-    let glob = format!("\"{}/*.jsonl\"", input.display());
-    let (single_cfg, dist_cfg) = (tmp.path().join("single.yaml"), tmp.path().join("dist.yaml"));
-    std::fs::write(&single_cfg, dedup_yaml(&glob, false)).unwrap();
-    std::fs::write(&dist_cfg, dedup_yaml(&glob, true)).unwrap();
+    let (single_cfg, dist_cfg) = dedup_configs(tmp.path(), 14, 2);
     let single = tmp.path().join("single");
     sluice_ok(&[
         "run",
@@ -564,13 +571,7 @@ fn slurm_runs_the_dedup_phases_as_chained_arrays_and_resumes_a_failed_phase_3() 
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let input = tmp.path().join("in");
-    std::fs::create_dir_all(&input).unwrap();
-    split_inputs(&input, 6, 2);
-    let glob = format!("\"{}/*.jsonl\"", input.display());
-    let (single_cfg, dist_cfg) = (tmp.path().join("single.yaml"), tmp.path().join("dist.yaml"));
-    std::fs::write(&single_cfg, dedup_yaml(&glob, false)).unwrap();
-    std::fs::write(&dist_cfg, dedup_yaml(&glob, true)).unwrap();
+    let (single_cfg, dist_cfg) = dedup_configs(tmp.path(), 6, 2);
     let (single, run) = (tmp.path().join("single"), tmp.path().join("run"));
     let run_s = run.to_str().unwrap();
     // sbatch exports the submitting environment: the phase-3 unit fails (fault hook).

@@ -748,21 +748,26 @@ pub fn bucket_pairs(
     Ok(pairs)
 }
 
-fn bucket_run_iter(path: &Path) -> Result<impl Iterator<Item = Result<Entry>>> {
-    let mut r = CheckedReader::open(path, MAGIC_BUCKET)?;
+/// Stream the records of a checksummed file (checksum verified at the end); the first error
+/// ends the stream.
+fn records<T>(
+    path: &Path,
+    magic: &[u8; 8],
+    mut read: impl FnMut(&mut CheckedReader) -> Result<T>,
+) -> Result<impl Iterator<Item = Result<T>>> {
+    let mut r = CheckedReader::open(path, magic)?;
     let mut done = false;
     Ok(std::iter::from_fn(move || {
         if done {
             return None;
         }
-        let rec = (|| -> Result<Option<Entry>> {
-            if !r.more()? {
-                return Ok(None);
-            }
-            Ok(Some((r.u64()?, r.u64()?, r.u32()?)))
-        })();
+        let rec = match r.more() {
+            Ok(true) => read(&mut r).map(Some),
+            Ok(false) => Ok(None),
+            Err(e) => Err(e),
+        };
         match rec {
-            Ok(Some(e)) => Some(Ok(e)),
+            Ok(Some(x)) => Some(Ok(x)),
             Ok(None) => {
                 done = true;
                 None
@@ -773,6 +778,10 @@ fn bucket_run_iter(path: &Path) -> Result<impl Iterator<Item = Result<Entry>>> {
             }
         }
     }))
+}
+
+fn bucket_run_iter(path: &Path) -> Result<impl Iterator<Item = Result<Entry>>> {
+    records(path, MAGIC_BUCKET, |r| Ok((r.u64()?, r.u64()?, r.u32()?)))
 }
 
 /// Phase 2, one unit: the pairs of bucket `bucket`. Skips when its marker exists.
@@ -849,36 +858,15 @@ pub fn write_pairs(path: &Path, pairs: &[Pair]) -> Result<()> {
 
 /// Stream a pairs file, verifying its checksum at the end.
 pub fn read_pairs(path: &Path) -> Result<impl Iterator<Item = Result<Pair>>> {
-    let mut r = CheckedReader::open(path, MAGIC_PAIRS)?;
-    let mut done = false;
-    Ok(std::iter::from_fn(move || {
-        if done {
-            return None;
-        }
-        let rec = (|| -> Result<Option<Pair>> {
-            if !r.more()? {
-                return Ok(None);
-            }
-            Ok(Some(Pair {
-                d: r.u64()?,
-                rep: r.u64()?,
-                d_local: r.u32()?,
-                rep_local: r.u32()?,
-                est: f64::from_le_bytes(r.bytes::<8>()?),
-            }))
-        })();
-        match rec {
-            Ok(Some(p)) => Some(Ok(p)),
-            Ok(None) => {
-                done = true;
-                None
-            }
-            Err(e) => {
-                done = true;
-                Some(Err(e))
-            }
-        }
-    }))
+    records(path, MAGIC_PAIRS, |r| {
+        Ok(Pair {
+            d: r.u64()?,
+            rep: r.u64()?,
+            d_local: r.u32()?,
+            rep_local: r.u32()?,
+            est: f64::from_le_bytes(r.bytes::<8>()?),
+        })
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -908,14 +896,8 @@ impl PairUnionFind {
         }
         e
     }
-    fn find(&mut self, mut x: u32) -> u32 {
-        while self.parent[x as usize] != x {
-            let p = self.parent[x as usize];
-            let gp = self.parent[p as usize];
-            self.parent[x as usize] = gp;
-            x = gp;
-        }
-        x
+    fn find(&mut self, x: u32) -> u32 {
+        super::unionfind::find_root(&mut self.parent, x)
     }
     /// Merge; the root is the smaller origin.
     pub fn union(&mut self, a: u32, b: u32) -> u32 {

@@ -39,14 +39,8 @@ impl UnionFind {
     }
 
     /// The root (smallest member) of `x`'s set.
-    pub fn find(&mut self, mut x: u32) -> u32 {
-        while self.parent[x as usize] != x {
-            let p = self.parent[x as usize];
-            let gp = self.parent[p as usize];
-            self.parent[x as usize] = gp;
-            x = gp;
-        }
-        x
+    pub fn find(&mut self, x: u32) -> u32 {
+        find_root(&mut self.parent, x)
     }
 
     /// Merge the sets of `a` and `b`; return the new root (the smaller of the two roots).
@@ -71,6 +65,17 @@ impl UnionFind {
     pub fn heap_bytes(&self) -> usize {
         (self.parent.capacity() + self.size.capacity()) * 4
     }
+}
+
+/// The root of `x` in a parent-pointer forest, halving the path on the way (shared by the
+/// streaming index and the distributed pair clustering, whose root rules differ).
+pub fn find_root(parent: &mut [u32], mut x: u32) -> u32 {
+    while parent[x as usize] != x {
+        let gp = parent[parent[x as usize] as usize];
+        parent[x as usize] = gp;
+        x = gp;
+    }
+    x
 }
 
 #[cfg(test)]

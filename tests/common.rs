@@ -145,3 +145,29 @@ pub fn record_batches(dir: &Path, sub: &str) -> Vec<arrow::array::RecordBatch> {
     }
     out
 }
+
+/// Every reject row as (id, stage, reason, detail, meta), sorted.
+pub fn reject_rows(dir: &Path) -> Vec<(String, String, String, String, String)> {
+    let mut v = Vec::new();
+    for b in record_batches(dir, "rejects") {
+        let col = |c: &str| sluice::arrow_io::string_column(&b, c).unwrap().unwrap();
+        let (ids, st, re, de, me) = (
+            col("id"),
+            col("stage"),
+            col("reason"),
+            col("detail"),
+            col("meta"),
+        );
+        for i in 0..ids.len() {
+            v.push((
+                ids[i].clone().unwrap(),
+                st[i].clone().unwrap_or_default(),
+                re[i].clone().unwrap_or_default(),
+                de[i].clone().unwrap_or_default(),
+                me[i].clone().unwrap_or_default(),
+            ));
+        }
+    }
+    v.sort();
+    v
+}

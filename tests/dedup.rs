@@ -19,37 +19,10 @@ const TRUTH: &[(&str, &str)] = &[
 
 /// (id → (stage, reason, detail, meta)) of every reject row.
 fn rejects(dir: &Path) -> BTreeMap<String, (String, String, String, String)> {
-    let mut m = BTreeMap::new();
-    for (name, _) in files(dir, "rejects") {
-        let f = std::fs::File::open(dir.join("rejects").join(&name)).unwrap();
-        for b in ParquetRecordBatchReaderBuilder::try_new(f)
-            .unwrap()
-            .build()
-            .unwrap()
-        {
-            let b = b.unwrap();
-            let col = |c: &str| sluice::arrow_io::string_column(&b, c).unwrap().unwrap();
-            let (ids, stages, reasons, details, metas) = (
-                col("id"),
-                col("stage"),
-                col("reason"),
-                col("detail"),
-                col("meta"),
-            );
-            for i in 0..ids.len() {
-                m.insert(
-                    ids[i].clone().unwrap(),
-                    (
-                        stages[i].clone().unwrap(),
-                        reasons[i].clone().unwrap(),
-                        details[i].clone().unwrap_or_default(),
-                        metas[i].clone().unwrap_or_default(),
-                    ),
-                );
-            }
-        }
-    }
-    m
+    crate::common::reject_rows(dir)
+        .into_iter()
+        .map(|(id, st, re, de, me)| (id, (st, re, de, me)))
+        .collect()
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::{bin, split_inputs};
+use crate::common::{bin, reject_rows, split_inputs};
 
 /// A small pipeline: JSONL → length filter → Parquet shards (no tokenizer: keeps debug
 /// runs quick; the tokenizer is tested elsewhere).
@@ -332,32 +332,6 @@ fn dedup_configs(tmp: &Path, files: usize, copies: usize) -> (PathBuf, PathBuf) 
     std::fs::write(&single_cfg, dedup_yaml(&glob, false)).unwrap();
     std::fs::write(&dist_cfg, dedup_yaml(&glob, true)).unwrap();
     (single_cfg, dist_cfg)
-}
-
-/// Every reject row as (id, stage, reason, detail, meta), sorted.
-fn reject_rows(dir: &Path) -> Vec<(String, String, String, String, String)> {
-    let mut v = Vec::new();
-    for b in crate::common::record_batches(dir, "rejects") {
-        let col = |c: &str| sluice::arrow_io::string_column(&b, c).unwrap().unwrap();
-        let (ids, st, re, de, me) = (
-            col("id"),
-            col("stage"),
-            col("reason"),
-            col("detail"),
-            col("meta"),
-        );
-        for i in 0..ids.len() {
-            v.push((
-                ids[i].clone().unwrap(),
-                st[i].clone().unwrap_or_default(),
-                re[i].clone().unwrap_or_default(),
-                de[i].clone().unwrap_or_default(),
-                me[i].clone().unwrap_or_default(),
-            ));
-        }
-    }
-    v.sort();
-    v
 }
 
 /// Kept documents with their cluster attributes: (id, text, attrs JSON), sorted.

@@ -7,7 +7,8 @@
 //!
 //! Run: `cargo bench --bench engine` (env `SLUICE_BENCH_MB`, default 200, sets the input
 //! size; `SLUICE_BENCH_THREADS`, default 2; `SLUICE_BENCH_TOK_DOCS`, default 60,000;
-//! `SLUICE_BENCH_ONLY=pass` stops after the pass-through). Prints throughputs and ratios;
+//! `SLUICE_BENCH_ONLY=pass` stops after the pass-through; `tok-bare` / `tok-stage` run one
+//! tokenize side once, for profiling). Prints throughputs and ratios;
 //! asserts nothing.
 
 use std::hint::black_box;
@@ -180,6 +181,15 @@ fn main() {
         "run:\n  batch_size: 256\nnodes:\n  docs:\n    kind: ingest_jsonl\n    paths: [\"{}\"]\n  tok:\n    kind: tokenize\n    inputs: [docs]\n    tokenizer: samples/tokenizers/qwen2/tokenizer.json\n  shards:\n    kind: parquet_shards\n    inputs: [tok]\n    write_text: false\n",
         small.display()
     );
+    if let Ok(only) = std::env::var("SLUICE_BENCH_ONLY") {
+        // For profiling one side alone: `tok-bare` or `tok-stage`.
+        let t = match only.as_str() {
+            "tok-bare" => encode(false),
+            _ => timed_run(&yaml, &dir.path().join("tok"), threads),
+        };
+        println!("{only}: {:.2} MB/s", tbytes as f64 / 1e6 / t);
+        return;
+    }
     let (mut bare_tok, mut bare_fast, mut stage) = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
     for _ in 0..REPEATS {
         bare_tok = bare_tok.min(encode(false));

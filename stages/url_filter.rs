@@ -7,7 +7,7 @@
 //! `notbad.cn`. Lists are read from plain-text files, one domain per line (`#` comments,
 //! blank lines, surrounding whitespace, letter case, a leading `*.`/`.`, a scheme, a path and
 //! a port are all tolerated), so public lists such as
-//! `samples/lists/非法网址.txt` (14.6k illegal domains, MIT) can be used as they are.
+//! `samples/lists/illegal_domains.zh.txt` (14.6k illegal domains, MIT) can be used as they are.
 //! Patterns are regular expressions (Rust `regex` syntax) matched against the whole URL.
 //!
 //! * Reads `meta.url` (falls back to `meta.domain`). Documents without either pass
@@ -21,7 +21,7 @@
 //! urls:
 //!   kind: url_filter
 //!   inputs: [extract]
-//!   blocklist_files: [samples/lists/非法网址.txt]
+//!   blocklist_files: [samples/lists/illegal_domains.zh.txt]
 //!   domains: [example-spam.cn]
 //!   url_patterns: ['(?i)/(casino|bet365)/', '(?i)\.(jpg|png|pdf)$']
 //! ```
@@ -244,7 +244,10 @@ mod tests {
 
     #[test]
     fn real_list_blocks_domains_and_subdomains() {
-        let list = concat!(env!("CARGO_MANIFEST_DIR"), "/samples/lists/非法网址.txt");
+        let list = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/samples/lists/illegal_domains.zh.txt"
+        );
         let cfg = Config {
             blocklist_files: vec![list.into()],
             url_patterns: vec![r"(?i)\.(jpg|png)$".into()],

@@ -11,7 +11,6 @@ use arrow::array::{
     ArrayRef, Float64Array, ListBuilder, RecordBatch, StringArray, UInt32Array, UInt32Builder,
     UInt64Array,
 };
-use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
 use serde_json::json;
 use sluice::audit::{self, presets, report, Audit, Format};
@@ -58,24 +57,8 @@ fn docs_batch(docs: &[Doc]) -> RecordBatch {
         }
         tokens.append(true);
     }
-    let schema = Schema::new(vec![
-        Field::new("id", DataType::Utf8, false),
-        Field::new("source", DataType::Utf8, false),
-        Field::new("text", DataType::Utf8, false),
-        Field::new("lang", DataType::Utf8, true),
-        Field::new("url", DataType::Utf8, true),
-        Field::new(
-            "tokens",
-            DataType::List(Arc::new(Field::new("item", DataType::UInt32, true))),
-            true,
-        ),
-        Field::new("n_tokens", DataType::UInt32, false),
-        Field::new("n_chars", DataType::UInt64, false),
-        Field::new("attrs", DataType::Utf8, false),
-        Field::new("meta", DataType::Utf8, false),
-    ]);
     RecordBatch::try_new(
-        Arc::new(schema),
+        sluice::arrow_io::doc_schema(true),
         vec![
             s(&|d| d.id.clone()),
             s(&|d| d.source.to_string()),
@@ -102,21 +85,8 @@ fn rejects_batch(rej: &[Rej]) -> RecordBatch {
     let s = |f: &dyn Fn(&Rej) -> String| -> ArrayRef {
         Arc::new(StringArray::from(rej.iter().map(f).collect::<Vec<_>>()))
     };
-    let schema = Schema::new(vec![
-        Field::new("id", DataType::Utf8, false),
-        Field::new("source", DataType::Utf8, false),
-        Field::new("stage", DataType::Utf8, false),
-        Field::new("reason", DataType::Utf8, false),
-        Field::new("score", DataType::Float64, true),
-        Field::new("detail", DataType::Utf8, false),
-        Field::new("url", DataType::Utf8, true),
-        Field::new("n_chars", DataType::UInt64, false),
-        Field::new("text_prefix", DataType::Utf8, false),
-        Field::new("attrs", DataType::Utf8, false),
-        Field::new("meta", DataType::Utf8, false),
-    ]);
     RecordBatch::try_new(
-        Arc::new(schema),
+        sluice::arrow_io::reject_schema(),
         vec![
             s(&|r| r.id.clone()),
             s(&|_| "web".to_string()),

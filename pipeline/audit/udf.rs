@@ -131,55 +131,36 @@ pub fn json_get() -> ScalarUDF {
     )
 }
 
-/// `json_get_f64(json, key) -> f64`.
-pub fn json_get_f64() -> ScalarUDF {
+/// A `(json, key) -> f64` UDF that finds the number with `lookup`.
+fn json_f64_udf(name: &str, lookup: fn(&Map<String, Value>, &str) -> Option<f64>) -> ScalarUDF {
     create_udf(
-        "json_get_f64",
+        name,
         vec![DataType::Utf8, DataType::Utf8],
         DataType::Float64,
         Volatility::Immutable,
-        Arc::new(|args: &[ColumnarValue]| {
+        Arc::new(move |args: &[ColumnarValue]| {
             eval_strings(args, |a, n| {
                 let mut b = Float64Builder::with_capacity(n);
-                per_row(
-                    a[0],
-                    a[1],
-                    n,
-                    |v| b.append_option(v),
-                    |o, k| o.get(k).and_then(value_f64),
-                );
+                per_row(a[0], a[1], n, |v| b.append_option(v), lookup);
                 Ok(Arc::new(b.finish()) as ArrayRef)
             })
         }),
     )
 }
 
+/// `json_get_f64(json, key) -> f64`.
+pub fn json_get_f64() -> ScalarUDF {
+    json_f64_udf("json_get_f64", |o, k| o.get(k).and_then(value_f64))
+}
+
 /// `json_find_f64(json, suffix) -> f64`.
 pub fn json_find_f64() -> ScalarUDF {
-    create_udf(
-        "json_find_f64",
-        vec![DataType::Utf8, DataType::Utf8],
-        DataType::Float64,
-        Volatility::Immutable,
-        Arc::new(|args: &[ColumnarValue]| {
-            eval_strings(args, |a, n| {
-                let mut b = Float64Builder::with_capacity(n);
-                per_row(
-                    a[0],
-                    a[1],
-                    n,
-                    |v| b.append_option(v),
-                    |o, suffix| {
-                        let dotted = format!(".{suffix}");
-                        o.iter()
-                            .find(|(k, _)| *k == suffix || k.ends_with(&dotted))
-                            .and_then(|(_, v)| value_f64(v))
-                    },
-                );
-                Ok(Arc::new(b.finish()) as ArrayRef)
-            })
-        }),
-    )
+    json_f64_udf("json_find_f64", |o, suffix| {
+        let dotted = format!(".{suffix}");
+        o.iter()
+            .find(|(k, _)| *k == suffix || k.ends_with(&dotted))
+            .and_then(|(_, v)| value_f64(v))
+    })
 }
 
 /// `json_keys(json) -> list<utf8>`.

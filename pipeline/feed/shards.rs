@@ -7,7 +7,6 @@
 //! needs (`input_ids`, `doc_offsets`, `n_pad`), flattened, with every row checked.
 
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, ListArray, UInt32Array};
@@ -35,19 +34,7 @@ pub struct ShardSet {
     pub shards: Vec<ShardInfo>,
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
-}
+use crate::io::sha256_file;
 
 /// Rows of a Parquet file and whether it has the packed schema (an `input_ids` column).
 fn footer(path: &Path) -> Result<(u64, bool)> {

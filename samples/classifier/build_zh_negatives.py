@@ -115,7 +115,7 @@ def keyword_spam(lists, n, seed):
     ads = read_words(f"{lists}/konsheng/ads.zh.txt")
     porn = read_words(f"{lists}/konsheng/porn.zh.txt")
     flagged = read_words(f"{lists}/bigscience/flagged_words.zh_only.txt")
-    domains = sorted(rng.sample(read_words(f"{lists}/非法网址.txt"), 500))
+    domains = sorted(rng.sample(read_words(f"{lists}/illegal_domains.zh.txt"), 500))
     seps = [",", "_", "|", " ", "，", "、", "-", " | "]
     out = []
     for i in range(n):

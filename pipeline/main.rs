@@ -283,7 +283,30 @@ fn cmd_validate(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn type_name(v: &serde_json::Value) -> String {
+/// A field's type for `sluice stages`: the JSON type, or the choices of a string enum.
+fn type_name(v: &serde_json::Value, root: &serde_json::Value) -> String {
+    if let Some(r) = v.get("$ref").and_then(|r| r.as_str()) {
+        let target = r
+            .strip_prefix('#')
+            .and_then(|ptr| root.pointer(ptr))
+            .filter(|t| !std::ptr::eq(*t, v));
+        return match target {
+            Some(t) => type_name(t, root),
+            None => "object".into(),
+        };
+    }
+    // A unit-variant enum: `enum: [..]`, or `oneOf` of documented `const` strings.
+    let choices: Option<Vec<&str>> = match (v.get("enum"), v.get("oneOf")) {
+        (Some(serde_json::Value::Array(e)), _) => e.iter().map(|x| x.as_str()).collect(),
+        (_, Some(serde_json::Value::Array(alts))) => alts
+            .iter()
+            .map(|a| a.get("const").and_then(|c| c.as_str()))
+            .collect(),
+        _ => None,
+    };
+    if let Some(c) = choices.filter(|c| !c.is_empty()) {
+        return c.join(" | ");
+    }
     if let Some(t) = v.get("type") {
         return match t {
             serde_json::Value::String(s) => s.clone(),
@@ -296,7 +319,7 @@ fn type_name(v: &serde_json::Value) -> String {
             _ => "value".into(),
         };
     }
-    if v.get("anyOf").is_some() || v.get("oneOf").is_some() || v.get("$ref").is_some() {
+    if v.get("anyOf").is_some() || v.get("oneOf").is_some() {
         return "object".into();
     }
     "value".into()
@@ -349,7 +372,10 @@ fn cmd_stages(only: Option<&str>) -> anyhow::Result<ExitCode> {
                 } else {
                     ""
                 };
-                println!("    {name}: {}{req} — {desc}", type_name(p));
+                println!(
+                    "    {name}: {}{req} — {desc}",
+                    type_name(p, schema.as_value())
+                );
             }
         }
         println!();

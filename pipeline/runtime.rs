@@ -506,7 +506,10 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
                                         shard_rows: rows,
                                         row_group_rows: 65536,
                                         row_group_bytes: 64 << 20,
-                                        zstd_level: 3,
+                                        compression: parquet::basic::Compression::ZSTD(
+                                            parquet::basic::ZstdLevel::try_new(3)
+                                                .expect("valid level"),
+                                        ),
                                     },
                                 )
                             });

@@ -23,7 +23,7 @@ use parquet::arrow::arrow_writer::{
     compute_leaves, ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory,
 };
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
@@ -43,8 +43,8 @@ pub struct ShardLimits {
     pub row_group_rows: usize,
     /// Cut a row group once its buffered (uncompressed Arrow) size reaches this many bytes.
     pub row_group_bytes: usize,
-    /// zstd level.
-    pub zstd_level: i32,
+    /// Page compression.
+    pub compression: Compression,
 }
 
 /// Columns of (nearly) unique strings: a dictionary never pays off there (the encoder would
@@ -177,10 +177,8 @@ impl RotatingWriter {
         if let Some(p) = &self.props {
             return Ok(p.clone());
         }
-        let level =
-            ZstdLevel::try_new(self.limits.zstd_level).map_err(|e| Error::msg(e.to_string()))?;
         let mut b = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(level))
+            .set_compression(self.limits.compression)
             .set_max_row_group_row_count(Some(self.limits.row_group_rows.max(1)));
         for c in NO_DICTIONARY {
             if self.schema.field_with_name(c).is_ok() {
@@ -209,7 +207,7 @@ impl RotatingWriter {
 
     fn open(&mut self) -> Result<()> {
         let path = self.out_dir.join(self.rel_path(self.next_idx));
-        let file = AtomicFile::create(&path)?;
+        let file = AtomicFile::create(&path)?.hash_in_background()?;
         let (w, _) = self.file_writer(file)?;
         self.cur = Some(w);
         self.cur_rows = 0;
@@ -366,6 +364,11 @@ mod tests {
     use arrow::array::{StringArray, UInt64Array};
     use arrow::datatypes::{DataType, Field, Schema};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::basic::ZstdLevel;
+
+    fn zstd(l: i32) -> Compression {
+        Compression::ZSTD(ZstdLevel::try_new(l).unwrap())
+    }
 
     fn batches() -> (SchemaRef, Vec<RecordBatch>) {
         let schema = Arc::new(Schema::new(vec![
@@ -451,7 +454,7 @@ mod tests {
                 shard_rows: 250,
                 row_group_rows: 64,
                 row_group_bytes: usize::MAX,
-                zstd_level: 1,
+                compression: zstd(1),
             },
             // Byte limits: small row groups by bytes, shards rotating on size.
             ShardLimits {
@@ -459,7 +462,7 @@ mod tests {
                 shard_rows: 10_000,
                 row_group_rows: 1_000,
                 row_group_bytes: 8_000,
-                zstd_level: 3,
+                compression: zstd(3),
             },
         ] {
             let runs: Vec<_> = [None, Some(1), Some(3)]
@@ -495,7 +498,7 @@ mod tests {
             shard_rows: 300,
             row_group_rows: 50,
             row_group_bytes: 4_000,
-            zstd_level: 1,
+            compression: zstd(1),
         };
         let files = write_all(d.path(), Some(2), &limits);
         let mut next = 0u64;

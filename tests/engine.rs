@@ -276,6 +276,57 @@ fn one_and_two_threads_give_byte_identical_shards() {
 }
 
 #[test]
+fn every_codec_writes_the_same_rows_and_pyarrow_reads_it() {
+    let base = pipeline("samples/text/articles_en.jsonl", 64, 1_000_000);
+    let zstd_dir = tempfile::tempdir().unwrap();
+    run_yaml(&base, zstd_dir.path(), 2);
+    let want = read_doc_rows(zstd_dir.path());
+    assert!(want.len() > 30, "{} rows", want.len());
+    let zstd_bytes: u64 = files(zstd_dir.path(), "shards")
+        .iter()
+        .map(|f| f.1.len() as u64)
+        .sum();
+    for (codec, parquet_name) in [("snappy", "SNAPPY"), ("none", "UNCOMPRESSED")] {
+        let d = tempfile::tempdir().unwrap();
+        run_yaml(&format!("{base}    compression: {codec}\n"), d.path(), 2);
+        assert_eq!(read_doc_rows(d.path()), want, "{codec}");
+        let bytes: u64 = files(d.path(), "shards")
+            .iter()
+            .map(|f| f.1.len() as u64)
+            .sum();
+        assert!(bytes > zstd_bytes, "{codec}: {bytes} vs zstd {zstd_bytes}");
+        let Some(py) = python_with(&["pyarrow"]) else {
+            eprintln!("SKIP pyarrow check: python3 with pyarrow not found (.ci/run installs it)");
+            continue;
+        };
+        let script = r#"
+import glob, sys, pyarrow.parquet as pq
+d, codec = sys.argv[1], sys.argv[2]
+for p in glob.glob(d + "/shards/*.parquet"):
+    f = pq.ParquetFile(p)
+    md = f.metadata
+    for g in range(md.num_row_groups):
+        for c in range(md.num_columns):
+            assert md.row_group(g).column(c).compression == codec, (p, g, c)
+    t = f.read()
+    assert t.num_rows == md.num_rows and "text" in t.column_names
+print("ok")
+"#;
+        let o = std::process::Command::new(py)
+            .args(["-c", script])
+            .arg(d.path())
+            .arg(parquet_name)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "pyarrow check failed for {codec}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+#[test]
 fn ranks_partition_inputs_and_union_equals_single_run() {
     let input = tempfile::tempdir().unwrap();
     split_inputs(input.path(), 7, 1);

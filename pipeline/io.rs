@@ -123,6 +123,11 @@ const WRITEBACK_EVERY: u64 = 8 << 20;
 /// Bytes handed to the background hasher at a time.
 const HASH_CHUNK: usize = 1 << 20;
 
+/// An empty chunk buffer for the background hasher (room for one more write past a full chunk).
+fn hash_buf() -> Vec<u8> {
+    Vec::with_capacity(HASH_CHUNK + (64 << 10))
+}
+
 /// Where an [`AtomicFile`]'s sha256 is computed.
 enum Hasher {
     /// On the writing thread.
@@ -144,7 +149,7 @@ impl Hasher {
             Hasher::Background { buf, tx, .. } => {
                 buf.extend_from_slice(b);
                 if buf.len() >= HASH_CHUNK {
-                    let full = std::mem::replace(buf, Vec::with_capacity(HASH_CHUNK + (64 << 10)));
+                    let full = std::mem::replace(buf, hash_buf());
                     if let Some(tx) = tx {
                         // A closed channel means the hasher thread died; `finish` reports it.
                         let _ = tx.send(full);
@@ -234,7 +239,7 @@ impl AtomicFile {
             })
             .map_err(|e| Error::msg(format!("spawn: {e}")))?;
         self.hasher = Hasher::Background {
-            buf: Vec::with_capacity(HASH_CHUNK + (64 << 10)),
+            buf: hash_buf(),
             tx: Some(tx),
             thread: Some(thread),
         };

@@ -62,6 +62,43 @@ struct RowGroup {
     ends_shard: bool,
 }
 
+/// Run `f` as a task on `pool` (or right here, without one); its result arrives on the
+/// returned receiver. Callers keep the receivers in submission order and take results with
+/// [`take_ordered`], which is how pool work comes back in a deterministic order.
+pub(crate) fn spawn_ordered<T: Send + 'static>(
+    pool: Option<&rayon::ThreadPool>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Receiver<T> {
+    let (tx, rx) = bounded(1);
+    match pool {
+        Some(pool) => pool.spawn(move || {
+            let _ = tx.send(f());
+        }),
+        None => {
+            let _ = tx.send(f());
+        }
+    }
+    rx
+}
+
+/// The result of a task from [`spawn_ordered`]: waiting for it when `wait`, else only if it
+/// is already done (`None` when not).
+pub(crate) fn take_ordered<T>(rx: &Receiver<T>, wait: bool) -> Result<Option<T>> {
+    if wait {
+        rx.recv()
+            .map(Some)
+            .map_err(|_| Error::msg("a sink's pool task vanished"))
+    } else {
+        Ok(rx.try_recv().ok())
+    }
+}
+
+/// How many tasks a sink keeps in flight on `pool` before it waits for the oldest: enough
+/// to keep every worker busy, and bounded so memory is too.
+pub(crate) fn inflight_limit(pool: Option<&rayon::ThreadPool>) -> usize {
+    pool.map_or(1, |p| (p.current_num_threads() + 1).max(2))
+}
+
 /// Writes a stream of record batches into `dir/<stem>-<idx:05>.parquet` files.
 pub struct RotatingWriter {
     out_dir: PathBuf,
@@ -162,9 +199,7 @@ impl RotatingWriter {
     /// Encode row groups as tasks on `pool` (the run's worker pool). The caller must not be
     /// one of the pool's own threads: it blocks while waiting for the oldest row group.
     pub fn with_pool(mut self, pool: Option<Arc<rayon::ThreadPool>>) -> Self {
-        if let Some(p) = &pool {
-            self.max_inflight = (p.current_num_threads() + 1).max(2);
-        }
+        self.max_inflight = inflight_limit(pool.as_deref());
         self.pool = pool;
         self
     }
@@ -259,17 +294,11 @@ impl RotatingWriter {
             .create_column_writers(0)?;
         let batches = std::mem::take(&mut self.buf);
         let schema = self.schema.clone();
-        let (tx, rx) = bounded(1);
-        match &self.pool {
-            Some(pool) => pool.spawn(move || {
-                let _ = tx.send(encode(writers, &schema, &batches));
-            }),
-            None => {
-                let _ = tx.send(encode(writers, &schema, &batches));
-            }
-        }
+        let result = spawn_ordered(self.pool.as_deref(), move || {
+            encode(writers, &schema, &batches)
+        });
         self.inflight.push_back(RowGroup {
-            result: rx,
+            result,
             rows: self.buf_rows as u64,
             tokens: self.buf_tokens,
             ends_shard,
@@ -287,16 +316,9 @@ impl RotatingWriter {
     /// while too many are in flight, or all of them when `all`.
     fn drain(&mut self, all: bool) -> Result<()> {
         while let Some(front) = self.inflight.front() {
-            let chunks = if all || self.inflight.len() > self.max_inflight {
-                front
-                    .result
-                    .recv()
-                    .map_err(|_| Error::msg("parquet encoder task vanished"))?
-            } else {
-                match front.result.try_recv() {
-                    Ok(r) => r,
-                    Err(_) => break,
-                }
+            let wait = all || self.inflight.len() > self.max_inflight;
+            let Some(chunks) = take_ordered(&front.result, wait)? else {
+                break;
             };
             let rg = self.inflight.pop_front().expect("front");
             self.append(chunks?, &rg)?;

@@ -18,7 +18,7 @@
 //! So the sink keeps up with many cores and its files are the same for any thread count
 //! (see `crate::shard_writer`).
 //!
-//! * Reads: everything. Memory: up to `threads + 1` input batches being converted, plus
+//! * Reads: everything. Memory: up to `max(2, threads + 1)` input batches being converted, plus
 //!   up to `threads + 2` row groups (each bounded by `row_group_bytes`, default 64 MiB, or
 //!   `row_group_rows` rows).
 //!
@@ -34,7 +34,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use crossbeam_channel::{bounded, Receiver};
+use crossbeam_channel::Receiver;
 
 use parquet::basic::{Compression, ZstdLevel};
 use serde::{Deserialize, Serialize};
@@ -42,7 +42,9 @@ use serde::{Deserialize, Serialize};
 use crate::arrow_io;
 use crate::document::{DocBatch, Document};
 use crate::error::{Error, Result};
-use crate::shard_writer::{RotatingWriter, ShardLimits};
+use crate::shard_writer::{
+    inflight_limit, spawn_ordered, take_ordered, RotatingWriter, ShardLimits,
+};
 use crate::stage::{
     parse_config, BuildCtx, Kind, Node, Role, ShardInfo, Sink, StageConfig, NO_PORTS,
 };
@@ -167,15 +169,8 @@ impl ParquetShards {
     /// (blocking) the oldest while more than `keep` are in flight.
     fn drain(&mut self, keep: usize) -> Result<()> {
         while let Some(front) = self.converting.front() {
-            let done = if self.converting.len() > keep {
-                front
-                    .recv()
-                    .map_err(|_| Error::msg("Arrow conversion task vanished"))?
-            } else {
-                match front.try_recv() {
-                    Ok(r) => r,
-                    Err(_) => break,
-                }
+            let Some(done) = take_ordered(front, self.converting.len() > keep)? else {
+                break;
             };
             self.converting.pop_front();
             let (rb, tokens) = done?;
@@ -244,21 +239,11 @@ impl Sink for ParquetShards {
         // Converting to Arrow (and freeing the documents) runs on the pool, several
         // batches at once; the writer still receives them strictly in order.
         let with_text = self.cfg.write_text;
-        let (tx, rx) = bounded(1);
-        match &self.pool {
-            Some(pool) => pool.spawn(move || {
-                let _ = tx.send(convert(batch.docs, is_packed, with_text));
-            }),
-            None => {
-                let _ = tx.send(convert(batch.docs, is_packed, with_text));
-            }
-        }
-        self.converting.push_back(rx);
-        let keep = self
-            .pool
-            .as_ref()
-            .map_or(0, |p| p.current_num_threads() + 1);
-        self.drain(keep)
+        self.converting
+            .push_back(spawn_ordered(self.pool.as_deref(), move || {
+                convert(batch.docs, is_packed, with_text)
+            }));
+        self.drain(inflight_limit(self.pool.as_deref()))
     }
 
     fn finish(&mut self) -> Result<Vec<ShardInfo>> {

@@ -104,6 +104,23 @@ pub fn python_with(modules: &[&str]) -> Option<String> {
     None
 }
 
+/// Run `py -c script args...`, assert it succeeded (showing its stderr if not), and return
+/// its stdout.
+pub fn run_python(py: &str, script: &str, args: &[&std::ffi::OsStr]) -> Vec<u8> {
+    let o = Command::new(py)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "python check failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o.stdout
+}
+
 /// Split the two text samples into `n` JSONL files, `repeat` times over (ids made unique).
 pub fn split_inputs(dir: &Path, n: usize, repeat: usize) {
     let mut lines = Vec::new();

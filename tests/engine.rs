@@ -237,17 +237,7 @@ assert set(rj.column("stage").to_pylist()) == {"long_enough"}
 assert rows == m["totals"]["rows"] and toks == m["totals"]["tokens"], (rows, toks, m["totals"])
 print("pyarrow ok", rows, toks)
 "#;
-            let o = std::process::Command::new(py)
-                .arg("-c")
-                .arg(script)
-                .arg(dir.path())
-                .output()
-                .unwrap();
-            assert!(
-                o.status.success(),
-                "pyarrow check failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
+            run_python(&py, script, &[dir.path().as_os_str()]);
         }
     }
 }
@@ -312,17 +302,7 @@ for p in glob.glob(d + "/shards/*.parquet"):
     assert t.num_rows == md.num_rows and "text" in t.column_names
 print("ok")
 "#;
-        let o = std::process::Command::new(py)
-            .args(["-c", script])
-            .arg(d.path())
-            .arg(parquet_name)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "pyarrow check failed for {codec}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        run_python(&py, script, &[d.path().as_os_str(), parquet_name.as_ref()]);
     }
 }
 

@@ -145,17 +145,7 @@ for r in t.to_pylist():
     assert {x["source"] for x in r["source_mix"]} <= {"web", "synthetic"}, r["source_mix"]
 print("ok", t.num_rows)
 "#;
-    let out = std::process::Command::new(py)
-        .arg("-c")
-        .arg(script)
-        .arg(a.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python(&py, script, &[a.path().as_os_str()]);
 }
 
 #[test]

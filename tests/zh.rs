@@ -78,18 +78,8 @@ attrs = [json.loads(a) for a in t.column("attrs").to_pylist()]
 ok = all("langid.score" in a and "heuristic_filter.top_2_gram" in a and "segment_zh.words" in a for a in attrs)
 print(json.dumps({"langs": sorted(langs), "ok": ok, "rows": t.num_rows}))
 "#;
-    let out = std::process::Command::new(py)
-        .arg("-c")
-        .arg(script)
-        .arg(a.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stdout = run_python(&py, script, &[a.path().as_os_str()]);
+    let v: Value = serde_json::from_slice(&stdout).unwrap();
     assert_eq!(v["langs"], serde_json::json!(["zh"]));
     assert_eq!(v["ok"], Value::Bool(true));
     assert_eq!(v["rows"].as_u64().unwrap(), kept);

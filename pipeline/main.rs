@@ -24,8 +24,19 @@ struct Cli {
     /// Less logging (warnings and errors only).
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Colour in log lines: auto (only on a terminal, and not when NO_COLOR is set),
+    /// always or never.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, global = true)]
+    color: ColorChoice,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ColorChoice {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Subcommand)]
@@ -89,7 +100,7 @@ struct RunArgs {
     phase: Option<String>,
 }
 
-fn init_logging(verbose: u8, quiet: bool) {
+fn init_logging(verbose: u8, quiet: bool, color: ColorChoice) {
     let level = if quiet {
         "warn"
     } else {
@@ -101,16 +112,46 @@ fn init_logging(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,sluice={level}")));
+    use std::io::IsTerminal;
+    let ansi = match color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
+}
+
+/// `sluice stages | head -1`: a closed stdout ends the process quietly (status 0), as
+/// Unix filters do, instead of the `println!` panic and a backtrace. SIGPIPE stays
+/// ignored (object-store sockets must not kill the process); only this panic is caught.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }
 
 fn main() -> ExitCode {
     sluice::runtime::tune_allocator();
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
-    init_logging(cli.verbose, cli.quiet);
+    init_logging(cli.verbose, cli.quiet, cli.color);
     let res = match cli.command {
         Command::Run(a) => cmd_run(a),
         Command::Validate { config } => cmd_validate(&config),

@@ -608,7 +608,7 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
                             for (k, s) in &mine {
                                 ctx.split = *k;
                                 ctx.record = 0;
-                                src.read(s, &mut ctx)?;
+                                guarded(&name, *k as u64, || src.read(s, &mut ctx))?;
                             }
                             ctx.flush()?;
                             let node_bytes = ctx.node_bytes;
@@ -634,11 +634,13 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
                         }
                         Node::Stage(mut s) => (|| {
                             let mut input = MergedInput::new(rx);
+                            let mut seq = 0u64;
                             while let Some(b) = input.recv() {
                                 count_in(&st, &b);
                                 let mut em = Emitter::new(names);
                                 let t0 = Instant::now();
-                                pool.install(|| s.process(b, &mut em))?;
+                                pool.install(|| guarded(&name, seq, || s.process(b, &mut em)))?;
+                                seq += 1;
                                 st.lock().unwrap_or_else(|e| e.into_inner()).busy += t0.elapsed();
                                 outputs.send(&mut em)?;
                             }
@@ -656,7 +658,7 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
                                 );
                                 // Not on the pool: the hook blocks on downstream channels, and a
                                 // pool worker blocked here could starve the consumers' work.
-                                s.finish(&mut em)?;
+                                guarded(&name, seq, || s.finish(&mut em))?;
                                 em.flush()?;
                             }
                             {
@@ -675,16 +677,18 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
                             // and wait for it (a pool worker must never block like that).
                             sink.use_pool(pool.clone());
                             let mut input = MergedInput::new(rx);
+                            let mut seq = 0u64;
                             while let Some(b) = input.recv() {
                                 count_in(&st, &b);
                                 let t0 = Instant::now();
-                                sink.write(b)?;
+                                guarded(&name, seq, || sink.write(b))?;
+                                seq += 1;
                                 st.lock().unwrap_or_else(|e| e.into_inner()).busy += t0.elapsed();
                             }
                             if abort.aborted() {
                                 return Err(Error::Cancelled);
                             }
-                            let files = sink.finish()?;
+                            let files = guarded(&name, seq, || sink.finish())?;
                             st.lock().unwrap_or_else(|e| e.into_inner()).accounting =
                                 Some(sink.accounting());
                             shards
@@ -754,6 +758,39 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
     })
 }
 
+/// Run one unit of a node's work (a batch, a source split, a `finish`) and turn a panic
+/// into an error naming the node and the batch, so the run ends like any failed run:
+/// outputs in progress are temp files that vanish, no marker is written.
+///
+/// `SLUICE_FAILPOINT=panic@<node>#<batch>` makes that unit panic: fault injection for the
+/// tests (like the `fail` crate's failpoints), read once per process.
+fn guarded<T>(node: &str, batch: u64, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    static FAILPOINT: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
+    let fp = FAILPOINT.get_or_init(|| {
+        let v = std::env::var("SLUICE_FAILPOINT").ok()?;
+        let (n, b) = v.strip_prefix("panic@")?.rsplit_once('#')?;
+        Some((n.to_string(), b.parse().ok()?))
+    });
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if fp.as_ref().is_some_and(|(n, b)| n == node && *b == batch) {
+            panic!("failpoint SLUICE_FAILPOINT=panic@{node}#{batch}");
+        }
+        f()
+    }));
+    r.unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| p.downcast_ref::<&str>().copied())
+            .unwrap_or("(no message)");
+        Err(Error::Panic {
+            node: node.to_string(),
+            batch,
+            message: msg.to_string(),
+        })
+    })
+}
+
 fn t_stats(t: &dyn crate::stage::Transform) -> Option<Value> {
     t.stats()
 }
@@ -810,11 +847,12 @@ fn run_transform(
                     inflight += 1;
                     let t = t.clone();
                     let tx = res_tx.clone();
+                    let node = outputs.node.clone();
                     pool.spawn(move || {
                         let seq = b.seq;
                         let t0 = Instant::now();
                         let mut em = Emitter::new(names);
-                        let r = t.process(b, &mut em).map(|_| em);
+                        let r = guarded(&node, seq, || t.process(b, &mut em)).map(|_| em);
                         let _ = tx.send((seq, r, t0.elapsed()));
                     });
                 }

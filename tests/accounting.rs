@@ -162,3 +162,129 @@ fn flagship_mix_rejects_what_it_does_not_use_and_reports_the_mixture() {
     assert!(!sec.contains("No data in this run"), "{sec}");
     assert!(sec.contains("web") && sec.contains("synthetic"), "{sec}");
 }
+
+/// A panicking stage ends the run with an error naming the node and the batch; nothing
+/// is left under a final name and no marker is written, so the same command then runs
+/// cleanly to the same output as an undisturbed run. Panics are injected with the
+/// runtime's `SLUICE_FAILPOINT` in a transform, a sink and a source.
+#[test]
+fn a_panicking_stage_is_an_error_naming_node_and_batch() {
+    let clean = tempfile::tempdir().unwrap();
+    let ok = bin()
+        .args([
+            "run",
+            "configs/quickstart.yaml",
+            "--no-progress",
+            "-q",
+            "--out",
+        ])
+        .arg(clean.path())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    for (fp, node, batch) in [
+        ("panic@long_enough#1", "long_enough", 1),
+        ("panic@shards#2", "shards", 2),
+        ("panic@zh_wiki#0", "zh_wiki", 0),
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        let o = bin()
+            .args(["run", "configs/quickstart.yaml", "--no-progress", "--out"])
+            .arg(out.path())
+            .env("SLUICE_FAILPOINT", fp)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{fp}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!("error: node `{node}` panicked on batch {batch}")),
+            "{fp}: {err}"
+        );
+        let left: Vec<_> = walk(out.path());
+        assert!(
+            left.iter()
+                .all(|p| !p.ends_with(".done") && !p.ends_with(".tmp") && !p.ends_with(".parquet")),
+            "{fp}: {left:?}"
+        );
+        assert!(!out.path().join("manifest.json").exists());
+        let again = bin()
+            .args([
+                "run",
+                "configs/quickstart.yaml",
+                "--no-progress",
+                "-q",
+                "--out",
+            ])
+            .arg(out.path())
+            .status()
+            .unwrap();
+        assert!(again.success(), "{fp}");
+        assert_eq!(
+            files(out.path(), "shards"),
+            files(clean.path(), "shards"),
+            "{fp}"
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            v.extend(walk(&p));
+        } else {
+            v.push(p.display().to_string());
+        }
+    }
+    v
+}
+
+/// `sluice stages | head -1` ends quietly; log lines carry no colour codes when stderr is
+/// not a terminal (and with `--color never`), and do with `--color always`.
+#[test]
+fn closed_pipe_is_quiet_and_colour_only_on_a_terminal() {
+    use std::io::Read;
+    let mut child = bin()
+        .arg("stages")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    let mut so = child.stdout.take().unwrap();
+    so.read_exact(&mut first).unwrap();
+    drop(so);
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{:?} {err}", o.status);
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+
+    let out = tempfile::tempdir().unwrap();
+    let run = |color: Option<&str>| {
+        let mut c = bin();
+        c.args([
+            "run",
+            "configs/quickstart.yaml",
+            "--no-progress",
+            "--overwrite",
+            "--out",
+        ])
+        .arg(out.path());
+        if let Some(c2) = color {
+            c.args(["--color", c2]);
+        }
+        String::from_utf8_lossy(&c.output().unwrap().stderr).into_owned()
+    };
+    let plain = run(None);
+    assert!(
+        plain.contains("done in") && !plain.contains('\u{1b}'),
+        "{plain}"
+    );
+    assert!(!run(Some("never")).contains('\u{1b}'));
+    assert!(run(Some("always")).contains('\u{1b}'));
+}

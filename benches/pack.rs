@@ -1,5 +1,5 @@
 //! Benchmark for `pack`: packing + global shuffle time against the time to tokenize the
-//! same corpus (the issue's target: pack + shuffle < 10% of tokenize), and the padding
+//! same corpus (target: pack + shuffle < 10% of tokenize), and the padding
 //! rate of both strategies.
 //!
 //! ```text
@@ -36,7 +36,8 @@ fn read_jsonl(path: &str) -> Vec<serde_json::Value> {
 
 fn corpus(repeat: usize) -> Vec<Document> {
     let mut base: Vec<(String, String)> = Vec::new();
-    const SHARED_WIKI: &str = "../shared/data/text-zh-wikipedia-cmrc2018/cmrc2018_dev.contexts.jsonl";
+    const SHARED_WIKI: &str =
+        "../shared/data/text-zh-wikipedia-cmrc2018/cmrc2018_dev.contexts.jsonl";
     let wiki = std::env::var("SLUICE_BENCH_WIKI").unwrap_or_else(|_| {
         if std::path::Path::new(SHARED_WIKI).exists() {
             SHARED_WIKI.into()

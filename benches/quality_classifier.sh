@@ -11,10 +11,8 @@
 #             created with pip when missing: fasttext-wheel==0.9.2 "numpy<2");
 #         CARGO_TARGET_DIR as usual (the bench builds in the release-based `bench` profile).
 set -euo pipefail
-if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
-  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
-  exit 0
-fi
+# --help prints the comment block above.
+case "${1:-}" in -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;; esac
 MODEL=${1:+$(realpath "$1")}
 cd "$(dirname "$0")/.."
 MODEL=${MODEL:-samples/models/zh_quality.ftz}

@@ -13,10 +13,8 @@
 #                       debug build: jieba-rs, fasttext-pure-rs and ferrous-opencc are
 #                       opt-level 3 there, sluice itself is not: quicker to build, slower).
 set -euo pipefail
-if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
-  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
-  exit 0
-fi
+# --help prints the comment block above.
+case "${1:-}" in -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;; esac
 # A JSONL given on the command line is relative to where the script was called from.
 JSONL=${1:+$(realpath "$1")}
 cd "$(dirname "$0")/.."

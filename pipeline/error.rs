@@ -36,6 +36,9 @@ pub enum Error {
     /// Arrow / Parquet failure.
     #[error("parquet: {0}")]
     Parquet(String),
+    /// The document accounting invariant failed: documents left a node through no port.
+    #[error("document accounting failed (a bug: please report it):\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Accounting(Vec<String>),
     /// The run was cancelled because another node failed first.
     #[error("cancelled")]
     Cancelled,

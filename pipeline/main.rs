@@ -251,6 +251,9 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 t["reject_rows"],
                 a.out.display()
             );
+            for line in run_notes(&s.stats) {
+                tracing::info!("{line}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(Error::Config(p)) => {
@@ -259,6 +262,50 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Lines printed after the done line: bad records, the top reject reasons, and each
+/// node's own `summary` (a stage puts one in its stats when a user must know something,
+/// e.g. what capped a mixture). Generic: no stage is named here.
+fn run_notes(stats: &serde_json::Value) -> Vec<String> {
+    let mut lines = Vec::new();
+    let Some(nodes) = stats["nodes"].as_object() else {
+        return lines;
+    };
+    let bad: u64 = nodes
+        .values()
+        .filter_map(|n| n["bad_records"]["count"].as_u64())
+        .sum();
+    if bad > 0 {
+        lines.push(format!(
+            "{bad} bad records skipped (see stats.json bad_records)"
+        ));
+    }
+    let mut reasons: Vec<(u64, String)> = nodes
+        .iter()
+        .flat_map(|(name, n)| {
+            n["rejects"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(move |(r, c)| c.as_u64().map(|c| (c, format!("{name}/{r}"))))
+        })
+        .collect();
+    reasons.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    if !reasons.is_empty() {
+        let top: Vec<String> = reasons
+            .iter()
+            .take(5)
+            .map(|(c, r)| format!("{r} {c}"))
+            .collect();
+        lines.push(format!("top reject reasons: {}", top.join(", ")));
+    }
+    for (name, n) in nodes {
+        if let Some(sm) = n["extra"]["summary"].as_str() {
+            lines.push(format!("{name}: {sm}"));
+        }
+    }
+    lines
 }
 
 fn cmd_validate(path: &std::path::Path) -> anyhow::Result<ExitCode> {

@@ -1,5 +1,6 @@
 //! All integration tests build into this one binary (link time on 2 cores).
 
+mod accounting;
 mod audit;
 mod classifier;
 mod common;

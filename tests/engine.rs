@@ -214,9 +214,10 @@ fn quickstart_corpus_is_valid_and_manifest_matches_shards() {
 
     // pyarrow reads every shard and agrees with the manifest.
     match python_with(&["pyarrow"]) {
-        None => {
-            eprintln!("SKIP pyarrow check: python3 with pyarrow not found (.ci/run installs it)")
-        }
+        None => skip(
+            "pyarrow",
+            "python3 with pyarrow not found (.ci/run installs it)",
+        ),
         Some(py) => {
             let script = r#"
 import json, sys, glob, pyarrow.parquet as pq
@@ -286,7 +287,10 @@ fn every_codec_writes_the_same_rows_and_pyarrow_reads_it() {
             .sum();
         assert!(bytes > zstd_bytes, "{codec}: {bytes} vs zstd {zstd_bytes}");
         let Some(py) = python_with(&["pyarrow"]) else {
-            eprintln!("SKIP pyarrow check: python3 with pyarrow not found (.ci/run installs it)");
+            skip(
+                "pyarrow",
+                "python3 with pyarrow not found (.ci/run installs it)",
+            );
             continue;
         };
         let script = r#"

@@ -186,7 +186,10 @@ fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 #[test]
 fn slurm_array_with_a_cancelled_rank_resumes_to_the_single_run_result() {
     if !slurm_up() {
-        eprintln!("SKIP slurm test: no Slurm controller (run .ci/slurm-setup.sh; CI does)");
+        crate::common::skip(
+            "slurm",
+            "no Slurm controller (run .ci/slurm-setup.sh; CI does)",
+        );
         return;
     }
     // Slurm runs the jobs as this user on this machine, so a temp dir is "shared".
@@ -541,7 +544,10 @@ fn slurm_dry_run_chains_the_dedup_phases_with_afterok() {
 #[test]
 fn slurm_runs_the_dedup_phases_as_chained_arrays_and_resumes_a_failed_phase_3() {
     if !slurm_up() {
-        eprintln!("SKIP slurm dedup test: no Slurm controller (run .ci/slurm-setup.sh; CI does)");
+        crate::common::skip(
+            "slurm",
+            "no Slurm controller for the dedup test (run .ci/slurm-setup.sh; CI does)",
+        );
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -49,6 +49,7 @@ enum Command {
         config: PathBuf,
     },
     /// Run a config as Slurm job arrays: submit, status, resume.
+    #[cfg(feature = "cloud")]
     Slurm(sluice::cli_slurm::SlurmArgs),
     /// List stage kinds with their one-line doc and config fields.
     Stages {
@@ -56,14 +57,18 @@ enum Command {
         kind: Option<String>,
     },
     /// SQL over run directories (tables docs, rejects, stats, nodes, manifest, mixture).
+    #[cfg(feature = "audit")]
     Audit(sluice::cli_audit::AuditArgs),
     /// Write a self-contained HTML report about a run.
+    #[cfg(feature = "audit")]
     Report(sluice::cli_audit::ReportArgs),
     /// Per stage and reason, the change in counts and tokens between two runs.
+    #[cfg(feature = "audit")]
     Diff(sluice::cli_audit::DiffArgs),
     /// Train and evaluate fastText quality classifiers (`train`, `eval`).
     Classifier(sluice::cli_classifier::ClassifierArgs),
     /// Train the reference MoE model on packed shards (exact resume with --resume).
+    #[cfg(feature = "train")]
     Train(sluice::cli_train::TrainArgs),
 }
 
@@ -156,21 +161,26 @@ fn main() -> ExitCode {
         Command::Run(a) => cmd_run(a),
         Command::Validate { config } => cmd_validate(&config),
         Command::Stages { kind } => cmd_stages(kind.as_deref()),
+        #[cfg(feature = "cloud")]
         Command::Slurm(a) => sluice::cli_slurm::run(a)
             .map(|_| ExitCode::SUCCESS)
             .map_err(Into::into),
+        #[cfg(feature = "audit")]
         Command::Audit(a) => sluice::cli_audit::run(a)
             .map(|_| ExitCode::SUCCESS)
             .map_err(Into::into),
+        #[cfg(feature = "audit")]
         Command::Report(a) => sluice::cli_audit::run_report(a)
             .map(|_| ExitCode::SUCCESS)
             .map_err(Into::into),
+        #[cfg(feature = "audit")]
         Command::Diff(a) => sluice::cli_audit::run_diff(a)
             .map(|_| ExitCode::SUCCESS)
             .map_err(Into::into),
         Command::Classifier(a) => sluice::cli_classifier::run(a)
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),
+        #[cfg(feature = "train")]
         Command::Train(a) => sluice::cli_train::run(a, cli.quiet)
             .map(|_| ExitCode::SUCCESS)
             .map_err(Into::into),

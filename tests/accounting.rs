@@ -74,6 +74,7 @@ fn every_shipped_config_accounts_for_every_document() {
 /// The flagship recipe: `mix` sends what it does not select to `rejected` as
 /// `mix_not_selected` (with what capped the mixture), uses most of its web text, and the
 /// audit's mixture table and the report's mixture section show the achieved mixture.
+#[cfg(feature = "audit")]
 #[test]
 fn flagship_mix_rejects_what_it_does_not_use_and_reports_the_mixture() {
     let out = tempfile::tempdir().unwrap();

@@ -399,7 +399,8 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
     let graph = graph::check(spec).map_err(Error::Config)?;
     let out = opts.out_dir.clone();
     let hash = graph.spec.config_hash.clone();
-    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    std::fs::create_dir_all(&out)
+        .map_err(|e| Error::io_doing("cannot create run directory", &out, e))?;
     if rundir::prepare(&out, opts.rank, opts.world_size, &hash, opts.overwrite)?
         == Prepared::AlreadyDone
     {

@@ -289,3 +289,25 @@ fn closed_pipe_is_quiet_and_colour_only_on_a_terminal() {
     assert!(!run(Some("never")).contains('\u{1b}'));
     assert!(run(Some("always")).contains('\u{1b}'));
 }
+
+/// I/O errors say what was attempted, on what, once.
+#[test]
+fn io_errors_say_what_was_attempted_once() {
+    let o = bin()
+        .args([
+            "run",
+            "configs/quickstart.yaml",
+            "--no-progress",
+            "--out",
+            "/proc/sluice_out",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cannot create run directory /proc/sluice_out: No such file or directory"),
+        "{err}"
+    );
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}

@@ -743,6 +743,11 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
     let mut stats_json = stats_to_json(&graph, &stats, &extras, wall, opts);
     stats_json["accounting"] = Value::Object(accounting);
     let manifest = manifest_json(&graph, shards, &extras, opts);
+    // A run that keeps nothing still has a (possibly empty) `shards/`, so readers that
+    // glob it find no files rather than no folder.
+    let shards_dir = out.join("shards");
+    std::fs::create_dir_all(&shards_dir)
+        .map_err(|e| Error::io_doing("cannot create", &shards_dir, e))?;
     let merged = rundir::finish_rank(
         &out,
         opts.rank,

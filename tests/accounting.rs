@@ -311,3 +311,40 @@ fn io_errors_say_what_was_attempted_once() {
     );
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }
+
+/// A run that keeps no documents still writes `shards/` (empty) and a manifest, and
+/// pyarrow reads the empty dataset.
+#[test]
+fn a_run_that_keeps_nothing_has_an_empty_shards_folder() {
+    let out = tempfile::tempdir().unwrap();
+    let yaml = "nodes:
+  docs: {kind: ingest_jsonl, paths: [samples/text/articles_en.jsonl]}
+  keep: {kind: length_filter, inputs: [docs], min_chars: 100000000}
+  shards: {kind: parquet_shards, inputs: [keep]}
+";
+    let cfg = out.path().join("none.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let o = bin()
+        .args(["run", "--no-progress", "--out"])
+        .arg(out.path().join("run"))
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = out.path().join("run");
+    assert!(run.join("shards").is_dir());
+    assert!(run.join("manifest.json").is_file());
+    let m = json(&run, "manifest.json");
+    assert_eq!(m["totals"]["rows"], 0);
+    match python_with(&["pyarrow"]) {
+        None => skip("pyarrow", "python3 with pyarrow not found"),
+        Some(py) => {
+            let n = run_python(
+                &py,
+                "import sys, pyarrow.dataset as ds; print(ds.dataset(sys.argv[1], format='parquet').count_rows())",
+                &[run.join("shards").as_os_str()],
+            );
+            assert_eq!(String::from_utf8_lossy(&n).trim(), "0");
+        }
+    }
+}

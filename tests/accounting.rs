@@ -348,3 +348,47 @@ fn a_run_that_keeps_nothing_has_an_empty_shards_folder() {
         }
     }
 }
+
+/// Ctrl-C (SIGINT) during a run: a message saying how to resume, exit 130, and the same
+/// command then finishes the run.
+#[test]
+fn ctrl_c_says_how_to_resume() {
+    let out = tempfile::tempdir().unwrap();
+    let child = bin()
+        .args([
+            "run",
+            "configs/zh_pretrain.yaml",
+            "--no-progress",
+            "-q",
+            "--out",
+        ])
+        .arg(out.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    // SAFETY: sending a signal to our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted; rerun the same command to resume"),
+        "{err}"
+    );
+    let again = bin()
+        .args([
+            "run",
+            "configs/zh_pretrain.yaml",
+            "--no-progress",
+            "-q",
+            "--out",
+        ])
+        .arg(out.path())
+        .status()
+        .unwrap();
+    assert!(again.success());
+    assert!(out.path().join("manifest.json").exists());
+}

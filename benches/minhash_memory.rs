@@ -16,6 +16,10 @@ use sluice::stage::{BuildCtx, Stage};
 use sluice::stages::minhash_dedup::signature::SplitMix64;
 use sluice::stages::minhash_dedup::{Config, MinhashDedup};
 
+/// Shingle-set size stored with every synthetic signature (all equal, so the containment
+/// test accepts nothing the Jaccard test rejects).
+const SET_SIZE: usize = 1000;
+
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -65,7 +69,10 @@ fn main() {
             }
         }
         let id = format!("cc-2024-22/{:05}/{:012}", i / 100_000, i);
-        if stage.insert_signature_for_bench(&id, &sig).expect("insert") {
+        if stage
+            .insert_signature_for_bench(&id, &sig, SET_SIZE)
+            .expect("insert")
+        {
             dups += 1;
         }
     }

@@ -10,8 +10,8 @@
 //! Documents get numbers `0, 1, …` in input order. For each document:
 //! 1. Shingles by language ([`signature`]): `shingle_by_lang` maps `Document.lang` to a mode
 //!    (default `zh`/`ja`/`ko` → character 5-grams); other or missing languages use
-//!    `shingle_default` (`auto`: chars if the text is mostly CJK, else whitespace-word
-//!    5-grams). `words` mode shingles `segment_zh`'s `Document.words` (3-grams by default)
+//!    `shingle_default` (`auto`: chars if at least 5 % of the letters and digits are CJK,
+//!    else whitespace-word 5-grams). `words` mode shingles `segment_zh`'s `Document.words` (3-grams by default)
 //!    and falls back to chars when a document has no segmentation (counted in stats).
 //! 2. Signature (`num_perm` seeded multiply-shift hashes) and `bands` band keys, with
 //!    `bands × rows` given explicitly or derived from `threshold` by minimising the weighted
@@ -94,7 +94,8 @@ use crate::stage::{
 
 use bands::{band_keys, optimal_params, BandIndex, LshParams};
 use signature::{
-    estimate_jaccard, exact_jaccard, looks_cjk, shingles, tokens, MinHasher, ShingleMode,
+    estimate_containment, estimate_jaccard, exact_containment, exact_jaccard, looks_cjk, shingles,
+    tokens, MinHasher, ShingleMode,
 };
 use store::SpillStore;
 use unionfind::UnionFind;
@@ -103,7 +104,7 @@ use unionfind::UnionFind;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DefaultMode {
-    /// Chars when the text is mostly CJK, otherwise whitespace words.
+    /// Chars when at least 5 % of the letters and digits are CJK, otherwise whitespace words.
     Auto,
     /// Always character n-grams.
     Chars,
@@ -141,9 +142,18 @@ pub enum Mode {
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Target Jaccard similarity in (0, 1]: pairs at or above it are duplicates. Default 0.7.
+    /// Target Jaccard similarity in (0, 1]: pairs at or above it are duplicates. Default 0.5
+    /// (character 5-gram Jaccard 0.5 is where Chinese reposts with a cut tail, 1–5 %
+    /// substituted characters and added source lines still lie; see docs/quality-neardup.md).
     #[serde(default = "default_threshold")]
     pub threshold: f64,
+    /// Containment test in [0, 1]: a candidate pair is also a duplicate when the smaller
+    /// shingle set is at least this much contained in the larger (`|A ∩ B| / min(|A|, |B|)`,
+    /// estimated from the signatures and the set sizes, or exact with `verify: exact`), as
+    /// for a copy whose tail was cut or an original reposted with added lines. 0 turns the
+    /// test off. Default 0.8.
+    #[serde(default = "default_containment")]
+    pub containment_threshold: f64,
     /// Signature length (number of hash functions). Default 128.
     #[serde(default = "default_num_perm")]
     pub num_perm: usize,
@@ -153,11 +163,14 @@ pub struct Config {
     /// Signature values per band. Set together with `bands`; default: derived.
     #[serde(default)]
     pub rows: Option<usize>,
-    /// Weight of the false-positive area when deriving bands × rows. Default 0.5.
-    #[serde(default = "default_half")]
+    /// Weight of the false-positive area when deriving bands × rows. Default 0.1: a false
+    /// LSH candidate costs one signature comparison (verification rejects it), a missed one
+    /// is lost for good.
+    #[serde(default = "default_fp_weight")]
     pub fp_weight: f64,
-    /// Weight of the false-negative area when deriving bands × rows. Default 0.5.
-    #[serde(default = "default_half")]
+    /// Weight of the false-negative area when deriving bands × rows. Default 0.9 (with the
+    /// default threshold 0.5 and 128 permutations: 32 bands × 4 rows).
+    #[serde(default = "default_fn_weight")]
     pub fn_weight: f64,
     /// Shingle mode per language code (`Document.lang`). Default `{zh: chars, ja: chars, ko: chars}`.
     #[serde(default = "default_by_lang")]
@@ -211,13 +224,19 @@ fn default_mode_local() -> Mode {
 }
 
 fn default_threshold() -> f64 {
-    0.7
+    0.5
+}
+fn default_containment() -> f64 {
+    0.8
+}
+fn default_fp_weight() -> f64 {
+    0.1
+}
+fn default_fn_weight() -> f64 {
+    0.9
 }
 fn default_num_perm() -> usize {
     128
-}
-fn default_half() -> f64 {
-    0.5
 }
 fn default_by_lang() -> BTreeMap<String, ShingleMode> {
     ["zh", "ja", "ko"]
@@ -251,11 +270,12 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             threshold: default_threshold(),
+            containment_threshold: default_containment(),
             num_perm: default_num_perm(),
             bands: None,
             rows: None,
-            fp_weight: default_half(),
-            fn_weight: default_half(),
+            fp_weight: default_fp_weight(),
+            fn_weight: default_fn_weight(),
             shingle_by_lang: default_by_lang(),
             shingle_default: default_mode(),
             ngram_chars: default_ngram_chars(),
@@ -279,6 +299,12 @@ impl StageConfig for Config {
             p.push(format!(
                 "bad value: threshold must be in (0, 1], got {}",
                 self.threshold
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.containment_threshold) {
+            p.push(format!(
+                "bad value: containment_threshold must be in [0, 1], got {}",
+                self.containment_threshold
             ));
         }
         if self.num_perm == 0 || self.num_perm > 4096 {
@@ -371,6 +397,61 @@ impl Config {
     }
 }
 
+/// The verdict on one LSH candidate pair. The single-process stage and the distributed
+/// pairs phase both decide through [`accept`], so they accept exactly the same pairs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Verdict {
+    /// The pair is a duplicate.
+    pub(crate) accepted: bool,
+    /// Accepted by the containment test alone (its Jaccard is below `threshold`).
+    pub(crate) by_containment: bool,
+}
+
+/// Accept a candidate pair with Jaccard `j` and containment `c` (estimated or exact) under
+/// `cfg.verify`: `none` accepts every candidate; otherwise `j ≥ threshold`, or `c ≥
+/// containment_threshold` when that test is on.
+pub(crate) fn accept(cfg: &Config, j: f64, c: f64) -> Verdict {
+    let (accepted, by_containment) = match cfg.verify {
+        Verify::None => (true, false),
+        Verify::Signature | Verify::Exact => {
+            if j >= cfg.threshold {
+                (true, false)
+            } else {
+                let c_ok = cfg.containment_threshold > 0.0 && c >= cfg.containment_threshold;
+                (c_ok, c_ok)
+            }
+        }
+    };
+    Verdict {
+        accepted,
+        by_containment,
+    }
+}
+
+/// A stored sketch record is the `num_perm` signature values followed by the size of the
+/// shingle set (saturated to `u32::MAX`): the size turns an estimated Jaccard into an
+/// estimated containment. Written to `out` (cleared first).
+pub(crate) fn sketch_record(sig: &[u32], n_shingles: usize, out: &mut Vec<u32>) {
+    out.clear();
+    out.extend_from_slice(sig);
+    out.push(u32::try_from(n_shingles).unwrap_or(u32::MAX));
+}
+
+/// (signature, shingle-set size) of a record written by [`sketch_record`].
+pub(crate) fn split_record(rec: &[u32]) -> (&[u32], u32) {
+    match rec.split_last() {
+        Some((&n, sig)) => (sig, n),
+        None => (rec, 0),
+    }
+}
+
+/// Estimated Jaccard and containment of two sketch records.
+pub(crate) fn estimate_records(a: &[u32], b: &[u32]) -> (f64, f64) {
+    let ((sa, na), (sb, nb)) = (split_record(a), split_record(b));
+    let j = estimate_jaccard(sa, sb);
+    (j, estimate_containment(j, na, nb))
+}
+
 /// Per-document output of the parallel phase.
 pub(crate) struct Sketch {
     pub(crate) shingles: Vec<u64>,
@@ -424,6 +505,7 @@ struct Counters {
     words_fallback: u64,
     candidates: u64,
     candidates_rejected_by_verify: u64,
+    accepted_by_containment: u64,
     late_duplicates: u64,
     by_mode: BTreeMap<String, u64>,
 }
@@ -445,6 +527,7 @@ pub struct MinhashDedup {
     counters: Counters,
     tmp_a: Vec<u32>,
     tmp_b: Vec<u32>,
+    tmp_rec: Vec<u32>,
 }
 
 /// Words of memory buffer per spill store (32 MiB).
@@ -462,7 +545,7 @@ impl MinhashDedup {
         let index = BandIndex::with_capacity(cfg.expected_docs.saturating_mul(params.bands));
         let sigs = SpillStore::new(
             ctx.scratch_dir.join("signatures.u32"),
-            Some(cfg.num_perm),
+            Some(cfg.num_perm + 1),
             buf_words,
         );
         let shingle_store = (cfg.verify == Verify::Exact)
@@ -483,6 +566,7 @@ impl MinhashDedup {
             counters: Counters::default(),
             tmp_a: Vec::new(),
             tmp_b: Vec::new(),
+            tmp_rec: Vec::new(),
         }
     }
 
@@ -526,7 +610,8 @@ impl MinhashDedup {
         self.dup_count.push(0);
         self.id_bytes.extend_from_slice(doc.id.as_bytes());
         self.id_ends.push(self.id_bytes.len() as u64);
-        self.sigs.push(&sk.sig)?;
+        sketch_record(&sk.sig, sk.shingles.len(), &mut self.tmp_rec);
+        self.sigs.push(&self.tmp_rec)?;
         if let Some(st) = self.shingle_store.as_mut() {
             let words: Vec<u32> = sk
                 .shingles
@@ -549,10 +634,9 @@ impl MinhashDedup {
         let mut accepted: Vec<u32> = Vec::new();
         for &r in &cands {
             self.sigs.get(r as u64, &mut self.tmp_a)?;
-            let est = estimate_jaccard(&sk.sig, &self.tmp_a);
-            let (ok, exact) = match self.cfg.verify {
-                Verify::None => (true, None),
-                Verify::Signature => (est >= self.cfg.threshold, None),
+            let (est, est_c) = estimate_records(&self.tmp_rec, &self.tmp_a);
+            let (verdict, exact) = match self.cfg.verify {
+                Verify::None | Verify::Signature => (accept(&self.cfg, est, est_c), None),
                 Verify::Exact => {
                     let st = self
                         .shingle_store
@@ -565,12 +649,16 @@ impl MinhashDedup {
                         .map(|c| c[0] as u64 | ((c[1] as u64) << 32))
                         .collect();
                     let j = exact_jaccard(&sk.shingles, &other);
-                    (j >= self.cfg.threshold, Some(j))
+                    let c = exact_containment(&sk.shingles, &other);
+                    (accept(&self.cfg, j, c), Some(j))
                 }
             };
-            if !ok {
+            if !verdict.accepted {
                 self.counters.candidates_rejected_by_verify += 1;
                 continue;
+            }
+            if verdict.by_containment {
+                self.counters.accepted_by_containment += 1;
             }
             accepted.push(r);
             if best.is_none_or(|(b, _, _)| est > b) {
@@ -639,14 +727,20 @@ impl MinhashDedup {
 
     /// Insert a precomputed signature for a synthetic document (memory benchmark).
     #[doc(hidden)]
-    pub fn insert_signature_for_bench(&mut self, id: &str, sig: &[u32]) -> Result<bool> {
+    pub fn insert_signature_for_bench(
+        &mut self,
+        id: &str,
+        sig: &[u32],
+        n_shingles: usize,
+    ) -> Result<bool> {
         let mut keys = Vec::new();
         band_keys(sig, self.params, self.cfg.seed, &mut keys);
         let d = self.uf.push();
         self.dup_count.push(0);
         self.id_bytes.extend_from_slice(id.as_bytes());
         self.id_ends.push(self.id_bytes.len() as u64);
-        self.sigs.push(sig)?;
+        sketch_record(sig, n_shingles, &mut self.tmp_rec);
+        self.sigs.push(&self.tmp_rec)?;
         let mut dup = false;
         for k in keys {
             dup |= self.index.get_or_insert(k, d).is_some();
@@ -683,6 +777,7 @@ impl Stage for MinhashDedup {
             "rows": self.params.rows,
             "num_perm": self.cfg.num_perm,
             "threshold": self.cfg.threshold,
+            "containment_threshold": self.cfg.containment_threshold,
             "band_keys": self.index.len(),
             "index_bytes": self.index.heap_bytes(),
             "spill_buffer_bytes": self.sigs.heap_bytes() + self.shingle_store.as_ref().map_or(0, |s| s.heap_bytes()),

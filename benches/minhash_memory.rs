@@ -133,5 +133,7 @@ fn main() {
         "| projected 50 M docs, pre-sized (`expected_docs: 50000000`) | {:.2} GiB |",
         gib(total(idx_lo))
     );
-    println!("\nSignatures ({} B/doc) are spilled to the scratch directory, not held in RAM: {:.1} GiB of disk at 50 M docs.", cfg.num_perm * 4, gib(target * cfg.num_perm as f64 * 4.0));
+    // A spilled record is the signature plus the shingle-set size (4 B each).
+    let rec = (cfg.num_perm + 1) * 4;
+    println!("\nSignature records ({rec} B/doc: signature + set size) are spilled to the scratch directory, not held in RAM: {:.1} GiB of disk at 50 M docs.", gib(target * rec as f64));
 }

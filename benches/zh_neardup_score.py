@@ -33,7 +33,8 @@ document to its `duplicate_of` and its `matched` document (both in the reject de
   * predicted pairs within one family that are not in-scope planted pairs (copy-copy, or a
     copy below 0.5) count neither way; recall below 0.5 is reported separately.
 Per Jaccard bucket: TP and FN by the planted pair's Jaccard, FP by the predicted pair's
-exact Jaccard (computed here). Output: Markdown tables; `--json FILE` also writes them.
+exact Jaccard (computed here). Output: Markdown tables; `--json FILE` also writes them,
+and `zh_neardup_score.py --compare A.json B.json ...` prints several runs side by side.
 """
 
 import argparse
@@ -278,7 +279,39 @@ def score(docs, truth, cluster, removed):
     }
 
 
+def compare(paths):
+    """Side-by-side Markdown tables of several `--json` results."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    head = "| | " + " | ".join(r["label"] for r in runs) + " |"
+    sep = "|---" * (len(runs) + 1) + "|"
+    print(head + "\n" + sep)
+    for key, fmt in (("precision", "{:.3f}"), ("recall", "{:.3f}"), ("f1", "{:.3f}")):
+        print(f"| {key} (J >= 0.5) | " + " | ".join(fmt.format(r[key]) for r in runs) + " |")
+    print("| TP / FP / FN | " + " | ".join(f"{r['tp']} / {r['fp']} / {r['fn']}" for r in runs) + " |")
+    print("| docs per CPU-second | " + " | ".join(f"{r['docs_per_cpu_s']:,.0f}" for r in runs) + " |")
+    print("\nRecall per true character-5-gram Jaccard of the planted pair (found / pairs):\n")
+    print(head.replace("| |", "| true Jaccard |", 1) + "\n" + sep)
+    for b in runs[0]["buckets"]:
+        cells = []
+        for r in runs:
+            x = r["buckets"][b]
+            n = x["tp"] + x["fn"]
+            cells.append(f"{x['tp'] / n:.3f} ({x['tp']}/{n})" if n else "-")
+        note = " (below scope)" if b.startswith("0.0") else ""
+        print(f"| {b}{note} | " + " | ".join(cells) + " |")
+    print("\nRecall per edit recipe, pairs with J >= 0.5 (found / pairs):\n")
+    print(head.replace("| |", "| recipe |", 1) + "\n" + sep)
+    for k in sorted(runs[0]["recipes"]):
+        cells = []
+        for r in runs:
+            x = r["recipes"].get(k, {"in_tp": 0, "in_n": 0})
+            cells.append(f"{x['in_tp'] / x['in_n']:.3f} ({x['in_tp']}/{x['in_n']})" if x["in_n"] else "-")
+        print(f"| {k} | " + " | ".join(cells) + " |")
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--compare":
+        return compare(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="a directory written by zh_neardup_gen.py")
     ap.add_argument("--system", choices=["sluice", "datatrove", "rensa"], default="sluice")

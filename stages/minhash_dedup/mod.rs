@@ -19,8 +19,23 @@
 //! 3. Every band key is looked up and, if new, inserted with this document as the bucket's
 //!    representative. Each earlier representative found is a candidate.
 //! 4. Candidates are verified (`verify`): `signature` (default) accepts when the estimated
-//!    Jaccard ≥ `threshold`; `exact` reads both shingle sets and accepts on exact Jaccard;
-//!    `none` accepts every LSH candidate.
+//!    Jaccard ≥ `threshold` **or** the estimated containment of the smaller shingle set in
+//!    the larger ≥ `containment_threshold` (from the estimated Jaccard and the two set sizes,
+//!    which are stored with each signature; see [`signature::estimate_containment`]);
+//!    `exact` reads both shingle sets and applies the same two tests exactly; `none` accepts
+//!    every LSH candidate. Containment catches what Jaccard undercounts: a copy whose tail
+//!    was cut is contained in its original, and so is an original that a repost wrapped in
+//!    source/editor/copyright lines.
+//!
+//! # Why these defaults (issue 16)
+//! Chinese reposts (paragraphs swapped, the tail cut, 1–5 % of characters substituted,
+//! 来源/责任编辑/版权 lines added) reach character-5-gram Jaccard 0.5. The old defaults
+//! (threshold 0.7 → 14 × 9 bands) found 0–5 % of planted pairs at Jaccard 0.5–0.7; the
+//! defaults now are `threshold: 0.5`, bands × rows derived with false negatives weighted
+//! 0.9 against 0.1 (→ 32 × 4: a pair at Jaccard 0.5 is a candidate with probability 0.87,
+//! at 0.6 with 0.99) and `containment_threshold: 0.8`. Verification keeps precision:
+//! unrelated documents have Jaccard near 0. Measured on a seeded planted dev set (two
+//! seeds), English labelled pairs and speed in `docs/quality-neardup.md`.
 //! 5. Any accepted candidate makes the document a duplicate: it is unioned with them and
 //!    sent to `rejected` (reason `near_duplicate`). Otherwise it is kept.
 //!
@@ -50,25 +65,29 @@
 //! * Memory (measured by `benches/minhash_memory.rs`, stated per indexed document): band
 //!   index 12 bytes per distinct band key / load factor (0.58–0.875, segments grow 1.5× one
 //!   at a time; or exactly 13.7 B/key pre-sized with `expected_docs`), union-find 8 B,
-//!   duplicate counter 4 B, id arena 8 B + id length. With the defaults (threshold 0.7 →
-//!   14 bands × 9 rows) the bench measured **298 B/doc** at 2 M synthetic documents
-//!   (13.7 band keys/doc at 16.8 B/key = 230 B, + 51 B per-doc part with 28-byte ids, + the
-//!   32 MiB spill buffer), which projects to **11.2–15.5 GiB for 50 M documents**
-//!   (11.2 GiB pre-sized). Signatures (4 B × `num_perm`) and, with `verify: exact`, shingle
-//!   sets (8 B × shingles + 8 B offset) live in spill files under the node's scratch
-//!   directory (23.8 GiB of disk for 50 M signatures), with only the newest 32 MiB in memory.
+//!   duplicate counter 4 B, id arena 8 B + id length. With the defaults (threshold 0.5 →
+//!   32 bands × 4 rows) the bench measured **586 B/doc** at 2 M synthetic documents
+//!   (30.3 band keys/doc at 17.1 B/key = 518 B, + 51 B per-doc part with 28-byte ids, + the
+//!   32 MiB spill buffer), which projects to **21.8–31.5 GiB for 50 M documents**
+//!   (21.8 GiB pre-sized). The old defaults (0.7 → 14 × 9) measured 298 B/doc
+//!   (11.2–15.5 GiB for 50 M); an explicit `bands: 14, rows: 9` still gives that. Signature
+//!   records (4 B × (`num_perm` + 1): the signature and the shingle-set size) and, with
+//!   `verify: exact`, shingle sets (8 B × shingles + 8 B offset) live in spill files under
+//!   the node's scratch directory (24.0 GiB of disk for 50 M signature records), with only
+//!   the newest 32 MiB in memory.
 //!   Plus the held window of kept documents (`cluster_size_window_docs`).
 //!
 //! ```yaml
 //! near_dups:
 //!   kind: minhash_dedup
 //!   inputs: [clean]
-//!   threshold: 0.7          # target Jaccard
+//!   threshold: 0.5          # target Jaccard (default)
+//!   containment_threshold: 0.8  # or ≥ 80 % of the smaller set inside the larger (default)
 //!   num_perm: 128
-//!   # bands: 9              # optional: explicit bands × rows instead of derived
-//!   # rows: 13
+//!   # bands: 32             # optional: explicit bands × rows instead of derived
+//!   # rows: 4
 //!   shingle_by_lang: {zh: chars, ja: chars, ko: chars}
-//!   shingle_default: auto   # chars for CJK-looking text, else whitespace words
+//!   shingle_default: auto   # chars when ≥ 5 % of letters/digits are CJK, else whitespace words
 //!   ngram_chars: 5
 //!   verify: signature       # none | signature | exact
 //!   seed: 1

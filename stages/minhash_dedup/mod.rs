@@ -11,8 +11,9 @@
 //! 1. Shingles by language ([`signature`]): `shingle_by_lang` maps `Document.lang` to a mode
 //!    (default `zh`/`ja`/`ko` → character 5-grams); other or missing languages use
 //!    `shingle_default` (`auto`: chars if at least 5 % of the letters and digits are CJK,
-//!    else whitespace-word 5-grams). `words` mode shingles `segment_zh`'s `Document.words` (3-grams by default)
-//!    and falls back to chars when a document has no segmentation (counted in stats).
+//!    else whitespace-word 5-grams). `words` mode shingles `segment_zh`'s `Document.words`
+//!    (3-grams by default) and falls back to chars when a document has no segmentation
+//!    (counted in stats).
 //! 2. Signature (`num_perm` seeded multiply-shift hashes) and `bands` band keys, with
 //!    `bands × rows` given explicitly or derived from `threshold` by minimising the weighted
 //!    false-positive + false-negative area ([`bands::optimal_params`]).
@@ -26,6 +27,13 @@
 //!    every LSH candidate. Containment catches what Jaccard undercounts: a copy whose tail
 //!    was cut is contained in its original, and so is an original that a repost wrapped in
 //!    source/editor/copyright lines.
+//! 5. Any accepted candidate makes the document a duplicate: it is unioned with them and
+//!    sent to `rejected` (reason `near_duplicate`). Otherwise it is kept.
+//!
+//! So a document's fate depends only on earlier documents; the stage never buffers the
+//! corpus, and the result is a deterministic function of input order, config and `seed`
+//! (signatures are computed in parallel per batch, decisions strictly in order). The rule
+//! is spelled out in [`bands`] so the multi-machine mode reproduces it exactly.
 //!
 //! # Why these defaults (issue 16)
 //! Chinese reposts (paragraphs swapped, the tail cut, 1–5 % of characters substituted,
@@ -34,15 +42,10 @@
 //! defaults now are `threshold: 0.5`, bands × rows derived with false negatives weighted
 //! 0.9 against 0.1 (→ 32 × 4: a pair at Jaccard 0.5 is a candidate with probability 0.87,
 //! at 0.6 with 0.99) and `containment_threshold: 0.8`. Verification keeps precision:
-//! unrelated documents have Jaccard near 0. Measured on a seeded planted dev set (two
+//! unrelated documents have Jaccard near 0. `auto` now picks chars once 5 % of the letters
+//! and digits are CJK (it was 30 %), so a formula-heavy exam item and its copy with a few
+//! Chinese source lines are shingled alike. Measured on a seeded planted dev set (two
 //! seeds), English labelled pairs and speed in `docs/quality-neardup.md`.
-//! 5. Any accepted candidate makes the document a duplicate: it is unioned with them and
-//!    sent to `rejected` (reason `near_duplicate`). Otherwise it is kept.
-//!
-//! So a document's fate depends only on earlier documents; the stage never buffers the
-//! corpus, and the result is a deterministic function of input order, config and `seed`
-//! (signatures are computed in parallel per batch, decisions strictly in order). The rule
-//! is spelled out in [`bands`] so the multi-machine mode reproduces it exactly.
 //!
 //! # Clusters, `dedup.cluster_id` and `dedup.cluster_size`
 //! The union-find root of a cluster is its earliest document, always a kept one. Each

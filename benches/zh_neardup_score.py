@@ -320,6 +320,7 @@ def main():
     ap.add_argument("--local-tasks", type=int, default=0, help="sluice --local-tasks N (with --set mode=distributed)")
     ap.add_argument("--rensa-threshold", type=float, default=0.5)
     ap.add_argument("--label", default="")
+    ap.add_argument("--speed-only", action="store_true", help="time the system, skip the scoring")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     docs, truth = load(args.data)
@@ -329,6 +330,10 @@ def main():
         cluster, removed, cpu, wall, info = run_datatrove(docs, args)
     else:
         cluster, removed, cpu, wall, info = run_rensa(docs, args)
+    if args.speed_only:
+        print(f"{args.label or args.system}: {len(docs)} docs, {cpu:.2f} CPU-s, {wall:.2f} s wall, "
+              f"{len(docs) / cpu:,.0f} docs per CPU-second, {len(removed)} removed; {info}")
+        return
     s = score(docs, truth, cluster, removed)
     s.update(
         system=args.system,

@@ -47,6 +47,7 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.dont_write_bytecode = True  # no __pycache__ in benches/
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from zh_neardup_gen import BUCKETS, bucket_name, grams, norm_chars  # noqa: E402
 

@@ -11,3 +11,4 @@ mod scale;
 mod train;
 mod warc;
 mod zh;
+mod decontam;

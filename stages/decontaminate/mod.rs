@@ -3,10 +3,11 @@
 //! away documents that merely share a phrase or half a question with one.
 //!
 //! **Matching.** Benchmark items and documents are cut into one token stream (see
-//! [`tokens`]): each CJK character is a token, each Latin word or number is a token,
-//! punctuation, spaces and LaTeX commands are dropped, and every character is
-//! NFKC-folded (full-width = half-width). A Chinese stem with Latin or formula options
-//! is therefore one sequence, and n-grams (default 10 tokens) run across the scripts.
+//! [`tokens`]): each CJK character (and Greek letter) is a token, each Latin word or
+//! number is a token, punctuation, spaces and LaTeX markup are dropped (`\theta` = `θ`,
+//! `\tan` = `tan`), and every character is NFKC-folded (full-width = half-width). A
+//! Chinese stem with Latin or formula options is therefore one sequence, and n-grams
+//! (default 10 tokens) run across the scripts.
 //!
 //! **Coverage rule.** A benchmark item is one JSONL record (its `fields` joined; a
 //! leading question number and score marker such as `12．（4分）` are not part of it).

@@ -5,7 +5,10 @@
 //! * Every CJK ideograph (and kana) is one token.
 //! * Every run of letters, or of digits, is one token, lowercased: `H2O` → `h 2 o`, so a
 //!   formula typed as `H2O`, `H₂O` or `$\mathrm{H}_{2} \mathrm{O}$` gives the same tokens.
-//! * LaTeX commands (`\frac`, `\mathrm`, `\quad` …) are markup and give no token.
+//! * Greek letters are one token each, and so are their LaTeX names: `\theta` = `θ`.
+//!   LaTeX function names are words: `\tan` = `tan`. Every other LaTeX command
+//!   (`\frac`, `\mathrm`, `\left`, `\leq`, `\quad` …) is markup or a symbol and gives
+//!   no token, as the rendered symbols (`≤`, `√`) give none.
 //! * Everything else (punctuation, spaces, line breaks, `$ { } ^ _`) only separates.
 //! * Each character is compatibility-decomposed first (NFKD; combining marks then act as
 //!   separators), so texts equal under NFKC give equal tokens: full-width `Ａ１（` and
@@ -22,6 +25,38 @@ const WORD_SEED: u64 = 0x574F_5244_5345_4544; // "WORDSEED"
 const CJK_TAG: u64 = 0x434A_4B00_0000_0000; // "CJK" in the high bytes; code point below
 const NGRAM_SEED: u64 = 0x4E47_5241_4D55_4E31; // "NGRAMUN1"
 
+/// LaTeX names of Greek letters.
+const GREEK: &[(&str, char)] = &[
+    ("alpha", 'α'), ("beta", 'β'), ("gamma", 'γ'), ("delta", 'δ'), ("epsilon", 'ε'),
+    ("varepsilon", 'ε'), ("zeta", 'ζ'), ("eta", 'η'), ("theta", 'θ'), ("vartheta", 'θ'),
+    ("iota", 'ι'), ("kappa", 'κ'), ("lambda", 'λ'), ("mu", 'μ'), ("nu", 'ν'), ("xi", 'ξ'),
+    ("pi", 'π'), ("varpi", 'π'), ("rho", 'ρ'), ("varrho", 'ρ'), ("sigma", 'σ'),
+    ("varsigma", 'σ'), ("tau", 'τ'), ("upsilon", 'υ'), ("phi", 'φ'), ("varphi", 'φ'),
+    ("chi", 'χ'), ("psi", 'ψ'), ("omega", 'ω'),
+];
+
+/// LaTeX function names written as words when rendered.
+const FUNCTIONS: &[&str] = &[
+    "sin", "cos", "tan", "cot", "sec", "csc", "arcsin", "arccos", "arctan", "sinh", "cosh",
+    "tanh", "log", "ln", "lg", "exp", "lim", "max", "min", "sup", "inf", "det", "gcd", "bmod",
+];
+
+fn is_greek(c: char) -> bool {
+    matches!(c as u32, 0x0391..=0x03A9 | 0x03B1..=0x03C9)
+}
+
+fn char_token(c: char, span: Range<usize>) -> Token {
+    let c = if is_greek(c) {
+        c.to_lowercase().next().unwrap_or(c)
+    } else {
+        c
+    };
+    Token {
+        value: CJK_TAG | c as u64,
+        span,
+    }
+}
+
 /// Whether a character is its own token: CJK ideographs and Japanese kana.
 pub fn is_cjk(c: char) -> bool {
     matches!(c as u32,
@@ -33,7 +68,7 @@ pub fn is_cjk(c: char) -> bool {
 /// One token: its 64-bit value and the byte span of its source characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Token {
-    /// CJK: tagged code point; word: xxh3 of the lowercased word.
+    /// CJK or Greek: tagged code point; word: xxh3 of the lowercased word.
     pub value: u64,
     /// Byte range in the text.
     pub span: Range<usize>,
@@ -51,7 +86,17 @@ struct Word {
 
 impl Word {
     fn flush(&mut self, out: &mut Vec<Token>) {
-        if !self.buf.is_empty() && !self.command {
+        if self.command {
+            let name = self.buf.as_str();
+            if let Some(&(_, g)) = GREEK.iter().find(|(n, _)| *n == name) {
+                out.push(char_token(g, self.start..self.end));
+            } else if FUNCTIONS.contains(&name) {
+                out.push(Token {
+                    value: xxh3_64_with_seed(self.buf.as_bytes(), WORD_SEED),
+                    span: self.start..self.end,
+                });
+            }
+        } else if !self.buf.is_empty() {
             out.push(Token {
                 value: xxh3_64_with_seed(self.buf.as_bytes(), WORD_SEED),
                 span: self.start..self.end,
@@ -63,12 +108,9 @@ impl Word {
 
     /// Feed one (decomposed) character whose source spans `span`.
     fn feed(&mut self, c: char, span: &Range<usize>, out: &mut Vec<Token>) {
-        if is_cjk(c) {
+        if is_cjk(c) || is_greek(c) {
             self.flush(out);
-            out.push(Token {
-                value: CJK_TAG | c as u64,
-                span: span.clone(),
-            });
+            out.push(char_token(c, span.clone()));
         } else if c.is_alphanumeric() {
             let digits = c.is_numeric();
             if !self.buf.is_empty() && digits != self.digits {
@@ -173,6 +215,13 @@ mod tests {
         assert_eq!(plain, sub);
         // `\quad` is markup; a backslash before a space drops nothing.
         assert_eq!(values(r"是$(\quad)$ A"), values("是( ) A"));
+        // Greek letters and function names are tokens in LaTeX and in rendered text.
+        assert_eq!(
+            values(r"已知 $2 \tan \theta-\tan \left(\theta+\frac{\pi}{4}\right)=7$"),
+            values("已知 2tanθ−tan(θ+π/4)=7")
+        );
+        assert_eq!(values(r"$\Delta \mathrm{H} \leq 0$"), values("ΔH ≤ 0"));
+        assert_eq!(values("ΔH"), values("δh"));
         assert_eq!(values(r"a \ b"), values("a b"));
     }
 
@@ -180,8 +229,8 @@ mod tests {
     fn weights_attribute_markup_to_the_token_before_it() {
         let s = r"是 A. $\frac{\pi}{6}$";
         let t = tokens(s);
-        assert_eq!(t.len(), 3); // 是 a 6 (`\frac` and `\pi` are commands)
+        assert_eq!(t.len(), 4); // 是 a π 6 (`\frac` is markup)
         let w = token_weights(s, &t, 8);
-        assert_eq!(w, vec![2.0, 8.0, 3.0]); // "是 ", "A. $\frac{\pi}{" (capped), "6}$"
+        assert_eq!(w, vec![2.0, 8.0, 4.0, 3.0]); // "是 ", "A. $\frac{\" (capped), "pi}{", "6}$"
     }
 }

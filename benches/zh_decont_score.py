@@ -6,7 +6,8 @@ with the GAOKAO MCQ and GSM8K test benchmarks, then reads the run's rejects and 
 
 * strict precision: near-misses that are flagged count as false positives;
 * recall by layout (and for mixed-script subjects: Math, Physics, Chemistry);
-* false-positive rate per near-miss kind (half, topic, clean, gsm8k_half);
+* false-positive rate per near-miss kind (half, topic, clean, gsm8k_half), and the
+  highest `decontaminate.coverage` among the kept ones (the margin to `min_coverage`);
 * for the new stage, the share of flagged positives whose detail names the planted item.
 
 `--legacy` writes the config main's stage accepts (no `id_field`), to score the old
@@ -69,6 +70,17 @@ def rejects(run_dir):
     return out
 
 
+def coverages(run_dir):
+    """`decontaminate.coverage` of every kept document (0 when absent)."""
+    out = {}
+    for f in sorted(glob.glob(os.path.join(run_dir, "shards", "*.parquet"))):
+        for r in pq.read_table(f, columns=["id", "attrs"]).to_pylist():
+            a = r["attrs"]
+            a = json.loads(a) if isinstance(a, str) else dict(a or {})
+            out[r["id"].split(":", 1)[-1]] = a.get("decontaminate.coverage", 0.0)
+    return out
+
+
 def pct(a, b):
     return f"{100.0 * a / b:.1f}%" if b else "n/a"
 
@@ -113,9 +125,12 @@ def main():
                       ("other subjects", lambda r: r["subject"] not in MIXED)]:
         rs = [r for r in gk if sel(r)]
         res["recall_by_layout"][name] = [sum(r["id"] in flagged for r in rs), len(rs)]
+    kept_cov = coverages(out_dir)
+    res["max_kept_coverage"] = {}
     for k in NEAR:
         rs = [r for r in dev if r["kind"] == k]
         res["fpr_by_kind"][k] = [sum(r["id"] in flagged for r in rs), len(rs)]
+        res["max_kept_coverage"][k] = round(max([kept_cov.get(r["id"], 0.0) for r in rs] or [0.0]), 3)
     named = [r for r in dev if r["label"] == 1 and r["id"] in flagged]
     ok = 0
     for r in named:
@@ -131,10 +146,10 @@ def main():
     print("|---|---|---|")
     for k, (a, b) in res["recall_by_layout"].items():
         print(f"| {k} | {a}/{b} | {pct(a, b)} |")
-    print("\n| near-miss kind | flagged | false-positive rate |")
-    print("|---|---|---|")
+    print("\n| near-miss kind | flagged | false-positive rate | max coverage of the kept ones |")
+    print("|---|---|---|---|")
     for k, (a, b) in res["fpr_by_kind"].items():
-        print(f"| {k} | {a}/{b} | {pct(a, b)} |")
+        print(f"| {k} | {a}/{b} | {pct(a, b)} | {res['max_kept_coverage'][k]} |")
     print(f"\ndetail names the planted item: {ok}/{len(named)}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

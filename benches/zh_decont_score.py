@@ -150,7 +150,11 @@ def main():
     print("|---|---|---|---|")
     for k, (a, b) in res["fpr_by_kind"].items():
         print(f"| {k} | {a}/{b} | {pct(a, b)} | {res['max_kept_coverage'][k]} |")
+    covs = [float(m.group(1)) for r in named for m in [re.search(r"\bcoverage=([0-9.]+)", flagged[r["id"]])] if m]
+    res["min_flagged_positive_coverage"] = min(covs) if covs else None
     print(f"\ndetail names the planted item: {ok}/{len(named)}")
+    if covs:
+        print(f"lowest coverage of a caught positive: {min(covs):.3f}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(res, f, indent=1)

@@ -79,7 +79,9 @@ fn halfwidth(s: &str) -> String {
 
 /// The item without its leading number and score marker (`3．（4分）`).
 fn body(q: &str) -> &str {
-    let s = q.trim_start().trim_start_matches(|c: char| c.is_ascii_digit());
+    let s = q
+        .trim_start()
+        .trim_start_matches(|c: char| c.is_ascii_digit());
     let s = s.trim_start_matches(['.', '．', '、']).trim_start();
     if s.starts_with(['（', '(']) {
         if let Some(i) = s.find(['）', ')']) {
@@ -99,15 +101,31 @@ fn layouts(q: &str, ans: &str, host: &str) -> Vec<(&'static str, String)> {
         .chars()
         .enumerate()
         .flat_map(|(i, c)| {
-            let sep = if i % 3 == 0 && sluice::stages::decontaminate::is_cjk(c) { " " } else { "" };
+            let sep = if i % 3 == 0 && sluice::stages::decontaminate::is_cjk(c) {
+                " "
+            } else {
+                ""
+            };
             std::iter::once(c.to_string()).chain(std::iter::once(sep.to_string()))
         })
         .collect::<String>()
         .replace('\n', "\n\n  ");
     vec![
         ("published", format!("{a}\n{q}\n{b}")),
-        ("inline", format!("{a}{}{b}", q.split_whitespace().collect::<Vec<_>>().join(" "))),
-        ("exam", format!("{a}\n7．{}\n【答案】{ans}\n【解析】略。\n{b}", body(q).replace("（ 　　）", "（　　）"))),
+        (
+            "inline",
+            format!(
+                "{a}{}{b}",
+                q.split_whitespace().collect::<Vec<_>>().join(" ")
+            ),
+        ),
+        (
+            "exam",
+            format!(
+                "{a}\n7．{}\n【答案】{ans}\n【解析】略。\n{b}",
+                body(q).replace("（ 　　）", "（　　）")
+            ),
+        ),
         ("qa", format!("{a}\n问：{}\n答：{ans}。\n{b}", body(q))),
         ("fullwidth", format!("{a}\n{}\n{b}", fullwidth(q))),
         ("halfwidth", format!("{a}\n{}\n{b}", halfwidth(q))),
@@ -141,7 +159,10 @@ fn pasted_items_are_caught_in_every_layout() {
     for (r, (i, layout, _)) in rej.iter().zip(&texts) {
         let ri = r.reject.as_ref().unwrap();
         assert!(
-            ri.detail.starts_with(&format!("benchmark=gaokao_zh item={} index={i} coverage=1.000", items[*i].0)),
+            ri.detail.starts_with(&format!(
+                "benchmark=gaokao_zh item={} index={i} coverage=1.000",
+                items[*i].0
+            )),
             "{layout}: {}",
             ri.detail
         );
@@ -166,7 +187,10 @@ fn mixed_script_items_are_caught() {
     let cases = [
         (chem, format!("{host}\n{q}")),
         (chem, format!("{host}\n{}", fullwidth(q))),
-        (chem, format!("{host} 四联苯 A．3种 B．4种 C．5种 D．6种 {host}")),
+        (
+            chem,
+            format!("{host} 四联苯 A．3种 B．4种 C．5种 D．6种 {host}"),
+        ),
         (math, format!("{host}\n{}", items[math].1)),
         (
             math,
@@ -175,10 +199,17 @@ fn mixed_script_items_are_caught() {
     ];
     let refs: Vec<&str> = cases.iter().map(|c| c.1.as_str()).collect();
     let (out, rej) = run_transform_docs(&d, docs(&refs), 1);
-    assert!(out.is_empty(), "{:?}", out.iter().map(|d| &d.attrs).collect::<Vec<_>>());
+    assert!(
+        out.is_empty(),
+        "{:?}",
+        out.iter().map(|d| &d.attrs).collect::<Vec<_>>()
+    );
     for (r, (i, _)) in rej.iter().zip(&cases) {
         let detail = &r.reject.as_ref().unwrap().detail;
-        let prefix = format!("benchmark=gaokao_zh item={} index={i} coverage=1.000", items[*i].0);
+        let prefix = format!(
+            "benchmark=gaokao_zh item={} index={i} coverage=1.000",
+            items[*i].0
+        );
         assert!(detail.starts_with(&prefix), "{detail}");
     }
     // Half of the chemistry item is kept.
@@ -198,7 +229,11 @@ fn half_question_near_misses_are_kept() {
         .map(|(k, (_, q, _))| {
             let q = q.trim();
             let half: String = q.chars().take(q.chars().count() / 2).collect();
-            format!("{}\n{half}……\n{}", hosts[k % hosts.len()], hosts[(k + 1) % hosts.len()])
+            format!(
+                "{}\n{half}……\n{}",
+                hosts[k % hosts.len()],
+                hosts[(k + 1) % hosts.len()]
+            )
         })
         .collect();
     let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
@@ -207,16 +242,29 @@ fn half_question_near_misses_are_kept() {
         .iter()
         .map(|r| r.reject.as_ref().unwrap().detail.as_str())
         .collect();
-    assert!(flagged.is_empty(), "{} flagged: {:?}", flagged.len(), &flagged[..flagged.len().min(3)]);
+    assert!(
+        flagged.is_empty(),
+        "{} flagged: {:?}",
+        flagged.len(),
+        &flagged[..flagged.len().min(3)]
+    );
     assert_eq!(out.len(), items.len());
     // Nearly all overlap their item (coverage > 0), all stay well below min_coverage 0.8.
     let covs: Vec<f64> = out
         .iter()
-        .map(|d| d.attrs.get("decontaminate.coverage").copied().unwrap_or(0.0))
+        .map(|d| {
+            d.attrs
+                .get("decontaminate.coverage")
+                .copied()
+                .unwrap_or(0.0)
+        })
         .collect();
     let max = covs.iter().cloned().fold(0.0, f64::max);
     let overlapping = covs.iter().filter(|c| **c > 0.0).count();
-    assert!(overlapping > items.len() * 9 / 10 && max < 0.7, "{overlapping} overlap, max coverage {max}");
+    assert!(
+        overlapping > items.len() * 9 / 10 && max < 0.7,
+        "{overlapping} overlap, max coverage {max}"
+    );
 }
 
 #[test]
@@ -229,8 +277,9 @@ fn reject_detail_names_item_and_coverage() {
     assert_eq!(ri.reason, "contaminated");
     assert_eq!(ri.score, Some(1.0));
     assert!(
-        ri.detail
-            .starts_with(&format!("benchmark=gaokao_zh item={id} index=0 coverage=1.000 items=1 ngram=\"")),
+        ri.detail.starts_with(&format!(
+            "benchmark=gaokao_zh item={id} index=0 coverage=1.000 items=1 ngram=\""
+        )),
         "{}",
         ri.detail
     );
@@ -302,9 +351,24 @@ nodes:
         precision >= 0.99 && recall >= 0.99,
         "precision {precision:.4} recall {recall:.4} (tp {tp}, fp {fp}, positives {pos})"
     );
-    let want: BTreeSet<&str> =
-        ["published", "inline", "exam", "qa", "fullwidth", "halfwidth", "spaces", "gsm8k"].into();
-    assert_eq!(layouts_caught.keys().map(|k| k.as_str()).collect::<BTreeSet<_>>(), want);
+    let want: BTreeSet<&str> = [
+        "published",
+        "inline",
+        "exam",
+        "qa",
+        "fullwidth",
+        "halfwidth",
+        "spaces",
+        "gsm8k",
+    ]
+    .into();
+    assert_eq!(
+        layouts_caught
+            .keys()
+            .map(|k| k.as_str())
+            .collect::<BTreeSet<_>>(),
+        want
+    );
     for (k, (a, b)) in &layouts_caught {
         assert_eq!(a, b, "layout {k}: {a}/{b} caught");
     }

@@ -3,6 +3,7 @@
 mod audit;
 mod classifier;
 mod common;
+mod decontam;
 mod dedup;
 mod engine;
 mod mix;
@@ -11,4 +12,3 @@ mod scale;
 mod train;
 mod warc;
 mod zh;
-mod decontam;

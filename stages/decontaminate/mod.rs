@@ -274,6 +274,9 @@ impl Index {
     }
 }
 
+/// A matching n-gram of a document: its postings and its byte span.
+type Hit<'a> = (&'a [(u32, f32)], Range<usize>);
+
 /// The coverage result for one document.
 #[derive(Debug, Default)]
 pub struct Scan {
@@ -407,7 +410,8 @@ impl Decontaminate {
                         }
                         let id = items.len() as u32;
                         let mut total = 0.0;
-                        let mut grams: Vec<(u64, f64)> = seen.iter().map(|(&h, &v)| (h, v)).collect();
+                        let mut grams: Vec<(u64, f64)> =
+                            seen.iter().map(|(&h, &v)| (h, v)).collect();
                         grams.sort_by_key(|g| g.0);
                         for (h, v) in grams {
                             total += f64::from(v as f32);
@@ -494,7 +498,7 @@ impl Decontaminate {
         let mut seen: HashSet<u64, IdBuild> = HashSet::default();
         // Per touched item: summed weight. Hits: (postings, span) of each distinct n-gram.
         let mut acc: HashMap<u32, (f64, u32), IdBuild> = HashMap::default();
-        let mut hits: Vec<(&[(u32, f32)], Range<usize>)> = Vec::new();
+        let mut hits: Vec<Hit> = Vec::new();
         for win in toks.windows(n) {
             let h = ngram_hash(win, &mut buf);
             if let Some(post) = self.index.get(h) {
@@ -513,7 +517,11 @@ impl Decontaminate {
             .map(|(item, (w, k))| {
                 let it = &self.items[item as usize];
                 // Summation order differs from the index's: all found is exactly 1.
-                let c = if k >= it.ngrams { 1.0 } else { (w / it.total).min(1.0) };
+                let c = if k >= it.ngrams {
+                    1.0
+                } else {
+                    (w / it.total).min(1.0)
+                };
                 (item, c)
             })
             .collect();
@@ -587,8 +595,7 @@ impl Transform for Decontaminate {
                 docs_partial[*b as usize] += 1;
             }
             if scan.best_item.is_some() {
-                doc.attrs
-                    .insert("decontaminate.coverage".into(), scan.best);
+                doc.attrs.insert("decontaminate.coverage".into(), scan.best);
             }
             let Some(&(best, cov)) = scan.flagged.first() else {
                 out.emit(doc);
@@ -748,8 +755,9 @@ mod tests {
                 assert_eq!(ri.reason, "contaminated");
                 let idx = qs.iter().position(|x| x == *q).unwrap();
                 assert!(
-                    ri.detail
-                        .starts_with(&format!("benchmark=gsm8k item={idx} index={idx} coverage=1.000")),
+                    ri.detail.starts_with(&format!(
+                        "benchmark=gsm8k item={idx} index={idx} coverage=1.000"
+                    )),
                     "{}",
                     ri.detail
                 );
@@ -757,9 +765,15 @@ mod tests {
             }
         }
         let st = d.stats().unwrap();
-        assert_eq!(st["benchmarks"]["gsm8k"]["docs_matched"], 3 * n_planted as u64);
+        assert_eq!(
+            st["benchmarks"]["gsm8k"]["docs_matched"],
+            3 * n_planted as u64
+        );
         // The half questions overlap (below min_coverage), in each of the three runs.
-        assert_eq!(st["benchmarks"]["gsm8k"]["docs_partial"], 3 * n_planted as u64);
+        assert_eq!(
+            st["benchmarks"]["gsm8k"]["docs_partial"],
+            3 * n_planted as u64
+        );
         assert_eq!(st["benchmarks"]["gsm8k"]["entries"], 1319);
         assert_eq!(st["benchmarks"]["gaokao_zh"]["entries"], 1249);
         assert_eq!(st["benchmarks"]["gaokao_zh"]["entries_too_short"], 0);

@@ -27,18 +27,41 @@ const NGRAM_SEED: u64 = 0x4E47_5241_4D55_4E31; // "NGRAMUN1"
 
 /// LaTeX names of Greek letters.
 const GREEK: &[(&str, char)] = &[
-    ("alpha", 'α'), ("beta", 'β'), ("gamma", 'γ'), ("delta", 'δ'), ("epsilon", 'ε'),
-    ("varepsilon", 'ε'), ("zeta", 'ζ'), ("eta", 'η'), ("theta", 'θ'), ("vartheta", 'θ'),
-    ("iota", 'ι'), ("kappa", 'κ'), ("lambda", 'λ'), ("mu", 'μ'), ("nu", 'ν'), ("xi", 'ξ'),
-    ("pi", 'π'), ("varpi", 'π'), ("rho", 'ρ'), ("varrho", 'ρ'), ("sigma", 'σ'),
-    ("varsigma", 'σ'), ("tau", 'τ'), ("upsilon", 'υ'), ("phi", 'φ'), ("varphi", 'φ'),
-    ("chi", 'χ'), ("psi", 'ψ'), ("omega", 'ω'),
+    ("alpha", 'α'),
+    ("beta", 'β'),
+    ("gamma", 'γ'),
+    ("delta", 'δ'),
+    ("epsilon", 'ε'),
+    ("varepsilon", 'ε'),
+    ("zeta", 'ζ'),
+    ("eta", 'η'),
+    ("theta", 'θ'),
+    ("vartheta", 'θ'),
+    ("iota", 'ι'),
+    ("kappa", 'κ'),
+    ("lambda", 'λ'),
+    ("mu", 'μ'),
+    ("nu", 'ν'),
+    ("xi", 'ξ'),
+    ("pi", 'π'),
+    ("varpi", 'π'),
+    ("rho", 'ρ'),
+    ("varrho", 'ρ'),
+    ("sigma", 'σ'),
+    ("varsigma", 'σ'),
+    ("tau", 'τ'),
+    ("upsilon", 'υ'),
+    ("phi", 'φ'),
+    ("varphi", 'φ'),
+    ("chi", 'χ'),
+    ("psi", 'ψ'),
+    ("omega", 'ω'),
 ];
 
 /// LaTeX function names written as words when rendered.
 const FUNCTIONS: &[&str] = &[
-    "sin", "cos", "tan", "cot", "sec", "csc", "arcsin", "arccos", "arctan", "sinh", "cosh",
-    "tanh", "log", "ln", "lg", "exp", "lim", "max", "min", "sup", "inf", "det", "gcd", "bmod",
+    "sin", "cos", "tan", "cot", "sec", "csc", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh",
+    "log", "ln", "lg", "exp", "lim", "max", "min", "sup", "inf", "det", "gcd", "bmod",
 ];
 
 fn is_greek(c: char) -> bool {
@@ -175,7 +198,10 @@ pub fn token_weights(text: &str, toks: &[Token], cap: usize) -> Vec<f64> {
     toks.iter()
         .enumerate()
         .map(|(i, t)| {
-            let next = toks.get(i + 1).map_or(end, |n| n.span.start).max(t.span.end);
+            let next = toks
+                .get(i + 1)
+                .map_or(end, |n| n.span.start)
+                .max(t.span.end);
             text[t.span.start..next].chars().count().clamp(1, cap) as f64
         })
         .collect()

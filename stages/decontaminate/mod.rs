@@ -202,7 +202,7 @@ fn expand_one(p: &str) -> Result<Vec<String>> {
     crate::io::expand_paths(&[p.to_string()])
 }
 
-/// Keys are xxh3 values already: use them as their own hash.
+/// Keys are xxh3 values already: use them as their own hash (item ids are mixed).
 #[derive(Default)]
 struct IdHasher(u64);
 
@@ -217,6 +217,11 @@ impl Hasher for IdHasher {
     }
     fn write_u64(&mut self, n: u64) {
         self.0 = n;
+    }
+    /// Item ids are small integers: spread them over all 64 bits (Fibonacci hashing), as
+    /// the table uses both the low and the high bits.
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 

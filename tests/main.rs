@@ -5,6 +5,7 @@ mod accounting;
 mod audit;
 mod classifier;
 mod common;
+mod decontam;
 mod dedup;
 mod engine;
 mod mix;

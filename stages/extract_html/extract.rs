@@ -1036,3 +1036,136 @@ fn select(blocks: &[Block], p: &Params) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P1: &str = "新华社上海11月30日电，中共中央总书记习近平30日上午在上海主持召开座谈会并发表重要讲话。";
+    const P2: &str = "他强调，深入推进长三角一体化发展，进一步提升创新能力、产业竞争力、发展能级。";
+    const P3: &str = "要完整、准确、全面贯彻新发展理念，紧扣一体化和高质量这两个关键词。";
+
+    fn text(html: &str) -> String {
+        extract(html, &Params::default()).text
+    }
+
+    #[test]
+    fn unclosed_head_closes_implicitly() {
+        let t = text(&format!(
+            "<html><head><title>t</title><body><p>{P1}</p><p>{P2}</p>"
+        ));
+        assert_eq!(t, format!("{P1}\n{P2}"));
+        // No <body> at all, and text straight after the head's content.
+        let t = text(&format!("<head><meta charset=utf-8><title>t</title>{P1}<p>{P2}"));
+        assert_eq!(t, format!("{P1}\n{P2}"));
+        let t = text(&format!("<html><head><title>t</title><div>{P1}</div>"));
+        assert_eq!(t, P1);
+        // Head content stays out.
+        let ex = extract(
+            &format!("<head><title>标题</title><style>p{{}}</style><script>x</script><p>{P1}"),
+            &Params::default(),
+        );
+        assert_eq!((ex.title.as_str(), ex.text.as_str()), ("标题", P1));
+    }
+
+    #[test]
+    fn implied_end_tags_split_blocks() {
+        // <p> closed by the next <p> and by a block start.
+        let t = text(&format!("<body><p>{P1}<p>{P2}<div>{P3}</div>"));
+        assert_eq!(t, format!("{P1}\n{P2}\n{P3}"));
+        // <li> closed by the next <li>; a nested list does not close the outer item.
+        let t = text(&format!(
+            "<body><p>{P1}</p><ul><li>{P2}<ul><li>{P3}</ul><li>{P1}</ul><p>{P2}"
+        ));
+        assert_eq!(t, format!("{P1}\n{P2}\n{P3}\n{P1}\n{P2}"));
+        // <td>/<tr> closed implicitly.
+        let t = text(&format!(
+            "<body><p>{P1}</p><table><tr><td>{P2}<td>{P3}<tr><td>{P1}</table><p>{P2}"
+        ));
+        assert_eq!(t, format!("{P1}\n{P2}\n{P3}\n{P1}\n{P2}"));
+        // <dt>/<dd> and <option>.
+        let t = text(&format!(
+            "<body><dl><dt>{P1}<dd>{P2}<dt>{P3}</dl><select><option>选项一<option>选项二</select>"
+        ));
+        assert_eq!(t, format!("{P1}\n{P2}\n{P3}"));
+    }
+
+    #[test]
+    fn stray_end_tags_do_not_close_outer_elements() {
+        // `</div>` inside a table cell does not close the div around the table (it is out of
+        // scope), so the boilerplate container ends where its own end tag says.
+        let t = text(&format!(
+            "<body><div class=\"sidebar\"><a href=/>首页</a></div><div id=content><table><tr><td>{P1}</div>{P2}</td></tr></table><p>{P3}</p></div>"
+        ));
+        assert_eq!(t, format!("{P1}{P2}\n{P3}"));
+        // An unclosed <a> does not turn the rest of the page into link text.
+        let t = text(&format!(
+            "<body><p><a href=/x>相关链接<p><a href=/y>另一个<p>{P1}<p>{P2}"
+        ));
+        assert_eq!(t, format!("{P1}\n{P2}"));
+        // `</span>` does not close past a block.
+        let t = text(&format!("<body><span><p>{P1}</span>{P2}</p>"));
+        assert_eq!(t, format!("{P1}{P2}"));
+    }
+
+    #[test]
+    fn tables_and_lists_of_the_article_are_kept() {
+        let html = format!(
+            "<body><div class=nav><a href=/>首页</a> <a href=/a>新闻</a></div><article><h1>雄安新区</h1><p>{P1}</p>\
+             <table class=infobox><tr><th>面积</th><td>1770平方公里</td></tr><tr><th>人口</th><td>约120万人</td></tr></table>\
+             <p>{P2}</p><ul><li>雄县：位于新区东部，历史悠久。</li><li>容城县：位于新区北部，交通便利。</li><li>安新县：白洋淀所在地。</li></ul>\
+             <p>{P3}</p></article>"
+        );
+        let t = text(&html);
+        for want in ["1770平方公里", "约120万人", "雄县：位于新区东部", "安新县：白洋淀所在地。", P1, P3] {
+            assert!(t.contains(want), "{want} missing: {t}");
+        }
+        assert!(!t.contains("首页"), "{t}");
+    }
+
+    #[test]
+    fn comment_threads_dropped_around_an_article_kept_as_a_thread() {
+        let comments = "<div class=\"comment-list\"><div class=item><span>上海网友</span><p>支持平台做法，今天擦边不管，明天就啥都敢露。</p><span>回复</span></div>\
+             <div class=item><span>吉林网友</span><p>网红直播就是个得寸进尺的市场，也要对孩子有个健康的成长环境。</p></div></div>";
+        let article = format!(
+            "<body><div id=main><p>{P1}</p><p>{P2}</p><p>{P3}</p><p>{P1}</p><p>{P2}</p><p>{P3}</p></div>{comments}"
+        );
+        let t = text(&article);
+        assert!(t.contains(P3), "{t}");
+        assert!(!t.contains("得寸进尺"), "comments kept: {t}");
+        // A thread page: the posts are the content, even when marked up as comments.
+        let t = text(&format!("<body><h1>请教一个问题</h1>{comments}"));
+        assert!(t.contains("得寸进尺") && t.contains("擦边不管"), "{t}");
+        // Code comments in an article (`<span class="hljs-comment">`) are not threads.
+        let t = text(&format!(
+            "<body><p>{P1}</p><pre><code><span class=\"hljs-comment\"># 使用which命令判断命令是否存在</span>\nwhich docker</code></pre><p>{P2}</p>"
+        ));
+        assert!(t.contains("# 使用which命令"), "{t}");
+    }
+
+    #[test]
+    fn archive_widgets_and_teasers_dropped() {
+        let html = format!(
+            "<body><div class=post><p>{P1}</p><p>{P2}</p><p>{P3}</p></div>\
+             <div class=\"widget widget_archive\"><h2>文章归档</h2><ul><li><a href=/2019/05>2019年五月</a>（3）</li><li><a href=/2019/04>2019年四月</a>（5）</li><li>2019年三月（2）</li></ul></div>\
+             <ul class=list><li><h3><a href=/n/1>第37届大众电影百花奖入围名单公示</a></h3><p>近日，第37届大众电影百花奖各奖项入围名单公示，经全国观众投票，将评选出每个奖项五个提名。...</p></li>\
+             <li><p>新加坡航空公司一架客机21日在飞行过程中遭遇严重气流颠簸，随后紧急降落在泰国曼谷机场。...<a href=/n/2>【详细】</a></p></li></ul>"
+        );
+        let t = text(&html);
+        assert_eq!(t, format!("{P1}\n{P2}\n{P3}"));
+        // One ellipsis, or a Chinese ellipsis, is text.
+        let t = text(&format!("<body><p>{P1}</p><p>他沉默了很久，终于开口说道：“其实我早就知道了……”</p><p>{P2}</p>"));
+        assert!(t.contains("早就知道了……"), "{t}");
+        assert_eq!(teaser("摘要文字...【详细】"), Some(true));
+        assert_eq!(teaser("摘要文字…"), Some(false));
+        assert_eq!(teaser("他说……"), None);
+    }
+
+    #[test]
+    fn entities_beyond_the_old_list() {
+        let t = text(&format!(
+            "<body><p>Caf&eacute; Stra&szlig;e M&uuml;nchen &hellip; na&iuml;ve &Aring;ngstr&ouml;m &frac12; &rarr; &le; {P1}</p>"
+        ));
+        assert!(t.starts_with("Café Straße München … naïve Ångström ½ → ≤ "), "{t}");
+    }
+}

@@ -15,42 +15,9 @@ pub fn root() -> PathBuf {
 
 /// The sluice binary.
 pub fn bin() -> Command {
-    let mut c = Command::new(sluice_exe());
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
     c.current_dir(root());
     c
-}
-
-/// The `sluice` binary built from this checkout. Several checkouts (git worktrees) may
-/// share one `CARGO_TARGET_DIR`, and then `target/debug/sluice` is whichever checkout built
-/// last; the binary under `deps/` whose fingerprint is a `bin-sluice` and whose dep-info
-/// names this checkout's `pipeline/main.rs` is ours. A single checkout falls back to
-/// `CARGO_BIN_EXE_sluice`.
-pub fn sluice_exe() -> PathBuf {
-    let up = PathBuf::from(env!("CARGO_BIN_EXE_sluice"));
-    let Some(dir) = up.parent() else {
-        return up;
-    };
-    let main_rs = format!("{}/pipeline/main.rs", root().display());
-    let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
-    for e in std::fs::read_dir(dir.join(".fingerprint")).into_iter().flatten().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !name.starts_with("sluice-") || !e.path().join("bin-sluice").exists() {
-            continue;
-        }
-        let exe = dir.join("deps").join(&name);
-        let Ok(d) = std::fs::read_to_string(dir.join("deps").join(format!("{name}.d"))) else {
-            continue;
-        };
-        if !d.contains(&main_rs) {
-            continue;
-        }
-        if let Ok(t) = std::fs::metadata(&exe).and_then(|m| m.modified()) {
-            if best.as_ref().is_none_or(|b| t > b.0) {
-                best = Some((t, exe));
-            }
-        }
-    }
-    best.map(|b| b.1).unwrap_or(up)
 }
 
 /// Run a config given as YAML text in-process.

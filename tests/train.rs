@@ -425,7 +425,7 @@ fn every_training_config_parses() {
 fn feed_reads_a_real_run_directory() {
     let out = std::env::temp_dir().join(format!("sluice-train-run-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let st = Command::new(crate::common::sluice_exe())
+    let st = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .current_dir(root())
         .args([
             "run",

@@ -280,24 +280,26 @@ fn is_cjk_multibyte(enc: &'static Encoding) -> bool {
 pub const MIN_CJK_OVER_LABEL: usize = 20;
 
 /// Whether `text`, decoded from bytes a single-byte label claimed, reads as CJK text: at
-/// least [`MIN_CJK_OVER_LABEL`] CJK characters, making up ≥ 90% of its non-ASCII letters
-/// and symbols (CJK punctuation and full-width forms count as CJK).
+/// least [`MIN_CJK_OVER_LABEL`] CJK characters (Han, kana, Hangul), making up ≥ 90% of its
+/// non-ASCII letters. Punctuation and symbols (`“”`, `·`, `—`, `©`) are neutral: Chinese
+/// text uses them, and they say nothing about the script.
 pub fn plausible_cjk(text: &str) -> bool {
-    let (mut non_ascii, mut cjk) = (0usize, 0usize);
+    let (mut letters, mut cjk) = (0usize, 0usize);
     for c in text.chars() {
-        if c.is_ascii() || c == '\u{a0}' {
+        if c.is_ascii() {
             continue;
         }
-        non_ascii += 1;
         if matches!(c as u32,
-            0x3000..=0x30ff | 0x3400..=0x4dbf | 0x4e00..=0x9fff | 0xac00..=0xd7af
-            | 0xf900..=0xfaff | 0xff00..=0xffef | 0x1100..=0x11ff | 0x3130..=0x318f
-            | 0x20000..=0x2ffff)
+            0x3040..=0x30ff | 0x3400..=0x4dbf | 0x4e00..=0x9fff | 0xac00..=0xd7af
+            | 0xf900..=0xfaff | 0x1100..=0x11ff | 0x3130..=0x318f | 0x20000..=0x2ffff)
         {
             cjk += 1;
+            letters += 1;
+        } else if c.is_alphabetic() {
+            letters += 1;
         }
     }
-    cjk >= MIN_CJK_OVER_LABEL && cjk * 10 >= non_ascii * 9
+    cjk >= MIN_CJK_OVER_LABEL && cjk * 10 >= letters * 9
 }
 
 fn decode_with(bytes: &[u8], enc: &'static Encoding) -> (String, usize) {

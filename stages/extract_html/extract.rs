@@ -863,6 +863,11 @@ pub fn extract(page: &str, p: &Params) -> Extracted {
     b.flush();
     judge_regions(&mut b.blocks, &b.regions, p);
     drop_teasers(&mut b.blocks);
+    for blk in &mut b.blocks {
+        if is_byline(blk) {
+            blk.forced_bad = true;
+        }
+    }
     out.title = raw_title.unwrap_or_default();
     out.text = select(&b.blocks, p);
     out
@@ -920,36 +925,74 @@ fn judge_regions(blocks: &mut [Block], regions: &[(usize, usize, Soft)], p: &Par
     }
 }
 
-/// Whether a block is a teaser: a summary of another page cut off with an ellipsis, perhaps
-/// followed by a short "more" link (`…摘要...【详细】`, `...阅读全文`, `... Read more`).
-/// Returns `None` for no teaser, `Some(true)` when a "more" marker follows the ellipsis.
+/// Whether a block is a teaser: a summary of another page, cut off with an ellipsis and/or
+/// followed by a "more" link (`…摘要...`, `…摘要。【详细】`, `...阅读全文`, `... Read more`).
+/// Returns `None` for no teaser, `Some(true)` when it ends with a "more" marker.
 /// A proper Chinese ellipsis (`……`, two characters) ends sentences in real text (novels,
 /// dialogue) and does not count.
 fn teaser(text: &str) -> Option<bool> {
+    const MORE: &[&str] = &[
+        "阅读全文", "查看全文", "全文", "详细", "详情", "更多", "Read more", "read more", "More",
+        "more",
+    ];
     let mut t = text.trim_end();
     let mut more = false;
-    // A trailing short bracketed link: 【详细】 [更多] (全文)
+    // A trailing bracketed "more" link: 【详细】 [更多] (全文)
     for (open, close) in [('【', '】'), ('[', ']'), ('(', ')'), ('（', '）')] {
         if let Some(inner) = t.strip_suffix(close) {
             if let Some(i) = inner.rfind(open) {
-                if inner[i..].chars().count() <= 8 {
+                let word = inner[i + open.len_utf8()..].trim();
+                if MORE.iter().any(|m| word.trim_end_matches(['>', '»', '…', '.']) == *m) {
                     t = inner[..i].trim_end();
                     more = true;
                 }
             }
         }
     }
-    for m in [
-        "阅读全文", "查看全文", "全文", "详细", "详情", "更多", "Read more", "read more", "More",
-        "more",
-    ] {
-        if let Some(x) = t.strip_suffix(m) {
-            t = x.trim_end();
-            more = true;
-            break;
+    if !more {
+        for m in MORE {
+            if let Some(x) = t.strip_suffix(m) {
+                if x.ends_with("...") || x.ends_with('…') {
+                    t = x.trim_end();
+                    more = true;
+                }
+                break;
+            }
         }
     }
-    (t.ends_with("...") || (t.ends_with('…') && !t.ends_with("……"))).then_some(more)
+    let ellipsis = t.ends_with("...") || (t.ends_with('…') && !t.ends_with("……"));
+    (ellipsis || more).then_some(more)
+}
+
+/// Whether a short block is a byline or dateline (`发稿时间：2024-05-20 13:15 来源：…`,
+/// `作者：… 2020年01月12日 浏览：272`): a date plus a metadata word. It describes the page
+/// rather than being its text (the title and date belong in metadata).
+fn is_byline(b: &Block) -> bool {
+    const WORDS: &[&str] = &[
+        "来源", "作者", "发布", "时间", "浏览", "编辑", "阅读", "点击", "字号", "责编", "记者",
+        "Source", "Posted", "Published", "Updated", "By ",
+    ];
+    if b.chars > 60 || b.punct > 3 {
+        return false;
+    }
+    has_date(&b.text) && WORDS.iter().any(|w| b.text.contains(w))
+}
+
+/// A date like `2024-05-20`, `2024/5/20`, `2024.05.20` or `2024年5月20日`.
+fn has_date(t: &str) -> bool {
+    let c: Vec<char> = t.chars().collect();
+    for i in 0..c.len() {
+        if i + 4 < c.len() && c[i..i + 4].iter().all(|x| x.is_ascii_digit()) {
+            let sep = c[i + 4];
+            if matches!(sep, '-' | '/' | '.' | '年')
+                && c.get(i + 5).is_some_and(|x| x.is_ascii_digit())
+                && (i == 0 || !c[i - 1].is_ascii_digit())
+            {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// Teasers come in lists (related news, "more from this channel", search results), each
@@ -964,15 +1007,16 @@ fn drop_teasers(blocks: &mut [Block]) {
     let teasers: Vec<usize> = (0..blocks.len())
         .filter(|&i| {
             !blocks[i].forced_bad
-                && teaser(&blocks[i].text)
-                    .is_some_and(|more| more || (i > 0 && linked(&blocks[i - 1])))
+                && blocks[i].text.lines().any(|l| {
+                    teaser(l).is_some_and(|more| more || (i > 0 && linked(&blocks[i - 1])))
+                })
         })
         .collect();
     // A rule that would remove most of the page is more likely wrong than the page is all
     // teasers: keep them when they hold half the text or more.
     let teaser_chars: usize = teasers.iter().map(|&i| blocks[i].chars).sum();
     let all_chars: usize = blocks.iter().filter(|b| !b.forced_bad).map(|b| b.chars).sum();
-    if teasers.len() >= 2 && teaser_chars * 2 < all_chars {
+    if teasers.len() >= 2 && teaser_chars < all_chars * 9 / 10 {
         for i in teasers {
             blocks[i].forced_bad = true;
         }
@@ -1157,8 +1201,11 @@ mod tests {
         let t = text(&format!("<body><p>{P1}</p><p>他沉默了很久，终于开口说道：“其实我早就知道了……”</p><p>{P2}</p>"));
         assert!(t.contains("早就知道了……"), "{t}");
         assert_eq!(teaser("摘要文字...【详细】"), Some(true));
+        assert_eq!(teaser("摘要文字。【详细】"), Some(true));
+        assert_eq!(teaser("摘要文字…阅读全文"), Some(true));
         assert_eq!(teaser("摘要文字…"), Some(false));
         assert_eq!(teaser("他说……"), None);
+        assert_eq!(teaser("见附件【图表一】"), None);
     }
 
     #[test]

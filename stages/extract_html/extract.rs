@@ -864,10 +864,12 @@ pub fn extract(page: &str, p: &Params) -> Extracted {
     judge_regions(&mut b.blocks, &b.regions, p);
     drop_teasers(&mut b.blocks);
     for blk in &mut b.blocks {
-        if is_byline(blk) {
+        if is_byline(blk) || is_legal_line(blk) {
             blk.forced_bad = true;
         }
     }
+    let title = raw_title.as_deref().unwrap_or("");
+    drop_title_heading(&mut b.blocks, title);
     out.title = raw_title.unwrap_or_default();
     out.text = select(&b.blocks, p);
     out
@@ -976,6 +978,35 @@ fn is_byline(b: &Block) -> bool {
         return false;
     }
     has_date(&b.text) && WORDS.iter().any(|w| b.text.contains(w))
+}
+
+/// Whether a short block is a site's legal footer line: copyright, ICP licence numbers
+/// (every site hosted in mainland China must show one), public-security filing numbers,
+/// platform disclaimers.
+fn is_legal_line(b: &Block) -> bool {
+    const MARKS: &[&str] = &[
+        "版权所有", "ICP备", "ICP证", "公网安备", "Copyright", "copyright", "©", "免责声明",
+        "All rights reserved", "All Rights Reserved",
+    ];
+    b.chars <= 120 && MARKS.iter().any(|m| b.text.contains(m))
+}
+
+/// The page's own headline duplicates `meta.title`: drop the first heading block whose text
+/// the `<title>` contains (`<title>` is usually "headline - site name").
+fn drop_title_heading(blocks: &mut [Block], title: &str) {
+    let norm = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+    let t = norm(title);
+    if t.is_empty() {
+        return;
+    }
+    if let Some(b) = blocks
+        .iter_mut()
+        .find(|b| b.heading && !b.forced_bad && b.chars >= 4)
+    {
+        if t.contains(&norm(&b.text)) {
+            b.forced_bad = true;
+        }
+    }
 }
 
 /// A date like `2024-05-20`, `2024/5/20`, `2024.05.20` or `2024年5月20日`.

@@ -238,6 +238,21 @@ fn is_cjk(c: char) -> bool {
     matches!(c as u32, 0x3040..=0x30ff | 0x3400..=0x4dbf | 0x4e00..=0x9fff | 0xf900..=0xfaff | 0xac00..=0xd7af | 0x3000..=0x303f | 0xff00..=0xffef | 0x20000..=0x2ffff)
 }
 
+/// Words in `class`/`id` that mark apparatus around an article, dropped outright however much
+/// text it holds: reference and citation lists, wiki navigation boxes, category links, edit
+/// links, and what a site marks as not for print.
+const DROP_WORDS: &[&str] = &[
+    "references",
+    "reflist",
+    "refbegin",
+    "footnotes",
+    "navbox",
+    "catlinks",
+    "editsection",
+    "printfooter",
+    "noprint",
+];
+
 /// Words in `class`/`id` that mark a reader comment thread.
 const COMMENT_WORDS: &[&str] = &[
     "comment",
@@ -263,10 +278,13 @@ fn boilerplate_kind(class_id: &str) -> Soft {
         .split(|c: char| !c.is_ascii_alphanumeric())
         .filter(|w| !w.is_empty() && w.len() <= 20)
     {
-        if BOILER_WORDS.iter().any(|b| w.eq_ignore_ascii_case(b)) {
-            return Soft::Boiler;
+        if DROP_WORDS.iter().any(|b| w.eq_ignore_ascii_case(b)) {
+            return Soft::Drop;
         }
-        if COMMENT_WORDS.iter().any(|b| w.eq_ignore_ascii_case(b)) {
+        if BOILER_WORDS.iter().any(|b| w.eq_ignore_ascii_case(b)) {
+            kind = Soft::Boiler;
+        }
+        if kind == Soft::No && COMMENT_WORDS.iter().any(|b| w.eq_ignore_ascii_case(b)) {
             kind = Soft::Comment;
         }
     }
@@ -274,9 +292,10 @@ fn boilerplate_kind(class_id: &str) -> Soft {
 }
 
 impl Soft {
-    /// The stronger of two verdicts (boilerplate over comment over nothing).
+    /// The stronger of two verdicts (drop over boilerplate over comment over nothing).
     fn max_with(self, other: Soft) -> Soft {
         match (self, other) {
+            (Soft::Drop, _) | (_, Soft::Drop) => Soft::Drop,
             (Soft::Boiler, _) | (_, Soft::Boiler) => Soft::Boiler,
             (Soft::Comment, _) | (_, Soft::Comment) => Soft::Comment,
             _ => Soft::No,
@@ -303,6 +322,8 @@ fn style_hidden(style: &str) -> bool {
 enum Soft {
     /// Not boilerplate-named.
     No,
+    /// Apparatus (references, navboxes): dropped with everything inside.
+    Drop,
     /// Navigation, sidebar, archive list, forum chrome...: dropped unless it holds at least
     /// [`SOFT_KEEP_CHARS`] of good text (real pages leave such containers unclosed, e.g. a
     /// `<div class="breadcrumb">` that swallows the whole article).
@@ -796,7 +817,7 @@ pub fn extract(page: &str, p: &Params) -> Extracted {
                 };
                 // A boilerplate-named block container is judged when the page is read;
                 // an inline one (`<span class="share">`) is dropped at once.
-                let soft = if block && b.d.drop == 0 {
+                let soft = if block && b.d.drop == 0 && soft_kind != Soft::Drop {
                     soft_kind
                 } else {
                     Soft::No
@@ -805,6 +826,7 @@ pub fn extract(page: &str, p: &Params) -> Extracted {
                     || header_outside_article
                     || hidden
                     || style_hidden(style)
+                    || soft_kind == Soft::Drop
                     || (soft_kind == Soft::Boiler && !block);
                 let link = name == "a";
                 if dropping {
@@ -906,7 +928,7 @@ fn judge_regions(blocks: &mut [Block], regions: &[(usize, usize, Soft)], p: &Par
                 }
             }
             Soft::Comment => in_comment[first..end].iter_mut().for_each(|c| *c = true),
-            Soft::No => {}
+            Soft::No | Soft::Drop => {}
         }
     }
     if !in_comment.contains(&true) {

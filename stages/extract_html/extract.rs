@@ -184,8 +184,6 @@ const BOILER_WORDS: &[&str] = &[
     "ads",
     "ad",
     "banner",
-    "popup",
-    "modal",
     "related",
     "recommend",
     "recommended",
@@ -240,7 +238,7 @@ fn is_cjk(c: char) -> bool {
 
 /// Words in `class`/`id` that mark apparatus around an article, dropped outright however much
 /// text it holds: reference and citation lists, wiki navigation boxes, category links, edit
-/// links, and what a site marks as not for print.
+/// links, what a site marks as not for print, and overlays.
 const DROP_WORDS: &[&str] = &[
     "references",
     "reflist",
@@ -251,6 +249,10 @@ const DROP_WORDS: &[&str] = &[
     "editsection",
     "printfooter",
     "noprint",
+    // Overlays: shown on demand over the page (report forms, login boxes, tooltips).
+    "modal",
+    "popup",
+    "tooltip",
 ];
 
 /// Words in `class`/`id` that mark a reader comment thread.

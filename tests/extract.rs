@@ -58,7 +58,10 @@ fn strip_tags(html: &str, tags: &[&str]) -> String {
 fn omitted_end_tags_and_unclosed_head_give_the_same_text() {
     let html = page();
     let base = text(&html);
-    assert!(base.contains("“心成长”青少年心理健康服务项目在北京市青年宫正式启动"), "{base}");
+    assert!(
+        base.contains("“心成长”青少年心理健康服务项目在北京市青年宫正式启动"),
+        "{base}"
+    );
     assert!(!base.contains("人民网版权所有"), "{base}");
     // `<head>` never closed, no `<body>`: browsers close the head implicitly.
     let no_head_end = strip_tags(&html, &["</head>", "<body"]);
@@ -67,7 +70,16 @@ fn omitted_end_tags_and_unclosed_head_give_the_same_text() {
     // Optional end tags omitted, as HTML allows.
     let stripped = strip_tags(
         &html,
-        &["</p>", "</li>", "</td>", "</tr>", "</th>", "</dd>", "</dt>", "</option>"],
+        &[
+            "</p>",
+            "</li>",
+            "</td>",
+            "</tr>",
+            "</th>",
+            "</dd>",
+            "</dt>",
+            "</option>",
+        ],
     );
     assert!(stripped.len() < html.len() && !stripped.contains("</p>"));
     assert_eq!(text(&stripped), base);
@@ -92,7 +104,12 @@ fn mislabelled_cjk_pages_decode_to_the_same_text() {
         assert!(!text(&latin).contains("心成长"));
         for http in [Some("text/html; charset=ISO-8859-1"), None] {
             let d = charset::decode(&bytes, http, Some(URL), true);
-            assert_eq!(d.evidence, Evidence::DetectedOverLabel, "{} {http:?}", enc.name());
+            assert_eq!(
+                d.evidence,
+                Evidence::DetectedOverLabel,
+                "{} {http:?}",
+                enc.name()
+            );
             assert_eq!(d.replacements, 0);
             assert_eq!(d.encoding, encoding_rs::GB18030);
             assert_eq!(text(&d.text), base, "{} {http:?}", enc.name());
@@ -122,8 +139,14 @@ fn ingest_records_detected_over_label() {
     let html = page();
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("mislabelled.warc");
-    let mut warc = warc_record("text/html; charset=iso-8859-1", &mislabelled(&html, encoding_rs::GBK));
-    warc.extend(warc_record("text/html; charset=windows-1252", &mislabelled(&html, encoding_rs::GB18030)));
+    let mut warc = warc_record(
+        "text/html; charset=iso-8859-1",
+        &mislabelled(&html, encoding_rs::GBK),
+    );
+    warc.extend(warc_record(
+        "text/html; charset=windows-1252",
+        &mislabelled(&html, encoding_rs::GB18030),
+    ));
     std::fs::write(&path, warc).expect("write");
     let cfg: Config =
         serde_json::from_value(serde_json::json!({"paths": [path.to_str().expect("utf8")]}))
@@ -148,7 +171,10 @@ fn ingest_records_detected_over_label() {
     let mut sink = CollectSink::default();
     src.read_path(p.to_str().expect("utf8"), &mut sink)
         .expect("read");
-    assert!(sink.docs.iter().any(|d| d.meta["charset"] == "windows-1252"));
+    assert!(sink
+        .docs
+        .iter()
+        .any(|d| d.meta["charset"] == "windows-1252"));
     assert!(sink
         .docs
         .iter()

@@ -531,8 +531,19 @@ fn is_boundary(name: &str, scope: Scope) -> bool {
         _ => {
             matches!(
                 name,
-                "applet" | "caption" | "html" | "table" | "td" | "th" | "marquee" | "object" | "template"
-            ) || matches!((scope, name), (Scope::Button, "button") | (Scope::ListItem, "ol" | "ul"))
+                "applet"
+                    | "caption"
+                    | "html"
+                    | "table"
+                    | "td"
+                    | "th"
+                    | "marquee"
+                    | "object"
+                    | "template"
+            ) || matches!(
+                (scope, name),
+                (Scope::Button, "button") | (Scope::ListItem, "ol" | "ul")
+            )
         }
     }
 }
@@ -689,8 +700,7 @@ impl Builder {
                 if self.stack.last().is_some_and(|o| o.name == "option") {
                     self.pop();
                 }
-                if name == "optgroup" && self.stack.last().is_some_and(|o| o.name == "optgroup")
-                {
+                if name == "optgroup" && self.stack.last().is_some_and(|o| o.name == "optgroup") {
                     self.pop();
                 }
             }
@@ -958,7 +968,15 @@ fn judge_regions(blocks: &mut [Block], regions: &[(usize, usize, Soft)], p: &Par
 /// dialogue) and does not count.
 fn teaser(text: &str) -> Option<bool> {
     const MORE: &[&str] = &[
-        "阅读全文", "查看全文", "全文", "详细", "详情", "更多", "Read more", "read more", "More",
+        "阅读全文",
+        "查看全文",
+        "全文",
+        "详细",
+        "详情",
+        "更多",
+        "Read more",
+        "read more",
+        "More",
         "more",
     ];
     let mut t = text.trim_end();
@@ -968,7 +986,10 @@ fn teaser(text: &str) -> Option<bool> {
         if let Some(inner) = t.strip_suffix(close) {
             if let Some(i) = inner.rfind(open) {
                 let word = inner[i + open.len_utf8()..].trim();
-                if MORE.iter().any(|m| word.trim_end_matches(['>', '»', '…', '.']) == *m) {
+                if MORE
+                    .iter()
+                    .any(|m| word.trim_end_matches(['>', '»', '…', '.']) == *m)
+                {
                     t = inner[..i].trim_end();
                     more = true;
                 }
@@ -995,8 +1016,22 @@ fn teaser(text: &str) -> Option<bool> {
 /// rather than being its text (the title and date belong in metadata).
 fn is_byline(b: &Block) -> bool {
     const WORDS: &[&str] = &[
-        "来源", "作者", "发布", "时间", "浏览", "编辑", "阅读", "点击", "字号", "责编", "记者",
-        "Source", "Posted", "Published", "Updated", "By ",
+        "来源",
+        "作者",
+        "发布",
+        "时间",
+        "浏览",
+        "编辑",
+        "阅读",
+        "点击",
+        "字号",
+        "责编",
+        "记者",
+        "Source",
+        "Posted",
+        "Published",
+        "Updated",
+        "By ",
     ];
     if b.chars > 60 || b.punct > 3 {
         return false;
@@ -1009,8 +1044,16 @@ fn is_byline(b: &Block) -> bool {
 /// platform disclaimers.
 fn is_legal_line(b: &Block) -> bool {
     const MARKS: &[&str] = &[
-        "版权所有", "ICP备", "ICP证", "公网安备", "Copyright", "copyright", "©", "免责声明",
-        "All rights reserved", "All Rights Reserved",
+        "版权所有",
+        "ICP备",
+        "ICP证",
+        "公网安备",
+        "Copyright",
+        "copyright",
+        "©",
+        "免责声明",
+        "All rights reserved",
+        "All Rights Reserved",
     ];
     b.chars <= 120 && MARKS.iter().any(|m| b.text.contains(m))
 }
@@ -1070,7 +1113,11 @@ fn drop_teasers(blocks: &mut [Block]) {
     // A rule that would remove most of the page is more likely wrong than the page is all
     // teasers: keep them when they hold half the text or more.
     let teaser_chars: usize = teasers.iter().map(|&i| blocks[i].chars).sum();
-    let all_chars: usize = blocks.iter().filter(|b| !b.forced_bad).map(|b| b.chars).sum();
+    let all_chars: usize = blocks
+        .iter()
+        .filter(|b| !b.forced_bad)
+        .map(|b| b.chars)
+        .sum();
     if teasers.len() >= 2 && teaser_chars < all_chars * 9 / 10 {
         for i in teasers {
             blocks[i].forced_bad = true;
@@ -1140,7 +1187,8 @@ fn select(blocks: &[Block], p: &Params) -> String {
 mod tests {
     use super::*;
 
-    const P1: &str = "新华社上海11月30日电，中共中央总书记习近平30日上午在上海主持召开座谈会并发表重要讲话。";
+    const P1: &str =
+        "新华社上海11月30日电，中共中央总书记习近平30日上午在上海主持召开座谈会并发表重要讲话。";
     const P2: &str = "他强调，深入推进长三角一体化发展，进一步提升创新能力、产业竞争力、发展能级。";
     const P3: &str = "要完整、准确、全面贯彻新发展理念，紧扣一体化和高质量这两个关键词。";
 
@@ -1155,7 +1203,9 @@ mod tests {
         ));
         assert_eq!(t, format!("{P1}\n{P2}"));
         // No <body> at all, and text straight after the head's content.
-        let t = text(&format!("<head><meta charset=utf-8><title>t</title>{P1}<p>{P2}"));
+        let t = text(&format!(
+            "<head><meta charset=utf-8><title>t</title>{P1}<p>{P2}"
+        ));
         assert_eq!(t, format!("{P1}\n{P2}"));
         let t = text(&format!("<html><head><title>t</title><div>{P1}</div>"));
         assert_eq!(t, P1);
@@ -1216,7 +1266,14 @@ mod tests {
              <p>{P3}</p></article>"
         );
         let t = text(&html);
-        for want in ["1770平方公里", "约120万人", "雄县：位于新区东部", "安新县：白洋淀所在地。", P1, P3] {
+        for want in [
+            "1770平方公里",
+            "约120万人",
+            "雄县：位于新区东部",
+            "安新县：白洋淀所在地。",
+            P1,
+            P3,
+        ] {
             assert!(t.contains(want), "{want} missing: {t}");
         }
         assert!(!t.contains("首页"), "{t}");
@@ -1253,7 +1310,9 @@ mod tests {
         let t = text(&html);
         assert_eq!(t, format!("{P1}\n{P2}\n{P3}"));
         // One ellipsis, or a Chinese ellipsis, is text.
-        let t = text(&format!("<body><p>{P1}</p><p>他沉默了很久，终于开口说道：“其实我早就知道了……”</p><p>{P2}</p>"));
+        let t = text(&format!(
+            "<body><p>{P1}</p><p>他沉默了很久，终于开口说道：“其实我早就知道了……”</p><p>{P2}</p>"
+        ));
         assert!(t.contains("早就知道了……"), "{t}");
         assert_eq!(teaser("摘要文字...【详细】"), Some(true));
         assert_eq!(teaser("摘要文字。【详细】"), Some(true));
@@ -1268,6 +1327,9 @@ mod tests {
         let t = text(&format!(
             "<body><p>Caf&eacute; Stra&szlig;e M&uuml;nchen &hellip; na&iuml;ve &Aring;ngstr&ouml;m &frac12; &rarr; &le; {P1}</p>"
         ));
-        assert!(t.starts_with("Café Straße München … naïve Ångström ½ → ≤ "), "{t}");
+        assert!(
+            t.starts_with("Café Straße München … naïve Ångström ½ → ≤ "),
+            "{t}"
+        );
     }
 }

@@ -536,12 +536,10 @@ mod tests {
             (GBK, zh),
         ];
         for (enc, text) in cases {
-            let page = format!("<html><head><title>x</title></head><body><p>{text}</p></body></html>");
+            let page =
+                format!("<html><head><title>x</title></head><body><p>{text}</p></body></html>");
             let (bytes, _, _) = enc.encode(&page);
-            for (http, meta) in [
-                (Some("text/html; charset=iso-8859-1"), false),
-                (None, true),
-            ] {
+            for (http, meta) in [(Some("text/html; charset=iso-8859-1"), false), (None, true)] {
                 let b = if meta {
                     let mut v = b"<meta charset=windows-1252>".to_vec();
                     v.extend_from_slice(&bytes);
@@ -550,7 +548,12 @@ mod tests {
                     bytes.to_vec()
                 };
                 let d = decode(&b, http, Some("http://example.com/"), true);
-                assert_eq!(d.evidence, Evidence::DetectedOverLabel, "{} {text}", enc.name());
+                assert_eq!(
+                    d.evidence,
+                    Evidence::DetectedOverLabel,
+                    "{} {text}",
+                    enc.name()
+                );
                 assert_eq!(d.encoding, normalize(enc));
                 assert!(d.text.contains(text), "{}", d.text);
                 assert_eq!(d.evidence.as_str(), "detected_over_label");
@@ -564,14 +567,23 @@ mod tests {
         // guess and the CJK share keep this German text Latin.
         let text = "Die Größe der Straße ist übermäßig; Grüße aus München, schöne Füße, Öl und Äpfel. Très élégant, déjà vu — señor, niño, café crème.";
         let (bytes, _, _) = WINDOWS_1252.encode(text);
-        let d = decode(&bytes, Some("text/html; charset=iso-8859-1"), Some("http://x.de/"), true);
+        let d = decode(
+            &bytes,
+            Some("text/html; charset=iso-8859-1"),
+            Some("http://x.de/"),
+            true,
+        );
         assert_eq!(d.evidence, Evidence::Http);
         assert_eq!(d.encoding, WINDOWS_1252);
         assert_eq!(d.text, text);
         // Too little CJK to overturn a label.
         assert!(!plausible_cjk("中文"));
         assert!(plausible_cjk(&"中文，标点。".repeat(5)));
-        assert!(!plausible_cjk(&format!("{}{}", "中文".repeat(10), "äöüßéèàç".repeat(5))));
+        assert!(!plausible_cjk(&format!(
+            "{}{}",
+            "中文".repeat(10),
+            "äöüßéèàç".repeat(5)
+        )));
     }
 
     #[test]

@@ -667,10 +667,8 @@ impl Builder {
                     }
                 }
             }
-            n if is_heading(n) => {
-                if self.stack.last().is_some_and(|o| is_heading(&o.name)) {
-                    self.pop();
-                }
+            n if is_heading(n) && self.stack.last().is_some_and(|o| is_heading(&o.name)) => {
+                self.pop();
             }
             "td" | "th" => {
                 if let Some(i) = self.in_scope(|n| n == "td" || n == "th", Scope::Table) {

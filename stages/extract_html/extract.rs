@@ -1031,7 +1031,8 @@ fn is_byline(b: &Block) -> bool {
         "Updated",
         "By ",
     ];
-    if b.chars > 60 || b.punct > 3 {
+    // Colons and dots are part of a byline (`时间：2024.05.20 来源：…`); a full stop is not.
+    if b.chars > 60 || b.text.contains(['。', '！', '？']) {
         return false;
     }
     has_date(&b.text) && WORDS.iter().any(|w| b.text.contains(w))

@@ -8,6 +8,7 @@ mod common;
 mod decontam;
 mod dedup;
 mod engine;
+mod extract;
 mod mix;
 #[cfg(feature = "cloud")]
 mod s3;

@@ -52,9 +52,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::document::DocBatch;
 use crate::error::{Error, Result};
-use crate::stage::{
-    parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED,
-};
+use crate::stage::{parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED, Checks};
 
 const ZH_SEED: u64 = 0x5A48_4E47_5241_4D31; // "ZHNGRAM1"
 const EN_SEED: u64 = 0x454E_4E47_5241_4D31; // "ENNGRAM1"
@@ -117,42 +115,28 @@ fn default_min_matches() -> usize {
 
 impl StageConfig for Config {
     fn validate(&self, _ctx: &BuildCtx) -> Vec<String> {
-        let mut p = Vec::new();
-        if self.benchmarks.is_empty() {
-            p.push("benchmarks: at least one benchmark is required".into());
-        }
-        if self.zh_ngram == 0 || self.en_ngram == 0 {
-            p.push("bad value: zh_ngram and en_ngram must be at least 1".into());
-        }
-        if self.min_matches == 0 {
-            p.push("bad value: min_matches must be at least 1".into());
-        }
+        let mut c = Checks::new();
+        c.non_empty("benchmarks", self.benchmarks.is_empty());
+        c.at_least("zh_ngram", self.zh_ngram, 1);
+        c.at_least("en_ngram", self.en_ngram, 1);
+        c.at_least("min_matches", self.min_matches, 1);
         let mut names = std::collections::BTreeSet::new();
         for (i, b) in self.benchmarks.iter().enumerate() {
             if b.name.is_empty() || !names.insert(b.name.clone()) {
-                p.push(format!(
-                    "benchmarks[{i}]: name must be non-empty and unique"
-                ));
+                c.problem(
+                    &format!("benchmarks[{i}].name"),
+                    "must be non-empty and unique",
+                );
             }
-            if b.fields.is_empty() {
-                p.push(format!(
-                    "benchmarks[{i}] ({}): fields: at least one field is required",
-                    b.name
-                ));
-            }
-            if b.paths.is_empty() {
-                p.push(format!(
-                    "benchmarks[{i}] ({}): paths: at least one path is required",
-                    b.name
-                ));
-            }
+            c.non_empty(&format!("benchmarks[{i}].fields"), b.fields.is_empty());
+            c.non_empty(&format!("benchmarks[{i}].paths"), b.paths.is_empty());
             for path in &b.paths {
                 if let Err(e) = expand_one(path) {
-                    p.push(format!("benchmarks[{i}] ({}): {e}", b.name));
+                    c.problem(&format!("benchmarks[{i}].paths"), e);
                 }
             }
         }
-        p
+        c.into_vec()
     }
 }
 

@@ -46,9 +46,7 @@ use serde::{Deserialize, Serialize};
 use crate::document::Document;
 use crate::error::{Error, Result};
 use crate::io::{check_paths, expand_paths, file_name, open_input};
-use crate::stage::{
-    parse_config, BuildCtx, Kind, Node, Role, Source, SourceSink, StageConfig, OUT_REJECTED,
-};
+use crate::stage::{parse_config, BuildCtx, Kind, Node, Role, Source, SourceSink, StageConfig, OUT_REJECTED, field_problem};
 
 /// How each record is read.
 #[derive(
@@ -134,14 +132,17 @@ impl StageConfig for Config {
     fn validate(&self, _ctx: &BuildCtx) -> Vec<String> {
         let mut p = check_paths("paths", &self.paths);
         if let Err(e) = Template::parse(&self.template) {
-            p.push(format!("template: {e}"));
+            p.push(field_problem("template", e));
         }
         match Template::parse(&self.turn_template) {
-            Err(e) => p.push(format!("turn_template: {e}")),
+            Err(e) => p.push(field_problem("turn_template", e)),
             Ok(t) => {
                 for f in t.fields() {
                     if f != "role" && f != "content" {
-                        p.push(format!("turn_template: unknown placeholder `{{{f}}}` (use {{role}} and {{content}})"));
+                        p.push(field_problem(
+                            "turn_template",
+                            format!("unknown placeholder `{{{f}}}` (use {{role}} and {{content}})"),
+                        ));
                     }
                 }
             }

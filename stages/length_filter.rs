@@ -22,9 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::document::DocBatch;
 use crate::error::Result;
-use crate::stage::{
-    parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED,
-};
+use crate::stage::{parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED, Checks};
 
 /// Config for `length_filter`.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
@@ -44,14 +42,9 @@ fn default_max() -> usize {
 
 impl StageConfig for Config {
     fn validate(&self, _ctx: &BuildCtx) -> Vec<String> {
-        let mut p = Vec::new();
-        if self.min_chars > self.max_chars {
-            p.push(format!(
-                "bad value: min_chars ({}) is greater than max_chars ({})",
-                self.min_chars, self.max_chars
-            ));
-        }
-        p
+        let mut c = Checks::new();
+        c.min_max("min_chars", self.min_chars, "max_chars", self.max_chars);
+        c.into_vec()
     }
 }
 

@@ -49,9 +49,7 @@ use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
 
 use crate::document::DocBatch;
 use crate::error::{Error, Result};
-use crate::stage::{
-    parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED,
-};
+use crate::stage::{parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED, field_problem};
 use crate::stages::segment_zh::is_han;
 
 /// Which OpenCC Traditional → Simplified config to use.
@@ -132,7 +130,10 @@ impl StageConfig for Config {
     fn validate(&self, _ctx: &BuildCtx) -> Vec<String> {
         let mut p = Vec::new();
         if self.fullwidth_punct && !self.fullwidth_ascii {
-            p.push("fullwidth_punct: requires fullwidth_ascii: true".to_string());
+            p.push(field_problem(
+                "fullwidth_punct",
+                "requires `fullwidth_ascii: true`",
+            ));
         }
         p
     }

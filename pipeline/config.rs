@@ -545,6 +545,45 @@ mod tests {
             "{e:?}"
         );
         assert!(e.iter().any(|p| p.contains("nodez")), "{e:?}");
-        assert!(e.iter().any(|p| p.contains("`nodes:`")), "{e:?}");
+        assert!(
+            e.contains(&r#"top level: field "nodes": missing (a mapping of named nodes)"#.into()),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn repeated_keys_are_reported_and_repeated_nodes_kept() {
+        let yaml = "run:\n  batch_size: 2\n  batch_size: 3\nnodes:\n  a:\n    kind: ingest_jsonl\n    paths: [x]\n    source: s\n    source: t\n    meta_fields: [u]\n  a:\n    kind: parquet_shards\n    inputs: [a]\n    compression: {x: 1, x: 2}\n";
+        let (spec, report) = parse_lenient(yaml, "t").unwrap();
+        assert_eq!(spec.run.batch_size, 2, "the first of a repeated key is used");
+        assert_eq!(spec.nodes.len(), 2);
+        assert_eq!(spec.nodes[0].params["source"], "s");
+        assert_eq!(
+            report.into_messages(&spec),
+            [
+                r#"run: field "batch_size": given 2 times; a key may appear once (the first is used)"#,
+                r#"node "a" #1 (ingest_jsonl): field "source": given 2 times; a key may appear once (the first is used)"#,
+                r#"node "a" #2 (parquet_shards): field "compression.x": given 2 times; a key may appear once (the first is used)"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn node_shape_problems_are_all_reported() {
+        let yaml = "nodes:\n  bad name:\n    inputs: 3\n  b: [1]\n  c:\n    kind: [x]\n    inputs: [a, 1]\n";
+        let (spec, report) = parse_lenient(yaml, "t").unwrap();
+        assert_eq!(
+            report.into_messages(&spec),
+            [
+                "node \"bad name\": bad name: names may contain only letters, digits, `_` and `-`",
+                "node \"bad name\": field \"inputs\": expected a list of `node` or `node.port`, got the number 3",
+                "node \"bad name\": field \"kind\": missing (`sluice stages` lists the kinds)",
+                "node \"b\": expected a mapping with `kind:`, got a list",
+                "node \"c\": field \"kind\": expected a kind name, got a list",
+                "node \"c\": field \"inputs[1]\": expected a string like `node` or `node.port`, got the number 1",
+            ]
+        );
+        assert!(parse("- a\n", "t").is_err());
+        assert!(parse("nodes: [\n", "t").unwrap_err()[0].starts_with("YAML syntax"));
     }
 }

@@ -372,3 +372,85 @@ pub fn build(graph: &Graph, base: &BuildCtx) -> Result<Vec<Node>, Vec<String>> {
 pub fn is_rejected(port: &str) -> bool {
     port == REJECTED
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    fn problems(yaml: &str) -> Vec<String> {
+        let spec = config::parse_lenient(yaml, "t").unwrap().0;
+        match validate(spec, &BuildCtx::for_validation(&Default::default())) {
+            Ok(_) => Vec::new(),
+            Err(p) => p,
+        }
+    }
+
+    #[test]
+    fn cycles_name_exactly_their_nodes() {
+        // a feeds b, b feeds c, c feeds a; d sits downstream of the cycle, e and f form a
+        // second one.
+        let p = problems(
+            "nodes:
+  src: {kind: ingest_jsonl, paths: [samples/text/cmrc2018_zh.jsonl]}
+  a: {kind: length_filter, inputs: [src, c]}
+  b: {kind: length_filter, inputs: [a]}
+  c: {kind: length_filter, inputs: [b]}
+  d: {kind: length_filter, inputs: [c.rejected, f]}
+  e: {kind: length_filter, inputs: [f]}
+  f: {kind: length_filter, inputs: [e]}
+  out: {kind: parquet_shards, inputs: [d, a.rejected, b.rejected, e.rejected, f.rejected]}
+",
+        );
+        let cycles: Vec<&String> = p.iter().filter(|m| m.starts_with("cycle")).collect();
+        assert_eq!(
+            cycles,
+            [
+                "cycle: a -> b -> c -> a (a node cannot read its own output, even through others)",
+                "cycle: e -> f -> e (a node cannot read its own output, even through others)",
+            ],
+            "{p:#?}"
+        );
+        assert_eq!(p.len(), 2, "{p:#?}");
+    }
+
+    #[test]
+    fn an_unknown_kind_hides_no_other_problem() {
+        let p = problems(
+            "nodes:
+  src: {kind: ingest_jsonl, paths: [samples/text/cmrc2018_zh.jsonl], max_line_bytes: 0}
+  f: {kind: lenght_filter, inputs: [src]}
+  g: {kind: length_filter, inputs: [f, src.nope], min_chars: x, max_chars: -1}
+  g2: {kind: length_filter, inputs: [g]}
+  out: {kind: parquet_shards, inputs: [g2, g], row_group_rows: 0}
+",
+        );
+        assert_eq!(
+            p,
+            [
+                r#"node "src" (ingest_jsonl): field "max_line_bytes": expected an integer >= 1, got 0"#,
+                r#"node "f": unknown kind "lenght_filter" (did you mean "length_filter"?); `sluice stages` lists them"#,
+                r#"node "g" (length_filter): field "inputs": "src.nope": node "src" has no port "nope" (ports: out, rejected)"#,
+                r#"node "g" (length_filter): field "min_chars": invalid type: string "x", expected an integer"#,
+                r#"node "g" (length_filter): field "max_chars": invalid value: integer `-1`, expected a non-negative integer"#,
+                r#"node "out" (parquet_shards): field "row_group_rows": expected an integer >= 1, got 0"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_names_are_reported_and_inputs_use_the_first() {
+        let p = problems(
+            "nodes:
+  src: {kind: ingest_jsonl, paths: [samples/text/cmrc2018_zh.jsonl]}
+  f: {kind: length_filter, inputs: [src]}
+  f: {kind: parquet_shards, inputs: [src.rejected]}
+  out: {kind: parquet_shards, inputs: [f]}
+",
+        );
+        assert_eq!(
+            p,
+            [r#"node "f" #3 (parquet_shards): duplicate node name: node #2 is also named "f"; names must be unique"#]
+        );
+    }
+}

@@ -855,3 +855,166 @@ impl From<Error> for Vec<String> {
         vec![e.to_string()]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[allow(dead_code)]
+    #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct Inner {
+        /// Required inside.
+        n: u32,
+        /// Optional inside.
+        #[serde(default)]
+        share: f64,
+    }
+
+    #[allow(dead_code)]
+    #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct Cfg {
+        /// Required.
+        paths: Vec<String>,
+        /// Optional.
+        #[serde(default)]
+        size: usize,
+        /// Optional.
+        #[serde(default)]
+        ratio: f64,
+        /// Optional, nested.
+        #[serde(default)]
+        by_lang: std::collections::BTreeMap<String, Inner>,
+        /// Optional enum.
+        #[serde(default)]
+        mode: Option<Mode>,
+    }
+
+    #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+    #[serde(rename_all = "lowercase")]
+    enum Mode {
+        /// One.
+        Local,
+        /// Many.
+        Distributed,
+    }
+
+    #[test]
+    fn every_bad_field_is_named_not_only_the_first() {
+        let f = deserialize_fields::<Cfg>(&json!({
+            "paths": ["a"],
+            "size": "big",
+            "sise": 1,
+            "ratio": [1],
+            "by_lang": {"zh": {"n": -1, "share": "x"}, "en": {"n": 5000000000u64}},
+            "mode": "distrib",
+        }));
+        assert_eq!(
+            f.problems,
+            [
+                r#"unknown field "sise" (did you mean "size"?)"#,
+                r#"field "size": invalid type: string "big", expected an integer"#,
+                r#"field "ratio": invalid type: sequence, expected a number"#,
+                r#"field "by_lang.zh.n": invalid value: integer `-1`, expected a non-negative integer"#,
+                r#"field "by_lang.zh.share": invalid type: string "x", expected a number"#,
+                r#"field "by_lang.en.n": invalid value: integer `5000000000`, expected an integer at most 4294967295"#,
+                r#"field "mode": unknown value "distrib" (did you mean "distributed"?); expected one of: local, distributed"#,
+            ]
+        );
+        // The good field survives; the bad ones fall back to their defaults.
+        let v = f.value.expect("only optional fields were bad");
+        assert_eq!(v.paths, ["a"]);
+        assert_eq!(v.size, 0);
+        assert_eq!(f.bad, ["sise", "size", "ratio", "by_lang", "mode"]);
+    }
+
+    #[test]
+    fn a_bad_required_field_is_not_also_missing() {
+        let f = deserialize_fields::<Cfg>(&json!({"paths": "a", "size": -1}));
+        assert_eq!(
+            f.problems,
+            [
+                r#"field "paths": invalid type: string "a", expected a list"#,
+                r#"field "size": invalid value: integer `-1`, expected a non-negative integer"#,
+            ]
+        );
+        assert!(f.value.is_none());
+        let f = deserialize_fields::<Cfg>(&json!({"size": 1}));
+        assert_eq!(
+            f.problems,
+            [r#"field "paths": missing (this field is required)"#]
+        );
+        let f = deserialize_fields::<Cfg>(&json!([1]));
+        assert_eq!(f.problems, ["expected a mapping of parameters, got a list"]);
+    }
+
+    #[test]
+    fn checks_word_every_problem_with_its_field() {
+        let mut c = Checks::new();
+        c.at_least("batch_size", 0usize, 1);
+        c.at_least("seq_len", 4usize, 2);
+        c.fraction("threshold", 1.5);
+        c.fraction("threshold", f64::NAN);
+        c.fraction_opt("share", Some(0.5));
+        c.number("tokens_per_byte", 0.0, (0.0, true), (10.0, true));
+        c.int_range("zstd_level", 23, 1, 22);
+        c.min_max("min_chars", 50, "max_chars", 10);
+        c.non_empty("label", true);
+        assert_eq!(
+            c.into_vec(),
+            [
+                r#"field "batch_size": expected an integer >= 1, got 0"#,
+                r#"field "threshold": expected a number in [0, 1], got 1.5"#,
+                r#"field "threshold": expected a number in [0, 1], got NaN"#,
+                r#"field "tokens_per_byte": expected a number in (0, 10), got 0"#,
+                r#"field "zstd_level": expected an integer in [1, 22], got 23"#,
+                r#"field "min_chars": expected at most "max_chars" (10), got 50"#,
+                r#"field "label": must not be empty"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn semantic_problems_of_bad_fields_are_dropped_and_the_rest_sorted() {
+        #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        struct Lf {
+            /// Min.
+            #[serde(default)]
+            min_chars: usize,
+            /// Max.
+            #[serde(default = "big")]
+            max_chars: usize,
+            /// Size.
+            #[serde(default = "one")]
+            size: usize,
+        }
+        fn big() -> usize {
+            usize::MAX
+        }
+        fn one() -> usize {
+            1
+        }
+        impl StageConfig for Lf {
+            fn validate(&self, _ctx: &BuildCtx) -> Vec<String> {
+                let mut c = Checks::new();
+                c.min_max("min_chars", self.min_chars, "max_chars", self.max_chars);
+                c.at_least("size", self.size, 1);
+                c.into_vec()
+            }
+        }
+        let ctx = BuildCtx::for_tests("t", "/tmp");
+        // max_chars is bad, so "min_chars > max_chars (its default)" would be noise.
+        let e = parse_config::<Lf>(&json!({"size": 0, "min_chars": 5, "max_chars": "x"}), &ctx)
+            .unwrap_err();
+        assert_eq!(
+            e,
+            [
+                r#"field "size": expected an integer >= 1, got 0"#,
+                r#"field "max_chars": invalid type: string "x", expected an integer"#,
+            ]
+        );
+    }
+}

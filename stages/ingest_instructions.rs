@@ -597,6 +597,12 @@ mod tests {
         assert_eq!(e.len(), 3, "{e:?}");
         let e = parse_config::<Config>(&serde_json::json!({"paths": [], "templat": "x"}), &ctx)
             .unwrap_err();
-        assert!(e[0].contains("did you mean `template`"), "{e:?}");
+        assert_eq!(
+            e,
+            [
+                r#"field "paths": at least one path is required"#,
+                r#"unknown field "templat" (did you mean "template"?)"#
+            ]
+        );
     }
 }

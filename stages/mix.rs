@@ -871,8 +871,8 @@ mod tests {
         .unwrap_err();
         let all = e.join("\n");
         assert!(all.contains("shares must sum to 1"), "{all}");
-        assert!(all.contains("input `syn` has no share"), "{all}");
-        assert!(all.contains("target.code: not an input"), "{all}");
+        assert!(all.contains(r#"input "syn" has no share"#), "{all}");
+        assert!(all.contains(r#"field "target.code": not an input"#), "{all}");
         assert!(all.contains("max_epochs.x"), "{all}");
     }
 }

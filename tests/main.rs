@@ -9,5 +9,6 @@ mod mix;
 mod s3;
 mod scale;
 mod train;
+mod validate;
 mod warc;
 mod zh;

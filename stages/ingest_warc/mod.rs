@@ -696,6 +696,10 @@ mod tests {
         let err =
             parse_config::<Config>(&serde_json::json!({"paths": ["a"], "mime_type": []}), &ctx)
                 .unwrap_err();
-        assert!(err[0].contains("did you mean `mime_types`"), "{err:?}");
+        assert!(
+            err.iter()
+                .any(|e| e.contains(r#"unknown field "mime_type" (did you mean "mime_types"?)"#)),
+            "{err:?}"
+        );
     }
 }

@@ -2,16 +2,23 @@
 //! each with a `kind`, optional `inputs` (`node` or `node.port`) and typed parameters.
 //!
 //! YAML is parsed with `serde_norway`, a maintained fork of the deprecated `serde_yaml`
-//! with the same API, then converted to `serde_json::Value` so every stage deserializes
-//! its typed `Config` the same way. Parsing collects every problem it can find rather
-//! than stopping at the first; [`crate::graph`] adds the structural checks.
+//! with the same API, into a value that keeps every mapping entry in order (so a node
+//! name or a key written twice is seen, not silently replaced by the last), then
+//! converted to `serde_json::Value` so every stage deserializes its typed `Config` the
+//! same way.
+//!
+//! Validation reports every problem at once, each naming its node and field: parsing
+//! goes on past a bad `run:` field or a bad node, [`crate::graph`] adds the structural
+//! checks (an unknown kind hides no other node's problems), and each node's builder adds
+//! its field problems ([`crate::stage::parse_config`]). A message reads
+//! `node "dedup" (minhash_dedup): field "threshold": expected a number in (0, 1], got 1.5`.
 
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
 use crate::stage::{
-    describe_value, deserialize_fields, field_problem, unknown_key_message, BuildCtx, RunSettings,
+    describe_value, deserialize_fields, field_problem, unknown_field_message, BuildCtx, RunSettings,
 };
 
 /// A reference to a node's output port.
@@ -159,7 +166,7 @@ pub fn parse_lenient(text: &str, path: &str) -> Result<(PipelineSpec, Report), V
             "nodes" => nodes_value = Some(value),
             _ => report.head.push(format!(
                 "top level: {}",
-                unknown_key_message(&key, &top_fields)
+                unknown_field_message(&key, &top_fields)
             )),
         }
     }
@@ -555,7 +562,10 @@ mod tests {
     fn repeated_keys_are_reported_and_repeated_nodes_kept() {
         let yaml = "run:\n  batch_size: 2\n  batch_size: 3\nnodes:\n  a:\n    kind: ingest_jsonl\n    paths: [x]\n    source: s\n    source: t\n    meta_fields: [u]\n  a:\n    kind: parquet_shards\n    inputs: [a]\n    compression: {x: 1, x: 2}\n";
         let (spec, report) = parse_lenient(yaml, "t").unwrap();
-        assert_eq!(spec.run.batch_size, 2, "the first of a repeated key is used");
+        assert_eq!(
+            spec.run.batch_size, 2,
+            "the first of a repeated key is used"
+        );
         assert_eq!(spec.nodes.len(), 2);
         assert_eq!(spec.nodes[0].params["source"], "s");
         assert_eq!(

@@ -450,7 +450,9 @@ mod tests {
         );
         assert_eq!(
             p,
-            [r#"node "f" #3 (parquet_shards): duplicate node name: node #2 is also named "f"; names must be unique"#]
+            [
+                r#"node "f" #3 (parquet_shards): duplicate node name: node #2 is also named "f"; names must be unique"#
+            ]
         );
     }
 }

@@ -471,7 +471,7 @@ pub fn deserialize_fields<C: DeserializeOwned + schemars::JsonSchema>(
     };
     for key in obj.keys() {
         if !allowed.contains(key) {
-            out.problems.push(unknown_key_message(key, &allowed));
+            out.problems.push(unknown_field_message(key, &allowed));
             out.bad.push(key.clone());
         }
     }
@@ -652,7 +652,10 @@ pub fn humanize_serde(msg: &str) -> String {
         let hint = crate::graph::nearest(got, &choices)
             .map(|c| format!(" (did you mean \"{c}\"?)"))
             .unwrap_or_default();
-        return format!("unknown value \"{got}\"{hint}; expected one of: {}", choices.join(", "));
+        return format!(
+            "unknown value \"{got}\"{hint}; expected one of: {}",
+            choices.join(", ")
+        );
     }
     let Some((head, expected)) = msg.rsplit_once(", expected ") else {
         return msg.to_string();
@@ -721,9 +724,18 @@ impl Checks {
         }
     }
     /// An integer within `[lo, hi]`.
-    pub fn int_range<T: PartialOrd + std::fmt::Display>(&mut self, field: &str, v: T, lo: T, hi: T) {
+    pub fn int_range<T: PartialOrd + std::fmt::Display>(
+        &mut self,
+        field: &str,
+        v: T,
+        lo: T,
+        hi: T,
+    ) {
         if v < lo || v > hi {
-            self.problem(field, format!("expected an integer in [{lo}, {hi}], got {v}"));
+            self.problem(
+                field,
+                format!("expected an integer in [{lo}, {hi}], got {v}"),
+            );
         }
     }
     /// A number in `[0, 1]` (shares, ratios, thresholds).
@@ -755,7 +767,7 @@ impl Checks {
     }
     /// A number that must be `>= min`.
     pub fn number_at_least(&mut self, field: &str, v: f64, min: f64) {
-        if !(v >= min) {
+        if v.is_nan() || v < min {
             self.problem(field, format!("expected a number >= {min}, got {v}"));
         }
     }
@@ -794,39 +806,20 @@ impl Checks {
     }
 }
 
-/// `unknown field "x" (did you mean "y"?)`, the wording of config validation.
-pub fn unknown_key_message(key: &str, allowed: &[String]) -> String {
-    match nearest_field(key, allowed) {
-        Some(a) => format!("unknown field \"{key}\" (did you mean \"{a}\"?)"),
+/// `unknown field "x" (did you mean "y"?)`, or the valid names when none is close.
+pub fn unknown_field_message(key: &str, allowed: &[String]) -> String {
+    let nearest = allowed
+        .iter()
+        .map(|a| (strsim::jaro_winkler(key, a), a))
+        .filter(|(s, _)| *s > 0.75)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match nearest {
+        Some((_, a)) => format!("unknown field \"{key}\" (did you mean \"{a}\"?)"),
         None if allowed.is_empty() => {
             format!("unknown field \"{key}\" (this kind takes no parameters)")
         }
         None => format!(
             "unknown field \"{key}\"; valid fields: {}",
-            allowed.join(", ")
-        ),
-    }
-}
-
-fn nearest_field<'a>(key: &str, allowed: &'a [String]) -> Option<&'a String> {
-    allowed
-        .iter()
-        .map(|a| (strsim::jaro_winkler(key, a), a))
-        .filter(|(s, _)| *s > 0.75)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, a)| a)
-}
-
-/// `unknown field `x`` with a "did you mean" suggestion from the allowed names (for
-/// keys outside a pipeline config, e.g. audit presets).
-pub fn unknown_field_message(key: &str, allowed: &[String]) -> String {
-    match nearest_field(key, allowed) {
-        Some(a) => format!("unknown field `{key}` (did you mean `{a}`?)"),
-        None if allowed.is_empty() => {
-            format!("unknown field `{key}` (this kind takes no parameters)")
-        }
-        None => format!(
-            "unknown field `{key}`; valid fields: {}",
             allowed.join(", ")
         ),
     }

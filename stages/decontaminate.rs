@@ -52,7 +52,9 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::document::DocBatch;
 use crate::error::{Error, Result};
-use crate::stage::{parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED, Checks};
+use crate::stage::{
+    parse_config, BuildCtx, Checks, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED,
+};
 
 const ZH_SEED: u64 = 0x5A48_4E47_5241_4D31; // "ZHNGRAM1"
 const EN_SEED: u64 = 0x454E_4E47_5241_4D31; // "ENNGRAM1"

@@ -46,7 +46,10 @@ use serde::{Deserialize, Serialize};
 use crate::document::Document;
 use crate::error::{Error, Result};
 use crate::io::{check_paths, expand_paths, file_name, open_input};
-use crate::stage::{parse_config, BuildCtx, Kind, Node, Role, Source, SourceSink, StageConfig, OUT_REJECTED, field_problem};
+use crate::stage::{
+    field_problem, parse_config, BuildCtx, Kind, Node, Role, Source, SourceSink, StageConfig,
+    OUT_REJECTED,
+};
 
 /// How each record is read.
 #[derive(

@@ -29,7 +29,9 @@ use serde::{Deserialize, Serialize};
 use crate::document::Document;
 use crate::error::Result;
 use crate::io::{check_paths, expand_paths, file_name, open_input};
-use crate::stage::{parse_config, BuildCtx, Kind, Node, Role, Source, SourceSink, StageConfig, OUT_REJECTED, Checks};
+use crate::stage::{
+    parse_config, BuildCtx, Checks, Kind, Node, Role, Source, SourceSink, StageConfig, OUT_REJECTED,
+};
 
 /// Config for `ingest_jsonl`.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]

@@ -25,7 +25,9 @@ use crate::arrow_io::string_column;
 use crate::document::Document;
 use crate::error::{Error, Result};
 use crate::io::{check_paths, expand_paths, file_name};
-use crate::stage::{parse_config, BuildCtx, Kind, Node, Role, Source, SourceSink, StageConfig, OUT_REJECTED, Checks};
+use crate::stage::{
+    parse_config, BuildCtx, Checks, Kind, Node, Role, Source, SourceSink, StageConfig, OUT_REJECTED,
+};
 
 /// Config for `ingest_parquet`.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]

@@ -35,7 +35,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::document::DocBatch;
 use crate::error::{Error, Result};
-use crate::stage::{check_file, parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED, field_problem};
+use crate::stage::{
+    check_file, field_problem, parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig,
+    Transform, OUT_REJECTED,
+};
 
 /// Config for `langid`.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]

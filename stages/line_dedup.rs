@@ -48,7 +48,9 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::document::{DocBatch, Document};
 use crate::error::Result;
-use crate::stage::{parse_config, BuildCtx, Emitter, Kind, Node, Role, Stage, StageConfig, OUT_REJECTED, Checks};
+use crate::stage::{
+    parse_config, BuildCtx, Checks, Emitter, Kind, Node, Role, Stage, StageConfig, OUT_REJECTED,
+};
 
 /// What counts as one unit of deduplication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

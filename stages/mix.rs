@@ -153,7 +153,12 @@ impl StageConfig for Config {
             }
             c.number(&format!("max_epochs.{k}"), *v, (0.0, true), (1000.0, false));
         }
-        c.number("tokens_per_byte", self.tokens_per_byte, (0.0, true), (10.0, true));
+        c.number(
+            "tokens_per_byte",
+            self.tokens_per_byte,
+            (0.0, true),
+            (10.0, true),
+        );
         if let Some(r) = &self.rehydrate {
             c.non_empty("rehydrate.table", r.table.is_empty());
             for (i, rule) in r.table.iter().enumerate() {
@@ -872,7 +877,10 @@ mod tests {
         let all = e.join("\n");
         assert!(all.contains("shares must sum to 1"), "{all}");
         assert!(all.contains(r#"input "syn" has no share"#), "{all}");
-        assert!(all.contains(r#"field "target.code": not an input"#), "{all}");
+        assert!(
+            all.contains(r#"field "target.code": not an input"#),
+            "{all}"
+        );
         assert!(all.contains("max_epochs.x"), "{all}");
     }
 }

@@ -49,7 +49,10 @@ use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
 
 use crate::document::DocBatch;
 use crate::error::{Error, Result};
-use crate::stage::{parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED, field_problem};
+use crate::stage::{
+    field_problem, parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform,
+    OUT_REJECTED,
+};
 use crate::stages::segment_zh::is_han;
 
 /// Which OpenCC Traditional → Simplified config to use.

@@ -59,7 +59,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::document::{DocBatch, Document, Packed};
 use crate::error::{Error, Result};
-use crate::stage::{parse_config, BuildCtx, Emitter, Kind, Node, Role, Stage, StageConfig, OUT_REJECTED, Checks};
+use crate::stage::{
+    parse_config, BuildCtx, Checks, Emitter, Kind, Node, Role, Stage, StageConfig, OUT_REJECTED,
+};
 use crate::stages::spill::{SpillReader, SpillWriter, SplitMix64};
 
 /// Packing strategy.
@@ -137,7 +139,11 @@ impl StageConfig for Config {
         c.int_range("seq_len", self.seq_len, 2, 1 << 24);
         c.at_least("window_seqs", self.window_seqs, 1);
         c.int_range("shuffle_buckets", self.shuffle_buckets, 1, 4096);
-        c.at_least("shuffle_max_bucket_bytes", self.shuffle_max_bucket_bytes, 1 << 16);
+        c.at_least(
+            "shuffle_max_bucket_bytes",
+            self.shuffle_max_bucket_bytes,
+            1 << 16,
+        );
         c.into_vec()
     }
 }

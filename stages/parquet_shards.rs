@@ -45,7 +45,9 @@ use crate::error::{Error, Result};
 use crate::shard_writer::{
     inflight_limit, spawn_ordered, take_ordered, RotatingWriter, ShardLimits,
 };
-use crate::stage::{parse_config, BuildCtx, Kind, Node, Role, ShardInfo, Sink, StageConfig, NO_PORTS, Checks};
+use crate::stage::{
+    parse_config, BuildCtx, Checks, Kind, Node, Role, ShardInfo, Sink, StageConfig, NO_PORTS,
+};
 
 /// Config for `parquet_shards`.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]

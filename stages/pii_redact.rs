@@ -39,7 +39,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::document::DocBatch;
 use crate::error::{Error, Result};
-use crate::stage::{parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED, field_problem};
+use crate::stage::{
+    field_problem, parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform,
+    OUT_REJECTED,
+};
 
 /// A PII type.
 #[derive(

@@ -51,7 +51,11 @@ fn validate_reports_every_problem_in_one_run() {
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(root().join("tests/golden/validate_all/expected.txt"), &err).unwrap();
     }
-    let lines: Vec<&str> = err.lines().skip(1).map(|l| l.trim_start_matches("  - ")).collect();
+    let lines: Vec<&str> = err
+        .lines()
+        .skip(1)
+        .map(|l| l.trim_start_matches("  - "))
+        .collect();
     assert_eq!(lines, EVERY_KIND, "report:\n{err}");
     assert_eq!(
         err.lines().next(),
@@ -71,7 +75,10 @@ fn run_reports_the_same_problems_and_starts_nothing() {
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert_eq!(err, expected_report());
-    assert!(!out.exists(), "a run of an invalid config created its run directory");
+    assert!(
+        !out.exists(),
+        "a run of an invalid config created its run directory"
+    );
 }
 
 /// With a sound graph the problems come from the node builders, all of them.
@@ -108,7 +115,11 @@ nodes:
         let o = c.output().unwrap();
         let err = String::from_utf8_lossy(&o.stderr).to_string();
         assert_eq!(o.status.code(), Some(2), "{cmd}: {err}");
-        let lines: Vec<&str> = err.lines().skip(1).map(|l| l.trim_start_matches("  - ")).collect();
+        let lines: Vec<&str> = err
+            .lines()
+            .skip(1)
+            .map(|l| l.trim_start_matches("  - "))
+            .collect();
         assert_eq!(
             lines,
             [

@@ -58,7 +58,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::document::DocBatch;
 use crate::error::Result;
-use crate::stage::{parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED, Checks};
+use crate::stage::{
+    parse_config, BuildCtx, Checks, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED,
+};
 
 pub use extract::{extract, Extracted, Params};
 

@@ -180,7 +180,10 @@ fn check_lang_params(lang: &str, lp: &LangParams) -> Vec<String> {
         ("max_hash_ratio", lp.max_hash_ratio),
         ("max_ellipsis_ratio", lp.max_ellipsis_ratio),
         ("max_bullet_lines_ratio", lp.max_bullet_lines_ratio),
-        ("max_end_ellipsis_lines_ratio", lp.max_end_ellipsis_lines_ratio),
+        (
+            "max_end_ellipsis_lines_ratio",
+            lp.max_end_ellipsis_lines_ratio,
+        ),
         ("min_alpha_words_ratio", lp.min_alpha_words_ratio),
         ("dup_para_frac", lp.dup_para_frac),
         ("dup_para_char_frac", lp.dup_para_char_frac),

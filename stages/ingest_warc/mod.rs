@@ -54,7 +54,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::document::Document;
 use crate::error::{Error, Result};
-use crate::stage::{parse_config, BuildCtx, Kind, Node, Role, Source, SourceSink, StageConfig, OUT_REJECTED, Checks};
+use crate::stage::{
+    parse_config, BuildCtx, Checks, Kind, Node, Role, Source, SourceSink, StageConfig, OUT_REJECTED,
+};
 
 use reader::{Item, Record, RecordReader};
 
@@ -121,7 +123,12 @@ impl StageConfig for Config {
             Ok(_) => {}
             Err(e) => c.problem("paths", e),
         }
-        c.int_range("max_record_bytes", self.max_record_bytes, 1, usize::MAX as u64);
+        c.int_range(
+            "max_record_bytes",
+            self.max_record_bytes,
+            1,
+            usize::MAX as u64,
+        );
         c.fraction("max_replacement_share", self.max_replacement_share);
         for t in &self.record_types {
             if !matches!(t.as_str(), "response" | "resource" | "conversion") {

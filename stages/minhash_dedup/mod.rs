@@ -88,7 +88,9 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::document::{DocBatch, Document};
 use crate::error::Result;
-use crate::stage::{parse_config, BuildCtx, Emitter, Kind, Node, Role, Stage, StageConfig, OUT_REJECTED, Checks};
+use crate::stage::{
+    parse_config, BuildCtx, Checks, Emitter, Kind, Node, Role, Stage, StageConfig, OUT_REJECTED,
+};
 
 use bands::{band_keys, optimal_params, BandIndex, LshParams};
 use signature::{
@@ -302,7 +304,10 @@ impl StageConfig for Config {
         c.number_at_least("fp_weight", self.fp_weight, 0.0);
         c.number_at_least("fn_weight", self.fn_weight, 0.0);
         if self.fp_weight == 0.0 && self.fn_weight == 0.0 {
-            c.problem("fp_weight", "\"fp_weight\" and \"fn_weight\" must not both be 0");
+            c.problem(
+                "fp_weight",
+                "\"fp_weight\" and \"fn_weight\" must not both be 0",
+            );
         }
         c.at_least("ngram_chars", self.ngram_chars, 1);
         c.at_least("ngram_words", self.ngram_words, 1);

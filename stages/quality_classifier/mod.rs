@@ -47,7 +47,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::document::DocBatch;
 use crate::error::Result;
-use crate::stage::{parse_config, BuildCtx, Checks, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED};
+use crate::stage::{
+    parse_config, BuildCtx, Checks, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED,
+};
 
 use model::Model;
 

@@ -160,7 +160,7 @@ pub fn parse_lenient(text: &str, path: &str) -> Result<(PipelineSpec, Report), V
     let mut run_value = None;
     let mut nodes_value = None;
     let top_fields = ["run".to_string(), "nodes".to_string()];
-    for (key, value) in entries(top, &mut report.head, "top level: ") {
+    for (key, value) in entries(top, &mut report.head, "top level: ", "") {
         match key.as_str() {
             "run" => run_value = Some(value),
             "nodes" => nodes_value = Some(value),
@@ -255,7 +255,7 @@ fn parse_node(name: String, body: Raw, problems: &mut Vec<String>) -> NodeSpec {
     };
     let mut params = serde_json::Map::new();
     let mut has_kind = false;
-    for (k, v) in entries(body, problems, "") {
+    for (k, v) in entries(body, problems, "", "") {
         match k.as_str() {
             "kind" => {
                 has_kind = true;
@@ -421,28 +421,8 @@ impl Raw {
             ),
             Raw::Map(m) => {
                 let mut out = serde_json::Map::new();
-                let child = |k: &str| {
-                    if path.is_empty() {
-                        k.to_string()
-                    } else {
-                        format!("{path}.{k}")
-                    }
-                };
-                let mut keyed = Vec::new();
-                for (k, v) in m {
-                    match k.scalar_string() {
-                        Some(k) => keyed.push((k, v)),
-                        None => problems.push(format!(
-                            "{prefix}{}",
-                            field_problem(
-                                if path.is_empty() { "?" } else { path },
-                                format!("a key must be a plain string, got {}", k.describe())
-                            )
-                        )),
-                    }
-                }
-                for (k, v) in dedup_keys(keyed, problems, prefix, &child) {
-                    let v = v.into_json(problems, prefix, &child(&k));
+                for (k, v) in entries(m, problems, prefix, path) {
+                    let v = v.into_json(problems, prefix, &join_path(path, &k));
                     out.insert(k, v);
                 }
                 Value::Object(out)
@@ -451,31 +431,33 @@ impl Raw {
     }
 }
 
-/// A mapping's entries with string keys, each repeated key reported once and dropped
-/// after its first occurrence.
-fn entries(map: Vec<(Raw, Raw)>, problems: &mut Vec<String>, prefix: &str) -> Vec<(String, Raw)> {
-    let mut keyed = Vec::new();
-    for (k, v) in map {
-        match k.scalar_string() {
-            Some(k) => keyed.push((k, v)),
-            None => problems.push(format!(
-                "{prefix}a key must be a plain string, got {}",
-                k.describe()
-            )),
-        }
+fn join_path(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
     }
-    dedup_keys(keyed, problems, prefix, &|k: &str| k.to_string())
 }
 
-fn dedup_keys(
-    keyed: Vec<(String, Raw)>,
+/// A mapping's entries with string keys, in order. A repeated key is reported once
+/// (`{prefix}field "path.key": given N times ...`) and only its first entry kept.
+fn entries(
+    map: Vec<(Raw, Raw)>,
     problems: &mut Vec<String>,
     prefix: &str,
-    path: &dyn Fn(&str) -> String,
+    path: &str,
 ) -> Vec<(String, Raw)> {
     let mut out: Vec<(String, Raw)> = Vec::new();
     let mut counts: Vec<(String, usize)> = Vec::new();
-    for (k, v) in keyed {
+    for (k, v) in map {
+        let Some(k) = k.scalar_string() else {
+            let msg = format!("a key must be a plain string, got {}", k.describe());
+            problems.push(match path {
+                "" => format!("{prefix}{msg}"),
+                _ => format!("{prefix}{}", field_problem(path, msg)),
+            });
+            continue;
+        };
         match counts.iter_mut().find(|(c, _)| *c == k) {
             Some((_, n)) => *n += 1,
             None => {
@@ -489,7 +471,7 @@ fn dedup_keys(
             problems.push(format!(
                 "{prefix}{}",
                 field_problem(
-                    &path(&k),
+                    &join_path(path, &k),
                     format!("given {n} times; a key may appear once (the first is used)")
                 )
             ));

@@ -446,8 +446,10 @@ pub struct Fields<C> {
 ///
 /// serde stops at the first error, so this deserializes, takes the failing path from
 /// `serde_path_to_error`, drops that value and tries again, until the rest deserializes.
-/// A dropped optional field falls back to its default; a dropped required one ends the
-/// search with `value: None` (its other fields were still checked up to then).
+/// A dropped optional field falls back to its default. A required field that is missing
+/// or bad leaves `value: None` (so no semantic checks), but every other field is still
+/// checked: serde reports a bad value as it reads the key, and a missing field only
+/// after the last key.
 pub fn deserialize_fields<C: DeserializeOwned + schemars::JsonSchema>(
     params: &serde_json::Value,
 ) -> Fields<C> {

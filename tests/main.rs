@@ -1,13 +1,17 @@
 //! All integration tests build into this one binary (link time on 2 cores).
 
+mod accounting;
+#[cfg(feature = "audit")]
 mod audit;
 mod classifier;
 mod common;
 mod dedup;
 mod engine;
 mod mix;
+#[cfg(feature = "cloud")]
 mod s3;
 mod scale;
+#[cfg(feature = "train")]
 mod train;
 mod validate;
 mod warc;

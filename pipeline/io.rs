@@ -88,11 +88,11 @@ pub fn expand_paths(patterns: &[String]) -> Result<Vec<String>> {
 pub fn check_paths(field: &str, patterns: &[String]) -> Vec<String> {
     let mut problems = Vec::new();
     if patterns.is_empty() {
-        problems.push(format!("{field}: at least one path is required"));
+        problems.push(format!("field \"{field}\": at least one path is required"));
     }
     for p in patterns {
         if let Err(e) = expand_paths(std::slice::from_ref(p)) {
-            problems.push(format!("{field}: {e}"));
+            problems.push(format!("field \"{field}\": {e}"));
         }
     }
     problems

@@ -358,11 +358,9 @@ impl SourceSink for SourceCtx<'_> {
 
 /// Validate a config completely: structure, then every node's builder. Returns every problem.
 pub fn validate(spec: PipelineSpec, base: &BuildCtx) -> std::result::Result<Graph, Vec<String>> {
-    let g = graph::check(spec)?;
     let mut ctx = base.clone();
     ctx.validate_only = true;
-    graph::build(&g, &ctx)?;
-    Ok(g)
+    graph::validate(spec, &ctx)
 }
 
 /// Run a pipeline for one rank.

@@ -47,7 +47,8 @@ use crate::document::Document;
 use crate::error::{Error, Result};
 use crate::io::{check_paths, expand_paths, file_name, open_input};
 use crate::stage::{
-    parse_config, BuildCtx, Kind, Node, Role, Source, SourceSink, StageConfig, OUT_REJECTED,
+    field_problem, parse_config, BuildCtx, Kind, Node, Role, Source, SourceSink, StageConfig,
+    OUT_REJECTED,
 };
 
 /// How each record is read.
@@ -134,14 +135,17 @@ impl StageConfig for Config {
     fn validate(&self, _ctx: &BuildCtx) -> Vec<String> {
         let mut p = check_paths("paths", &self.paths);
         if let Err(e) = Template::parse(&self.template) {
-            p.push(format!("template: {e}"));
+            p.push(field_problem("template", e));
         }
         match Template::parse(&self.turn_template) {
-            Err(e) => p.push(format!("turn_template: {e}")),
+            Err(e) => p.push(field_problem("turn_template", e)),
             Ok(t) => {
                 for f in t.fields() {
                     if f != "role" && f != "content" {
-                        p.push(format!("turn_template: unknown placeholder `{{{f}}}` (use {{role}} and {{content}})"));
+                        p.push(field_problem(
+                            "turn_template",
+                            format!("unknown placeholder `{{{f}}}` (use {{role}} and {{content}})"),
+                        ));
                     }
                 }
             }
@@ -596,6 +600,12 @@ mod tests {
         assert_eq!(e.len(), 3, "{e:?}");
         let e = parse_config::<Config>(&serde_json::json!({"paths": [], "templat": "x"}), &ctx)
             .unwrap_err();
-        assert!(e[0].contains("did you mean `template`"), "{e:?}");
+        assert_eq!(
+            e,
+            [
+                r#"field "paths": at least one path is required"#,
+                r#"unknown field "templat" (did you mean "template"?)"#
+            ]
+        );
     }
 }

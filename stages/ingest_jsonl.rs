@@ -30,7 +30,7 @@ use crate::document::Document;
 use crate::error::Result;
 use crate::io::{check_paths, expand_paths, file_name, open_input};
 use crate::stage::{
-    parse_config, BuildCtx, Kind, Node, Role, Source, SourceSink, StageConfig, OUT_REJECTED,
+    parse_config, BuildCtx, Checks, Kind, Node, Role, Source, SourceSink, StageConfig, OUT_REJECTED,
 };
 
 /// Config for `ingest_jsonl`.
@@ -71,11 +71,11 @@ fn default_max_line() -> usize {
 
 impl StageConfig for Config {
     fn validate(&self, _ctx: &BuildCtx) -> Vec<String> {
-        let mut p = check_paths("paths", &self.paths);
-        if self.text_field.is_empty() {
-            p.push("bad value: text_field must not be empty".into());
-        }
-        p
+        let mut c = Checks::new();
+        c.extend(check_paths("paths", &self.paths));
+        c.non_empty("text_field", self.text_field.is_empty());
+        c.at_least("max_line_bytes", self.max_line_bytes, 1);
+        c.into_vec()
     }
 }
 

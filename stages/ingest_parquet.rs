@@ -26,7 +26,7 @@ use crate::document::Document;
 use crate::error::{Error, Result};
 use crate::io::{check_paths, expand_paths, file_name};
 use crate::stage::{
-    parse_config, BuildCtx, Kind, Node, Role, Source, SourceSink, StageConfig, OUT_REJECTED,
+    parse_config, BuildCtx, Checks, Kind, Node, Role, Source, SourceSink, StageConfig, OUT_REJECTED,
 };
 
 /// Config for `ingest_parquet`.
@@ -67,11 +67,11 @@ fn default_rows() -> usize {
 
 impl StageConfig for Config {
     fn validate(&self, _ctx: &BuildCtx) -> Vec<String> {
-        let mut p = check_paths("paths", &self.paths);
-        if self.read_batch_rows == 0 {
-            p.push("bad value: read_batch_rows must be positive".into());
-        }
-        p
+        let mut c = Checks::new();
+        c.extend(check_paths("paths", &self.paths));
+        c.non_empty("text_column", self.text_column.is_empty());
+        c.at_least("read_batch_rows", self.read_batch_rows, 1);
+        c.into_vec()
     }
 }
 

@@ -36,8 +36,8 @@ use serde::{Deserialize, Serialize};
 use crate::document::DocBatch;
 use crate::error::{Error, Result};
 use crate::stage::{
-    check_file, parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform,
-    OUT_REJECTED,
+    check_file, field_problem, parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig,
+    Transform, OUT_REJECTED,
 };
 use crate::stages::quality_classifier::model::Model;
 
@@ -63,7 +63,10 @@ impl StageConfig for Config {
         let mut p: Vec<String> = check_file("model", &self.model).into_iter().collect();
         for (lang, s) in &self.keep {
             if !(0.0..=1.0).contains(s) {
-                p.push(format!("keep.{lang}: minimum score {s} is outside [0, 1]"));
+                p.push(field_problem(
+                    &format!("keep.{lang}"),
+                    format!("expected a number in [0, 1], got {s}"),
+                ));
             }
         }
         p

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::document::DocBatch;
 use crate::error::Result;
 use crate::stage::{
-    parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED,
+    parse_config, BuildCtx, Checks, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED,
 };
 
 /// Config for `length_filter`.
@@ -44,14 +44,9 @@ fn default_max() -> usize {
 
 impl StageConfig for Config {
     fn validate(&self, _ctx: &BuildCtx) -> Vec<String> {
-        let mut p = Vec::new();
-        if self.min_chars > self.max_chars {
-            p.push(format!(
-                "bad value: min_chars ({}) is greater than max_chars ({})",
-                self.min_chars, self.max_chars
-            ));
-        }
-        p
+        let mut c = Checks::new();
+        c.min_max("min_chars", self.min_chars, "max_chars", self.max_chars);
+        c.into_vec()
     }
 }
 

@@ -49,7 +49,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 use crate::document::{DocBatch, Document};
 use crate::error::Result;
 use crate::stage::{
-    parse_config, BuildCtx, Emitter, Kind, Node, Role, Stage, StageConfig, OUT_REJECTED,
+    parse_config, BuildCtx, Checks, Emitter, Kind, Node, Role, Stage, StageConfig, OUT_REJECTED,
 };
 
 /// What counts as one unit of deduplication.
@@ -124,14 +124,10 @@ impl Default for Config {
 
 impl StageConfig for Config {
     fn validate(&self, _ctx: &BuildCtx) -> Vec<String> {
-        let mut p = Vec::new();
-        if self.max_occurrences == 0 {
-            p.push("bad value: max_occurrences must be ≥ 1".into());
-        }
-        if self.max_distinct_lines == 0 {
-            p.push("bad value: max_distinct_lines must be ≥ 1".into());
-        }
-        p
+        let mut c = Checks::new();
+        c.at_least("max_occurrences", self.max_occurrences, 1);
+        c.at_least("max_distinct_lines", self.max_distinct_lines, 1);
+        c.into_vec()
     }
 }
 

@@ -75,7 +75,7 @@ use serde::{Deserialize, Serialize};
 use crate::document::{DocBatch, Document};
 use crate::error::{Error, Result};
 use crate::stage::{
-    parse_config, BuildCtx, Emitter, Kind, Node, Role, Stage, StageConfig, OUT_REJECTED,
+    parse_config, BuildCtx, Checks, Emitter, Kind, Node, Role, Stage, StageConfig, OUT_REJECTED,
 };
 use crate::stages::spill::{SpillReader, SpillWriter, SplitMix64};
 
@@ -145,46 +145,39 @@ pub fn input_key(input: &str) -> String {
 
 impl StageConfig for Config {
     fn validate(&self, ctx: &BuildCtx) -> Vec<String> {
-        let mut p = Vec::new();
-        if self.target.is_empty() {
-            p.push("target: at least one source is required".into());
-        }
+        let mut c = Checks::new();
+        c.non_empty("target", self.target.is_empty());
         let mut sum = 0.0;
         for (k, v) in &self.target {
-            if !(*v > 0.0 && *v <= 1.0) {
-                p.push(format!("target.{k}: share must be in (0, 1], got {v}"));
-            }
+            c.number(&format!("target.{k}"), *v, (0.0, true), (1.0, false));
             sum += v;
         }
         if !self.target.is_empty() && (sum - 1.0).abs() > 1e-6 {
-            p.push(format!("target: shares must sum to 1, got {sum}"));
+            c.problem("target", format!("shares must sum to 1, got {sum}"));
         }
         for (k, v) in &self.max_epochs {
             if !self.target.contains_key(k) {
-                p.push(format!("max_epochs.{k}: not a key of `target`"));
+                c.problem(&format!("max_epochs.{k}"), "not a key of \"target\"");
             }
-            if !(*v > 0.0 && *v <= 1000.0) {
-                p.push(format!("max_epochs.{k}: must be in (0, 1000], got {v}"));
-            }
+            c.number(&format!("max_epochs.{k}"), *v, (0.0, true), (1000.0, false));
         }
-        if !(self.tokens_per_byte > 0.0 && self.tokens_per_byte < 10.0) {
-            p.push(format!(
-                "bad value: tokens_per_byte must be in (0, 10), got {}",
-                self.tokens_per_byte
-            ));
-        }
+        c.number(
+            "tokens_per_byte",
+            self.tokens_per_byte,
+            (0.0, true),
+            (10.0, true),
+        );
         if let Some(r) = &self.rehydrate {
-            if r.table.is_empty() {
-                p.push("rehydrate.table: at least one rule is required".into());
-            }
+            c.non_empty("rehydrate.table", r.table.is_empty());
             for (i, rule) in r.table.iter().enumerate() {
-                if rule.copies == 0 {
-                    p.push(format!("rehydrate.table[{i}]: copies must be at least 1"));
-                }
+                c.at_least(&format!("rehydrate.table[{i}].copies"), rule.copies, 1);
             }
             for s in &r.sources {
                 if !self.target.contains_key(s) {
-                    p.push(format!("rehydrate.sources: `{s}` is not a key of `target`"));
+                    c.problem(
+                        "rehydrate.sources",
+                        format!("\"{s}\" is not a key of \"target\""),
+                    );
                 }
             }
         }
@@ -192,19 +185,19 @@ impl StageConfig for Config {
             let keys: Vec<String> = ctx.inputs.iter().map(|i| input_key(i)).collect();
             for k in &keys {
                 if !self.target.contains_key(k) {
-                    p.push(format!("target: input `{k}` has no share"));
+                    c.problem("target", format!("input \"{k}\" has no share"));
                 }
             }
             for k in self.target.keys() {
                 if !keys.contains(k) {
-                    p.push(format!(
-                        "target.{k}: not an input of this node (inputs: {})",
-                        keys.join(", ")
-                    ));
+                    c.problem(
+                        &format!("target.{k}"),
+                        format!("not an input of this node (inputs: {})", keys.join(", ")),
+                    );
                 }
             }
         }
-        p
+        c.into_vec()
     }
 }
 
@@ -990,8 +983,11 @@ mod tests {
         .unwrap_err();
         let all = e.join("\n");
         assert!(all.contains("shares must sum to 1"), "{all}");
-        assert!(all.contains("input `syn` has no share"), "{all}");
-        assert!(all.contains("target.code: not an input"), "{all}");
+        assert!(all.contains(r#"input "syn" has no share"#), "{all}");
+        assert!(
+            all.contains(r#"field "target.code": not an input"#),
+            "{all}"
+        );
         assert!(all.contains("max_epochs.x"), "{all}");
     }
 }

@@ -50,7 +50,8 @@ use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
 use crate::document::DocBatch;
 use crate::error::{Error, Result};
 use crate::stage::{
-    parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED,
+    field_problem, parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform,
+    OUT_REJECTED,
 };
 use crate::stages::segment_zh::is_han;
 
@@ -132,7 +133,10 @@ impl StageConfig for Config {
     fn validate(&self, _ctx: &BuildCtx) -> Vec<String> {
         let mut p = Vec::new();
         if self.fullwidth_punct && !self.fullwidth_ascii {
-            p.push("fullwidth_punct: requires fullwidth_ascii: true".to_string());
+            p.push(field_problem(
+                "fullwidth_punct",
+                "requires `fullwidth_ascii: true`",
+            ));
         }
         p
     }

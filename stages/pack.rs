@@ -60,7 +60,7 @@ use serde::{Deserialize, Serialize};
 use crate::document::{DocBatch, Document, Packed};
 use crate::error::{Error, Result};
 use crate::stage::{
-    parse_config, BuildCtx, Emitter, Kind, Node, Role, Stage, StageConfig, OUT_REJECTED,
+    parse_config, BuildCtx, Checks, Emitter, Kind, Node, Role, Stage, StageConfig, OUT_REJECTED,
 };
 use crate::stages::spill::{SpillReader, SpillWriter, SplitMix64};
 
@@ -135,23 +135,16 @@ fn default_max_bucket() -> u64 {
 
 impl StageConfig for Config {
     fn validate(&self, _ctx: &BuildCtx) -> Vec<String> {
-        let mut p = Vec::new();
-        if self.seq_len < 2 || self.seq_len > (1 << 24) {
-            p.push(format!(
-                "bad value: seq_len must be in 2..=16777216, got {}",
-                self.seq_len
-            ));
-        }
-        if self.window_seqs == 0 {
-            p.push("bad value: window_seqs must be at least 1".into());
-        }
-        if self.shuffle_buckets == 0 || self.shuffle_buckets > 4096 {
-            p.push("bad value: shuffle_buckets must be in 1..=4096".into());
-        }
-        if self.shuffle_max_bucket_bytes < (1 << 16) {
-            p.push("bad value: shuffle_max_bucket_bytes must be at least 65536".into());
-        }
-        p
+        let mut c = Checks::new();
+        c.int_range("seq_len", self.seq_len, 2, 1 << 24);
+        c.at_least("window_seqs", self.window_seqs, 1);
+        c.int_range("shuffle_buckets", self.shuffle_buckets, 1, 4096);
+        c.at_least(
+            "shuffle_max_bucket_bytes",
+            self.shuffle_max_bucket_bytes,
+            1 << 16,
+        );
+        c.into_vec()
     }
 }
 

@@ -46,7 +46,7 @@ use crate::shard_writer::{
     inflight_limit, spawn_ordered, take_ordered, RotatingWriter, ShardLimits,
 };
 use crate::stage::{
-    parse_config, BuildCtx, Kind, Node, Role, ShardInfo, Sink, StageConfig, NO_PORTS,
+    parse_config, BuildCtx, Checks, Kind, Node, Role, ShardInfo, Sink, StageConfig, NO_PORTS,
 };
 
 /// Config for `parquet_shards`.
@@ -118,20 +118,13 @@ fn default_true() -> bool {
 
 impl StageConfig for Config {
     fn validate(&self, _ctx: &BuildCtx) -> Vec<String> {
-        let mut p = Vec::new();
-        if !(1..=22).contains(&self.zstd_level) {
-            p.push(format!(
-                "bad value: zstd_level must be 1..=22, got {}",
-                self.zstd_level
-            ));
-        }
-        if self.shard_rows == 0 || self.shard_size_bytes == 0 || self.row_group_rows == 0 {
-            p.push(
-                "bad value: shard_rows, shard_size_bytes and row_group_rows must be positive"
-                    .into(),
-            );
-        }
-        p
+        let mut c = Checks::new();
+        c.at_least("shard_size_bytes", self.shard_size_bytes, 1);
+        c.at_least("shard_rows", self.shard_rows, 1);
+        c.at_least("row_group_rows", self.row_group_rows, 1);
+        c.at_least("row_group_bytes", self.row_group_bytes, 1);
+        c.int_range("zstd_level", self.zstd_level, 1, 22);
+        c.into_vec()
     }
 }
 

@@ -40,7 +40,8 @@ use serde::{Deserialize, Serialize};
 use crate::document::DocBatch;
 use crate::error::{Error, Result};
 use crate::stage::{
-    parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED,
+    field_problem, parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform,
+    OUT_REJECTED,
 };
 
 /// A PII type.
@@ -145,7 +146,10 @@ impl Default for Config {
 impl StageConfig for Config {
     fn validate(&self, _ctx: &BuildCtx) -> Vec<String> {
         if self.types.is_empty() {
-            vec!["types: empty list (remove the node instead)".to_string()]
+            vec![field_problem(
+                "types",
+                "must not be empty (remove the node instead)",
+            )]
         } else {
             Vec::new()
         }

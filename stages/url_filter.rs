@@ -35,8 +35,8 @@ use serde::{Deserialize, Serialize};
 use crate::document::DocBatch;
 use crate::error::{Error, Result};
 use crate::stage::{
-    check_file, parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform,
-    OUT_REJECTED,
+    check_file, field_problem, parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig,
+    Transform, OUT_REJECTED,
 };
 
 /// Config for `url_filter`.
@@ -67,7 +67,10 @@ impl StageConfig for Config {
         }
         for (i, pat) in self.url_patterns.iter().enumerate() {
             if let Err(e) = regex::Regex::new(pat) {
-                p.push(format!("url_patterns[{i}]: invalid regex {pat:?}: {e}"));
+                p.push(field_problem(
+                    &format!("url_patterns[{i}]"),
+                    format!("invalid regex {pat:?}: {e}"),
+                ));
             }
         }
         if self.blocklist_files.is_empty()
@@ -75,7 +78,7 @@ impl StageConfig for Config {
             && self.url_patterns.is_empty()
         {
             p.push(
-                "url_filter needs at least one of blocklist_files, domains, url_patterns".into(),
+                "needs at least one of \"blocklist_files\", \"domains\", \"url_patterns\"".into(),
             );
         }
         p

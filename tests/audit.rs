@@ -203,7 +203,7 @@ fn fixture(dir: &Path, rank: u32, n: usize) -> (usize, usize) {
         "shards": [{"path": format!("shards/out-{tag}-00000.parquet"), "node": "out", "rows": kept, "tokens": tokens, "bytes": 1, "sha256": "00"}],
         "rejects": [],
         "totals": {"rows": kept, "tokens": tokens, "bytes": 1},
-        "nodes": {"mix": {"target": {"web": 0.8, "syn": 0.2}, "achieved": {"web": {"share": 0.79, "tokens": 79}, "syn": {"share": 0.21, "tokens": 21}}}}
+        "nodes": {"mix": {"sources": {"web": {"target_share": 0.8, "achieved_share": 0.79, "emitted_tokens": 79}, "syn": {"target_share": 0.2, "achieved_share": 0.21, "emitted_tokens": 21}}}}
     });
     std::fs::write(
         dir.join("stats.json"),

@@ -81,14 +81,19 @@ nodes:
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     assert_eq!(o.status.code(), Some(2), "{err}");
     for needle in [
-        "node `f1`: unknown kind `length_filtr` (did you mean `length_filter`?)",
-        "node `f2`: unknown input node `srcc` (did you mean `src`?)",
-        "node `f3`: input `src.nope`: node `src` has no port `nope`",
-        "cycle among nodes: a → b",
+        r#"node "f1": unknown kind "length_filtr" (did you mean "length_filter"?)"#,
+        r#"node "f2" (length_filter): field "inputs": unknown node "srcc" (did you mean "src"?)"#,
+        r#"node "f3" (length_filter): field "inputs": "src.nope": node "src" has no port "nope""#,
+        "cycle: a -> b -> a",
+        // Structural problems hide no field problem.
+        r#"node "src" (ingest_jsonl): unknown field "text_feild" (did you mean "text_field"?)"#,
+        r#"node "f3" (length_filter): field "min_chars": expected at most "max_chars" (10), got 50"#,
+        r#"node "tok" (tokenize): field "tokenizer": file not found"#,
+        "7 problems",
     ] {
         assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
     }
-    // Structure is fine once those are fixed; then builder problems are all reported together.
+    // With the structure fixed, the builder problems are all reported together.
     let yaml2 = r#"
 nodes:
   src:
@@ -117,10 +122,10 @@ nodes:
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     assert_eq!(o.status.code(), Some(2), "{err}");
     for needle in [
-        "node `src`: unknown field `text_feild` (did you mean `text_field`?)",
-        "node `f3`: bad value: min_chars (50) is greater than max_chars (10)",
-        "node `tok`: tokenizer: file not found",
-        "node `out`: bad value",
+        r#"node "src" (ingest_jsonl): unknown field "text_feild" (did you mean "text_field"?)"#,
+        r#"node "f3" (length_filter): field "min_chars": expected at most "max_chars" (10), got 50"#,
+        r#"node "tok" (tokenize): field "tokenizer": file not found"#,
+        r#"node "out" (parquet_shards): field "zstd_level": invalid type: string "high", expected an integer"#,
         "4 problems",
     ] {
         assert!(err.contains(needle), "missing `{needle}` in:\n{err}");

@@ -15,5 +15,6 @@ mod s3;
 mod scale;
 #[cfg(feature = "train")]
 mod train;
+mod validate;
 mod warc;
 mod zh;

@@ -118,9 +118,9 @@ nodes:
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     for needle in [
-        "outside [0, 1]",
-        "did you mean `hmm`",
-        "did you mean `flagged_ratio`",
+        r#"node "lid" (langid): field "keep.zh": expected a number in [0, 1], got 1.5"#,
+        r#"node "seg" (segment_zh): unknown field "hmn" (did you mean "hmm"?)"#,
+        r#"node "quality" (heuristic_filter): field "languages.zh.disable": unknown rule "flaged_ratio" (did you mean "flagged_ratio"?)"#,
     ] {
         assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
     }

@@ -93,7 +93,7 @@ use serde::{Deserialize, Serialize};
 use crate::document::DocBatch;
 use crate::error::Result;
 use crate::stage::{
-    parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED,
+    parse_config, BuildCtx, Checks, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED,
 };
 
 pub use extract::{extract, Extracted, Params};
@@ -147,17 +147,10 @@ impl Config {
 
 impl StageConfig for Config {
     fn validate(&self, _ctx: &BuildCtx) -> Vec<String> {
-        let mut p = Vec::new();
-        if !(0.0..=1.0).contains(&self.max_link_density) {
-            p.push(format!(
-                "bad value: max_link_density must be in [0, 1], got {}",
-                self.max_link_density
-            ));
-        }
-        if self.min_good_chars == 0 {
-            p.push("bad value: min_good_chars must be positive".into());
-        }
-        p
+        let mut c = Checks::new();
+        c.fraction("max_link_density", self.max_link_density);
+        c.at_least("min_good_chars", self.min_good_chars, 1);
+        c.into_vec()
     }
 }
 

@@ -82,8 +82,8 @@ use rules::*;
 use crate::document::{DocBatch, Document};
 use crate::error::{Error, Result};
 use crate::stage::{
-    check_file, parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform,
-    OUT_REJECTED,
+    check_file, field_problem, parse_config, BuildCtx, Checks, Emitter, Kind, Node, Role,
+    StageConfig, Transform, OUT_REJECTED,
 };
 use crate::stages::segment_zh::{self, is_chinese_lang};
 
@@ -160,11 +160,59 @@ impl StageConfig for Config {
             p.extend(
                 r.apply(lp)
                     .into_iter()
-                    .map(|e| format!("languages.{lang}.disable: {e}")),
+                    .map(|e| field_problem(&format!("languages.{lang}.disable"), e)),
             );
+            p.extend(check_lang_params(lang, lp));
         }
         p
     }
+}
+
+/// Values of one language's overrides that make no sense: shares outside [0, 1], a
+/// minimum above its maximum, an n-gram size of 0.
+fn check_lang_params(lang: &str, lp: &LangParams) -> Vec<String> {
+    let f = |name: &str| format!("languages.{lang}.{name}");
+    let mut c = Checks::new();
+    for (name, v) in [
+        ("min_cjk_share", lp.min_cjk_share),
+        ("max_flagged_ratio", lp.max_flagged_ratio),
+        ("max_c4_bad_line_ratio", lp.max_c4_bad_line_ratio),
+        ("max_hash_ratio", lp.max_hash_ratio),
+        ("max_ellipsis_ratio", lp.max_ellipsis_ratio),
+        ("max_bullet_lines_ratio", lp.max_bullet_lines_ratio),
+        (
+            "max_end_ellipsis_lines_ratio",
+            lp.max_end_ellipsis_lines_ratio,
+        ),
+        ("min_alpha_words_ratio", lp.min_alpha_words_ratio),
+        ("dup_para_frac", lp.dup_para_frac),
+        ("dup_para_char_frac", lp.dup_para_char_frac),
+        ("dup_line_frac", lp.dup_line_frac),
+        ("dup_line_char_frac", lp.dup_line_char_frac),
+        ("min_line_punct_ratio", lp.min_line_punct_ratio),
+        ("max_short_line_ratio", lp.max_short_line_ratio),
+        ("max_char_dup_ratio", lp.max_char_dup_ratio),
+        ("max_char_ngram_rep", lp.max_char_ngram_rep),
+    ] {
+        c.fraction_opt(&f(name), v);
+    }
+    for (n, v) in lp.top_n_grams.iter().flatten() {
+        c.fraction(&format!("{}.{n}", f("top_n_grams")), *v);
+    }
+    for (n, v) in lp.dup_n_grams.iter().flatten() {
+        c.fraction(&format!("{}.{n}", f("dup_n_grams")), *v);
+    }
+    if let (Some(lo), Some(hi)) = (lp.min_chars, lp.max_chars) {
+        c.min_max(&f("min_chars"), lo, &f("max_chars"), hi);
+    }
+    if let (Some(lo), Some(hi)) = (lp.min_words, lp.max_words) {
+        c.min_max(&f("min_words"), lo, &f("max_words"), hi);
+    }
+    if let (Some(lo), Some(hi)) = (lp.min_avg_word_len, lp.max_avg_word_len) {
+        c.min_max(&f("min_avg_word_len"), lo, &f("max_avg_word_len"), hi);
+    }
+    c.at_least_opt(&f("char_ngram"), lp.char_ngram, 1);
+    c.into_vec()
 }
 
 /// Resolved rules and lists for one language.

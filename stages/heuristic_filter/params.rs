@@ -347,10 +347,13 @@ impl Rules {
                 "char_dup_ratio" => self.max_char_dup_ratio = None,
                 "newline_ratio" => self.max_newline_ratio = None,
                 "char_ngram_rep" => self.max_char_ngram_rep = None,
-                other => problems.push(crate::stage::unknown_field_message(
-                    other,
-                    &RULE_NAMES.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-                )),
+                other => {
+                    let names: Vec<String> = RULE_NAMES.iter().map(|s| s.to_string()).collect();
+                    problems.push(match crate::graph::nearest(other, &names) {
+                        Some(n) => format!("unknown rule \"{other}\" (did you mean \"{n}\"?)"),
+                        None => format!("unknown rule \"{other}\"; rules: {}", names.join(", ")),
+                    })
+                }
             }
         }
         problems

@@ -168,7 +168,7 @@ fn per_language_overrides_and_other_langs() {
     .unwrap();
     let problems = bad.validate(&BuildCtx::for_tests("q", "/tmp"));
     assert!(
-        problems[0].contains("did you mean `stop_words`"),
+        problems[0].contains(r#"unknown rule "stop_word" (did you mean "stop_words"?)"#),
         "{problems:?}"
     );
 }

@@ -56,7 +56,7 @@ use serde::{Deserialize, Serialize};
 use crate::document::Document;
 use crate::error::{Error, Result};
 use crate::stage::{
-    parse_config, BuildCtx, Kind, Node, Role, Source, SourceSink, StageConfig, OUT_REJECTED,
+    parse_config, BuildCtx, Checks, Kind, Node, Role, Source, SourceSink, StageConfig, OUT_REJECTED,
 };
 
 use reader::{Item, Record, RecordReader};
@@ -111,39 +111,35 @@ fn default_max_replacement_share() -> f64 {
 
 impl StageConfig for Config {
     fn validate(&self, ctx: &BuildCtx) -> Vec<String> {
-        let mut p = Vec::new();
+        let mut c = Checks::new();
         if self.paths.is_empty() {
-            p.push("paths: at least one file or pattern is required".to_string());
+            c.problem("paths", "at least one file or pattern is required");
         }
         match expand_paths(&self.paths) {
             Ok(files) if files.is_empty() && !self.paths.is_empty() => {
                 if !ctx.validate_only {
-                    p.push(format!("paths: no file matches {:?}", self.paths));
+                    c.problem("paths", format!("no file matches {:?}", self.paths));
                 }
             }
             Ok(_) => {}
-            Err(e) => p.push(format!("paths: {e}")),
+            Err(e) => c.problem("paths", e),
         }
-        if self.max_record_bytes == 0 || self.max_record_bytes > usize::MAX as u64 {
-            p.push(format!(
-                "bad value: max_record_bytes must be positive, got {}",
-                self.max_record_bytes
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.max_replacement_share) {
-            p.push(format!(
-                "bad value: max_replacement_share must be in [0, 1], got {}",
-                self.max_replacement_share
-            ));
-        }
+        c.int_range(
+            "max_record_bytes",
+            self.max_record_bytes,
+            1,
+            usize::MAX as u64,
+        );
+        c.fraction("max_replacement_share", self.max_replacement_share);
         for t in &self.record_types {
             if !matches!(t.as_str(), "response" | "resource" | "conversion") {
-                p.push(format!(
-                    "record_types: `{t}` is not one of response, resource, conversion"
-                ));
+                c.problem(
+                    "record_types",
+                    format!("\"{t}\" is not one of response, resource, conversion"),
+                );
             }
         }
-        p
+        c.into_vec()
     }
 }
 
@@ -708,6 +704,10 @@ mod tests {
         let err =
             parse_config::<Config>(&serde_json::json!({"paths": ["a"], "mime_type": []}), &ctx)
                 .unwrap_err();
-        assert!(err[0].contains("did you mean `mime_types`"), "{err:?}");
+        assert!(
+            err.iter()
+                .any(|e| e.contains(r#"unknown field "mime_type" (did you mean "mime_types"?)"#)),
+            "{err:?}"
+        );
     }
 }

@@ -111,7 +111,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::document::{DocBatch, Document};
 use crate::error::Result;
 use crate::stage::{
-    parse_config, BuildCtx, Emitter, Kind, Node, Role, Stage, StageConfig, OUT_REJECTED,
+    parse_config, BuildCtx, Checks, Emitter, Kind, Node, Role, Stage, StageConfig, OUT_REJECTED,
 };
 
 use bands::{band_keys, optimal_params, BandIndex, LshParams};
@@ -316,62 +316,54 @@ impl Default for Config {
 
 impl StageConfig for Config {
     fn validate(&self, _ctx: &BuildCtx) -> Vec<String> {
-        let mut p = Vec::new();
-        if !(self.threshold > 0.0 && self.threshold <= 1.0) {
-            p.push(format!(
-                "bad value: threshold must be in (0, 1], got {}",
-                self.threshold
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.containment_threshold) {
-            p.push(format!(
-                "bad value: containment_threshold must be in [0, 1], got {}",
-                self.containment_threshold
-            ));
-        }
-        if self.num_perm == 0 || self.num_perm > 4096 {
-            p.push(format!(
-                "bad value: num_perm must be in 1..=4096, got {}",
-                self.num_perm
-            ));
-        }
+        let mut c = Checks::new();
+        c.number("threshold", self.threshold, (0.0, true), (1.0, false));
+        c.fraction("containment_threshold", self.containment_threshold);
+        c.int_range("num_perm", self.num_perm, 1, 4096);
         match (self.bands, self.rows) {
             (Some(b), Some(r)) => {
-                if b == 0 || r == 0 || b * r > self.num_perm {
-                    p.push(format!(
-                        "bad value: bands × rows ({b} × {r}) must be ≥ 1 and ≤ num_perm ({})",
-                        self.num_perm
-                    ));
+                c.at_least("bands", b, 1);
+                c.at_least("rows", r, 1);
+                if b.saturating_mul(r) > self.num_perm {
+                    c.problem(
+                        "bands",
+                        format!(
+                            "bands × rows ({b} × {r}) must be at most \"num_perm\" ({})",
+                            self.num_perm
+                        ),
+                    );
                 }
             }
             (None, None) => {}
-            _ => p.push(
-                "bad value: set both `bands` and `rows`, or neither (derived from threshold)"
-                    .into(),
+            (Some(_), None) => c.problem(
+                "bands",
+                "set both \"bands\" and \"rows\", or neither (derived from threshold)",
+            ),
+            (None, Some(_)) => c.problem(
+                "rows",
+                "set both \"bands\" and \"rows\", or neither (derived from threshold)",
             ),
         }
-        if self.fp_weight < 0.0 || self.fn_weight < 0.0 || self.fp_weight + self.fn_weight <= 0.0 {
-            p.push("bad value: fp_weight and fn_weight must be ≥ 0 and not both 0".into());
-        }
-        for (name, n) in [
-            ("ngram_chars", self.ngram_chars),
-            ("ngram_words", self.ngram_words),
-            ("ngram_whitespace", self.ngram_whitespace),
-        ] {
-            if n == 0 {
-                p.push(format!("bad value: {name} must be ≥ 1"));
-            }
-        }
-        if self.mode == Mode::Distributed && self.verify == Verify::Exact {
-            p.push(
-                "bad value: `verify: exact` is not supported with `mode: distributed` (use `signature` or `none`)"
-                    .into(),
+        c.number_at_least("fp_weight", self.fp_weight, 0.0);
+        c.number_at_least("fn_weight", self.fn_weight, 0.0);
+        if self.fp_weight == 0.0 && self.fn_weight == 0.0 {
+            c.problem(
+                "fp_weight",
+                "\"fp_weight\" and \"fn_weight\" must not both be 0",
             );
         }
-        if self.buckets == Some(0) {
-            p.push("bad value: buckets must be ≥ 1".into());
+        c.at_least("ngram_chars", self.ngram_chars, 1);
+        c.at_least("ngram_words", self.ngram_words, 1);
+        c.at_least("ngram_whitespace", self.ngram_whitespace, 1);
+        if self.mode == Mode::Distributed && self.verify == Verify::Exact {
+            c.problem(
+                "verify",
+                "`verify: exact` is not supported with `mode: distributed` (use `signature` or `none`)",
+            );
         }
-        p
+        c.at_least_opt("buckets", self.buckets, 1);
+        c.at_least("run_entries", self.run_entries, 1);
+        c.into_vec()
     }
 }
 

@@ -48,8 +48,7 @@ use serde::{Deserialize, Serialize};
 use crate::document::DocBatch;
 use crate::error::Result;
 use crate::stage::{
-    check_file, parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform,
-    OUT_REJECTED,
+    parse_config, BuildCtx, Checks, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED,
 };
 
 use model::Model;
@@ -101,23 +100,12 @@ fn default_hmm() -> bool {
 
 impl StageConfig for Config {
     fn validate(&self, _ctx: &BuildCtx) -> Vec<String> {
-        let mut p = Vec::new();
-        if let Some(m) = check_file("model", &self.model) {
-            p.push(m);
-        }
-        if !(0.0..=1.0).contains(&self.threshold) {
-            p.push(format!(
-                "bad value: threshold ({}) must be within [0, 1]",
-                self.threshold
-            ));
-        }
-        if self.label.trim().is_empty() {
-            p.push("bad value: label must not be empty".into());
-        }
-        if self.reason.trim().is_empty() {
-            p.push("bad value: reason must not be empty".into());
-        }
-        p
+        let mut c = Checks::new();
+        c.file("model", &self.model);
+        c.fraction("threshold", self.threshold);
+        c.non_empty("label", self.label.trim().is_empty());
+        c.non_empty("reason", self.reason.trim().is_empty());
+        c.into_vec()
     }
 }
 

@@ -139,5 +139,8 @@ fn config_problems_are_all_reported() {
         Err(e) => e,
         Ok(_) => panic!("typo accepted"),
     };
-    assert!(err[0].contains("did you mean `threshold`"), "{err:?}");
+    assert!(
+        err[0].contains(r#"unknown field "treshold" (did you mean "threshold"?)"#),
+        "{err:?}"
+    );
 }

@@ -73,7 +73,7 @@ use serde::{Deserialize, Serialize};
 use crate::document::DocBatch;
 use crate::error::{Error, Result};
 use crate::stage::{
-    parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED,
+    parse_config, BuildCtx, Checks, Emitter, Kind, Node, Role, StageConfig, Transform, OUT_REJECTED,
 };
 use tokens::{ngram_hash, token_weights, tokens_into, Token};
 
@@ -156,45 +156,27 @@ fn default_true() -> bool {
 
 impl StageConfig for Config {
     fn validate(&self, _ctx: &BuildCtx) -> Vec<String> {
-        let mut p = Vec::new();
-        if self.benchmarks.is_empty() {
-            p.push("benchmarks: at least one benchmark is required".into());
-        }
-        if self.ngram == 0 {
-            p.push("bad value: ngram must be at least 1".into());
-        }
-        if !(self.min_coverage > 0.0 && self.min_coverage <= 1.0) {
-            p.push(format!(
-                "bad value: min_coverage must be in (0, 1], got {}",
-                self.min_coverage
-            ));
-        }
+        let mut c = Checks::new();
+        c.non_empty("benchmarks", self.benchmarks.is_empty());
+        c.at_least("ngram", self.ngram, 1);
+        c.number("min_coverage", self.min_coverage, (0.0, true), (1.0, false));
         let mut names = std::collections::BTreeSet::new();
         for (i, b) in self.benchmarks.iter().enumerate() {
             if b.name.is_empty() || !names.insert(b.name.clone()) {
-                p.push(format!(
-                    "benchmarks[{i}]: name must be non-empty and unique"
-                ));
+                c.problem(
+                    &format!("benchmarks[{i}].name"),
+                    "must be non-empty and unique",
+                );
             }
-            if b.fields.is_empty() {
-                p.push(format!(
-                    "benchmarks[{i}] ({}): fields: at least one field is required",
-                    b.name
-                ));
-            }
-            if b.paths.is_empty() {
-                p.push(format!(
-                    "benchmarks[{i}] ({}): paths: at least one path is required",
-                    b.name
-                ));
-            }
+            c.non_empty(&format!("benchmarks[{i}].fields"), b.fields.is_empty());
+            c.non_empty(&format!("benchmarks[{i}].paths"), b.paths.is_empty());
             for path in &b.paths {
                 if let Err(e) = expand_one(path) {
-                    p.push(format!("benchmarks[{i}] ({}): {e}", b.name));
+                    c.problem(&format!("benchmarks[{i}].paths"), e);
                 }
             }
         }
-        p
+        c.into_vec()
     }
 }
 

@@ -50,6 +50,9 @@ pub struct RunOptions {
     pub progress: bool,
     /// Remove a previous run in `out_dir` first.
     pub overwrite: bool,
+    /// Before skipping a finished rank, check the sha256 of its outputs (and of inputs whose
+    /// mtime changed), not only sizes.
+    pub verify: bool,
 }
 
 impl RunOptions {
@@ -62,6 +65,7 @@ impl RunOptions {
             world_size: 1,
             progress: false,
             overwrite: false,
+            verify: false,
         }
     }
 }
@@ -395,9 +399,27 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
     let out = opts.out_dir.clone();
     let hash = graph.spec.config_hash.clone();
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
-    if rundir::prepare(&out, opts.rank, opts.world_size, &hash, opts.overwrite)?
-        == Prepared::AlreadyDone
-    {
+    // Held until this function returns: after the marker and the merge.
+    let _lock = rundir::RankLock::acquire(&out, opts.rank)?;
+    let base = BuildCtx {
+        node: String::new(),
+        inputs: vec![],
+        run: graph.spec.run.clone(),
+        out_dir: out.clone(),
+        scratch_dir: out.join("tmp"),
+        rank: opts.rank,
+        world_size: opts.world_size,
+        threads: opts.threads.max(1),
+        validate_only: false,
+    };
+    let inputs = rank_inputs(&graph, &base)?;
+    let check = rundir::Check {
+        config_hash: &hash,
+        inputs: &inputs,
+        verify: opts.verify,
+        overwrite: opts.overwrite,
+    };
+    if rundir::prepare(&out, opts.rank, opts.world_size, &check)? == Prepared::AlreadyDone {
         tracing::info!(
             "rank {} of {} is already done in {}; nothing to do",
             opts.rank,
@@ -412,17 +434,7 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
             merged,
         });
     }
-    let base = BuildCtx {
-        node: String::new(),
-        inputs: vec![],
-        run: graph.spec.run.clone(),
-        out_dir: out.clone(),
-        scratch_dir: out.join("tmp"),
-        rank: opts.rank,
-        world_size: opts.world_size,
-        threads: opts.threads.max(1),
-        validate_only: false,
-    };
+    let input_sha = rundir::InputHasher::spawn(&inputs)?;
     let nodes = graph::build(&graph, &base).map_err(Error::Config)?;
     let started = Instant::now();
     let pool = Arc::new(
@@ -713,12 +725,18 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
     let shards = std::mem::take(&mut *shards.lock().unwrap_or_else(|e| e.into_inner()));
     let extras = std::mem::take(&mut *extras.lock().unwrap_or_else(|e| e.into_inner()));
     let stats_json = stats_to_json(&graph, &stats, &extras, wall, opts);
-    let manifest = manifest_json(&graph, shards, &extras, opts);
+    let mut manifest = manifest_json(&graph, shards, &extras, opts);
+    rundir::check_inputs_stable(&inputs)?;
+    manifest["inputs"] = rundir::inputs_json(&inputs, &input_sha.finish()?);
+    let (config, config_yaml) = rundir::config_json(&graph.spec);
+    manifest["config"] = config;
+    manifest["config_yaml"] = config_yaml;
     let merged = rundir::finish_rank(
         &out,
         opts.rank,
         opts.world_size,
         &hash,
+        &inputs,
         &stats_json,
         &manifest,
     )?;
@@ -728,6 +746,35 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
         manifest,
         merged,
     })
+}
+
+/// This rank's input files: the splits of every source that fall to it (split `k` goes to
+/// rank `k % world_size`), fingerprinted. Builds the source nodes only; they are built
+/// again, with the rest, for the run.
+fn rank_inputs(graph: &Graph, base: &BuildCtx) -> Result<Vec<rundir::InputFile>> {
+    let mut inputs = Vec::new();
+    for (i, n) in graph.spec.nodes.iter().enumerate() {
+        if graph.kinds[i].role != crate::stage::Role::Source {
+            continue;
+        }
+        let mut ctx = base.clone();
+        ctx.node = n.name.clone();
+        let built = (graph.kinds[i].build)(&n.params, &ctx).map_err(|ps| {
+            Error::Config(ps.into_iter().map(|p| format!("node `{}`: {p}", n.name)).collect())
+        })?;
+        if let Node::Source(src) = built {
+            let mine: Vec<String> = src
+                .splits()
+                .map_err(|e| e.in_node(&n.name))?
+                .into_iter()
+                .enumerate()
+                .filter(|(k, _)| k % base.world_size == base.rank)
+                .map(|(_, s)| s)
+                .collect();
+            inputs.extend(rundir::fingerprint(&n.name, &mine)?);
+        }
+    }
+    Ok(inputs)
 }
 
 fn t_stats(t: &dyn crate::stage::Transform) -> Option<Value> {

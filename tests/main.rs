@@ -6,6 +6,7 @@ mod common;
 mod dedup;
 mod engine;
 mod mix;
+mod rundir;
 mod s3;
 mod scale;
 mod train;

@@ -15,7 +15,9 @@
 //! A rank whose marker exists in the bucket is skipped, exactly as for a local run, so
 //! Slurm and the local launcher resume remote runs the same way. The staging directory
 //! holds at most one rank's outputs on local disk (not in memory) and is removed after
-//! publishing.
+//! publishing. An attempt holds the `flock` of `<staging>.lock` for its lifetime, so a
+//! second attempt of the same rank on the same machine exits (code 75) instead of clearing
+//! the staging directory under the first.
 
 use std::path::{Path, PathBuf};
 
@@ -58,6 +60,10 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions, url: &str) -> Result<RunSummar
     let (rank, world) = (opts.rank, opts.world_size);
     let tag = rank_tag(rank, world);
     let marker = storage::join(url, &format!("ranks/{tag}.done"));
+    let stage = staging_dir(url, rank);
+    // Two attempts of this rank on one machine share the staging directory: the second
+    // must not clear it under the first.
+    let _stage_lock = crate::rundir::RankLock::acquire_at(&stage.with_extension("lock"), rank)?;
     if opts.overwrite {
         for obj in storage::expand(&format!("{url}/"))? {
             storage::delete(&obj)?;
@@ -78,7 +84,6 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions, url: &str) -> Result<RunSummar
             merged,
         });
     }
-    let stage = staging_dir(url, rank);
     if stage.exists() {
         std::fs::remove_dir_all(&stage).map_err(|e| Error::io(&stage, e))?;
     }

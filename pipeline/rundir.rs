@@ -456,10 +456,9 @@ pub fn check_outputs(out: &Path, manifest: &Value, verify: bool) -> Vec<String> 
         let p = out.join(&rel);
         match std::fs::metadata(&p) {
             Err(_) => problems.push(format!("{rel}: missing")),
-            Ok(md) if md.len() != bytes => problems.push(format!(
-                "{rel}: size {} bytes, expected {bytes}",
-                md.len()
-            )),
+            Ok(md) if md.len() != bytes => {
+                problems.push(format!("{rel}: size {} bytes, expected {bytes}", md.len()))
+            }
             Ok(_) if verify => match sha256_file(&p) {
                 Ok(got) if got == sha => {}
                 Ok(got) => problems.push(format!(
@@ -597,7 +596,9 @@ fn check_finished(out: &Path, rank: usize, world: usize, check: &Check) -> Resul
         ),
     }
     let Some(manifest) = manifest else {
-        return Ok(vec![format!("ranks/{tag}.manifest.json: missing or unreadable")]);
+        return Ok(vec![format!(
+            "ranks/{tag}.manifest.json: missing or unreadable"
+        )]);
     };
     let mut problems = Vec::new();
     let stats = out.join("ranks").join(format!("{tag}.stats.json"));
@@ -620,15 +621,16 @@ fn check_finished(out: &Path, rank: usize, world: usize, check: &Check) -> Resul
         }
     }
     if problems.is_empty() {
-        let listed: BTreeSet<String> = listed_outputs(&manifest)
-            .into_iter()
-            .map(|o| o.0)
-            .collect();
+        let listed: BTreeSet<String> = listed_outputs(&manifest).into_iter().map(|o| o.0).collect();
         notice_strays(out, rank, world, &listed)?;
         tracing::info!(
             "rank {rank} of {world}: inputs unchanged, {} output files checked ({})",
             listed.len(),
-            if check.verify { "size and sha256" } else { "size" }
+            if check.verify {
+                "size and sha256"
+            } else {
+                "size"
+            }
         );
     }
     Ok(problems)
@@ -1014,4 +1016,126 @@ pub fn merge_manifests(ranks: &[Value]) -> Value {
     merged["nodes"] = Value::Object(nodes);
     merged["rank"] = Value::Null;
     merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(dir: &Path, name: &str, text: &str) -> (String, InputFile) {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        let p = p.to_string_lossy().into_owned();
+        let f = fingerprint("docs", std::slice::from_ref(&p))
+            .unwrap()
+            .remove(0);
+        (p, f)
+    }
+
+    #[test]
+    fn input_changes_are_named_and_verify_decides_on_content() {
+        let d = tempfile::tempdir().unwrap();
+        let (pa, a) = input(d.path(), "a.jsonl", "{\"text\":\"上海\"}\n");
+        let (pb, b) = input(d.path(), "b.jsonl", "{\"text\":\"北京\"}\n");
+        let sha: BTreeMap<String, String> = [&pa, &pb]
+            .iter()
+            .map(|p| (p.to_string(), sha256_file(p).unwrap()))
+            .collect();
+        let old = vec![a.clone(), b.clone()];
+        assert!(compare_inputs(&old, &old, &sha, false).is_empty());
+        assert!(compare_inputs(&old, &old, &sha, true).is_empty());
+
+        // Same bytes, new mtime: a change by default, none when contents are compared.
+        let mut touched = b.clone();
+        touched.mtime_ns = b.mtime_ns.map(|t| t + 1);
+        let now = vec![a.clone(), touched.clone()];
+        let c = compare_inputs(&old, &now, &sha, false);
+        assert_eq!(c.len(), 1);
+        assert!(
+            c[0].contains("b.jsonl: modified since the rank ran"),
+            "{c:?}"
+        );
+        assert!(compare_inputs(&old, &now, &sha, true).is_empty());
+
+        // Same size and mtime, other bytes: only --verify can see it.
+        std::fs::write(&pb, "{\"text\":\"南京\"}\n").unwrap();
+        let c = compare_inputs(&old, &old, &sha, true);
+        assert_eq!(c.len(), 1);
+        assert!(c[0].contains("b.jsonl: content changed (sha256"), "{c:?}");
+
+        // Resized, removed, added.
+        let mut grown = a.clone();
+        grown.size += 7;
+        let (_, extra) = input(d.path(), "c.jsonl", "{}\n");
+        let c = compare_inputs(&old, &[grown, extra], &sha, false);
+        assert_eq!(c.len(), 3, "{c:?}");
+        assert!(c[0].contains(&format!("{pa}: size {} bytes, was {}", a.size + 7, a.size)));
+        assert!(c[1].contains("b.jsonl: no longer an input"));
+        assert!(c[2].contains("c.jsonl: new input of this rank"));
+    }
+
+    #[test]
+    fn outputs_are_checked_by_size_and_optionally_sha256() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("shards")).unwrap();
+        let rel = "shards/s-r0000-00000.parquet";
+        std::fs::write(d.path().join(rel), b"PAR1 data PAR1").unwrap();
+        let sha = sha256_file(d.path().join(rel)).unwrap();
+        let m = json!({"shards": [{"path": rel, "bytes": 14, "sha256": sha}],
+                       "rejects": [{"path": "rejects/x-r0000-00000.parquet", "bytes": 3, "sha256": ""}]});
+        let p = check_outputs(d.path(), &m, true);
+        assert_eq!(
+            p,
+            vec!["rejects/x-r0000-00000.parquet: missing".to_string()]
+        );
+        std::fs::write(d.path().join(rel), b"PAR1 dat4 PAR1").unwrap();
+        assert_eq!(check_outputs(d.path(), &m, false).len(), 1);
+        let p = check_outputs(d.path(), &m, true);
+        assert!(
+            p[0].starts_with(&format!("{rel}: sha256 mismatch")),
+            "{p:?}"
+        );
+        std::fs::write(d.path().join(rel), b"PAR1").unwrap();
+        let p = check_outputs(d.path(), &m, false);
+        assert_eq!(p[0], format!("{rel}: size 4 bytes, expected 14"));
+    }
+
+    #[test]
+    fn a_rank_lock_is_exclusive_until_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let first = RankLock::acquire(d.path(), 3).unwrap();
+        match RankLock::acquire(d.path(), 3) {
+            Err(Error::RankBusy { rank, holder, .. }) => {
+                assert_eq!(rank, 3);
+                assert!(
+                    holder.starts_with(&format!("pid {} on host ", std::process::id())),
+                    "{holder}"
+                );
+            }
+            other => panic!("expected RankBusy, got {other:?}"),
+        }
+        // Other ranks are independent.
+        let _other = RankLock::acquire(d.path(), 4).unwrap();
+        drop(first);
+        RankLock::acquire(d.path(), 3).unwrap();
+    }
+
+    #[test]
+    fn merged_manifest_lists_every_rank_input() {
+        let r = |rank: u64, path: &str| {
+            json!({"rank": rank, "shards": [], "rejects": [], "totals": {"rows": 1},
+                   "inputs": [{"node": "docs", "path": path, "size": 1, "sha256": "ab"}],
+                   "config": {"run": {}}, "nodes": {}})
+        };
+        let m = merge_manifests(&[r(0, "/in/b.jsonl"), r(1, "/in/a.jsonl")]);
+        let paths: Vec<&str> = m["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["path"].as_str().unwrap())
+            .collect();
+        assert_eq!(paths, ["/in/a.jsonl", "/in/b.jsonl"]);
+        assert_eq!(m["config"], json!({"run": {}}));
+        assert_eq!(m["totals"]["rows"], 2);
+    }
 }

@@ -760,7 +760,11 @@ fn rank_inputs(graph: &Graph, base: &BuildCtx) -> Result<Vec<rundir::InputFile>>
         let mut ctx = base.clone();
         ctx.node = n.name.clone();
         let built = (graph.kinds[i].build)(&n.params, &ctx).map_err(|ps| {
-            Error::Config(ps.into_iter().map(|p| format!("node `{}`: {p}", n.name)).collect())
+            Error::Config(
+                ps.into_iter()
+                    .map(|p| format!("node `{}`: {p}", n.name))
+                    .collect(),
+            )
         })?;
         if let Node::Source(src) = built {
             let mine: Vec<String> = src

@@ -41,7 +41,13 @@ nodes:
 fn run_args(cfg: &Path, out: &Path, extra: &[&str]) -> std::process::Command {
     let mut c = bin();
     c.env("NO_COLOR", "1")
-        .args(["run", cfg.to_str().unwrap(), "--threads", "1", "--no-progress"])
+        .args([
+            "run",
+            cfg.to_str().unwrap(),
+            "--threads",
+            "1",
+            "--no-progress",
+        ])
         .arg("--out")
         .arg(out)
         .args(extra);
@@ -77,7 +83,11 @@ fn assert_manifest_true(out: &Path, manifest: &str) -> u64 {
             let rel = e["path"].as_str().unwrap();
             let p = out.join(rel);
             let bytes = std::fs::read(&p).unwrap_or_else(|_| panic!("{rel} is listed but missing"));
-            assert_eq!(bytes.len() as u64, e["bytes"].as_u64().unwrap(), "{rel}: size");
+            assert_eq!(
+                bytes.len() as u64,
+                e["bytes"].as_u64().unwrap(),
+                "{rel}: size"
+            );
             assert_eq!(
                 sluice::io::sha256_file(&p).unwrap(),
                 e["sha256"].as_str().unwrap(),
@@ -88,7 +98,11 @@ fn assert_manifest_true(out: &Path, manifest: &str) -> u64 {
     }
     let mut present: Vec<String> = ["shards", "rejects"]
         .iter()
-        .flat_map(|s| files(out, s).into_iter().map(move |f| format!("{s}/{}", f.0)))
+        .flat_map(|s| {
+            files(out, s)
+                .into_iter()
+                .map(move |f| format!("{s}/{}", f.0))
+        })
         .collect();
     listed.sort();
     present.sort();
@@ -138,9 +152,16 @@ fn damaged_finished_rank_is_redone() {
     let names = shard_names(out, "shards");
     let expect_clean = |why: &str| {
         assert!(files(out, "shards") == clean_shards, "{why}: shards differ");
-        assert!(files(out, "rejects") == clean_rejects, "{why}: rejects differ");
+        assert!(
+            files(out, "rejects") == clean_rejects,
+            "{why}: rejects differ"
+        );
         assert_eq!(assert_manifest_true(out, "manifest.json"), rows);
-        assert_eq!(audit_docs(out), rows, "{why}: audit disagrees with the manifest");
+        assert_eq!(
+            audit_docs(out),
+            rows,
+            "{why}: audit disagrees with the manifest"
+        );
     };
 
     // A finished, intact rank is checked, then skipped.
@@ -151,7 +172,10 @@ fn damaged_finished_rank_is_redone() {
     // Deleted shard.
     std::fs::remove_file(out.join("shards").join(&names[2])).unwrap();
     let err = ok_run(&cfg, out, &[]);
-    assert!(err.contains(&format!("shards/{}: missing", names[2])), "{err}");
+    assert!(
+        err.contains(&format!("shards/{}: missing", names[2])),
+        "{err}"
+    );
     assert!(err.contains("redoing rank 0 of 1"), "{err}");
     expect_clean("deleted");
 
@@ -193,7 +217,10 @@ fn damaged_finished_rank_is_redone() {
     let rej = shard_names(out, "rejects");
     std::fs::remove_file(out.join("rejects").join(&rej[0])).unwrap();
     let err = ok_run(&cfg, out, &["--verify"]);
-    assert!(err.contains(&format!("rejects/{}: missing", rej[0])), "{err}");
+    assert!(
+        err.contains(&format!("rejects/{}: missing", rej[0])),
+        "{err}"
+    );
     expect_clean("deleted rejects");
 
     // Deleted rank manifest: the marker alone is not trusted.
@@ -240,8 +267,14 @@ fn changed_inputs_are_refused_until_overwrite() {
     for i in ins {
         let p = i["path"].as_str().unwrap();
         assert_eq!(i["node"], "docs");
-        assert_eq!(i["size"].as_u64().unwrap(), std::fs::metadata(p).unwrap().len());
-        assert_eq!(i["sha256"].as_str().unwrap(), sluice::io::sha256_file(p).unwrap());
+        assert_eq!(
+            i["size"].as_u64().unwrap(),
+            std::fs::metadata(p).unwrap().len()
+        );
+        assert_eq!(
+            i["sha256"].as_str().unwrap(),
+            sluice::io::sha256_file(p).unwrap()
+        );
     }
     assert_eq!(
         m["config_yaml"].as_str().unwrap(),
@@ -260,7 +293,10 @@ fn changed_inputs_are_refused_until_overwrite() {
     let (code, err) = sluice_run(&cfg, out, &[]);
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains(&format!("docs: {}: modified since the rank ran", p1.display())),
+        err.contains(&format!(
+            "docs: {}: modified since the rank ran",
+            p1.display()
+        )),
         "{err}"
     );
     let err = ok_run(&cfg, out, &["--verify"]);
@@ -282,7 +318,10 @@ fn changed_inputs_are_refused_until_overwrite() {
     std::fs::write(&p2, &text).unwrap();
     let (code, err) = sluice_run(&cfg, out, &[]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("the inputs of rank 0 of 1 changed since it finished"), "{err}");
+    assert!(
+        err.contains("the inputs of rank 0 of 1 changed since it finished"),
+        "{err}"
+    );
     assert!(
         err.contains(&format!(
             "docs: {}: size {} bytes, was {old_len}",
@@ -292,7 +331,10 @@ fn changed_inputs_are_refused_until_overwrite() {
         "{err}"
     );
     assert!(err.contains("rerun with --overwrite"), "{err}");
-    assert!(files(out, "shards") == before, "a refused run changed the shards");
+    assert!(
+        files(out, "shards") == before,
+        "a refused run changed the shards"
+    );
 
     // A new input file: refused too.
     let p3 = input.path().join("part-003.jsonl");
@@ -313,7 +355,13 @@ fn changed_inputs_are_refused_until_overwrite() {
     assert!(files(out, "shards") != before);
     let rows = assert_manifest_true(out, "manifest.json");
     assert_eq!(audit_docs(out), rows);
-    assert_eq!(json(&out.join("manifest.json"))["inputs"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        json(&out.join("manifest.json"))["inputs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
     let err = ok_run(&cfg, out, &[]);
     assert!(err.contains("nothing to do"), "{err}");
 }
@@ -381,7 +429,10 @@ fn concurrent_attempts_of_one_rank_never_lose_files() {
             let st = a.wait().unwrap();
             killed += usize::from(st.code().is_none());
             let (code, err) = wait_code(spawn());
-            assert_eq!(code, 0, "round {round} (seed {seed}): requeued attempt failed:\n{err}");
+            assert_eq!(
+                code, 0,
+                "round {round} (seed {seed}): requeued attempt failed:\n{err}"
+            );
         } else {
             let b = spawn();
             let (ca, ea) = wait_code(a);
@@ -399,7 +450,10 @@ fn concurrent_attempts_of_one_rank_never_lose_files() {
                     );
                 }
             }
-            assert!(ca == 0 || cb == 0, "round {round} (seed {seed}): no attempt finished\n{ea}\n{eb}");
+            assert!(
+                ca == 0 || cb == 0,
+                "round {round} (seed {seed}): no attempt finished\n{ea}\n{eb}"
+            );
         }
         let check = |when: &str| {
             let rows = assert_manifest_true(&out, "ranks/r0000-of-0002.manifest.json");
@@ -416,7 +470,10 @@ fn concurrent_attempts_of_one_rank_never_lose_files() {
         check("after a rerun");
     }
     eprintln!("concurrent attempts: {busy} refused as busy, {killed} killed mid-way");
-    assert!(busy > 0, "no two attempts overlapped in 20 rounds (seed {seed})");
+    assert!(
+        busy > 0,
+        "no two attempts overlapped in 20 rounds (seed {seed})"
+    );
 }
 
 #[test]
@@ -429,7 +486,11 @@ fn overwrite_waits_for_no_one_and_deletes_nothing_running() {
     ok_run(&cfg, out, &["--rank", "1", "--world-size", "2"]);
     // Hold rank 1's lock as a running attempt would.
     let _held = sluice::rundir::RankLock::acquire(out, 1).unwrap();
-    let (code, err) = sluice_run(&cfg, out, &["--rank", "0", "--world-size", "2", "--overwrite"]);
+    let (code, err) = sluice_run(
+        &cfg,
+        out,
+        &["--rank", "0", "--world-size", "2", "--overwrite"],
+    );
     assert_eq!(code, 75, "{err}");
     assert!(
         err.contains("rank 1 is being run by another attempt (pid ")
@@ -444,9 +505,16 @@ fn overwrite_waits_for_no_one_and_deletes_nothing_running() {
     drop(_held);
     let err = ok_run(&cfg, out, &["--rank", "0", "--world-size", "2"]);
     assert!(err.contains("done in"), "{err}");
-    assert!(out.join("manifest.json").exists(), "merged after both ranks");
+    assert!(
+        out.join("manifest.json").exists(),
+        "merged after both ranks"
+    );
     let rows = assert_manifest_true(out, "manifest.json");
     assert_eq!(audit_docs(out), rows);
     let m = json(&out.join("manifest.json"));
-    assert_eq!(m["inputs"].as_array().unwrap().len(), 4, "inputs of both ranks");
+    assert_eq!(
+        m["inputs"].as_array().unwrap().len(),
+        4,
+        "inputs of both ranks"
+    );
 }

@@ -643,27 +643,16 @@ fn notice_strays(out: &Path, rank: usize, world: usize, listed: &BTreeSet<String
     let needle = format!("-r{rank:04}-");
     let of_this_run = |name: &str| (0..world).any(|r| name.contains(&format!("-r{r:04}-")));
     let mut unknown = Vec::new();
-    for sub in ["shards", "rejects"] {
-        let d = out.join(sub);
-        if !d.is_dir() {
-            continue;
-        }
-        for e in std::fs::read_dir(&d)
-            .map_err(|e| Error::io(&d, e))?
-            .flatten()
-        {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let rel = format!("{sub}/{name}");
-            if name.contains(&needle) {
-                if !listed.contains(&rel) {
-                    tracing::warn!(
-                        "removing {rel}: rank {rank} wrote it but its manifest does not list it (left by an earlier attempt)"
-                    );
-                    std::fs::remove_file(e.path()).map_err(|er| Error::io(e.path(), er))?;
-                }
-            } else if !of_this_run(&name) {
-                unknown.push(rel);
+    for (rel, name, path) in output_files(out)? {
+        if name.contains(&needle) {
+            if !listed.contains(&rel) {
+                tracing::warn!(
+                    "removing {rel}: rank {rank} wrote it but its manifest does not list it (left by an earlier attempt)"
+                );
+                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
             }
+        } else if !of_this_run(&name) {
+            unknown.push(rel);
         }
     }
     if !unknown.is_empty() {
@@ -677,6 +666,25 @@ fn notice_strays(out: &Path, rank: usize, world: usize, listed: &BTreeSet<String
         );
     }
     Ok(())
+}
+
+/// Every file in `shards/` and `rejects/`: (`sub/name`, name, path).
+fn output_files(out: &Path) -> Result<Vec<(String, String, PathBuf)>> {
+    let mut v = Vec::new();
+    for sub in ["shards", "rejects"] {
+        let d = out.join(sub);
+        if !d.is_dir() {
+            continue;
+        }
+        for e in std::fs::read_dir(&d)
+            .map_err(|e| Error::io(&d, e))?
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            v.push((format!("{sub}/{name}"), name, e.path()));
+        }
+    }
+    Ok(v)
 }
 
 /// Take the marker of a rank away (first), and the merged files that counted it.
@@ -801,19 +809,9 @@ pub fn rank_done(out: &Path, rank: usize, world: usize) -> bool {
 /// Remove every output of one rank (shards, rejects, scratch, temp files, rank files).
 pub fn clean_rank(out: &Path, rank: usize, world: usize) -> Result<()> {
     let needle = format!("-r{rank:04}-");
-    for sub in ["shards", "rejects"] {
-        let d = out.join(sub);
-        if !d.is_dir() {
-            continue;
-        }
-        for e in std::fs::read_dir(&d)
-            .map_err(|e| Error::io(&d, e))?
-            .flatten()
-        {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.contains(&needle) {
-                std::fs::remove_file(e.path()).map_err(|er| Error::io(e.path(), er))?;
-            }
+    for (_, name, path) in output_files(out)? {
+        if name.contains(&needle) {
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
         }
     }
     let tmp = out.join("tmp").join(format!("r{rank:04}"));

@@ -136,14 +136,20 @@ fn shard_names(out: &Path, sub: &str) -> Vec<String> {
     files(out, sub).into_iter().map(|f| f.0).collect()
 }
 
-#[test]
-fn damaged_finished_rank_is_redone() {
+/// Three input files from the samples, the config, and a finished single-rank run.
+fn finished_run() -> (tempfile::TempDir, PathBuf, tempfile::TempDir) {
     let input = tempfile::tempdir().unwrap();
     split_inputs(input.path(), 3, 1);
     let cfg = write_config(input.path(), input.path());
     let out = tempfile::tempdir().unwrap();
+    ok_run(&cfg, out.path(), &[]);
+    (input, cfg, out)
+}
+
+#[test]
+fn damaged_finished_rank_is_redone() {
+    let (_input, cfg, out) = finished_run();
     let out = out.path();
-    ok_run(&cfg, out, &[]);
     let clean_shards = files(out, "shards");
     let clean_rejects = files(out, "rejects");
     assert!(clean_shards.len() >= 5 && !clean_rejects.is_empty());
@@ -252,12 +258,8 @@ fn damaged_finished_rank_is_redone() {
 
 #[test]
 fn changed_inputs_are_refused_until_overwrite() {
-    let input = tempfile::tempdir().unwrap();
-    split_inputs(input.path(), 3, 1);
-    let cfg = write_config(input.path(), input.path());
-    let out = tempfile::tempdir().unwrap();
+    let (input, cfg, out) = finished_run();
     let out = out.path();
-    ok_run(&cfg, out, &[]);
     let before = files(out, "shards");
 
     // The manifest lists every input with size and sha256, and embeds the config.

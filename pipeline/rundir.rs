@@ -449,17 +449,17 @@ fn listed_outputs(manifest: &Value) -> Vec<(String, u64, String)> {
 }
 
 /// Check every output a rank's manifest lists: size always, sha256 when `verify`. One
-/// line per missing or damaged file.
-pub fn check_outputs(out: &Path, manifest: &Value, verify: bool) -> Vec<String> {
+/// line per missing or damaged file. `out` is a local run directory or an object-store URL.
+pub fn check_outputs(out: &str, manifest: &Value, verify: bool) -> Vec<String> {
     let mut problems = Vec::new();
     for (rel, bytes, sha) in listed_outputs(manifest) {
-        let p = out.join(&rel);
-        match std::fs::metadata(&p) {
+        let p = crate::storage::join(out, &rel);
+        match crate::storage::size(&p) {
             Err(_) => problems.push(format!("{rel}: missing")),
-            Ok(md) if md.len() != bytes => {
-                problems.push(format!("{rel}: size {} bytes, expected {bytes}", md.len()))
+            Ok(len) if len != bytes => {
+                problems.push(format!("{rel}: size {len} bytes, expected {bytes}"))
             }
-            Ok(_) if verify => match sha256_file(&p) {
+            Ok(_) if verify => match sha256_any(&p) {
                 Ok(got) if got == sha => {}
                 Ok(got) => problems.push(format!(
                     "{rel}: sha256 mismatch (found {got}, manifest lists {sha})"
@@ -470,6 +470,98 @@ pub fn check_outputs(out: &Path, manifest: &Value, verify: bool) -> Vec<String> 
         }
     }
     problems
+}
+
+/// sha256 of a local file or, streaming, of an object.
+fn sha256_any(path: &str) -> Result<String> {
+    if !crate::storage::is_remote(path) {
+        return sha256_file(path);
+    }
+    let mut r = crate::storage::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = r.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// The refusal when a finished rank's inputs changed.
+fn inputs_changed(out: &str, rank: usize, world: usize, changed: &[String]) -> Error {
+    Error::msg(format!(
+        "the inputs of rank {rank} of {world} changed since it finished in {out}:\n{}\nits outputs would be stale: rerun with --overwrite to redo the run, or use another --out",
+        bullets(changed)
+    ))
+}
+
+/// path → sha256 of the inputs a rank manifest lists.
+fn manifest_input_sha(manifest: Option<&Value>) -> BTreeMap<String, String> {
+    manifest
+        .and_then(|m| m["inputs"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|i| Some((i["path"].as_str()?.into(), i["sha256"].as_str()?.into())))
+        .collect()
+}
+
+/// Check a finished rank from what it recorded alone, without building the pipeline: the
+/// inputs its marker lists are fingerprinted again (a new input file matching a glob is
+/// not seen here, only by the engine), and the outputs its manifest lists are checked.
+/// `out` is a local run directory or an object-store URL. `Err`: the inputs changed.
+/// `Ok(problems)`: empty when the rank can be trusted; a missing marker is a problem.
+pub fn check_recorded(out: &str, rank: usize, world: usize, verify: bool) -> Result<Vec<String>> {
+    let tag = rank_tag(rank, world);
+    let read = |rel: String| -> Result<Value> {
+        Ok(serde_json::from_slice(&crate::storage::read_all(
+            &crate::storage::join(out, &rel),
+        )?)?)
+    };
+    let marker = match read(format!("ranks/{tag}.done")) {
+        Ok(v) => v,
+        Err(e) => {
+            return Ok(vec![format!(
+                "ranks/{tag}.done: missing or unreadable: {e}"
+            )])
+        }
+    };
+    let manifest = read(format!("ranks/{tag}.manifest.json")).ok();
+    if let Some(old) = marker
+        .get("inputs")
+        .and_then(|v| serde_json::from_value::<Vec<InputFile>>(v.clone()).ok())
+    {
+        let mut now = Vec::new();
+        let mut changed = Vec::new();
+        for i in &old {
+            match fingerprint(&i.node, std::slice::from_ref(&i.path)) {
+                Ok(f) => now.extend(f),
+                Err(_) => changed.push(format!("{}: {}: missing or unreadable", i.node, i.path)),
+            }
+        }
+        let known: Vec<InputFile> = old
+            .iter()
+            .filter(|o| now.iter().any(|n| n.path == o.path))
+            .cloned()
+            .collect();
+        changed.extend(compare_inputs(
+            &known,
+            &now,
+            &manifest_input_sha(manifest.as_ref()),
+            verify,
+        ));
+        if !changed.is_empty() {
+            return Err(inputs_changed(out, rank, world, &changed));
+        }
+    }
+    let Some(manifest) = manifest else {
+        return Ok(vec![format!(
+            "ranks/{tag}.manifest.json: missing or unreadable"
+        )]);
+    };
+    Ok(check_outputs(out, &manifest, verify))
 }
 
 fn read_json(p: &Path) -> Result<Value> {
@@ -575,20 +667,15 @@ fn check_finished(out: &Path, rank: usize, world: usize, check: &Check) -> Resul
     match marker.get("inputs") {
         Some(recorded) => {
             let old: Vec<InputFile> = serde_json::from_value(recorded.clone())?;
-            let old_sha: BTreeMap<String, String> = manifest
-                .as_ref()
-                .and_then(|m| m["inputs"].as_array().cloned())
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|i| Some((i["path"].as_str()?.into(), i["sha256"].as_str()?.into())))
-                .collect();
+            let old_sha = manifest_input_sha(manifest.as_ref());
             let changed = compare_inputs(&old, check.inputs, &old_sha, check.verify);
             if !changed.is_empty() {
-                return Err(Error::msg(format!(
-                    "the inputs of rank {rank} of {world} changed since it finished in {}:\n{}\nits outputs would be stale: rerun with --overwrite to redo the run, or use another --out",
-                    out.display(),
-                    bullets(&changed)
-                )));
+                return Err(inputs_changed(
+                    &out.display().to_string(),
+                    rank,
+                    world,
+                    &changed,
+                ));
             }
         }
         None => tracing::warn!(
@@ -605,7 +692,11 @@ fn check_finished(out: &Path, rank: usize, world: usize, check: &Check) -> Resul
     if read_json(&stats).is_err() {
         problems.push(format!("ranks/{tag}.stats.json: missing or unreadable"));
     }
-    problems.extend(check_outputs(out, &manifest, check.verify));
+    problems.extend(check_outputs(
+        &out.to_string_lossy(),
+        &manifest,
+        check.verify,
+    ));
     if problems.is_empty() && marker.get("inputs").is_some() {
         let recorded: Vec<InputFile> =
             serde_json::from_value(marker["inputs"].clone()).unwrap_or_default();
@@ -776,32 +867,16 @@ fn wipe_run(out: &Path, rank: usize, world: usize) -> Result<()> {
 
 /// Whether a rank is done and still true, without running anything: its marker exists,
 /// the inputs it records are unchanged (by size and mtime) and every output its manifest
-/// lists has the listed size. For launchers deciding what to start; the engine checks
-/// again, against the inputs the sources expand to now.
-pub fn rank_done(out: &Path, rank: usize, world: usize) -> bool {
-    let Ok(marker) = read_json(&marker_path(out, rank, world)) else {
-        return false;
+/// lists has the listed size ([`check_recorded`]). For launchers deciding what to start;
+/// the engine checks again, against the inputs the sources expand to now, and refuses a
+/// rank whose inputs changed.
+pub fn rank_done(out: &str, rank: usize, world: usize) -> bool {
+    let problems = match check_recorded(out, rank, world, false) {
+        Ok(p) => p,
+        Err(e) => vec![e.to_string()],
     };
-    let tag = rank_tag(rank, world);
-    let Ok(manifest) = read_json(&out.join("ranks").join(format!("{tag}.manifest.json"))) else {
-        return false;
-    };
-    let mut problems = check_outputs(out, &manifest, false);
-    if let Some(old) = marker
-        .get("inputs")
-        .and_then(|v| serde_json::from_value::<Vec<InputFile>>(v.clone()).ok())
-    {
-        let mut now = Vec::new();
-        for i in &old {
-            match fingerprint(&i.node, std::slice::from_ref(&i.path)) {
-                Ok(f) => now.extend(f),
-                Err(_) => problems.push(format!("{}: unreadable", i.path)),
-            }
-        }
-        problems.extend(compare_inputs(&old, &now, &BTreeMap::new(), false));
-    }
     for p in &problems {
-        tracing::info!("rank {rank} of {world} is marked done but must run again: {p}");
+        tracing::info!("rank {rank} of {world} is not done: {p}");
     }
     problems.is_empty()
 }
@@ -1087,14 +1162,14 @@ mod tests {
             vec!["rejects/x-r0000-00000.parquet: missing".to_string()]
         );
         std::fs::write(d.path().join(rel), b"PAR1 dat4 PAR1").unwrap();
-        assert_eq!(check_outputs(d.path(), &m, false).len(), 1);
-        let p = check_outputs(d.path(), &m, true);
+        assert_eq!(check_outputs(&out, &m, false).len(), 1);
+        let p = check_outputs(&out, &m, true);
         assert!(
             p[0].starts_with(&format!("{rel}: sha256 mismatch")),
             "{p:?}"
         );
         std::fs::write(d.path().join(rel), b"PAR1").unwrap();
-        let p = check_outputs(d.path(), &m, false);
+        let p = check_outputs(&out, &m, false);
         assert_eq!(p[0], format!("{rel}: size 4 bytes, expected 14"));
     }
 

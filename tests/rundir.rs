@@ -7,6 +7,7 @@ use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use sha2::Digest;
 
 use crate::common::*;
 
@@ -518,5 +519,98 @@ fn overwrite_waits_for_no_one_and_deletes_nothing_running() {
         m["inputs"].as_array().unwrap().len(),
         4,
         "inputs of both ranks"
+    );
+}
+
+#[test]
+fn object_store_run_is_checked_the_same_way() {
+    let Some(moto) = crate::s3::Moto::start("object_store_run_is_checked_the_same_way") else {
+        return;
+    };
+    moto.bucket("rundir");
+    let input = tempfile::tempdir().unwrap();
+    split_inputs(input.path(), 3, 1);
+    let cfg = write_config(input.path(), input.path());
+    let url = "s3://rundir/run";
+    let go = |extra: &[&str]| {
+        let mut c = run_args(&cfg, Path::new(url), extra);
+        for (k, v) in moto.env() {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let obj = |rel: &str| sluice::storage::join(url, rel);
+    let listed = || -> Vec<(String, u64, String)> {
+        let m: Value =
+            serde_json::from_slice(&sluice::storage::read_all(&obj("manifest.json")).unwrap())
+                .unwrap();
+        ["shards", "rejects"]
+            .iter()
+            .flat_map(|k| m[*k].as_array().unwrap().clone())
+            .map(|e| {
+                (
+                    e["path"].as_str().unwrap().to_string(),
+                    e["bytes"].as_u64().unwrap(),
+                    e["sha256"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let assert_true = || {
+        for (rel, bytes, sha) in listed() {
+            let b = sluice::storage::read_all(&obj(&rel)).unwrap();
+            assert_eq!(b.len() as u64, bytes, "{rel}");
+            assert_eq!(hex::encode(sha2::Sha256::digest(&b)), sha, "{rel}");
+        }
+    };
+    let (code, err) = go(&[]);
+    assert_eq!(code, 0, "{err}");
+    let files = listed();
+    assert!(files.len() >= 3);
+    let (code, err) = go(&[]);
+    assert!(code == 0 && err.contains("nothing to do"), "{err}");
+
+    // A deleted object is noticed and the rank redone.
+    let (victim, _, _) = &files[1];
+    sluice::storage::delete(&obj(victim)).unwrap();
+    let (code, err) = go(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(&format!("{victim}: missing")), "{err}");
+    assert!(err.contains("redoing rank 0 of 1"), "{err}");
+    assert_true();
+
+    // A bit-flipped object (same size): only --verify streams and hashes it.
+    let (victim, _, _) = &files[0];
+    let mut b = sluice::storage::read_all(&obj(victim)).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0x01;
+    sluice::storage::put(&obj(victim), &b).unwrap();
+    let (code, err) = go(&[]);
+    assert!(code == 0 && err.contains("nothing to do"), "{err}");
+    let (code, err) = go(&["--verify"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(&format!("{victim}: sha256 mismatch")), "{err}");
+    assert_true();
+    assert_eq!(listed(), files, "the redone rank equals the first run");
+
+    // An edited input is refused.
+    let p = input.path().join("part-000.jsonl");
+    let mut text = std::fs::read_to_string(&p).unwrap();
+    text.push_str(text.clone().lines().next().unwrap());
+    text.push('\n');
+    std::fs::write(&p, &text).unwrap();
+    let (code, err) = go(&[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("the inputs of rank 0 of 1 changed since it finished in s3://rundir/run"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("docs: {}: size", p.display())),
+        "{err}"
     );
 }

@@ -1156,7 +1156,8 @@ mod tests {
         let sha = sha256_file(d.path().join(rel)).unwrap();
         let m = json!({"shards": [{"path": rel, "bytes": 14, "sha256": sha}],
                        "rejects": [{"path": "rejects/x-r0000-00000.parquet", "bytes": 3, "sha256": ""}]});
-        let p = check_outputs(d.path(), &m, true);
+        let out = d.path().to_string_lossy().into_owned();
+        let p = check_outputs(&out, &m, true);
         assert_eq!(
             p,
             vec!["rejects/x-r0000-00000.parquet: missing".to_string()]

@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
 """Side-by-side: `sluice audit` vs DuckDB on the same run directory (group-by queries).
 
-    python3 -m venv /tmp/venv-audit && /tmp/venv-audit/bin/pip install duckdb pyarrow numpy
-    CARGO_TARGET_DIR=target-rel cargo build --release
-    /tmp/venv-audit/bin/python benches/audit_gen.py /tmp/audit-bench/run      # >= 1 GB, 1.2M rejects
-    /tmp/venv-audit/bin/python benches/audit_bench.py /tmp/audit-bench/run target-rel/release/sluice
+    python3 -m venv "$VENV" && "$VENV/bin/pip" install duckdb pyarrow numpy
+    cargo build --release
+    "$VENV/bin/python" benches/audit_gen.py target/audit-bench/run     # >= 1 GB, 1.2M rejects
+    "$VENV/bin/python" benches/audit_bench.py target/audit-bench/run target/release/sluice
+
+usage: audit_bench.py RUN_DIR SLUICE_BIN [--reps 3]
 
 Both sides are timed the same way: a fresh process per query (the sluice CLI; `python -c`
 with duckdb, minus the measured cost of starting python and importing duckdb), wall
 clock, best and median of --reps runs. Results are checked equal (row by row).
 """
+import argparse
 import csv
 import io
 import json
@@ -45,8 +48,12 @@ def timed(cmd):
 
 
 def main():
-    run, sluice = sys.argv[1], sys.argv[2]
-    reps = 3
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", help="run directory (e.g. made by benches/audit_gen.py)")
+    ap.add_argument("sluice", help="the sluice binary to time (a release build)")
+    ap.add_argument("--reps", type=int, default=3, help="runs per query and side (default 3)")
+    a = ap.parse_args()
+    run, sluice, reps = a.run, a.sluice, a.reps
     py = sys.executable
     # Cost of a python process that imports duckdb and does nothing: subtracted from DuckDB.
     base = min(timed([py, "-c", "import duckdb, json"])[0] for _ in range(reps))

@@ -8,6 +8,7 @@ cannot shrink it away (real shards compress about as badly per character). Seede
 the same arguments give the same files. Skips work if DIR/.complete exists.
 
 usage: audit_gen.py DIR [--shard-gb 1.0] [--rejects 1200000] [--seed 7]
+(e.g. DIR = target/audit-bench/run, under the repo's ignored target/ folder)
 """
 import argparse
 import hashlib
@@ -91,7 +92,7 @@ def sha256(path):
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dir")
     ap.add_argument("--shard-gb", type=float, default=1.0)
     ap.add_argument("--rejects", type=int, default=1_200_000)

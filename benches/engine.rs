@@ -1,4 +1,4 @@
-//! Engine benchmarks (issue: engine), side by side in one run:
+//! Engine benchmarks, side by side in one run:
 //!
 //! 1. pass-through `ingest_jsonl → parquet_shards` over a large generated JSONL file vs a
 //!    bare loop that only reads and parses the same file with serde_json, once with the

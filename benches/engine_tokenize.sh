@@ -11,6 +11,8 @@
 #                                                   SLUICE_BENCH_TOK_DOCS, default 60000;
 #                                                   SLUICE_BENCH_TOK_CODEC, default none)
 set -euo pipefail
+# --help prints the comment block above.
+case "${1:-}" in -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 n="${1:-5}"
 cargo bench --bench engine --no-run >/dev/null 2>&1

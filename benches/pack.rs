@@ -1,15 +1,19 @@
 //! Benchmark for `pack`: packing + global shuffle time against the time to tokenize the
-//! same corpus (the issue's target: pack + shuffle < 10% of tokenize), and the padding
+//! same corpus (target: pack + shuffle < 10% of tokenize), and the padding
 //! rate of both strategies.
 //!
 //! ```text
-//! cargo bench --bench pack                                   # release; corpus from ../shared/data
+//! cargo bench --bench pack                                   # release
+//! SLUICE_BENCH_WIKI=path/to/paragraphs.jsonl cargo bench --bench pack
 //! BENCH_REPEAT=2 cargo --config 'profile.dev.package.sluice.opt-level=3' \
 //!     bench --bench pack --profile dev                       # reuses the debug deps (fast to build)
 //! ```
-//! Corpus: the CMRC 2018 Chinese Wikipedia paragraphs (dev 848 + trial contexts when
-//! present, else `samples/text/cmrc2018_zh.jsonl`), the GSM8K test Q&A (1,319) and the
-//! Alpaca-CoT zh records, repeated `BENCH_REPEAT` times (default 4) under distinct ids.
+//! Corpus: the CMRC 2018 Chinese Wikipedia paragraphs (`$SLUICE_BENCH_WIKI`, default
+//! `../shared/data/text-zh-wikipedia-cmrc2018/cmrc2018_dev.contexts.jsonl` relative to the
+//! repo root when present, else `samples/text/cmrc2018_zh.jsonl`), the GSM8K test Q&A
+//! (`samples/benchmarks/gsm8k_test.jsonl`) and the Alpaca-CoT zh records
+//! (`samples/synthetic/alpaca_cot_zh.jsonl`), repeated `BENCH_REPEAT` times (default 4)
+//! under distinct ids.
 //! Tokenizer: DeepSeek-V3 through the real `tokenize` stage (built from the registry, fed
 //! batches of 256 as the runtime does). Both sides run on one thread (pack is a sequential
 //! stage; tokenize is parallel across documents), so the ratio compares CPU time.
@@ -32,16 +36,19 @@ fn read_jsonl(path: &str) -> Vec<serde_json::Value> {
 
 fn corpus(repeat: usize) -> Vec<Document> {
     let mut base: Vec<(String, String)> = Vec::new();
-    let wiki = if std::path::Path::new(
-        "../shared/data/text-zh-wikipedia-cmrc2018/cmrc2018_dev.contexts.jsonl",
-    )
-    .exists()
-    {
-        "../shared/data/text-zh-wikipedia-cmrc2018/cmrc2018_dev.contexts.jsonl"
-    } else {
-        "samples/text/cmrc2018_zh.jsonl"
-    };
-    for v in read_jsonl(wiki) {
+    const SHARED_WIKI: &str =
+        "../shared/data/text-zh-wikipedia-cmrc2018/cmrc2018_dev.contexts.jsonl";
+    let wiki = std::env::var("SLUICE_BENCH_WIKI").unwrap_or_else(|_| {
+        if std::path::Path::new(SHARED_WIKI).exists() {
+            SHARED_WIKI.into()
+        } else {
+            "samples/text/cmrc2018_zh.jsonl".into()
+        }
+    });
+    let wiki_docs = read_jsonl(&wiki);
+    assert!(!wiki_docs.is_empty(), "{wiki}: no JSONL records");
+    eprintln!("wiki paragraphs: {wiki} ({} records)", wiki_docs.len());
+    for v in wiki_docs {
         base.push((
             "web".into(),
             v["text"].as_str().unwrap_or_default().to_string(),

@@ -9,8 +9,11 @@
 //! `model.rs`); the official C++ side is `quality_classifier_fasttext.py`.
 //!
 //! ```text
-//! CARGO_TARGET_DIR=/work/target-release cargo bench --bench quality_classifier -- [MODEL] [N_DOCS]
+//! cargo bench --bench quality_classifier -- [MODEL] [N_DOCS]
 //! ```
+//! MODEL defaults to `samples/models/zh_quality.ftz`, N_DOCS to 20,000. The built lines are
+//! written to `$BENCH_LINES` (default `sluice_qc_bench_lines.txt` in the system temp
+//! directory) for the official side.
 
 use std::time::Instant;
 
@@ -60,8 +63,9 @@ fn main() {
         .iter()
         .map(|d| preprocess::line(&d.text, d.words.as_deref(), Some("zh"), true))
         .collect();
-    let lines_path =
-        std::env::var("BENCH_LINES").unwrap_or_else(|_| "/tmp/sluice_qc_bench_lines.txt".into());
+    let lines_path = std::env::var_os("BENCH_LINES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("sluice_qc_bench_lines.txt"));
     let _ = std::fs::write(&lines_path, lines.join("\n") + "\n");
 
     let stage = QualityClassifier::new(
@@ -124,7 +128,7 @@ fn main() {
             "bare_crate_predict_lines_per_s": n_docs as f64 / best_bare,
             "stage_vs_bare_crate": best_bare / best_stage,
             "kept": kept, "checksum": sink,
-            "lines_file": lines_path,
+            "lines_file": lines_path.display().to_string(),
         })
     );
 }

@@ -2,18 +2,33 @@
 # Side-by-side benchmark: the sluice quality_classifier stage vs the official C++ fastText
 # (pip fasttext-wheel) predicting the same preprocessed lines, one thread each, same machine,
 # same run. Also reports sluice's model alone and the `fasttext` crate's predict.
-#   benches/quality_classifier.sh [MODEL] [N_DOCS]
-# Needs a venv with the official bindings:
-#   python3 -m venv /tmp/venv-qc && /tmp/venv-qc/bin/pip install fasttext-wheel==0.9.2 "numpy<2"
-# Release build through the shared target (override with CARGO_TARGET_DIR).
+#
+#   bash benches/quality_classifier.sh [MODEL] [N_DOCS]
+#
+# MODEL   fastText model (.ftz/.bin); default samples/models/zh_quality.ftz.
+# N_DOCS  documents (cmrc2018 paragraphs + classifier negatives, repeated); default 20000.
+# Env:    PY  python with the official bindings (default ${TMPDIR:-/tmp}/sluice-venv-qc/bin/python,
+#             created with pip when missing: fasttext-wheel==0.9.2 "numpy<2");
+#         CARGO_TARGET_DIR as usual (the bench builds in the release-based `bench` profile).
 set -euo pipefail
-MODEL=${1:-samples/models/zh_quality.ftz}
+# --help prints the comment block above.
+case "${1:-}" in -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;; esac
+MODEL=${1:+$(realpath "$1")}
+cd "$(dirname "$0")/.."
+MODEL=${MODEL:-samples/models/zh_quality.ftz}
 N=${2:-20000}
-PY=${PY:-/tmp/venv-qc/bin/python}
-export BENCH_LINES=/tmp/sluice_qc_bench_lines.txt
+if [ -z "${PY:-}" ]; then
+  VENV=${TMPDIR:-/tmp}/sluice-venv-qc
+  if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q fasttext-wheel==0.9.2 "numpy<2"
+  fi
+  PY=$VENV/bin/python
+fi
 OUT=$(mktemp -d)
-CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-release} \
-  cargo bench --bench quality_classifier -- "$MODEL" "$N" | tee "$OUT/sluice.json"
+trap 'rm -rf "$OUT"' EXIT
+export BENCH_LINES=$OUT/lines.txt
+cargo bench --bench quality_classifier -- "$MODEL" "$N" | tee "$OUT/sluice.json"
 "$PY" benches/quality_classifier_fasttext.py "$MODEL" "$BENCH_LINES" | tee "$OUT/official.json"
 python3 - "$OUT/sluice.json" "$OUT/official.json" <<'PY'
 import json, sys

@@ -5,6 +5,11 @@ C++ under the hood) predicting the same preprocessed lines, one thread, best of 
     python3 benches/quality_classifier_fasttext.py MODEL LINES_FILE
 """
 import json, sys, time
+
+if len(sys.argv) != 3 or sys.argv[1] in ("-h", "--help"):
+    print(__doc__)
+    sys.exit(0 if sys.argv[1:2] in (["-h"], ["--help"]) else 2)
+
 import fasttext
 
 model_path, lines_path = sys.argv[1], sys.argv[2]

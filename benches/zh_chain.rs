@@ -1,4 +1,4 @@
-//! Benchmark for the Chinese stages (issue 4), single thread, release build:
+//! Benchmark for the Chinese stages, single thread, release build:
 //!
 //! 1. `segment_zh` against bare jieba-rs `cut` on the same texts (target ≥ 90%).
 //! 2. The chain normalize → langid → segment_zh → heuristic_filter, in docs/s and MB/s

@@ -1,8 +1,8 @@
 """datatrove's nearest equivalent of sluice's normalize -> langid -> segment_zh -> heuristic_filter
 chain, timed on the same documents, one core. Run by benches/zh_chain.sh in a throwaway venv:
 
-    python3 -m venv /tmp/venv-zh && /tmp/venv-zh/bin/pip install datatrove spacy jieba fasttext-numpy2-wheel
-    /tmp/venv-zh/bin/python benches/zh_chain_datatrove.py JSONL [ROUNDS]
+    python3 -m venv "$VENV" && "$VENV/bin/pip" install datatrove spacy jieba fasttext-numpy2-wheel
+    "$VENV/bin/python" benches/zh_chain_datatrove.py JSONL [ROUNDS]
 
 Chain: LanguageFilter(zh, 0.5) -> GopherRepetitionFilter -> GopherQualityFilter ->
 FineWebQualityFilter, all with datatrove's Chinese word tokenizer (spaCy + jieba), thresholds
@@ -13,8 +13,13 @@ Prints one JSON line.
 """
 
 import json
+import os
 import sys
 import time
+
+if __name__ == "__main__" and (len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help")):
+    print(__doc__)
+    sys.exit(0 if len(sys.argv) > 1 else 2)
 
 from datatrove.data import Document
 from datatrove.pipeline.filters import (
@@ -24,7 +29,10 @@ from datatrove.pipeline.filters import (
     LanguageFilter,
 )
 
-MODEL = "samples/models/lid.176.ftz"
+# Repo files, found relative to this script so it runs from any directory.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODEL = os.path.join(ROOT, "samples/models/lid.176.ftz")
+STOPWORDS = os.path.join(ROOT, "samples/lists/bigscience/stopwords.zh.txt")
 
 
 def zh_language():
@@ -51,7 +59,7 @@ def build():
         dup_n_grams=((5, 0.198), (6, 0.182), (7, 0.167), (8, 0.154), (9, 0.14), (10, 0.127)),
         language=lang,
     )
-    stop = [w.strip() for w in open("samples/lists/bigscience/stopwords.zh.txt", encoding="utf-8") if w.strip()]
+    stop = [w.strip() for w in open(STOPWORDS, encoding="utf-8") if w.strip()]
     qual = GopherQualityFilter(
         min_avg_word_length=1, max_avg_word_length=6, max_non_alpha_words_ratio=0.6, stop_words=stop, language=lang
     )

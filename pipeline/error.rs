@@ -36,6 +36,16 @@ pub enum Error {
     /// Arrow / Parquet failure.
     #[error("parquet: {0}")]
     Parquet(String),
+    /// A stage panicked; the runtime caught it.
+    #[error("node `{node}` panicked on batch {batch}: {message}")]
+    Panic {
+        node: String,
+        batch: u64,
+        message: String,
+    },
+    /// The document accounting invariant failed: documents left a node through no port.
+    #[error("document accounting failed (a bug: please report it):\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Accounting(Vec<String>),
     /// The run was cancelled because another node failed first.
     #[error("cancelled")]
     Cancelled,
@@ -69,7 +79,7 @@ impl Error {
     /// Tag an error with a node name (idempotent: an already tagged error is kept).
     pub fn in_node(self, node: &str) -> Self {
         match self {
-            e @ Error::Node { .. } => e,
+            e @ (Error::Node { .. } | Error::Panic { .. }) => e,
             Error::Cancelled => Error::Cancelled,
             e => Error::Node {
                 node: node.to_string(),

@@ -9,10 +9,14 @@
 //! module per `kind:`; [`registry`] is the only place that names them.
 
 pub mod arrow_io;
+#[cfg(feature = "audit")]
 pub mod audit;
+#[cfg(feature = "audit")]
 pub mod cli_audit;
 pub mod cli_classifier;
+#[cfg(feature = "cloud")]
 pub mod cli_slurm;
+#[cfg(feature = "train")]
 pub mod cli_train;
 pub mod config;
 pub mod document;
@@ -28,6 +32,7 @@ pub mod shard_writer;
 pub mod stage;
 pub mod storage;
 pub mod testing;
+#[cfg(feature = "train")]
 pub mod train;
 
 #[path = "../stages/mod.rs"]

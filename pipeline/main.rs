@@ -24,8 +24,19 @@ struct Cli {
     /// Less logging (warnings and errors only).
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Colour in log lines: auto (only on a terminal, and not when NO_COLOR is set),
+    /// always or never.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, global = true)]
+    color: ColorChoice,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ColorChoice {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Subcommand)]
@@ -40,6 +51,7 @@ enum Command {
         config: PathBuf,
     },
     /// Run a config as Slurm job arrays: submit, status, resume.
+    #[cfg(feature = "cloud")]
     Slurm(sluice::cli_slurm::SlurmArgs),
     /// List stage kinds with their one-line doc and config fields.
     Stages {
@@ -47,14 +59,18 @@ enum Command {
         kind: Option<String>,
     },
     /// SQL over run directories (tables docs, rejects, stats, nodes, manifest, mixture).
+    #[cfg(feature = "audit")]
     Audit(sluice::cli_audit::AuditArgs),
     /// Write a self-contained HTML report about a run.
+    #[cfg(feature = "audit")]
     Report(sluice::cli_audit::ReportArgs),
     /// Per stage and reason, the change in counts and tokens between two runs.
+    #[cfg(feature = "audit")]
     Diff(sluice::cli_audit::DiffArgs),
     /// Train and evaluate fastText quality classifiers (`train`, `eval`).
     Classifier(sluice::cli_classifier::ClassifierArgs),
     /// Train the reference MoE model on packed shards (exact resume with --resume).
+    #[cfg(feature = "train")]
     Train(sluice::cli_train::TrainArgs),
 }
 
@@ -97,7 +113,7 @@ struct RunArgs {
     phase: Option<String>,
 }
 
-fn init_logging(verbose: u8, quiet: bool) {
+fn init_logging(verbose: u8, quiet: bool, color: ColorChoice) {
     let level = if quiet {
         "warn"
     } else {
@@ -109,35 +125,70 @@ fn init_logging(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,sluice={level}")));
+    use std::io::IsTerminal;
+    let ansi = match color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
+}
+
+/// `sluice stages | head -1`: a closed stdout ends the process quietly (status 0), as
+/// Unix filters do, instead of the `println!` panic and a backtrace. SIGPIPE stays
+/// ignored (object-store sockets must not kill the process); only this panic is caught.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }
 
 fn main() -> ExitCode {
     sluice::runtime::tune_allocator();
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
-    init_logging(cli.verbose, cli.quiet);
+    init_logging(cli.verbose, cli.quiet, cli.color);
     let res = match cli.command {
         Command::Run(a) => cmd_run(a),
         Command::Validate { config } => cmd_validate(&config),
         Command::Stages { kind } => cmd_stages(kind.as_deref()),
+        #[cfg(feature = "cloud")]
         Command::Slurm(a) => sluice::cli_slurm::run(a)
             .map(|_| ExitCode::SUCCESS)
             .map_err(Into::into),
+        #[cfg(feature = "audit")]
         Command::Audit(a) => sluice::cli_audit::run(a)
             .map(|_| ExitCode::SUCCESS)
             .map_err(Into::into),
+        #[cfg(feature = "audit")]
         Command::Report(a) => sluice::cli_audit::run_report(a)
             .map(|_| ExitCode::SUCCESS)
             .map_err(Into::into),
+        #[cfg(feature = "audit")]
         Command::Diff(a) => sluice::cli_audit::run_diff(a)
             .map(|_| ExitCode::SUCCESS)
             .map_err(Into::into),
         Command::Classifier(a) => sluice::cli_classifier::run(a)
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),
+        #[cfg(feature = "train")]
         Command::Train(a) => sluice::cli_train::run(a, cli.quiet)
             .map(|_| ExitCode::SUCCESS)
             .map_err(Into::into),
@@ -260,6 +311,9 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 t["reject_rows"],
                 a.out.display()
             );
+            for line in run_notes(&s.stats) {
+                tracing::info!("{line}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(Error::Config(p)) => {
@@ -272,6 +326,50 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Lines printed after the done line: bad records, the top reject reasons, and each
+/// node's own `summary` (a stage puts one in its stats when a user must know something,
+/// e.g. what capped a mixture). Generic: no stage is named here.
+fn run_notes(stats: &serde_json::Value) -> Vec<String> {
+    let mut lines = Vec::new();
+    let Some(nodes) = stats["nodes"].as_object() else {
+        return lines;
+    };
+    let bad: u64 = nodes
+        .values()
+        .filter_map(|n| n["bad_records"]["count"].as_u64())
+        .sum();
+    if bad > 0 {
+        lines.push(format!(
+            "{bad} bad records skipped (see stats.json bad_records)"
+        ));
+    }
+    let mut reasons: Vec<(u64, String)> = nodes
+        .iter()
+        .flat_map(|(name, n)| {
+            n["rejects"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(move |(r, c)| c.as_u64().map(|c| (c, format!("{name}/{r}"))))
+        })
+        .collect();
+    reasons.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    if !reasons.is_empty() {
+        let top: Vec<String> = reasons
+            .iter()
+            .take(5)
+            .map(|(c, r)| format!("{r} {c}"))
+            .collect();
+        lines.push(format!("top reject reasons: {}", top.join(", ")));
+    }
+    for (name, n) in nodes {
+        if let Some(sm) = n["extra"]["summary"].as_str() {
+            lines.push(format!("{name}: {sm}"));
+        }
+    }
+    lines
 }
 
 fn cmd_validate(path: &std::path::Path) -> anyhow::Result<ExitCode> {

@@ -1044,7 +1044,46 @@ pub fn merge_stats(ranks: &[Value]) -> Value {
             n["extra"] = json!({ "per_rank": extras.get(name).cloned().unwrap_or(json!([])) });
         }
     }
+    merged["accounting"] = merge_accounting(ranks);
     merged
+}
+
+/// Per node, the ranks' accounting figures add up and `ok` holds only if it held on every
+/// rank; `detail` lists the ranks that failed.
+fn merge_accounting(ranks: &[Value]) -> Value {
+    let mut acc = serde_json::Map::new();
+    for (r, s) in ranks.iter().enumerate() {
+        let Some(a) = s.get("accounting").and_then(|a| a.as_object()) else {
+            continue;
+        };
+        for (node, e) in a {
+            let m = acc
+                .entry(node.clone())
+                .or_insert_with(|| json!({"ok": true, "detail": ""}));
+            let mut nums = e.clone();
+            if let Some(o) = nums.as_object_mut() {
+                o.retain(|_, v| v.is_number());
+            }
+            add_numbers(m, &nums);
+            if e["rule"].is_string() {
+                m["rule"] = e["rule"].clone();
+            }
+            if e["ok"] != json!(true) {
+                m["ok"] = json!(false);
+                let d = format!(
+                    "{}rank {r}: {}",
+                    m["detail"]
+                        .as_str()
+                        .filter(|d| !d.is_empty())
+                        .map(|d| format!("{d}; "))
+                        .unwrap_or_default(),
+                    e["detail"].as_str().unwrap_or("")
+                );
+                m["detail"] = json!(d);
+            }
+        }
+    }
+    Value::Object(acc)
 }
 
 /// Merge per-rank manifests: shard, reject and input lists concatenate (sorted by path),

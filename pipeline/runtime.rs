@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::graph::{self, Graph};
 use crate::rundir::{self, Prepared};
 use crate::shard_writer::{RotatingWriter, ShardLimits};
-use crate::stage::{BuildCtx, Emitter, Node, ShardInfo, SourceSink, REJECTED};
+use crate::stage::{Accounting, BuildCtx, Emitter, Node, Role, ShardInfo, SourceSink, REJECTED};
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -100,6 +100,8 @@ struct NodeStats {
     bad_by_reason: BTreeMap<String, u64>,
     bad_examples: Vec<String>,
     splits: u64,
+    /// The stage's accounting contract, known after `finish` (transforms conserve).
+    accounting: Option<Accounting>,
 }
 
 /// Shared abort state: the first real error wins.
@@ -278,6 +280,8 @@ struct SourceCtx<'a> {
     abort: &'a Abort,
     stats: Arc<Mutex<NodeStats>>,
     bytes: &'a AtomicU64,
+    /// Bytes read by this source alone (`bytes` is the run-wide progress counter).
+    node_bytes: u64,
     docs: &'a AtomicU64,
     /// Global index of the split being read and the next record number in it.
     split: usize,
@@ -351,6 +355,7 @@ impl SourceSink for SourceCtx<'_> {
         Ok(())
     }
     fn bytes_read(&mut self, n: u64) {
+        self.node_bytes += n;
         self.bytes.fetch_add(n, Ordering::Relaxed);
     }
 }
@@ -606,6 +611,7 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
                                 abort: &abort,
                                 stats: st.clone(),
                                 bytes: &src_bytes,
+                                node_bytes: 0,
                                 docs: &src_docs,
                                 split: 0,
                                 record: 0,
@@ -614,13 +620,14 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
                             for (k, s) in &mine {
                                 ctx.split = *k;
                                 ctx.record = 0;
-                                src.read(s, &mut ctx)?;
+                                guarded(&name, *k as u64, || src.read(s, &mut ctx))?;
                             }
                             ctx.flush()?;
+                            let node_bytes = ctx.node_bytes;
                             let mut g = st.lock().unwrap_or_else(|e| e.into_inner());
                             g.busy += t0.elapsed();
                             g.docs_in = g.ports.iter().map(|p| p.docs).sum();
-                            g.bytes_in = src_bytes.load(Ordering::Relaxed);
+                            g.bytes_in = node_bytes;
                             drop(g);
                             extras
                                 .lock()
@@ -639,11 +646,13 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
                         }
                         Node::Stage(mut s) => (|| {
                             let mut input = MergedInput::new(rx);
+                            let mut seq = 0u64;
                             while let Some(b) = input.recv() {
                                 count_in(&st, &b);
                                 let mut em = Emitter::new(names);
                                 let t0 = Instant::now();
-                                pool.install(|| s.process(b, &mut em))?;
+                                pool.install(|| guarded(&name, seq, || s.process(b, &mut em)))?;
+                                seq += 1;
                                 st.lock().unwrap_or_else(|e| e.into_inner()).busy += t0.elapsed();
                                 outputs.send(&mut em)?;
                             }
@@ -661,10 +670,14 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
                                 );
                                 // Not on the pool: the hook blocks on downstream channels, and a
                                 // pool worker blocked here could starve the consumers' work.
-                                s.finish(&mut em)?;
+                                guarded(&name, seq, || s.finish(&mut em))?;
                                 em.flush()?;
                             }
-                            st.lock().unwrap_or_else(|e| e.into_inner()).busy += t0.elapsed();
+                            {
+                                let mut g = st.lock().unwrap_or_else(|e| e.into_inner());
+                                g.busy += t0.elapsed();
+                                g.accounting = Some(s.accounting());
+                            }
                             extras
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())
@@ -676,16 +689,20 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
                             // and wait for it (a pool worker must never block like that).
                             sink.use_pool(pool.clone());
                             let mut input = MergedInput::new(rx);
+                            let mut seq = 0u64;
                             while let Some(b) = input.recv() {
                                 count_in(&st, &b);
                                 let t0 = Instant::now();
-                                sink.write(b)?;
+                                guarded(&name, seq, || sink.write(b))?;
+                                seq += 1;
                                 st.lock().unwrap_or_else(|e| e.into_inner()).busy += t0.elapsed();
                             }
                             if abort.aborted() {
                                 return Err(Error::Cancelled);
                             }
-                            let files = sink.finish()?;
+                            let files = guarded(&name, seq, || sink.finish())?;
+                            st.lock().unwrap_or_else(|e| e.into_inner()).accounting =
+                                Some(sink.accounting());
                             shards
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())
@@ -724,7 +741,18 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
     let wall = started.elapsed().as_secs_f64();
     let shards = std::mem::take(&mut *shards.lock().unwrap_or_else(|e| e.into_inner()));
     let extras = std::mem::take(&mut *extras.lock().unwrap_or_else(|e| e.into_inner()));
-    let stats_json = stats_to_json(&graph, &stats, &extras, wall, opts);
+    let accounting = check_accounting(&graph, &stats, &shards);
+    let broken: Vec<String> = accounting
+        .iter()
+        .filter(|(_, v)| v["ok"] == json!(false))
+        .map(|(k, v)| format!("node `{k}`: {}", v["detail"].as_str().unwrap_or("")))
+        .collect();
+    if !broken.is_empty() {
+        // No marker: the run directory must not claim a run whose documents do not add up.
+        return Err(Error::Accounting(broken));
+    }
+    let mut stats_json = stats_to_json(&graph, &stats, &extras, wall, opts);
+    stats_json["accounting"] = Value::Object(accounting);
     let mut manifest = manifest_json(&graph, shards, &extras, opts);
     rundir::check_inputs_stable(&inputs)?;
     manifest["inputs"] = rundir::inputs_json(&inputs, &input_sha.finish()?);
@@ -779,6 +807,39 @@ fn rank_inputs(graph: &Graph, base: &BuildCtx) -> Result<Vec<rundir::InputFile>>
         }
     }
     Ok(inputs)
+}
+
+/// Run one unit of a node's work (a batch, a source split, a `finish`) and turn a panic
+/// into an error naming the node and the batch, so the run ends like any failed run:
+/// outputs in progress are temp files that vanish, no marker is written.
+///
+/// `SLUICE_FAILPOINT=panic@<node>#<batch>` makes that unit panic: fault injection for the
+/// tests (like the `fail` crate's failpoints), read once per process.
+fn guarded<T>(node: &str, batch: u64, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    static FAILPOINT: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
+    let fp = FAILPOINT.get_or_init(|| {
+        let v = std::env::var("SLUICE_FAILPOINT").ok()?;
+        let (n, b) = v.strip_prefix("panic@")?.rsplit_once('#')?;
+        Some((n.to_string(), b.parse().ok()?))
+    });
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if fp.as_ref().is_some_and(|(n, b)| n == node && *b == batch) {
+            panic!("failpoint SLUICE_FAILPOINT=panic@{node}#{batch}");
+        }
+        f()
+    }));
+    r.unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| p.downcast_ref::<&str>().copied())
+            .unwrap_or("(no message)");
+        Err(Error::Panic {
+            node: node.to_string(),
+            batch,
+            message: msg.to_string(),
+        })
+    })
 }
 
 fn t_stats(t: &dyn crate::stage::Transform) -> Option<Value> {
@@ -837,11 +898,12 @@ fn run_transform(
                     inflight += 1;
                     let t = t.clone();
                     let tx = res_tx.clone();
+                    let node = outputs.node.clone();
                     pool.spawn(move || {
                         let seq = b.seq;
                         let t0 = Instant::now();
                         let mut em = Emitter::new(names);
-                        let r = t.process(b, &mut em).map(|_| em);
+                        let r = guarded(&node, seq, || t.process(b, &mut em)).map(|_| em);
                         let _ = tx.send((seq, r, t0.elapsed()));
                     });
                 }
@@ -914,6 +976,123 @@ fn progress_loop(done: &AtomicBool, bytes: &AtomicU64, docs: &AtomicU64) {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+}
+
+/// The engine invariant: every document a node takes in leaves through a port.
+///
+/// * sources: documents emitted = `out` + `rejected` (counted at the source context);
+/// * transforms and conserving stages: `in = Σ ports`;
+/// * copying stages (`mix` upsampling): `in + extra = Σ ports`;
+/// * merging stages (`pack`): `in = consumed + rejected`;
+/// * sinks: `in` = rows in the files they wrote;
+/// * the rejects writer: rows written = documents routed to it.
+///
+/// Returns one entry per node (and `_rejects`), each with `ok` and the figures.
+fn check_accounting(
+    graph: &Graph,
+    stats: &[Arc<Mutex<NodeStats>>],
+    files: &[ShardInfo],
+) -> serde_json::Map<String, Value> {
+    let mut res = serde_json::Map::new();
+    let mut routed_to_rejects = 0u64;
+    for (i, s) in graph.spec.nodes.iter().enumerate() {
+        let st = stats[i].lock().unwrap_or_else(|e| e.into_inner());
+        let ports: u64 = st.ports.iter().map(|p| p.docs).sum();
+        let rejected: u64 = graph.kinds[i]
+            .ports
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n == REJECTED)
+            .map(|(p, _)| st.ports[p].docs)
+            .sum();
+        for (p, n) in graph.kinds[i].ports.iter().enumerate() {
+            if *n == REJECTED && graph.consumers[i][p].is_empty() {
+                routed_to_rejects += st.ports[p].docs;
+            }
+        }
+        let role = graph.kinds[i].role;
+        let (expected_out, rule, extra) = match (role, st.accounting) {
+            (Role::Sink, None | Some(Accounting::Conserving)) => {
+                let rows: u64 = files
+                    .iter()
+                    .filter(|f| f.node == s.name)
+                    .map(|f| f.rows)
+                    .sum();
+                let ok = rows == st.docs_in;
+                res.insert(
+                    s.name.clone(),
+                    json!({
+                        "rule": "in = rows written",
+                        "in": st.docs_in,
+                        "rows_written": rows,
+                        "ok": ok,
+                        "detail": format!("{} documents in, {} rows written", st.docs_in, rows),
+                    }),
+                );
+                continue;
+            }
+            (_, Some(Accounting::Copies { extra })) => {
+                (st.docs_in + extra, "in + copies = out + rejected", extra)
+            }
+            (_, Some(Accounting::Merging { consumed })) => {
+                let ok = st.docs_in == consumed + rejected;
+                res.insert(
+                    s.name.clone(),
+                    json!({
+                        "rule": "in = merged + rejected",
+                        "in": st.docs_in,
+                        "merged": consumed,
+                        "rejected": rejected,
+                        "rows_out": ports - rejected,
+                        "ok": ok,
+                        "detail": format!(
+                            "{} documents in, {} merged into rows, {} rejected: {} unaccounted",
+                            st.docs_in, consumed, rejected,
+                            st.docs_in as i64 - (consumed + rejected) as i64
+                        ),
+                    }),
+                );
+                continue;
+            }
+            _ => (st.docs_in, "in = out + rejected", 0),
+        };
+        let ok = expected_out == ports;
+        res.insert(
+            s.name.clone(),
+            json!({
+                "rule": rule,
+                "in": st.docs_in,
+                "copies": extra,
+                "out": ports - rejected,
+                "rejected": rejected,
+                "ok": ok,
+                "detail": format!(
+                    "{} documents in{}, {} out and {} rejected: {} unaccounted",
+                    st.docs_in,
+                    if extra > 0 { format!(" (+{extra} copies)") } else { String::new() },
+                    ports - rejected,
+                    rejected,
+                    expected_out as i64 - ports as i64
+                ),
+            }),
+        );
+    }
+    let written: u64 = files
+        .iter()
+        .filter(|f| f.path.starts_with("rejects/"))
+        .map(|f| f.rows)
+        .sum();
+    res.insert(
+        "_rejects".into(),
+        json!({
+            "rule": "rows written = rejected documents routed to rejects/",
+            "in": routed_to_rejects,
+            "rows_written": written,
+            "ok": written == routed_to_rejects,
+            "detail": format!("{routed_to_rejects} rejected documents, {written} reject rows written"),
+        }),
+    );
+    res
 }
 
 fn stats_to_json(
@@ -996,4 +1175,133 @@ fn manifest_json(
         "rejects": rejects,
         "nodes": nodes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn graph() -> Graph {
+        let yaml = "nodes:
+  docs:
+    kind: ingest_jsonl
+    paths: [samples/text/cmrc2018_zh.jsonl]
+  long:
+    kind: length_filter
+    inputs: [docs]
+    min_chars: 300
+  shards:
+    kind: parquet_shards
+    inputs: [long]
+";
+        graph::check(crate::config::parse(yaml, "t.yaml").unwrap()).unwrap()
+    }
+
+    fn stats(g: &Graph, f: impl Fn(usize, &mut NodeStats)) -> Vec<Arc<Mutex<NodeStats>>> {
+        (0..g.spec.nodes.len())
+            .map(|i| {
+                let mut s = NodeStats {
+                    ports: g.kinds[i]
+                        .ports
+                        .iter()
+                        .map(|_| PortStat::default())
+                        .collect(),
+                    ..Default::default()
+                };
+                f(i, &mut s);
+                Arc::new(Mutex::new(s))
+            })
+            .collect()
+    }
+
+    fn shard(path: &str, node: &str, rows: u64) -> ShardInfo {
+        ShardInfo {
+            path: path.into(),
+            node: node.into(),
+            rows,
+            tokens: 0,
+            bytes: 0,
+            sha256: String::new(),
+        }
+    }
+
+    /// Source 10 out; filter 10 in, 7 out, 3 rejected; sink 7 rows; rejects 3 rows.
+    fn consistent(i: usize, s: &mut NodeStats) {
+        match i {
+            0 => {
+                s.docs_in = 10;
+                s.ports[0].docs = 10;
+            }
+            1 => {
+                s.docs_in = 10;
+                s.ports[0].docs = 7;
+                s.ports[1].docs = 3;
+            }
+            _ => s.docs_in = 7,
+        }
+    }
+
+    #[test]
+    fn consistent_counts_pass() {
+        let g = graph();
+        let files = [
+            shard("shards/a.parquet", "shards", 7),
+            shard("rejects/long.parquet", "long", 3),
+        ];
+        let acc = check_accounting(&g, &stats(&g, consistent), &files);
+        for (k, v) in &acc {
+            assert_eq!(v["ok"], true, "{k}: {v}");
+        }
+    }
+
+    #[test]
+    fn a_lost_document_is_caught_and_named() {
+        let g = graph();
+        let files = [
+            shard("shards/a.parquet", "shards", 7),
+            shard("rejects/long.parquet", "long", 3),
+        ];
+        // The filter takes 10 in but only 9 leave: one vanished.
+        let st = stats(&g, |i, s| {
+            consistent(i, s);
+            if i == 1 {
+                s.ports[1].docs = 2;
+            }
+        });
+        let acc = check_accounting(&g, &st, &files);
+        assert_eq!(acc["long"]["ok"], false);
+        assert!(acc["long"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("1 unaccounted"));
+        // A sink that wrote fewer rows than it took in, and a rejects writer that lost one.
+        let files = [
+            shard("shards/a.parquet", "shards", 6),
+            shard("rejects/long.parquet", "long", 2),
+        ];
+        let acc = check_accounting(&g, &stats(&g, consistent), &files);
+        assert_eq!(acc["shards"]["ok"], false);
+        assert_eq!(acc["_rejects"]["ok"], false);
+        // Copies and merges are judged by their own rule.
+        let st = stats(&g, |i, s| {
+            consistent(i, s);
+            if i == 1 {
+                s.ports[0].docs = 9;
+                s.accounting = Some(Accounting::Copies { extra: 2 });
+            }
+        });
+        let files = [
+            shard("shards/a.parquet", "shards", 7),
+            shard("rejects/long.parquet", "long", 3),
+        ];
+        assert_eq!(check_accounting(&g, &st, &files)["long"]["ok"], true);
+        let st = stats(&g, |i, s| {
+            consistent(i, s);
+            if i == 1 {
+                s.ports[0].docs = 1;
+                s.accounting = Some(Accounting::Merging { consumed: 7 });
+            }
+        });
+        assert_eq!(check_accounting(&g, &st, &files)["long"]["ok"], true);
+    }
 }

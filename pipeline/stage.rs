@@ -147,8 +147,32 @@ pub trait Transform: Send + Sync {
     }
 }
 
+/// How a node's documents in relate to its documents out: the runtime checks this at the
+/// end of every run (see `runtime::check_accounting`), so no document leaves without a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accounting {
+    /// Every document in leaves through exactly one port (`out`, `rejected` or another).
+    Conserving,
+    /// Every document in leaves through a port, and `extra` additional copies were emitted
+    /// (upsampling): `in + extra = Σ ports`.
+    Copies {
+        /// Copies emitted beyond the first of each document.
+        extra: u64,
+    },
+    /// Documents are merged into rows (`pack`): `consumed` documents went into rows and the
+    /// rest left through `rejected`: `in = consumed + rejected`.
+    Merging {
+        /// Documents merged into output rows.
+        consumed: u64,
+    },
+}
+
 /// A stateful stage. Sees batches in `seq` order.
 pub trait Stage: Send {
+    /// How documents in relate to documents out; checked by the runtime after `finish`.
+    fn accounting(&self) -> Accounting {
+        Accounting::Conserving
+    }
     /// Process one batch.
     fn process(&mut self, batch: DocBatch, out: &mut Emitter) -> Result<()>;
     /// Called once after the last batch of every input; flush buffered documents here.
@@ -223,6 +247,11 @@ pub trait Sink: Send {
     fn use_pool(&mut self, _pool: Arc<rayon::ThreadPool>) {}
     /// Write one batch.
     fn write(&mut self, batch: DocBatch) -> Result<()>;
+    /// `Conserving` (default): every document in is one row of the files `finish` returns.
+    /// `Merging { consumed }`: documents are folded into other state (an index, a side file).
+    fn accounting(&self) -> Accounting {
+        Accounting::Conserving
+    }
     /// Flush and close; return every file written.
     fn finish(&mut self) -> Result<Vec<ShardInfo>>;
     /// Extra entries merged into `manifest.json` under `nodes.<name>`.

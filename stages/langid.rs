@@ -1,10 +1,11 @@
 //! `langid`: fastText language identification (`lid.176.ftz`) and a keep list.
 //!
-//! Uses Facebook's 176-language fastText model through `fasttext-pure-rs`, an
-//! inference-only pure-Rust port whose predictions match the official C++ code on this
-//! quantized hierarchical-softmax model (the `fasttext` crate 0.8 does not: it labels
-//! Chinese as Serbian, see `../shared/CRATES.md`). A test reproduces reference predictions
-//! made with the official bindings (`tests/golden/langid/reference_predictions.json`).
+//! Uses Facebook's 176-language fastText model through sluice's one fastText inference,
+//! `quality_classifier::model::Model`, which computes what the official C++ code computes
+//! for every model kind, this quantized hierarchical-softmax one included (the `fasttext`
+//! crate 0.8 does not: it labels Chinese as Serbian, see `../shared/CRATES.md`). A test
+//! reproduces reference predictions made with the official bindings
+//! (`tests/golden/langid/reference_predictions.json`).
 //!
 //! The text is prepared as fastText expects: one line, so every `\n` becomes a space
 //! (as datatrove's `LanguageFilter` and fastText's own `predict` do).
@@ -30,7 +31,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use fasttext_pure_rs::FastText;
 use serde::{Deserialize, Serialize};
 
 use crate::document::DocBatch;
@@ -39,6 +39,7 @@ use crate::stage::{
     check_file, parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform,
     OUT_REJECTED,
 };
+use crate::stages::quality_classifier::model::Model;
 
 /// Config for `langid`.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
@@ -70,8 +71,8 @@ impl StageConfig for Config {
 }
 
 /// Load a fastText model once per process and path; later calls share it.
-pub fn shared_model(path: &Path) -> Result<Arc<FastText>> {
-    static CACHE: OnceLock<Mutex<HashMap<PathBuf, Arc<FastText>>>> = OnceLock::new();
+pub fn shared_model(path: &Path) -> Result<Arc<Model>> {
+    static CACHE: OnceLock<Mutex<HashMap<PathBuf, Arc<Model>>>> = OnceLock::new();
     let key = std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?;
     let cache = CACHE.get_or_init(Default::default);
     let mut map = cache
@@ -80,40 +81,39 @@ pub fn shared_model(path: &Path) -> Result<Arc<FastText>> {
     if let Some(m) = map.get(&key) {
         return Ok(m.clone());
     }
-    let m =
-        Arc::new(FastText::load(&key).map_err(|e| Error::msg(format!("{}: {e}", key.display())))?);
+    let m = Arc::new(Model::load(&key)?);
     map.insert(key, m.clone());
     Ok(m)
 }
 
 /// Top-`k` predictions for a text as (language, probability), newlines replaced by spaces.
 /// Empty when the text yields no token.
-pub fn predict(model: &FastText, text: &str, k: usize) -> Vec<(String, f32)> {
+pub fn predict(model: &Model, text: &str, k: usize) -> Vec<(String, f32)> {
     let line: std::borrow::Cow<str> = if text.contains('\n') {
         text.replace('\n', " ").into()
     } else {
         text.into()
     };
-    match model.predict(&line, k, 0.0) {
-        Ok(p) => p
-            .into_iter()
-            .map(|p| {
-                let l = p
-                    .label
-                    .strip_prefix("__label__")
-                    .unwrap_or(&p.label)
-                    .to_string();
-                (l, p.probability)
-            })
-            .collect(),
-        Err(_) => Vec::new(),
-    }
+    let Some(probs) = model.probs(&line) else {
+        return Vec::new();
+    };
+    // fastText lists labels by probability; ties keep model label order.
+    let mut idx: Vec<usize> = (0..probs.len()).filter(|&i| probs[i] > 0.0).collect();
+    idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+    let labels = model.labels();
+    idx.into_iter()
+        .take(k)
+        .map(|i| {
+            let l = labels[i].strip_prefix("__label__").unwrap_or(&labels[i]);
+            (l.to_string(), probs[i])
+        })
+        .collect()
 }
 
 /// The `langid` transform.
 pub struct Langid {
     cfg: Config,
-    model: Arc<FastText>,
+    model: Arc<Model>,
 }
 
 impl Langid {
@@ -180,7 +180,7 @@ mod tests {
     use super::*;
     use crate::testing::run_transform;
 
-    fn model() -> Arc<FastText> {
+    fn model() -> Arc<Model> {
         shared_model(Path::new("samples/models/lid.176.ftz")).unwrap()
     }
 

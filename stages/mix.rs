@@ -22,6 +22,14 @@
 //!    document gets id `<id>#<k>`, so copies of one document are an epoch apart and ids
 //!    stay unique). Output goes out through `Emitter::flush` in chunks.
 //!
+//! **Nothing vanishes.** A document the plan gives no copy (a downsampled source, or a
+//! source the epoch cap of another one limits) leaves through `rejected` as
+//! `mix_not_selected`, score = its tokens, with a detail naming what capped the mixture
+//! (`capped_by` in the report: the source whose `max_epochs × tokens / share` is smallest, or
+//! `total_tokens`). Copies beyond the first are reported to the runtime (`Accounting::Copies`),
+//! which checks `in + copies = out + rejected`. The report gives each source's
+//! `used_docs_share` and the done line of `sluice run` prints both.
+//!
 //! `seed` changes only the order; `sample_seed` changes which documents fill a partial
 //! epoch. Same input + config ⇒ identical output.
 //!
@@ -217,6 +225,8 @@ struct Src {
     effective_share: f64,
     emitted_tokens: u64,
     emitted_docs: u64,
+    /// Documents given no copy (rejected `mix_not_selected`).
+    unselected: u64,
 }
 
 /// The `mix` stage.
@@ -227,6 +237,11 @@ pub struct Mix {
     by_input: Vec<usize>,
     srcs: Vec<Src>,
     report: Option<serde_json::Value>,
+    /// What limits the mixture's total (set by `plan`): a source at its epoch cap, or
+    /// `total_tokens`.
+    capped_by: String,
+    /// Copies emitted beyond the first of each document (for the runtime's accounting).
+    extra_copies: u64,
 }
 
 impl Mix {
@@ -265,6 +280,7 @@ impl Mix {
                 effective_share: 0.0,
                 emitted_tokens: 0,
                 emitted_docs: 0,
+                unselected: 0,
             });
         }
         Ok(Mix {
@@ -273,6 +289,8 @@ impl Mix {
             by_input,
             srcs,
             report: None,
+            capped_by: String::new(),
+            extra_copies: 0,
         })
     }
 
@@ -322,11 +340,24 @@ impl Mix {
                 0.0
             };
             if s.avail > 0 {
-                t_max = t_max.min(s.max_epochs * s.avail as f64 / s.effective_share);
+                let t = s.max_epochs * s.avail as f64 / s.effective_share;
+                if t < t_max {
+                    t_max = t;
+                    self.capped_by = format!(
+                        "source `{}` ({} tokens × max_epochs {} at a {:.2}% share)",
+                        s.name,
+                        s.avail,
+                        s.max_epochs,
+                        s.effective_share * 100.0
+                    );
+                }
             }
         }
         let mut total = t_max;
         if self.cfg.total_tokens > 0 {
+            if (self.cfg.total_tokens as f64) <= t_max {
+                self.capped_by = format!("total_tokens {}", self.cfg.total_tokens);
+            }
             if (self.cfg.total_tokens as f64) > t_max {
                 shortfall.push(format!(
                     "total_tokens {} asked, only {} possible within max_epochs at the target shares",
@@ -426,6 +457,12 @@ impl Stream {
 }
 
 impl Stage for Mix {
+    fn accounting(&self) -> crate::stage::Accounting {
+        crate::stage::Accounting::Copies {
+            extra: self.extra_copies,
+        }
+    }
+
     fn process(&mut self, batch: DocBatch, out: &mut Emitter) -> Result<()> {
         let si = *self
             .by_input
@@ -520,6 +557,44 @@ impl Stage for Mix {
             }
         }
         out.flush()?;
+        // Nothing vanishes: documents the plan gave no copy leave through `rejected`.
+        for s in self.srcs.iter_mut() {
+            s.unselected = s.counts.iter().filter(|&&c| c == 0).count() as u64;
+            self.extra_copies += s
+                .counts
+                .iter()
+                .map(|&c| c.saturating_sub(1) as u64)
+                .sum::<u64>();
+            if s.unselected == 0 || !s.path.exists() {
+                continue;
+            }
+            let detail = format!(
+                "source `{}`: {} of {} documents not needed for the target mixture; capped by {}",
+                s.name,
+                s.unselected,
+                s.toks.len(),
+                self.capped_by
+            );
+            let mut r = SpillReader::open(&s.path)?;
+            let mut i = 0usize;
+            let mut k = 0u64;
+            while let Some(d) = r.next_doc()? {
+                if s.counts.get(i).copied().unwrap_or(0) == 0 {
+                    out.reject(
+                        d,
+                        "mix_not_selected",
+                        Some(s.toks[i] as f64),
+                        detail.clone(),
+                    );
+                    k += 1;
+                    if k % 1024 == 0 {
+                        out.flush()?;
+                    }
+                }
+                i += 1;
+            }
+            out.flush()?;
+        }
         for s in &self.srcs {
             if s.path.exists() {
                 std::fs::remove_file(&s.path).map_err(|e| Error::io(&s.path, e))?;
@@ -550,6 +625,8 @@ impl Stage for Mix {
                     "available_tokens": s.avail,
                     "emitted_docs": s.emitted_docs,
                     "emitted_tokens": s.emitted_tokens,
+                    "unselected_docs": s.unselected,
+                    "used_docs_share": if s.toks.is_empty() { 0.0 } else { (s.toks.len() as u64 - s.unselected) as f64 / s.toks.len() as f64 },
                     "epochs": if s.avail == 0 { 0.0 } else { s.emitted_tokens as f64 / s.avail as f64 },
                     "max_epochs": s.max_epochs,
                     "rehydrated": s.rehydrate,
@@ -563,13 +640,43 @@ impl Stage for Mix {
         for w in &shortfall {
             tracing::warn!(node = %self.node, "mix shortfall: {w}");
         }
+        let used: Vec<String> = self
+            .srcs
+            .iter()
+            .map(|s| {
+                let n = s.toks.len() as u64;
+                format!(
+                    "{} {:.0}% of its documents ({} of {})",
+                    s.name,
+                    if n == 0 {
+                        0.0
+                    } else {
+                        100.0 * (n - s.unselected) as f64 / n as f64
+                    },
+                    n - s.unselected,
+                    n
+                )
+            })
+            .collect();
+        let summary = format!(
+            "mixture capped by {}; used {}",
+            if self.capped_by.is_empty() {
+                "nothing"
+            } else {
+                &self.capped_by
+            },
+            used.join(", ")
+        );
         self.report = Some(serde_json::json!({
+            "summary": summary,
             "total_tokens": emitted,
             "planned_tokens": planned_total,
             "requested_tokens": self.cfg.total_tokens,
             "within_tolerance": within,
             "tolerance_pp": 0.5,
             "shortfall": shortfall,
+            "capped_by": self.capped_by,
+            "extra_copies": self.extra_copies,
             "seed": self.cfg.seed,
             "sample_seed": self.cfg.sample_seed,
             "sources": sources,

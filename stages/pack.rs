@@ -487,6 +487,13 @@ impl Pack {
 }
 
 impl Stage for Pack {
+    fn accounting(&self) -> crate::stage::Accounting {
+        // Documents merge into sequences; `docs` counts every one that went into a row.
+        crate::stage::Accounting::Merging {
+            consumed: self.c.docs,
+        }
+    }
+
     fn process(&mut self, batch: DocBatch, out: &mut Emitter) -> Result<()> {
         for mut doc in batch.docs {
             let Some(mut toks) = doc.tokens.take() else {

@@ -837,14 +837,17 @@ fn real_report_escapes_hostile_text_and_renders_in_chromium() {
     let o = match cmd.output() {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("SKIP browser check: python3 not runnable: {e}");
+            crate::common::skip(
+                "chromium",
+                &format!("browser check: python3 not runnable: {e}"),
+            );
             return;
         }
     };
     let stdout = String::from_utf8_lossy(&o.stdout);
     eprintln!("{stdout}{}", String::from_utf8_lossy(&o.stderr));
     if o.status.code() == Some(77) {
-        eprintln!("SKIP browser check: {stdout}");
+        crate::common::skip("chromium", &format!("browser check: {stdout}"));
         return;
     }
     assert!(o.status.success(), "Chromium check failed:\n{stdout}");

@@ -84,6 +84,22 @@ pub fn read_doc_rows(dir: &Path) -> Vec<(String, Vec<u32>, String)> {
     rows
 }
 
+/// A test that needs a missing component calls this instead of printing SKIP by hand.
+/// With `SLUICE_REQUIRE=all` (set by `.ci/run`), or a comma list naming the component
+/// (`SLUICE_REQUIRE=slurm,chromium`), the test fails instead, so CI is green only when
+/// every test really ran.
+pub fn skip(component: &str, why: &str) {
+    let req = std::env::var("SLUICE_REQUIRE").unwrap_or_default();
+    let required = req
+        .split(',')
+        .map(str::trim)
+        .any(|r| r == "all" || r == component);
+    if required {
+        panic!("{component} is required (SLUICE_REQUIRE={req}) but missing: {why}");
+    }
+    eprintln!("SKIP ({component} missing): {why}");
+}
+
 /// A python3 that can import the given modules, if any.
 pub fn python_with(modules: &[&str]) -> Option<String> {
     let cands = [

@@ -214,9 +214,10 @@ fn quickstart_corpus_is_valid_and_manifest_matches_shards() {
 
     // pyarrow reads every shard and agrees with the manifest.
     match python_with(&["pyarrow"]) {
-        None => {
-            eprintln!("SKIP pyarrow check: python3 with pyarrow not found (.ci/run installs it)")
-        }
+        None => skip(
+            "pyarrow",
+            "python3 with pyarrow not found (.ci/run installs it)",
+        ),
         Some(py) => {
             let script = r#"
 import json, sys, glob, pyarrow.parquet as pq
@@ -286,7 +287,10 @@ fn every_codec_writes_the_same_rows_and_pyarrow_reads_it() {
             .sum();
         assert!(bytes > zstd_bytes, "{codec}: {bytes} vs zstd {zstd_bytes}");
         let Some(py) = python_with(&["pyarrow"]) else {
-            eprintln!("SKIP pyarrow check: python3 with pyarrow not found (.ci/run installs it)");
+            skip(
+                "pyarrow",
+                "python3 with pyarrow not found (.ci/run installs it)",
+            );
             continue;
         };
         let script = r#"
@@ -596,8 +600,8 @@ fn parquet_input_reads_any_parquet_with_a_text_column() {
     assert_eq!(s.manifest["nodes"]["tok"]["eos_id"], 1);
 }
 
-/// The README's stage reference is `sluice stages` output. Regenerate with
-/// `UPDATE_GOLDEN=1 cargo test --test integration readme_stage_reference`.
+/// `docs/stages.md` holds the stage reference: `sluice stages` output between two markers.
+/// Regenerate with `UPDATE_GOLDEN=1 cargo test --test integration readme_stage_reference`.
 #[test]
 fn readme_stage_reference_is_current() {
     let o = bin().arg("stages").output().unwrap();
@@ -607,24 +611,24 @@ fn readme_stage_reference_is_current() {
         "<!-- stage-reference:start -->\n```text\n{}```\n<!-- stage-reference:end -->",
         listing
     );
-    let readme_path = root().join("README.md");
-    let readme = std::fs::read_to_string(&readme_path).unwrap();
-    let start = readme
+    let page_path = root().join("docs/stages.md");
+    let page = std::fs::read_to_string(&page_path).unwrap();
+    let start = page
         .find("<!-- stage-reference:start -->")
-        .expect("start marker");
-    let end = readme
+        .expect("start marker in docs/stages.md");
+    let end = page
         .find("<!-- stage-reference:end -->")
-        .expect("end marker")
+        .expect("end marker in docs/stages.md")
         + "<!-- stage-reference:end -->".len();
     if std::env::var("UPDATE_GOLDEN").is_ok() {
-        let new = format!("{}{}{}", &readme[..start], block, &readme[end..]);
-        std::fs::write(&readme_path, new).unwrap();
+        let new = format!("{}{}{}", &page[..start], block, &page[end..]);
+        std::fs::write(&page_path, new).unwrap();
         return;
     }
     assert_eq!(
-        &readme[start..end],
+        &page[start..end],
         block,
-        "README stage reference is stale: UPDATE_GOLDEN=1 cargo test --test integration readme_stage_reference"
+        "docs/stages.md is stale: UPDATE_GOLDEN=1 cargo test --test integration readme_stage_reference"
     );
     for k in sluice::registry::all() {
         assert!(listing.contains(k.name));
@@ -638,6 +642,136 @@ fn readme_stage_reference_is_current() {
             });
         assert!(has_example, "no configs/ example uses kind `{}`", k.name);
     }
+}
+
+/// Every relative link in `README.md` and `docs/*.md` points at a file or folder of the
+/// repository, and a `#fragment` into a Markdown file names one of its headings (GitHub's
+/// anchor rule). Links inside code blocks and code spans are not links and are skipped.
+#[test]
+fn readme_and_docs_links_resolve() {
+    let mut pages = vec![root().join("README.md")];
+    let mut docs: Vec<_> = std::fs::read_dir(root().join("docs"))
+        .expect("docs/ exists")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .collect();
+    docs.sort();
+    pages.extend(docs);
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for page in &pages {
+        let text = std::fs::read_to_string(page).unwrap();
+        let dir = page.parent().unwrap();
+        for target in markdown_links(&text) {
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            checked += 1;
+            let (path, fragment) = match target.split_once('#') {
+                Some((p, f)) => (p, Some(f)),
+                None => (target.as_str(), None),
+            };
+            let file = if path.is_empty() {
+                page.clone()
+            } else {
+                dir.join(path)
+            };
+            let name = page.strip_prefix(root()).unwrap().display().to_string();
+            if !file.exists() {
+                broken.push(format!("{name}: ({target}): no such file"));
+                continue;
+            }
+            if let Some(f) = fragment {
+                if file.extension().is_some_and(|x| x == "md") {
+                    let body = std::fs::read_to_string(&file).unwrap();
+                    if !heading_anchors(&body).iter().any(|a| a == f) {
+                        broken.push(format!("{name}: ({target}): no heading with anchor #{f}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 20, "only {checked} relative links found");
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+/// Lines outside fenced code blocks, with code spans blanked out.
+fn prose_lines(md: &str) -> Vec<String> {
+    let mut fenced = false;
+    let mut out = Vec::new();
+    for line in md.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        let mut kept = String::new();
+        let mut in_code = false;
+        for c in line.chars() {
+            if c == '`' {
+                in_code = !in_code;
+                kept.push(' ');
+            } else {
+                kept.push(if in_code { ' ' } else { c });
+            }
+        }
+        out.push(kept);
+    }
+    out
+}
+
+/// Targets of inline links `[text](target)` outside code.
+fn markdown_links(md: &str) -> Vec<String> {
+    let mut targets = Vec::new();
+    for line in prose_lines(md) {
+        let mut rest = line.as_str();
+        while let Some(i) = rest.find("](") {
+            let after = &rest[i + 2..];
+            match after.find(')') {
+                Some(j) => {
+                    targets.push(after[..j].trim().to_string());
+                    rest = &after[j + 1..];
+                }
+                None => break,
+            }
+        }
+    }
+    targets
+}
+
+/// GitHub's heading anchors: lower-case, punctuation dropped, spaces to `-`, repeats
+/// numbered `-1`, `-2`, ...
+fn heading_anchors(md: &str) -> Vec<String> {
+    let mut fenced = false;
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut out = Vec::new();
+    for line in md.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced || !line.starts_with('#') {
+            continue;
+        }
+        let title = line.trim_start_matches('#').trim();
+        let slug: String = title
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+            .map(|c| if c == ' ' { '-' } else { c })
+            .collect();
+        let n = seen.entry(slug.clone()).or_insert(0);
+        out.push(if *n == 0 {
+            slug.clone()
+        } else {
+            format!("{slug}-{n}")
+        });
+        *n += 1;
+    }
+    out
 }
 
 #[test]

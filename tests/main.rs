@@ -1,5 +1,7 @@
 //! All integration tests build into this one binary (link time on 2 cores).
 
+mod accounting;
+#[cfg(feature = "audit")]
 mod audit;
 mod classifier;
 mod common;
@@ -7,8 +9,10 @@ mod dedup;
 mod engine;
 mod mix;
 mod rundir;
+#[cfg(feature = "cloud")]
 mod s3;
 mod scale;
+#[cfg(feature = "train")]
 mod train;
 mod warc;
 mod zh;

@@ -7,7 +7,6 @@ use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sha2::Digest;
 
 use crate::common::*;
 
@@ -522,8 +521,10 @@ fn overwrite_waits_for_no_one_and_deletes_nothing_running() {
     );
 }
 
+#[cfg(feature = "cloud")]
 #[test]
 fn object_store_run_is_checked_the_same_way() {
+    use sha2::Digest;
     let Some(moto) = crate::s3::Moto::start("object_store_run_is_checked_the_same_way") else {
         return;
     };

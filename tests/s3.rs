@@ -59,7 +59,10 @@ impl Moto {
             .map(|s| s.success())
             .unwrap_or(false);
         if !ok {
-            eprintln!("SKIP {test}: moto_server not installed (pip install 'moto[server]')");
+            crate::common::skip(
+                "moto",
+                &format!("{test}: moto_server not installed (pip install 'moto[server]')"),
+            );
             return None;
         }
         let port = free_port();

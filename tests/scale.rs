@@ -151,6 +151,7 @@ fn local_tasks_equal_single_run_and_resume_only_missing_ranks() {
     );
 }
 
+#[cfg(feature = "cloud")]
 fn slurm_up() -> bool {
     Command::new("scontrol")
         .arg("ping")
@@ -159,6 +160,7 @@ fn slurm_up() -> bool {
         .unwrap_or(false)
 }
 
+#[cfg(feature = "cloud")]
 fn squeue_states(job: &str) -> Vec<(usize, String)> {
     let o = Command::new("squeue")
         .args(["-h", "-r", "-o", "%i|%T"])
@@ -183,10 +185,14 @@ fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
+#[cfg(feature = "cloud")]
 #[test]
 fn slurm_array_with_a_cancelled_rank_resumes_to_the_single_run_result() {
     if !slurm_up() {
-        eprintln!("SKIP slurm test: no Slurm controller (run .ci/slurm-setup.sh; CI does)");
+        crate::common::skip(
+            "slurm",
+            "no Slurm controller (run .ci/slurm-setup.sh; CI does)",
+        );
         return;
     }
     // Slurm runs the jobs as this user on this machine, so a temp dir is "shared".
@@ -484,6 +490,7 @@ fn distributed_minhash_equals_single_process_at_1_4_7_ranks_and_resumes_after_a_
     }
 }
 
+#[cfg(feature = "cloud")]
 #[test]
 fn slurm_dry_run_chains_the_dedup_phases_with_afterok() {
     let tmp = tempfile::tempdir().unwrap();
@@ -538,10 +545,14 @@ fn slurm_dry_run_chains_the_dedup_phases_with_afterok() {
     assert!(!out.join("slurm/jobs.json").exists(), "a dry run submitted");
 }
 
+#[cfg(feature = "cloud")]
 #[test]
 fn slurm_runs_the_dedup_phases_as_chained_arrays_and_resumes_a_failed_phase_3() {
     if !slurm_up() {
-        eprintln!("SKIP slurm dedup test: no Slurm controller (run .ci/slurm-setup.sh; CI does)");
+        crate::common::skip(
+            "slurm",
+            "no Slurm controller for the dedup test (run .ci/slurm-setup.sh; CI does)",
+        );
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -221,7 +221,7 @@ fn python_with_pyarrow() -> Option<String> {
 #[test]
 fn python_feed_yields_the_same_batches() {
     let Some(py) = python_with_pyarrow() else {
-        eprintln!("SKIP python_feed_yields_the_same_batches: python3 with pyarrow and numpy not found (set SLUICE_PYTHON)");
+        crate::common::skip("pyarrow", "python_feed_yields_the_same_batches: python3 with pyarrow and numpy not found (set SLUICE_PYTHON)");
         return;
     };
     let (bs, t, rank, world) = (3, 96, 1, 2);
@@ -505,7 +505,10 @@ fn feed_reads_a_real_run_directory() {
             assert_eq!(labels, rb.labels);
         }
     } else {
-        eprintln!("SKIP python half of feed_reads_a_real_run_directory: no python3 with pyarrow");
+        crate::common::skip(
+            "pyarrow",
+            "python half of feed_reads_a_real_run_directory: no python3 with pyarrow",
+        );
     }
     let _ = std::fs::remove_dir_all(out);
 }

@@ -578,58 +578,25 @@ fn manifest_batch(manifests: &[RunJson]) -> Result<RecordBatch> {
 
 /// `(source, target share, achieved share, tokens)` of one mixture row.
 type MixRow = (String, Option<f64>, Option<f64>, Option<u64>);
-/// `(target, achieved, tokens)` of one source while collecting.
-type MixShares = (Option<f64>, Option<f64>, Option<u64>);
 
-/// A share or token count from a mixture entry: a number, or an object with `share`
-/// (or `fraction`/`ratio`) and/or `tokens`.
-fn share_of(v: &Value) -> (Option<f64>, Option<u64>) {
-    match v {
-        Value::Number(n) => (n.as_f64(), None),
-        Value::Object(o) => {
-            let share = ["share", "fraction", "ratio"]
-                .iter()
-                .find_map(|k| o.get(*k).and_then(Value::as_f64));
-            (share, o.get("tokens").and_then(u64_of))
-        }
-        _ => (None, None),
-    }
-}
-
-/// Rows `(source, target, achieved, tokens)` of one node's manifest entry, if it describes
-/// a mixture. Accepted shapes (the mix stage owns the format; we read what it plausibly
-/// writes): `{target: {src: share}, achieved: {src: share | {share, tokens}}}` (at the top
-/// or under `mixture`), or `{sources: {src: {target, achieved, tokens}}}`.
+/// Rows `(source, target, achieved, tokens)` of one node's manifest entry when it is a
+/// `mix` report: `{sources: {src: {target_share, achieved_share, emitted_tokens, ..}}}`
+/// (the format `stages/mix.rs` writes; `tests/mix.rs` checks this reader on a real run).
 fn mixture_rows(v: &Value) -> Vec<MixRow> {
     if let Some(ranks) = v.get("per_rank").and_then(Value::as_array) {
         return merge_rank_mixtures(ranks.iter().map(mixture_rows).collect());
     }
-    let v = v.get("mixture").unwrap_or(v);
-    let mut rows: std::collections::BTreeMap<String, MixShares> = Default::default();
-    let target = v.get("target").and_then(Value::as_object);
-    let achieved = v.get("achieved").and_then(Value::as_object);
-    if target.is_some() || achieved.is_some() {
-        for (s, t) in target.into_iter().flatten() {
-            rows.entry(s.clone()).or_default().0 = share_of(t).0;
-        }
-        for (s, a) in achieved.into_iter().flatten() {
-            let (share, tokens) = share_of(a);
-            let e = rows.entry(s.clone()).or_default();
-            e.1 = share;
-            e.2 = tokens;
-        }
-    } else if let Some(sources) = v.get("sources").and_then(Value::as_object) {
-        for (s, sv) in sources {
-            let t = sv.get("target").map(share_of).and_then(|x| x.0);
-            let (a, at) = sv.get("achieved").map(share_of).unwrap_or((None, None));
-            let tokens = sv.get("tokens").and_then(u64_of).or(at);
-            if t.is_some() || a.is_some() {
-                rows.insert(s.clone(), (t, a, tokens));
-            }
-        }
-    }
-    rows.into_iter()
-        .map(|(s, (t, a, k))| (s, t, a, k))
+    let Some(sources) = v.get("sources").and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    sources
+        .iter()
+        .filter_map(|(s, sv)| {
+            let t = sv.get("target_share").and_then(Value::as_f64);
+            let a = sv.get("achieved_share").and_then(Value::as_f64);
+            let k = sv.get("emitted_tokens").and_then(u64_of);
+            (t.is_some() || a.is_some()).then(|| (s.clone(), t, a, k))
+        })
         .collect()
 }
 
@@ -762,22 +729,21 @@ mod tests {
 
     #[test]
     fn mixture_shapes() {
-        let a: Value = serde_json::json!({"target": {"web": 0.85, "syn": 0.15}, "achieved": {"web": {"share": 0.849, "tokens": 849}, "syn": 0.151}});
+        let a: Value = serde_json::json!({"sources": {
+            "web": {"target_share": 0.85, "achieved_share": 0.849, "emitted_tokens": 849},
+            "syn": {"target_share": 0.15, "achieved_share": 0.151, "emitted_tokens": 151}}});
         let r = mixture_rows(&a);
         assert_eq!(r.len(), 2);
         assert_eq!(
             r[1],
             ("web".to_string(), Some(0.85), Some(0.849), Some(849))
         );
-        let b: Value =
-            serde_json::json!({"sources": {"web": {"target": 0.5, "achieved": 0.4, "tokens": 4}}});
-        assert_eq!(
-            mixture_rows(&b),
-            vec![("web".to_string(), Some(0.5), Some(0.4), Some(4))]
-        );
-        let per: Value = serde_json::json!({"per_rank": [
-            {"target": {"web": 0.5, "syn": 0.5}, "achieved": {"web": {"share": 0.6, "tokens": 60}, "syn": {"share": 0.4, "tokens": 40}}},
-            {"target": {"web": 0.5, "syn": 0.5}, "achieved": {"web": {"share": 0.4, "tokens": 40}, "syn": {"share": 0.6, "tokens": 60}}}]});
+        let rank = |w: u64, y: u64| {
+            serde_json::json!({"sources": {
+                "web": {"target_share": 0.5, "achieved_share": w as f64 / 100.0, "emitted_tokens": w},
+                "syn": {"target_share": 0.5, "achieved_share": y as f64 / 100.0, "emitted_tokens": y}}})
+        };
+        let per: Value = serde_json::json!({"per_rank": [rank(60, 40), rank(40, 60)]});
         assert_eq!(
             mixture_rows(&per),
             vec![

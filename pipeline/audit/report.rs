@@ -234,7 +234,7 @@ fn preset_rows(audit: &Audit, name: &str) -> Result<Vec<Row>> {
 }
 
 const CSS: &str = "
-body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;color:#1d232a;background:#f6f7f9}
+body{font-family:system-ui,-apple-system,'Segoe UI','PingFang SC','Hiragino Sans GB','Microsoft YaHei','Noto Sans CJK SC','Source Han Sans SC','WenQuanYi Micro Hei',sans-serif;margin:0;color:#1d232a;background:#f6f7f9}
 main{max-width:1100px;margin:0 auto;padding:24px}
 h1{margin:0 0 4px 0}h2{margin-top:36px;border-bottom:2px solid #d9dde3;padding-bottom:4px}
 section{background:#fff;border:1px solid #e2e5ea;border-radius:8px;padding:8px 20px 20px;margin:18px 0}

@@ -19,6 +19,7 @@
 
 pub mod local;
 pub mod remote;
+#[cfg(feature = "cloud")]
 pub mod slurm;
 
 use std::path::{Path, PathBuf};

@@ -507,6 +507,13 @@ impl Sink for SignatureSink {
         Ok(())
     }
 
+    fn accounting(&self) -> crate::stage::Accounting {
+        // Every document is folded into the signature index that phase 2 reads.
+        crate::stage::Accounting::Merging {
+            consumed: self.docs,
+        }
+    }
+
     fn finish(&mut self) -> Result<Vec<ShardInfo>> {
         let Some((sigs, ids, idx)) = self.files.take() else {
             return Ok(Vec::new());

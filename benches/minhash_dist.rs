@@ -28,6 +28,9 @@ use sluice::stages::minhash_dedup::signature::SplitMix64;
 use sluice::stages::minhash_dedup::{Config, Mode};
 
 const SPLITS: usize = 1000;
+/// Shingle-set size stored with every synthetic signature (all equal, so the containment
+/// test accepts nothing the Jaccard test rejects).
+const SET_SIZE: usize = 1000;
 
 fn arg(name: &str) -> Option<String> {
     let a: Vec<String> = std::env::args().collect();
@@ -97,7 +100,7 @@ fn generate(dir: &Path, n: u64, ranks: usize, buckets: usize) {
                 signature(i, c.num_perm, &mut sig);
                 band_keys(&sig, lsh, c.seed, &mut keys);
                 let id = format!("cc-2024-22/{s:05}/{rec:012}");
-                sink.push_signature(Origin::new(s, rec).0, &id, &sig, &keys)
+                sink.push_signature(Origin::new(s, rec).0, &id, &sig, SET_SIZE, &keys)
                     .expect("push");
             }
         }

@@ -16,6 +16,10 @@ use sluice::stage::{BuildCtx, Stage};
 use sluice::stages::minhash_dedup::signature::SplitMix64;
 use sluice::stages::minhash_dedup::{Config, MinhashDedup};
 
+/// Shingle-set size stored with every synthetic signature (all equal, so the containment
+/// test accepts nothing the Jaccard test rejects).
+const SET_SIZE: usize = 1000;
+
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -65,7 +69,10 @@ fn main() {
             }
         }
         let id = format!("cc-2024-22/{:05}/{:012}", i / 100_000, i);
-        if stage.insert_signature_for_bench(&id, &sig).expect("insert") {
+        if stage
+            .insert_signature_for_bench(&id, &sig, SET_SIZE)
+            .expect("insert")
+        {
             dups += 1;
         }
     }
@@ -126,5 +133,7 @@ fn main() {
         "| projected 50 M docs, pre-sized (`expected_docs: 50000000`) | {:.2} GiB |",
         gib(total(idx_lo))
     );
-    println!("\nSignatures ({} B/doc) are spilled to the scratch directory, not held in RAM: {:.1} GiB of disk at 50 M docs.", cfg.num_perm * 4, gib(target * cfg.num_perm as f64 * 4.0));
+    // A spilled record is the signature plus the shingle-set size (4 B each).
+    let rec = (cfg.num_perm + 1) * 4;
+    println!("\nSignature records ({rec} B/doc: signature + set size) are spilled to the scratch directory, not held in RAM: {:.1} GiB of disk at 50 M docs.", gib(target * rec as f64));
 }

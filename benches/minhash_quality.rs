@@ -149,12 +149,40 @@ fn score(
     )
 }
 
+/// The configurations compared: the defaults before issue 16 (threshold 0.7, bands × rows
+/// derived with equal weights → 14 × 9, no containment test), today's defaults, and a
+/// threshold sweep with today's other defaults.
+fn configs() -> Vec<(String, Config)> {
+    let mut v = vec![
+        (
+            "old defaults (0.7, no containment)".to_string(),
+            Config {
+                threshold: 0.7,
+                fp_weight: 0.5,
+                fn_weight: 0.5,
+                containment_threshold: 0.0,
+                ..Config::default()
+            },
+        ),
+        ("**defaults**".to_string(), Config::default()),
+    ];
+    for t in [0.5, 0.6, 0.7, 0.8, 0.9] {
+        v.push((
+            format!("threshold {t}"),
+            Config {
+                threshold: t,
+                ..Config::default()
+            },
+        ));
+    }
+    v
+}
+
 fn main() {
-    let thresholds = [0.5, 0.6, 0.7, 0.8, 0.9];
     let default = Config::default();
     println!(
-        "# minhash_dedup quality (num_perm {}, verify {:?}, default threshold {})\n",
-        default.num_perm, default.verify, default.threshold
+        "# minhash_dedup quality (num_perm {}, verify {:?}, default threshold {}, containment {})\n",
+        default.num_perm, default.verify, default.threshold, default.containment_threshold
     );
 
     for n in [100, 1000, 2500] {
@@ -164,24 +192,13 @@ fn main() {
             set.docs.len(),
             default.ngram_whitespace
         );
-        println!(
-            "| threshold | bands×rows | precision | recall | F1 | TP pairs / predicted / true |"
-        );
+        println!("| config | bands×rows | precision | recall | F1 | TP pairs / predicted / true |");
         println!("|---|---|---|---|---|---|");
-        for t in thresholds {
-            let cfg = Config {
-                threshold: t,
-                ..Config::default()
-            };
+        for (name, cfg) in configs() {
             let lsh = cfg.lsh_params();
             let (s, _, _) = score(&set.docs, &set.truth, cfg);
-            let mark = if t == default.threshold {
-                " (default)"
-            } else {
-                ""
-            };
             println!(
-                "| {t}{mark} | {}×{} | {:.3} | {:.3} | {:.3} | {} / {} / {} |",
+                "| {name} | {}×{} | {:.3} | {:.3} | {:.3} | {} / {} / {} |",
                 lsh.bands, lsh.rows, s.p, s.r, s.f1, s.tp, s.pred, s.truth
             );
         }
@@ -250,13 +267,9 @@ fn main() {
         );
     }
     println!();
-    println!("| threshold | bands×rows | precision | recall | F1 | TP pairs / predicted / true | copies found per transform |");
+    println!("| config | bands×rows | precision | recall | F1 | TP pairs / predicted / true | copies found per transform |");
     println!("|---|---|---|---|---|---|---|");
-    for t in thresholds {
-        let cfg = Config {
-            threshold: t,
-            ..Config::default()
-        };
+    for (name, cfg) in configs() {
         let lsh = cfg.lsh_params();
         let (s, pred, _) = score(&docs, &truth, cfg);
         // A copy is "found" when it shares a predicted cluster with its base.
@@ -277,13 +290,8 @@ fn main() {
             .iter()
             .map(|(t, (f, n))| format!("{t} {f}/{n}"))
             .collect();
-        let mark = if t == default.threshold {
-            " (default)"
-        } else {
-            ""
-        };
         println!(
-            "| {t}{mark} | {}×{} | {:.3} | {:.3} | {:.3} | {} / {} / {} | {} |",
+            "| {name} | {}×{} | {:.3} | {:.3} | {:.3} | {} / {} / {} | {} |",
             lsh.bands,
             lsh.rows,
             s.p,

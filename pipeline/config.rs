@@ -55,7 +55,8 @@ pub struct PipelineSpec {
 
 /// Read and parse a config file.
 pub fn load(path: &Path) -> Result<PipelineSpec, Vec<String>> {
-    let bytes = std::fs::read(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| vec![format!("cannot read config {}: {e}", path.display())])?;
     let text = String::from_utf8(bytes)
         .map_err(|_| vec![format!("{}: config is not UTF-8", path.display())])?;
     parse(&text, &path.display().to_string())

@@ -9,12 +9,15 @@ use std::path::PathBuf;
 /// message always names the node that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// An I/O error on a path.
-    #[error("{path}: {source}")]
+    /// An I/O error on a path. Displayed once, with what was being done when known:
+    /// `cannot create run directory /proc/x: No such file or directory (os error 2)`.
+    /// (The OS error is part of the message, not a `source`, so `{:#}` does not repeat it.)
+    #[error("{}{}: {err}", .action.map(|a| format!("{a} ")).unwrap_or_default(), .path.display())]
     Io {
+        /// What was being attempted ("cannot create run directory"), when known.
+        action: Option<&'static str>,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        err: std::io::Error,
     },
     /// A configuration problem list (all problems at once).
     #[error("invalid config:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
@@ -72,8 +75,21 @@ impl Error {
     /// Wrap an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
+            action: None,
             path: path.into(),
-            source,
+            err: source,
+        }
+    }
+    /// Wrap an I/O error with what was being attempted and the path it concerns.
+    pub fn io_doing(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        Error::Io {
+            action: Some(action),
+            path: path.into(),
+            err: source,
         }
     }
     /// Tag an error with a node name (idempotent: an already tagged error is kept).

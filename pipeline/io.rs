@@ -22,7 +22,7 @@ pub fn open_input(path: &str) -> Result<Box<dyn BufRead + Send>> {
         let raw = BufReader::with_capacity(1 << 16, crate::storage::open(path)?);
         return wrap_decoder(path, raw);
     }
-    let f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let f = File::open(path).map_err(|e| Error::io_doing("cannot open input", path, e))?;
     let raw = BufReader::with_capacity(1 << 16, f);
     wrap_decoder(path, raw)
 }

@@ -160,13 +160,34 @@ fn quiet_on_closed_pipe() {
     }));
 }
 
+/// Ctrl-C during `sluice run`: say what happened and how to go on, exit 130. Nothing is
+/// lost: outputs in progress are temp files and an unfinished rank is redone on rerun.
+fn on_interrupt() {
+    extern "C" fn handler(_: libc::c_int) {
+        const MSG: &[u8] =
+            b"\ninterrupted; rerun the same command to resume (finished ranks are kept)\n";
+        // SAFETY: write(2) and _exit(2) are async-signal-safe.
+        unsafe {
+            libc::write(2, MSG.as_ptr().cast(), MSG.len());
+            libc::_exit(130);
+        }
+    }
+    // SAFETY: installs a handler that only calls async-signal-safe functions.
+    unsafe {
+        libc::signal(libc::SIGINT, handler as *const () as libc::sighandler_t);
+    }
+}
+
 fn main() -> ExitCode {
     sluice::runtime::tune_allocator();
     quiet_on_closed_pipe();
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet, cli.color);
     let res = match cli.command {
-        Command::Run(a) => cmd_run(a),
+        Command::Run(a) => {
+            on_interrupt();
+            cmd_run(a)
+        }
         Command::Validate { config } => cmd_validate(&config),
         Command::Stages { kind } => cmd_stages(kind.as_deref()),
         #[cfg(feature = "cloud")]

@@ -403,7 +403,8 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
     let graph = graph::check(spec).map_err(Error::Config)?;
     let out = opts.out_dir.clone();
     let hash = graph.spec.config_hash.clone();
-    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    std::fs::create_dir_all(&out)
+        .map_err(|e| Error::io_doing("cannot create run directory", &out, e))?;
     // Held until this function returns: after the marker and the merge.
     let _lock = rundir::RankLock::acquire(&out, opts.rank)?;
     let base = BuildCtx {
@@ -759,6 +760,11 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
     let (config, config_yaml) = rundir::config_json(&graph.spec);
     manifest["config"] = config;
     manifest["config_yaml"] = config_yaml;
+    // A run that keeps nothing still has a (possibly empty) `shards/`, so readers that
+    // glob it find no files rather than no folder.
+    let shards_dir = out.join("shards");
+    std::fs::create_dir_all(&shards_dir)
+        .map_err(|e| Error::io_doing("cannot create", &shards_dir, e))?;
     let merged = rundir::finish_rank(
         &out,
         opts.rank,

@@ -289,3 +289,106 @@ fn closed_pipe_is_quiet_and_colour_only_on_a_terminal() {
     assert!(!run(Some("never")).contains('\u{1b}'));
     assert!(run(Some("always")).contains('\u{1b}'));
 }
+
+/// I/O errors say what was attempted, on what, once.
+#[test]
+fn io_errors_say_what_was_attempted_once() {
+    let o = bin()
+        .args([
+            "run",
+            "configs/quickstart.yaml",
+            "--no-progress",
+            "--out",
+            "/proc/sluice_out",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cannot create run directory /proc/sluice_out: No such file or directory"),
+        "{err}"
+    );
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}
+
+/// A run that keeps no documents still writes `shards/` (empty) and a manifest, and
+/// pyarrow reads the empty dataset.
+#[test]
+fn a_run_that_keeps_nothing_has_an_empty_shards_folder() {
+    let out = tempfile::tempdir().unwrap();
+    let yaml = "nodes:
+  docs: {kind: ingest_jsonl, paths: [samples/text/articles_en.jsonl]}
+  keep: {kind: length_filter, inputs: [docs], min_chars: 100000000}
+  shards: {kind: parquet_shards, inputs: [keep]}
+";
+    let cfg = out.path().join("none.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let o = bin()
+        .args(["run", "--no-progress", "--out"])
+        .arg(out.path().join("run"))
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = out.path().join("run");
+    assert!(run.join("shards").is_dir());
+    assert!(run.join("manifest.json").is_file());
+    let m = json(&run, "manifest.json");
+    assert_eq!(m["totals"]["rows"], 0);
+    match python_with(&["pyarrow"]) {
+        None => skip("pyarrow", "python3 with pyarrow not found"),
+        Some(py) => {
+            let n = run_python(
+                &py,
+                "import sys, pyarrow.dataset as ds; print(ds.dataset(sys.argv[1], format='parquet').count_rows())",
+                &[run.join("shards").as_os_str()],
+            );
+            assert_eq!(String::from_utf8_lossy(&n).trim(), "0");
+        }
+    }
+}
+
+/// Ctrl-C (SIGINT) during a run: a message saying how to resume, exit 130, and the same
+/// command then finishes the run.
+#[test]
+fn ctrl_c_says_how_to_resume() {
+    let out = tempfile::tempdir().unwrap();
+    let child = bin()
+        .args([
+            "run",
+            "configs/zh_pretrain.yaml",
+            "--no-progress",
+            "-q",
+            "--out",
+        ])
+        .arg(out.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    // SAFETY: sending a signal to our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted; rerun the same command to resume"),
+        "{err}"
+    );
+    let again = bin()
+        .args([
+            "run",
+            "configs/zh_pretrain.yaml",
+            "--no-progress",
+            "-q",
+            "--out",
+        ])
+        .arg(out.path())
+        .status()
+        .unwrap();
+    assert!(again.success());
+    assert!(out.path().join("manifest.json").exists());
+}

@@ -5,8 +5,10 @@ mod accounting;
 mod audit;
 mod classifier;
 mod common;
+mod decontam;
 mod dedup;
 mod engine;
+mod extract;
 mod mix;
 mod rundir;
 #[cfg(feature = "cloud")]

@@ -215,7 +215,7 @@ nodes:
         kept.iter().filter(|id| id.contains("near")).count() == 4,
         "near misses are kept"
     );
-    // Reject rows name the benchmark and the n-gram.
+    // Reject rows name the benchmark, the item and its coverage.
     let mut details = Vec::new();
     for b in record_batches(&out, "rejects") {
         details.extend(
@@ -230,7 +230,7 @@ nodes:
     assert!(
         details
             .iter()
-            .all(|d| d.starts_with("benchmark=gsm8k matches=") && d.contains("ngram=\"")),
+            .all(|d| d.starts_with("benchmark=gsm8k item=") && d.contains(" coverage=1.000 ")),
         "{details:?}"
     );
 }

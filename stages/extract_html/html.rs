@@ -267,107 +267,24 @@ impl<'a> Iterator for Tokenizer<'a> {
     }
 }
 
-/// Append `text` to `out`, decoding character references.
+/// Append `text` to `out`, decoding character references the way the HTML standard does in
+/// text: all 2,231 named references of the WHATWG table (via `htmlize`, not a hand list),
+/// including the legacy ones that work without `;` (`&copy`, `&eacute`), numeric references
+/// with the windows-1252 remapping of 0x80-0x9F, and U+FFFD for NUL, surrogates and values
+/// past U+10FFFF. Unknown names stay literal (`AT&T`, `&unknown;`).
 pub fn decode_entities_into(text: &str, out: &mut String) {
-    let b = text.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        let Some(rel) = memchr::memchr(b'&', &b[i..]) else {
-            out.push_str(&text[i..]);
-            return;
-        };
-        let amp = i + rel;
-        out.push_str(&text[i..amp]);
-        let rest = &text[amp + 1..];
-        let end = rest
-            .bytes()
-            .take(32)
-            .position(|c| c == b';' || !(c.is_ascii_alphanumeric() || c == b'#'));
-        let (name, consumed) = match end {
-            Some(e) if rest.as_bytes()[e] == b';' => (&rest[..e], e + 1),
-            Some(e) => (&rest[..e], e),
-            None => (rest, rest.len()),
-        };
-        let decoded = if let Some(num) = name.strip_prefix('#') {
-            let v = if let Some(h) = num.strip_prefix(['x', 'X']) {
-                u32::from_str_radix(h, 16).ok()
-            } else {
-                num.parse::<u32>().ok()
-            };
-            v.map(|c| match c {
-                0 => '\u{FFFD}',
-                // Windows-1252 C1 mapping for the common mistakes.
-                0x80 => '€',
-                0x91 => '‘',
-                0x92 => '’',
-                0x93 => '“',
-                0x94 => '”',
-                0x96 => '–',
-                0x97 => '—',
-                _ => char::from_u32(c).unwrap_or('\u{FFFD}'),
-            })
-        } else {
-            named_entity(name)
-        };
-        match decoded {
-            Some(c) if !name.is_empty() => {
-                out.push(c);
-                i = amp + 1 + consumed;
-            }
-            _ => {
-                out.push('&');
-                i = amp + 1;
-            }
-        }
+    if memchr::memchr(b'&', text.as_bytes()).is_none() {
+        out.push_str(text);
+    } else {
+        out.push_str(&htmlize::unescape(text));
     }
 }
 
-fn named_entity(n: &str) -> Option<char> {
-    Some(match n {
-        "amp" | "AMP" => '&',
-        "lt" | "LT" => '<',
-        "gt" | "GT" => '>',
-        "quot" | "QUOT" => '"',
-        "apos" => '\'',
-        "nbsp" => '\u{a0}',
-        "ensp" => '\u{2002}',
-        "emsp" => '\u{2003}',
-        "thinsp" => '\u{2009}',
-        "middot" => '·',
-        "bull" => '•',
-        "hellip" => '…',
-        "mdash" => '—',
-        "ndash" => '–',
-        "lsquo" => '‘',
-        "rsquo" => '’',
-        "ldquo" => '“',
-        "rdquo" => '”',
-        "laquo" => '«',
-        "raquo" => '»',
-        "copy" => '©',
-        "reg" => '®',
-        "trade" => '™',
-        "times" => '×',
-        "divide" => '÷',
-        "yen" => '¥',
-        "euro" => '€',
-        "pound" => '£',
-        "cent" => '¢',
-        "deg" => '°',
-        "plusmn" => '±',
-        "sect" => '§',
-        "para" => '¶',
-        "larr" => '←',
-        "rarr" => '→',
-        "uarr" => '↑',
-        "darr" => '↓',
-        "zwj" => '\u{200d}',
-        "zwnj" => '\u{200c}',
-        "shy" => '\u{ad}',
-        "iexcl" => '¡',
-        "iquest" => '¿',
-        _ => return None,
-    })
+/// Decode character references in an attribute value (`href`): as in text, except that a
+/// legacy reference without `;` followed by `=` or an alphanumeric stays literal, so query
+/// strings like `?a=1&copy=2` survive.
+pub fn decode_attribute(value: &str) -> String {
+    htmlize::unescape_attribute(value).into_owned()
 }
 
 #[cfg(test)]
@@ -456,5 +373,17 @@ mod tests {
             &mut s,
         );
         assert_eq!(s, "婢三&\u{a0}© &unknown; AT&T \u{FFFD} \u{FFFD}");
+        // Names past the old hand list: Latin letters, punctuation, maths, arrows, legacy
+        // references without `;`, and windows-1252 numeric remapping.
+        let mut s = String::new();
+        decode_entities_into(
+            "&eacute;&szlig;&uuml;&hellip;&Ouml;&ccedil;&ntilde;&aring;&oelig;&alpha;&Omega;&rArr;&le;&ne;&infin;&sum;&frac12;&sup2;&micro;&eacute &#150;&#x80;",
+            &mut s,
+        );
+        assert_eq!(s, "éßü…Öçñåœ\u{3b1}Ω⇒≤≠∞∑½²µé –€");
+        assert_eq!(
+            decode_attribute("/a?x=1&amp;copy=2&copy=3"),
+            "/a?x=1&copy=2&copy=3"
+        );
     }
 }

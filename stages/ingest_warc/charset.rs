@@ -15,6 +15,13 @@
 //! overridden when the bytes are valid UTF-8 that contain non-ASCII (a GBK or Big5 text of any
 //! length is practically never valid UTF-8), and a declared charset that produces replacement
 //! characters is compared with the detector's guess; the reading with fewer errors wins.
+//! A declared **single-byte** charset (windows-1252/ISO-8859-1 above all, the default of
+//! many CMSs and servers) decodes any byte string without a replacement character, so the
+//! error count can never catch it: when the detector reads the bytes as a CJK multi-byte
+//! encoding (GB18030, Big5, Shift_JIS, EUC-JP, EUC-KR), that reading has no errors and
+//! its non-ASCII text is overwhelmingly CJK, the detector wins over the label
+//! ([`Evidence::DetectedOverLabel`]). Real Latin text has too few high bytes in a row to
+//! pass all three tests, and chardetng does not guess a CJK encoding for it.
 //! `encoding_rs` does all decoding, so the output is always valid UTF-8; undecodable bytes
 //! become U+FFFD and are counted so the caller can reject pages above a share.
 
@@ -45,6 +52,9 @@ pub enum Evidence {
     Utf8Override,
     /// A declaration was overridden by the detector (fewer replacement characters).
     DetectedOverride,
+    /// A declared single-byte charset was overridden by the detector's multi-byte CJK
+    /// reading (valid, plausible CJK text; see the module doc).
+    DetectedOverLabel,
     /// Nothing to decode (pure ASCII / empty) with no declaration.
     Default,
 }
@@ -59,6 +69,7 @@ impl Evidence {
             Evidence::Detected => "detected",
             Evidence::Utf8Override => "utf8_override",
             Evidence::DetectedOverride => "detected_override",
+            Evidence::DetectedOverLabel => "detected_over_label",
             Evidence::Default => "default",
         }
     }
@@ -252,6 +263,45 @@ pub fn plausible_text(text: &str) -> bool {
     non_ascii == 0 || good * 5 >= non_ascii * 4
 }
 
+/// The multi-byte CJK encodings that may override a declared single-byte label.
+fn is_cjk_multibyte(enc: &'static Encoding) -> bool {
+    [
+        GB18030,
+        encoding_rs::BIG5,
+        encoding_rs::SHIFT_JIS,
+        encoding_rs::EUC_JP,
+        encoding_rs::EUC_KR,
+    ]
+    .contains(&enc)
+}
+
+/// Minimum CJK characters (Han, kana, Hangul) in a multi-byte reading before it may beat a
+/// declared single-byte label: a few stray high bytes are not evidence.
+pub const MIN_CJK_OVER_LABEL: usize = 20;
+
+/// Whether `text`, decoded from bytes a single-byte label claimed, reads as CJK text: at
+/// least [`MIN_CJK_OVER_LABEL`] CJK characters (Han, kana, Hangul), making up ≥ 90% of its
+/// non-ASCII letters. Punctuation and symbols (`“”`, `·`, `—`, `©`) are neutral: Chinese
+/// text uses them, and they say nothing about the script.
+pub fn plausible_cjk(text: &str) -> bool {
+    let (mut letters, mut cjk) = (0usize, 0usize);
+    for c in text.chars() {
+        if c.is_ascii() {
+            continue;
+        }
+        if matches!(c as u32,
+            0x3040..=0x30ff | 0x3400..=0x4dbf | 0x4e00..=0x9fff | 0xac00..=0xd7af
+            | 0xf900..=0xfaff | 0x1100..=0x11ff | 0x3130..=0x318f | 0x20000..=0x2ffff)
+        {
+            cjk += 1;
+            letters += 1;
+        } else if c.is_alphabetic() {
+            letters += 1;
+        }
+    }
+    cjk >= MIN_CJK_OVER_LABEL && cjk * 10 >= letters * 9
+}
+
 fn decode_with(bytes: &[u8], enc: &'static Encoding) -> (String, usize) {
     let (cow, _) = enc.decode_without_bom_handling(bytes);
     let text = cow.into_owned();
@@ -310,6 +360,16 @@ pub fn decode(
                 return finish(text, UTF_8, Evidence::Utf8Override, repl);
             }
             let (text, repl) = decode_with(bytes, enc);
+            if enc.is_single_byte() && !is_ascii {
+                // A single-byte reading never fails, so compare with the detector instead.
+                let guess = detect(bytes, url.and_then(tld_of_url));
+                if is_cjk_multibyte(guess) {
+                    let (t2, r2) = decode_with(bytes, guess);
+                    if r2 == 0 && plausible_cjk(&t2) {
+                        return finish(t2, guess, Evidence::DetectedOverLabel, 0);
+                    }
+                }
+            }
             if repl == 0 {
                 return finish(text, enc, ev, 0);
             }
@@ -461,6 +521,69 @@ mod tests {
             assert_eq!(d.encoding, enc, "{text}");
             assert_eq!(d.text, text);
         }
+    }
+
+    #[test]
+    fn single_byte_label_loses_to_cjk_bytes() {
+        let zh = "据中国地震台网正式测定，5月20日13时10分在新疆克孜勒苏州阿图什市发生5.2级地震，震源深度19公里。";
+        let tw = "這是一個繁體中文網頁，我們應該正確地識別它的編碼並且解碼成統一碼文字。";
+        let ja = "これは日本語のウェブページです。文字コードを正しく判定して復号できるはずです。";
+        let cases: [(&'static Encoding, &str); 5] = [
+            (GB18030, zh),
+            (encoding_rs::BIG5, tw),
+            (encoding_rs::SHIFT_JIS, ja),
+            (encoding_rs::EUC_JP, ja),
+            (GBK, zh),
+        ];
+        for (enc, text) in cases {
+            let page =
+                format!("<html><head><title>x</title></head><body><p>{text}</p></body></html>");
+            let (bytes, _, _) = enc.encode(&page);
+            for (http, meta) in [(Some("text/html; charset=iso-8859-1"), false), (None, true)] {
+                let b = if meta {
+                    let mut v = b"<meta charset=windows-1252>".to_vec();
+                    v.extend_from_slice(&bytes);
+                    v
+                } else {
+                    bytes.to_vec()
+                };
+                let d = decode(&b, http, Some("http://example.com/"), true);
+                assert_eq!(
+                    d.evidence,
+                    Evidence::DetectedOverLabel,
+                    "{} {text}",
+                    enc.name()
+                );
+                assert_eq!(d.encoding, normalize(enc));
+                assert!(d.text.contains(text), "{}", d.text);
+                assert_eq!(d.evidence.as_str(), "detected_over_label");
+            }
+        }
+    }
+
+    #[test]
+    fn latin_text_keeps_its_single_byte_label() {
+        // "ö" "ß" are F6 DF in windows-1252: a valid GBK pair, so only the detector's
+        // guess and the CJK share keep this German text Latin.
+        let text = "Die Größe der Straße ist übermäßig; Grüße aus München, schöne Füße, Öl und Äpfel. Très élégant, déjà vu — señor, niño, café crème.";
+        let (bytes, _, _) = WINDOWS_1252.encode(text);
+        let d = decode(
+            &bytes,
+            Some("text/html; charset=iso-8859-1"),
+            Some("http://x.de/"),
+            true,
+        );
+        assert_eq!(d.evidence, Evidence::Http);
+        assert_eq!(d.encoding, WINDOWS_1252);
+        assert_eq!(d.text, text);
+        // Too little CJK to overturn a label.
+        assert!(!plausible_cjk("中文"));
+        assert!(plausible_cjk(&"中文，标点。".repeat(5)));
+        assert!(!plausible_cjk(&format!(
+            "{}{}",
+            "中文".repeat(10),
+            "äöüßéèàç".repeat(5)
+        )));
     }
 
     #[test]

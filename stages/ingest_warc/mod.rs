@@ -27,7 +27,8 @@
 //! `text` = the page (HTML) or the WET text; `meta`: `url`, `domain`, `warc_file`,
 //! `warc_offset`, `warc_record_id`, `warc_date`, `warc_type`, `content_type` (the payload
 //! MIME type), `http_status` (responses), `charset` (the encoding actually used) and
-//! `charset_source` (`http`, `meta`, `bom`, `detected`, `utf8_override`, ...).
+//! `charset_source` (`http`, `meta`, `bom`, `detected`, `utf8_override`, `detected_override`,
+//! `detected_over_label`, `default`; see `charset::Evidence`).
 //!
 //! **Memory.** One record at a time: at most `max_record_bytes` of block plus its decoded
 //! copies (body, decompressed body, UTF-8 text), plus the current batch held by the runtime.

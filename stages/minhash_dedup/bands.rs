@@ -9,7 +9,8 @@
 //! Documents are numbered in input order (`0, 1, …`). For every band key the **bucket
 //! representative** is the lowest-numbered document with that key. A document `d` is a
 //! duplicate iff, for some band, the key's representative `r < d` and the pair `(d, r)` passes
-//! verification (estimated or exact Jaccard ≥ threshold). Union-find over those accepted
+//! verification ([`super::accept`]: Jaccard ≥ threshold or containment ≥ containment threshold,
+//! estimated or exact). Union-find over those accepted
 //! `(d, r)` edges gives the clusters.
 //!
 //! The single-process stage applies this online with [`BandIndex::get_or_insert`] (the first

@@ -6,7 +6,8 @@
 //! looks up its band keys: the first document ever seen with key `k` is the bucket's
 //! representative `rep(k)`. `d` is a duplicate iff some `rep(k)` with `k ∈ keys(d)` and
 //! `rep(k) ≠ d` passes verification against `d` (`signature`: estimated Jaccard ≥
-//! `threshold`; `none`: always). Duplicates are still indexed, so this depends only on the
+//! `threshold` or estimated containment ≥ `containment_threshold`; `none`: always).
+//! Duplicates are still indexed, so this depends only on the
 //! pairs `(d, rep(k))`, never on earlier decisions. The input order of a run is the
 //! documents' [`Origin`] (split index, record index), which is the same whatever the number
 //! of ranks, so every phase below uses it as the global order.
@@ -15,7 +16,8 @@
 //! State lives under `<run dir>/_minhash/<node>/`.
 //! 1. **`minhash-sig`**, one unit per rank: the DAG up to the dedup node (pruned, the node
 //!    replaced by the internal sink `minhash_signatures`) writes, per rank, every indexed
-//!    document's signature (`sigs.u32`, 4 B × `num_perm`) and id (`ids.bin` + `ids.idx`),
+//!    document's sketch record (`sketches.u32`: the signature, 4 B × `num_perm`, then the
+//!    shingle-set size, 4 B) and id (`ids.bin` + `ids.idx`),
 //!    and its band entries `(key, origin, local index)` (20 B each) to **sorted run files
 //!    per bucket** `r<R>/b<B>-<run>.bin` (bucket = key range `key × buckets >> 64`; a run
 //!    is written whenever `run_entries` entries are buffered, so memory is bounded). Marker:
@@ -23,7 +25,8 @@
 //! 2. **`minhash-pairs`**, one unit per bucket: a k-way merge of every rank's runs for the
 //!    bucket; in each key group the smallest origin is the representative and every other
 //!    member `d` is verified against it (signatures read by offset from the ranks'
-//!    `sigs.u32`). Accepted pairs `(d, rep, est)` (32 B) are sorted and written to
+//!    `sketches.u32`; the same verification as the online stage: estimated Jaccard ≥
+//!    `threshold`, or estimated containment ≥ `containment_threshold`). Accepted pairs `(d, rep, est)` (32 B) are sorted and written to
 //!    `pairs/b<B>.bin`; marker `pairs/b<B>-of-<NB>.done` (JSON counters).
 //! 3. **`minhash-clusters`**, one unit: a k-way merge of all pair files by `(d, rep)` (the
 //!    same pair found in several bands is counted once), processed in `d` order exactly as
@@ -67,8 +70,8 @@ use serde_json::json;
 use xxhash_rust::xxh3::Xxh3;
 
 use super::bands::LshParams;
-use super::signature::{estimate_jaccard, MinHasher};
-use super::{sketch_doc, Config, MinhashDedup, Mode, Verify};
+use super::signature::MinHasher;
+use super::{accept, estimate_records, sketch_doc, sketch_record, Config, MinhashDedup, Mode};
 use crate::config::PipelineSpec;
 use crate::document::{DocBatch, Origin};
 use crate::error::{Error, Result};
@@ -382,6 +385,7 @@ pub struct SignatureSink {
     docs: u64,
     no_shingles: u64,
     entries: u64,
+    rec: Vec<u32>,
 }
 
 impl SignatureSink {
@@ -403,7 +407,7 @@ impl SignatureSink {
                     AtomicFile::create(dir.join(n))?,
                 ))
             };
-            Some((open("sigs.u32")?, open("ids.bin")?, open("ids.idx")?))
+            Some((open("sketches.u32")?, open("ids.bin")?, open("ids.idx")?))
         };
         Ok(SignatureSink {
             cfg,
@@ -421,6 +425,7 @@ impl SignatureSink {
             docs: 0,
             no_shingles: 0,
             entries: 0,
+            rec: Vec::new(),
         })
     }
 
@@ -431,6 +436,7 @@ impl SignatureSink {
         origin: u64,
         id: &str,
         sig: &[u32],
+        n_shingles: usize,
         keys: &[u64],
     ) -> Result<()> {
         let Some((sigs, ids, idx)) = self.files.as_mut() else {
@@ -439,7 +445,8 @@ impl SignatureSink {
         let dir = &self.dir;
         let io = |e| Error::io(dir, e);
         let mut buf = [0u8; 4 * 64];
-        for chunk in sig.chunks(64) {
+        sketch_record(sig, n_shingles, &mut self.rec);
+        for chunk in self.rec.chunks(64) {
             for (i, v) in chunk.iter().enumerate() {
                 buf[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
             }
@@ -502,7 +509,7 @@ impl Sink for SignatureSink {
                 self.no_shingles += 1;
                 continue;
             }
-            self.push_signature(o, &doc.id, &sk.sig, &sk.keys)?;
+            self.push_signature(o, &doc.id, &sk.sig, sk.shingles.len(), &sk.keys)?;
         }
         Ok(())
     }
@@ -581,18 +588,18 @@ impl RankFiles {
             let d = self.sig_dir.join(format!("r{rank:04}"));
             let o = |n: &str| File::open(d.join(n)).map_err(|e| Error::io(d.join(n), e));
             self.open
-                .insert(rank, (o("sigs.u32")?, o("ids.bin")?, o("ids.idx")?));
+                .insert(rank, (o("sketches.u32")?, o("ids.bin")?, o("ids.idx")?));
         }
         Ok(&self.open[&rank])
     }
     fn sig(&mut self, rank: usize, local: u32, out: &mut Vec<u32>) -> Result<()> {
-        let n = self.num_perm * 4;
+        let n = (self.num_perm + 1) * 4;
         let mut buf = std::mem::take(&mut self.buf);
         buf.resize(n, 0);
         let dir = self.sig_dir.clone();
         let f = &self.files(rank)?.0;
         f.read_exact_at(&mut buf, local as u64 * n as u64)
-            .map_err(|e| Error::io(dir.join(format!("r{rank:04}/sigs.u32")), e))?;
+            .map_err(|e| Error::io(dir.join(format!("r{rank:04}/sketches.u32")), e))?;
         out.clear();
         out.extend(
             buf.chunks_exact(4)
@@ -678,11 +685,14 @@ pub struct PairStats {
     pub candidates: u64,
     /// Candidates that failed verification.
     pub rejected_by_verify: u64,
+    /// Candidates accepted by the containment test alone.
+    pub accepted_by_containment: u64,
     /// Distinct accepted pairs written.
     pub pairs: u64,
 }
 
-/// Fetches a signature by (rank, local index) into a buffer.
+/// Fetches a sketch record (signature, then shingle-set size) by (rank, local index) into
+/// a buffer.
 pub type SigFetch<'a> = dyn FnMut(usize, u32, &mut Vec<u32>) -> Result<()> + 'a;
 
 /// The accepted pairs of one bucket's merged entries, from sorted runs. `sig` fetches a
@@ -714,12 +724,10 @@ pub fn bucket_pairs(
                 }
                 st.candidates += 1;
                 sig(Origin(d).rank(world), d_local, &mut d_sig)?;
-                let est = estimate_jaccard(&d_sig, &rep_sig);
-                let ok = match cfg.verify {
-                    Verify::None => true,
-                    _ => est >= cfg.threshold,
-                };
-                if ok {
+                let (est, est_c) = estimate_records(&d_sig, &rep_sig);
+                let verdict = accept(cfg, est, est_c);
+                st.accepted_by_containment += verdict.by_containment as u64;
+                if verdict.accepted {
                     pairs.push(Pair {
                         d,
                         rep,

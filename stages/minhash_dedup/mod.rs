@@ -10,17 +10,23 @@
 //! Documents get numbers `0, 1, …` in input order. For each document:
 //! 1. Shingles by language ([`signature`]): `shingle_by_lang` maps `Document.lang` to a mode
 //!    (default `zh`/`ja`/`ko` → character 5-grams); other or missing languages use
-//!    `shingle_default` (`auto`: chars if the text is mostly CJK, else whitespace-word
-//!    5-grams). `words` mode shingles `segment_zh`'s `Document.words` (3-grams by default)
-//!    and falls back to chars when a document has no segmentation (counted in stats).
+//!    `shingle_default` (`auto`: chars if at least 5 % of the letters and digits are CJK,
+//!    else whitespace-word 5-grams). `words` mode shingles `segment_zh`'s `Document.words`
+//!    (3-grams by default) and falls back to chars when a document has no segmentation
+//!    (counted in stats).
 //! 2. Signature (`num_perm` seeded multiply-shift hashes) and `bands` band keys, with
 //!    `bands × rows` given explicitly or derived from `threshold` by minimising the weighted
 //!    false-positive + false-negative area ([`bands::optimal_params`]).
 //! 3. Every band key is looked up and, if new, inserted with this document as the bucket's
 //!    representative. Each earlier representative found is a candidate.
 //! 4. Candidates are verified (`verify`): `signature` (default) accepts when the estimated
-//!    Jaccard ≥ `threshold`; `exact` reads both shingle sets and accepts on exact Jaccard;
-//!    `none` accepts every LSH candidate.
+//!    Jaccard ≥ `threshold` **or** the estimated containment of the smaller shingle set in
+//!    the larger ≥ `containment_threshold` (from the estimated Jaccard and the two set sizes,
+//!    which are stored with each signature; see [`signature::estimate_containment`]);
+//!    `exact` reads both shingle sets and applies the same two tests exactly; `none` accepts
+//!    every LSH candidate. Containment catches what Jaccard undercounts: a copy whose tail
+//!    was cut is contained in its original, and so is an original that a repost wrapped in
+//!    source/editor/copyright lines.
 //! 5. Any accepted candidate makes the document a duplicate: it is unioned with them and
 //!    sent to `rejected` (reason `near_duplicate`). Otherwise it is kept.
 //!
@@ -28,6 +34,18 @@
 //! corpus, and the result is a deterministic function of input order, config and `seed`
 //! (signatures are computed in parallel per batch, decisions strictly in order). The rule
 //! is spelled out in [`bands`] so the multi-machine mode reproduces it exactly.
+//!
+//! # Why these defaults (issue 16)
+//! Chinese reposts (paragraphs swapped, the tail cut, 1–5 % of characters substituted,
+//! 来源/责任编辑/版权 lines added) reach character-5-gram Jaccard 0.5. The old defaults
+//! (threshold 0.7 → 14 × 9 bands) found 0–5 % of planted pairs at Jaccard 0.5–0.7; the
+//! defaults now are `threshold: 0.5`, bands × rows derived with false negatives weighted
+//! 0.9 against 0.1 (→ 32 × 4: a pair at Jaccard 0.5 is a candidate with probability 0.87,
+//! at 0.6 with 0.99) and `containment_threshold: 0.8`. Verification keeps precision:
+//! unrelated documents have Jaccard near 0. `auto` now picks chars once 5 % of the letters
+//! and digits are CJK (it was 30 %), so a formula-heavy exam item and its copy with a few
+//! Chinese source lines are shingled alike. Measured on a seeded planted dev set (two
+//! seeds), English labelled pairs and speed in `docs/quality-neardup.md`.
 //!
 //! # Clusters, `dedup.cluster_id` and `dedup.cluster_size`
 //! The union-find root of a cluster is its earliest document, always a kept one. Each
@@ -50,25 +68,29 @@
 //! * Memory (measured by `benches/minhash_memory.rs`, stated per indexed document): band
 //!   index 12 bytes per distinct band key / load factor (0.58–0.875, segments grow 1.5× one
 //!   at a time; or exactly 13.7 B/key pre-sized with `expected_docs`), union-find 8 B,
-//!   duplicate counter 4 B, id arena 8 B + id length. With the defaults (threshold 0.7 →
-//!   14 bands × 9 rows) the bench measured **298 B/doc** at 2 M synthetic documents
-//!   (13.7 band keys/doc at 16.8 B/key = 230 B, + 51 B per-doc part with 28-byte ids, + the
-//!   32 MiB spill buffer), which projects to **11.2–15.5 GiB for 50 M documents**
-//!   (11.2 GiB pre-sized). Signatures (4 B × `num_perm`) and, with `verify: exact`, shingle
-//!   sets (8 B × shingles + 8 B offset) live in spill files under the node's scratch
-//!   directory (23.8 GiB of disk for 50 M signatures), with only the newest 32 MiB in memory.
+//!   duplicate counter 4 B, id arena 8 B + id length. With the defaults (threshold 0.5 →
+//!   32 bands × 4 rows) the bench measured **586 B/doc** at 2 M synthetic documents
+//!   (30.3 band keys/doc at 17.1 B/key = 518 B, + 51 B per-doc part with 28-byte ids, + the
+//!   32 MiB spill buffer), which projects to **21.8–31.5 GiB for 50 M documents**
+//!   (21.8 GiB pre-sized). The old defaults (0.7 → 14 × 9) measured 298 B/doc
+//!   (11.2–15.5 GiB for 50 M); an explicit `bands: 14, rows: 9` still gives that. Signature
+//!   records (4 B × (`num_perm` + 1): the signature and the shingle-set size) and, with
+//!   `verify: exact`, shingle sets (8 B × shingles + 8 B offset) live in spill files under
+//!   the node's scratch directory (24.0 GiB of disk for 50 M signature records), with only
+//!   the newest 32 MiB in memory.
 //!   Plus the held window of kept documents (`cluster_size_window_docs`).
 //!
 //! ```yaml
 //! near_dups:
 //!   kind: minhash_dedup
 //!   inputs: [clean]
-//!   threshold: 0.7          # target Jaccard
+//!   threshold: 0.5          # target Jaccard (default)
+//!   containment_threshold: 0.8  # or ≥ 80 % of the smaller set inside the larger (default)
 //!   num_perm: 128
-//!   # bands: 9              # optional: explicit bands × rows instead of derived
-//!   # rows: 13
+//!   # bands: 32             # optional: explicit bands × rows instead of derived
+//!   # rows: 4
 //!   shingle_by_lang: {zh: chars, ja: chars, ko: chars}
-//!   shingle_default: auto   # chars for CJK-looking text, else whitespace words
+//!   shingle_default: auto   # chars when ≥ 5 % of letters/digits are CJK, else whitespace words
 //!   ngram_chars: 5
 //!   verify: signature       # none | signature | exact
 //!   seed: 1
@@ -94,7 +116,8 @@ use crate::stage::{
 
 use bands::{band_keys, optimal_params, BandIndex, LshParams};
 use signature::{
-    estimate_jaccard, exact_jaccard, looks_cjk, shingles, tokens, MinHasher, ShingleMode,
+    estimate_containment, estimate_jaccard, exact_containment, exact_jaccard, looks_cjk, shingles,
+    tokens, MinHasher, ShingleMode,
 };
 use store::SpillStore;
 use unionfind::UnionFind;
@@ -103,7 +126,7 @@ use unionfind::UnionFind;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DefaultMode {
-    /// Chars when the text is mostly CJK, otherwise whitespace words.
+    /// Chars when at least 5 % of the letters and digits are CJK, otherwise whitespace words.
     Auto,
     /// Always character n-grams.
     Chars,
@@ -141,9 +164,18 @@ pub enum Mode {
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Target Jaccard similarity in (0, 1]: pairs at or above it are duplicates. Default 0.7.
+    /// Target Jaccard similarity in (0, 1]: pairs at or above it are duplicates. Default 0.5
+    /// (character 5-gram Jaccard 0.5 is where Chinese reposts with a cut tail, 1–5 %
+    /// substituted characters and added source lines still lie; see docs/quality-neardup.md).
     #[serde(default = "default_threshold")]
     pub threshold: f64,
+    /// Containment test in [0, 1]: a candidate pair is also a duplicate when the smaller
+    /// shingle set is at least this much contained in the larger (`|A ∩ B| / min(|A|, |B|)`,
+    /// estimated from the signatures and the set sizes, or exact with `verify: exact`), as
+    /// for a copy whose tail was cut or an original reposted with added lines. 0 turns the
+    /// test off. Default 0.8.
+    #[serde(default = "default_containment")]
+    pub containment_threshold: f64,
     /// Signature length (number of hash functions). Default 128.
     #[serde(default = "default_num_perm")]
     pub num_perm: usize,
@@ -153,11 +185,14 @@ pub struct Config {
     /// Signature values per band. Set together with `bands`; default: derived.
     #[serde(default)]
     pub rows: Option<usize>,
-    /// Weight of the false-positive area when deriving bands × rows. Default 0.5.
-    #[serde(default = "default_half")]
+    /// Weight of the false-positive area when deriving bands × rows. Default 0.1: a false
+    /// LSH candidate costs one signature comparison (verification rejects it), a missed one
+    /// is lost for good.
+    #[serde(default = "default_fp_weight")]
     pub fp_weight: f64,
-    /// Weight of the false-negative area when deriving bands × rows. Default 0.5.
-    #[serde(default = "default_half")]
+    /// Weight of the false-negative area when deriving bands × rows. Default 0.9 (with the
+    /// default threshold 0.5 and 128 permutations: 32 bands × 4 rows).
+    #[serde(default = "default_fn_weight")]
     pub fn_weight: f64,
     /// Shingle mode per language code (`Document.lang`). Default `{zh: chars, ja: chars, ko: chars}`.
     #[serde(default = "default_by_lang")]
@@ -189,7 +224,7 @@ pub struct Config {
     #[serde(default)]
     pub expected_docs: usize,
     /// `local` (default, one process) or `distributed` (phases over many processes, same
-    /// kept set; see "Running at scale" in the README).
+    /// kept set; see docs/scale-out.md).
     #[serde(default = "default_mode_local")]
     pub mode: Mode,
     /// Distributed mode: number of band-hash buckets (units of the pairs phase).
@@ -211,13 +246,19 @@ fn default_mode_local() -> Mode {
 }
 
 fn default_threshold() -> f64 {
-    0.7
+    0.5
+}
+fn default_containment() -> f64 {
+    0.8
+}
+fn default_fp_weight() -> f64 {
+    0.1
+}
+fn default_fn_weight() -> f64 {
+    0.9
 }
 fn default_num_perm() -> usize {
     128
-}
-fn default_half() -> f64 {
-    0.5
 }
 fn default_by_lang() -> BTreeMap<String, ShingleMode> {
     ["zh", "ja", "ko"]
@@ -251,11 +292,12 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             threshold: default_threshold(),
+            containment_threshold: default_containment(),
             num_perm: default_num_perm(),
             bands: None,
             rows: None,
-            fp_weight: default_half(),
-            fn_weight: default_half(),
+            fp_weight: default_fp_weight(),
+            fn_weight: default_fn_weight(),
             shingle_by_lang: default_by_lang(),
             shingle_default: default_mode(),
             ngram_chars: default_ngram_chars(),
@@ -279,6 +321,12 @@ impl StageConfig for Config {
             p.push(format!(
                 "bad value: threshold must be in (0, 1], got {}",
                 self.threshold
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.containment_threshold) {
+            p.push(format!(
+                "bad value: containment_threshold must be in [0, 1], got {}",
+                self.containment_threshold
             ));
         }
         if self.num_perm == 0 || self.num_perm > 4096 {
@@ -371,6 +419,61 @@ impl Config {
     }
 }
 
+/// The verdict on one LSH candidate pair. The single-process stage and the distributed
+/// pairs phase both decide through [`accept`], so they accept exactly the same pairs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Verdict {
+    /// The pair is a duplicate.
+    pub(crate) accepted: bool,
+    /// Accepted by the containment test alone (its Jaccard is below `threshold`).
+    pub(crate) by_containment: bool,
+}
+
+/// Accept a candidate pair with Jaccard `j` and containment `c` (estimated or exact) under
+/// `cfg.verify`: `none` accepts every candidate; otherwise `j ≥ threshold`, or `c ≥
+/// containment_threshold` when that test is on.
+pub(crate) fn accept(cfg: &Config, j: f64, c: f64) -> Verdict {
+    let (accepted, by_containment) = match cfg.verify {
+        Verify::None => (true, false),
+        Verify::Signature | Verify::Exact => {
+            if j >= cfg.threshold {
+                (true, false)
+            } else {
+                let c_ok = cfg.containment_threshold > 0.0 && c >= cfg.containment_threshold;
+                (c_ok, c_ok)
+            }
+        }
+    };
+    Verdict {
+        accepted,
+        by_containment,
+    }
+}
+
+/// A stored sketch record is the `num_perm` signature values followed by the size of the
+/// shingle set (saturated to `u32::MAX`): the size turns an estimated Jaccard into an
+/// estimated containment. Written to `out` (cleared first).
+pub(crate) fn sketch_record(sig: &[u32], n_shingles: usize, out: &mut Vec<u32>) {
+    out.clear();
+    out.extend_from_slice(sig);
+    out.push(u32::try_from(n_shingles).unwrap_or(u32::MAX));
+}
+
+/// (signature, shingle-set size) of a record written by [`sketch_record`].
+pub(crate) fn split_record(rec: &[u32]) -> (&[u32], u32) {
+    match rec.split_last() {
+        Some((&n, sig)) => (sig, n),
+        None => (rec, 0),
+    }
+}
+
+/// Estimated Jaccard and containment of two sketch records.
+pub(crate) fn estimate_records(a: &[u32], b: &[u32]) -> (f64, f64) {
+    let ((sa, na), (sb, nb)) = (split_record(a), split_record(b));
+    let j = estimate_jaccard(sa, sb);
+    (j, estimate_containment(j, na, nb))
+}
+
 /// Per-document output of the parallel phase.
 pub(crate) struct Sketch {
     pub(crate) shingles: Vec<u64>,
@@ -424,6 +527,7 @@ struct Counters {
     words_fallback: u64,
     candidates: u64,
     candidates_rejected_by_verify: u64,
+    accepted_by_containment: u64,
     late_duplicates: u64,
     by_mode: BTreeMap<String, u64>,
 }
@@ -445,6 +549,7 @@ pub struct MinhashDedup {
     counters: Counters,
     tmp_a: Vec<u32>,
     tmp_b: Vec<u32>,
+    tmp_rec: Vec<u32>,
 }
 
 /// Words of memory buffer per spill store (32 MiB).
@@ -462,7 +567,7 @@ impl MinhashDedup {
         let index = BandIndex::with_capacity(cfg.expected_docs.saturating_mul(params.bands));
         let sigs = SpillStore::new(
             ctx.scratch_dir.join("signatures.u32"),
-            Some(cfg.num_perm),
+            Some(cfg.num_perm + 1),
             buf_words,
         );
         let shingle_store = (cfg.verify == Verify::Exact)
@@ -483,6 +588,7 @@ impl MinhashDedup {
             counters: Counters::default(),
             tmp_a: Vec::new(),
             tmp_b: Vec::new(),
+            tmp_rec: Vec::new(),
         }
     }
 
@@ -526,7 +632,8 @@ impl MinhashDedup {
         self.dup_count.push(0);
         self.id_bytes.extend_from_slice(doc.id.as_bytes());
         self.id_ends.push(self.id_bytes.len() as u64);
-        self.sigs.push(&sk.sig)?;
+        sketch_record(&sk.sig, sk.shingles.len(), &mut self.tmp_rec);
+        self.sigs.push(&self.tmp_rec)?;
         if let Some(st) = self.shingle_store.as_mut() {
             let words: Vec<u32> = sk
                 .shingles
@@ -549,10 +656,9 @@ impl MinhashDedup {
         let mut accepted: Vec<u32> = Vec::new();
         for &r in &cands {
             self.sigs.get(r as u64, &mut self.tmp_a)?;
-            let est = estimate_jaccard(&sk.sig, &self.tmp_a);
-            let (ok, exact) = match self.cfg.verify {
-                Verify::None => (true, None),
-                Verify::Signature => (est >= self.cfg.threshold, None),
+            let (est, est_c) = estimate_records(&self.tmp_rec, &self.tmp_a);
+            let (verdict, exact) = match self.cfg.verify {
+                Verify::None | Verify::Signature => (accept(&self.cfg, est, est_c), None),
                 Verify::Exact => {
                     let st = self
                         .shingle_store
@@ -565,12 +671,16 @@ impl MinhashDedup {
                         .map(|c| c[0] as u64 | ((c[1] as u64) << 32))
                         .collect();
                     let j = exact_jaccard(&sk.shingles, &other);
-                    (j >= self.cfg.threshold, Some(j))
+                    let c = exact_containment(&sk.shingles, &other);
+                    (accept(&self.cfg, j, c), Some(j))
                 }
             };
-            if !ok {
+            if !verdict.accepted {
                 self.counters.candidates_rejected_by_verify += 1;
                 continue;
+            }
+            if verdict.by_containment {
+                self.counters.accepted_by_containment += 1;
             }
             accepted.push(r);
             if best.is_none_or(|(b, _, _)| est > b) {
@@ -639,14 +749,20 @@ impl MinhashDedup {
 
     /// Insert a precomputed signature for a synthetic document (memory benchmark).
     #[doc(hidden)]
-    pub fn insert_signature_for_bench(&mut self, id: &str, sig: &[u32]) -> Result<bool> {
+    pub fn insert_signature_for_bench(
+        &mut self,
+        id: &str,
+        sig: &[u32],
+        n_shingles: usize,
+    ) -> Result<bool> {
         let mut keys = Vec::new();
         band_keys(sig, self.params, self.cfg.seed, &mut keys);
         let d = self.uf.push();
         self.dup_count.push(0);
         self.id_bytes.extend_from_slice(id.as_bytes());
         self.id_ends.push(self.id_bytes.len() as u64);
-        self.sigs.push(sig)?;
+        sketch_record(sig, n_shingles, &mut self.tmp_rec);
+        self.sigs.push(&self.tmp_rec)?;
         let mut dup = false;
         for k in keys {
             dup |= self.index.get_or_insert(k, d).is_some();
@@ -683,6 +799,7 @@ impl Stage for MinhashDedup {
             "rows": self.params.rows,
             "num_perm": self.cfg.num_perm,
             "threshold": self.cfg.threshold,
+            "containment_threshold": self.cfg.containment_threshold,
             "band_keys": self.index.len(),
             "index_bytes": self.index.heap_bytes(),
             "spill_buffer_bytes": self.sigs.heap_bytes() + self.shingle_store.as_ref().map_or(0, |s| s.heap_bytes()),

@@ -562,11 +562,42 @@ pub fn estimate_jaccard(a: &[u32], b: &[u32]) -> f64 {
     eq as f64 / n as f64
 }
 
+/// Estimated containment of the smaller shingle set in the larger, `|A ∩ B| / min(|A|, |B|)`,
+/// from an estimated Jaccard `j` and the exact set sizes: `|A ∩ B| = j·(|A| + |B|) / (1 + j)`
+/// (from `j = |A ∩ B| / (|A| + |B| − |A ∩ B|)`). Clamped to `[0, 1]`; 0 when a set is empty.
+///
+/// A copy whose tail was cut, or an original that a repost wrapped in extra lines, has a
+/// Jaccard well below its containment: a 50 % cut has Jaccard 0.5 and containment 1.
+pub fn estimate_containment(j: f64, size_a: u32, size_b: u32) -> f64 {
+    let small = size_a.min(size_b);
+    if small == 0 || j <= 0.0 {
+        return 0.0;
+    }
+    let inter = j * (size_a as f64 + size_b as f64) / (1.0 + j);
+    (inter / small as f64).min(1.0)
+}
+
 /// Exact Jaccard similarity of two sorted, deduplicated shingle sets. Two empty sets: 0.
 pub fn exact_jaccard(a: &[u64], b: &[u64]) -> f64 {
     if a.is_empty() && b.is_empty() {
         return 0.0;
     }
+    let inter = exact_intersection(a, b);
+    inter as f64 / (a.len() + b.len() - inter) as f64
+}
+
+/// Exact containment `|A ∩ B| / min(|A|, |B|)` of two sorted, deduplicated shingle sets
+/// (0 when one is empty).
+pub fn exact_containment(a: &[u64], b: &[u64]) -> f64 {
+    let small = a.len().min(b.len());
+    if small == 0 {
+        return 0.0;
+    }
+    exact_intersection(a, b) as f64 / small as f64
+}
+
+/// `|A ∩ B|` of two sorted, deduplicated sets.
+fn exact_intersection(a: &[u64], b: &[u64]) -> usize {
     let (mut i, mut j, mut inter) = (0, 0, 0usize);
     while i < a.len() && j < b.len() {
         match a[i].cmp(&b[j]) {
@@ -579,11 +610,17 @@ pub fn exact_jaccard(a: &[u64], b: &[u64]) -> f64 {
             }
         }
     }
-    inter as f64 / (a.len() + b.len() - inter) as f64
+    inter
 }
 
-/// True when the text is mostly CJK ideographs / kana / hangul (used to pick chars mode for
-/// documents without a language tag). Looks at the first 2,000 characters only.
+/// True when at least 5 % of the letters and digits are CJK ideographs / kana / hangul
+/// (used to pick chars mode for documents without a language tag). Looks at the first
+/// 2,000 characters only.
+///
+/// The bar is low on purpose: a Chinese exam sheet full of formulas (`$y^{2}=3 x$`) has
+/// only 10–30 % CJK, and a copy of it with a few Chinese source lines added must land in
+/// the same mode as the original, or the two are never compared. Whitespace words suit
+/// only text that has (almost) no CJK.
 pub fn looks_cjk(text: &str) -> bool {
     let (mut cjk, mut alnum) = (0usize, 0usize);
     for c in text.chars().take(2000) {
@@ -595,7 +632,7 @@ pub fn looks_cjk(text: &str) -> bool {
             }
         }
     }
-    alnum > 0 && cjk * 10 >= alnum * 3
+    alnum > 0 && cjk * 20 >= alnum
 }
 
 #[cfg(test)]
@@ -828,5 +865,36 @@ mod tests {
         assert!(jab > 0.6 && jab < 1.0, "{jab}");
         assert!(exact_jaccard(&sa, &sc) < 0.05);
         assert!(looks_cjk(a) && !looks_cjk("plain English text"));
+        // A formula-heavy exam item is CJK text; an English sentence with one Chinese name
+        // is not.
+        assert!(looks_cjk(
+            "10. (5 分) 设 $F$ 为抛物线 $C: y^{2}=3 x$ 的焦点，过 $F$ 且倾斜角为 $30^{\\circ}$ 的直线交 $C$ 于 $A, B$ 两点，则 $|A B|=$"
+        ));
+        assert!(!looks_cjk(
+            "The museum was founded by Zhang Wei (张伟) in 1998 and has since grown into one of the largest collections of bronze age artefacts in the region."
+        ));
+    }
+
+    #[test]
+    fn containment_of_a_cut_copy_is_one_and_its_estimate_follows_jaccard() {
+        // The first half of a text: Jaccard ≈ 0.5, containment exactly 1.
+        let full = "北京大学是中国近代第一所国立综合性大学，创建于1898年，初名京师大学堂，是中国近代最早以大学身份和名称建立的学校。";
+        let half: String = full.chars().take(full.chars().count() / 2).collect();
+        let sf = text_shingles(full, None, ShingleMode::Chars, 5, 1);
+        let sh = text_shingles(&half, None, ShingleMode::Chars, 5, 1);
+        let j = exact_jaccard(&sf, &sh);
+        assert!(j < 0.5, "{j}");
+        assert_eq!(exact_containment(&sf, &sh), 1.0);
+        assert_eq!(exact_containment(&sh, &sf), 1.0);
+        // The estimate from the exact Jaccard and sizes gives the exact containment back.
+        let c = estimate_containment(j, sf.len() as u32, sh.len() as u32);
+        assert!((c - 1.0).abs() < 1e-9, "{c}");
+        // Equal sizes: containment = 2j / (1 + j); no overlap or an empty set: 0.
+        assert!((estimate_containment(0.5, 100, 100) - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(estimate_containment(0.0, 100, 10), 0.0);
+        assert_eq!(estimate_containment(0.9, 0, 10), 0.0);
+        assert_eq!(exact_containment(&[], &sf), 0.0);
+        // Never above 1, even for an estimate that overshoots.
+        assert_eq!(estimate_containment(0.9, 100, 10), 1.0);
     }
 }

@@ -247,6 +247,54 @@ fn exact_verification_uses_true_jaccard() {
     );
 }
 
+/// A cut copy (the first 35 of 100 words) has Jaccard 0.35 but containment 1: it is a
+/// duplicate through the containment test alone, estimated or exact, and kept when the
+/// test is off.
+#[test]
+fn truncated_copy_is_caught_by_containment_only() {
+    let docs = vec![doc("A", &words(0..100)), doc("B", &words(0..35))];
+    // 64 bands of 2 rows: a pair at Jaccard 0.35 is an LSH candidate with p ≈ 0.9998.
+    let base = Config {
+        threshold: 0.5,
+        bands: Some(64),
+        rows: Some(2),
+        ngram_whitespace: 1,
+        ..Config::default()
+    };
+    for verify in [Verify::Signature, Verify::Exact] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            verify,
+            ..base.clone()
+        };
+        let mut s = MinhashDedup::new(cfg, &ctx(dir.path()));
+        let (out, rej) = run_stage_docs(&mut s, docs.clone(), 2);
+        assert_eq!(out.len(), 1, "{verify:?}");
+        assert_eq!(rej[0].id, "B");
+        assert!(rej[0].reject.as_ref().unwrap().score.unwrap() < 0.5);
+        let st = s.stats().unwrap();
+        assert_eq!(st["counters"]["accepted_by_containment"], 1, "{st}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let off = Config {
+            verify,
+            containment_threshold: 0.0,
+            ..base.clone()
+        };
+        let mut s = MinhashDedup::new(off, &ctx(dir.path()));
+        let (out, rej) = run_stage_docs(&mut s, docs.clone(), 2);
+        assert_eq!((out.len(), rej.len()), (2, 0), "{verify:?}");
+    }
+    // Out-of-range containment thresholds are refused.
+    let dir = tempfile::tempdir().unwrap();
+    let err = parse_config::<Config>(
+        &serde_json::json!({"containment_threshold": 1.2}),
+        &ctx(dir.path()),
+    )
+    .unwrap_err();
+    assert!(err[0].contains("containment_threshold"), "{err:?}");
+}
+
 #[test]
 fn config_validation_reports_every_problem() {
     let dir = tempfile::tempdir().unwrap();

@@ -52,6 +52,13 @@ pub enum Error {
     /// The run was cancelled because another node failed first.
     #[error("cancelled")]
     Cancelled,
+    /// Another attempt holds the lock of this rank (see `rundir::RankLock`).
+    #[error("rank {rank} is being run by another attempt ({holder}); lock file {}", path.display())]
+    RankBusy {
+        rank: usize,
+        holder: String,
+        path: PathBuf,
+    },
     /// Anything else, with a message.
     #[error("{0}")]
     Msg(String),

@@ -41,7 +41,9 @@ enum ColorChoice {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a pipeline config and write a run directory.
+    /// Run a pipeline config and write a run directory. A finished rank is skipped only
+    /// after its outputs and inputs are checked. Exit codes: 0 done (or already done),
+    /// 1 error, 2 config problems, 75 another attempt is running this rank.
     Run(RunArgs),
     /// Check a config and report every problem at once (exit code 2 if any).
     Validate {
@@ -92,9 +94,15 @@ struct RunArgs {
     /// Number of ranks.
     #[arg(long, default_value_t = 1)]
     world_size: usize,
-    /// Remove a previous run in the run directory first.
+    /// Discard the previous run in the run directory (every rank's outputs) first. Needed
+    /// after the inputs of a finished rank changed. Refused while another attempt of any
+    /// rank holds its lock.
     #[arg(long)]
     overwrite: bool,
+    /// Before skipping a finished rank, check the sha256 of every output its manifest lists
+    /// (not only sizes), and compare inputs by content when only their mtime changed.
+    #[arg(long)]
+    verify: bool,
     /// No progress bar or progress log lines.
     #[arg(long)]
     no_progress: bool,
@@ -294,6 +302,7 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<ExitCode> {
         world_size: a.world_size,
         progress: !a.no_progress,
         overwrite: a.overwrite,
+        verify: a.verify,
     };
     let result = if sluice::storage::is_remote(&out_str) {
         sluice::launch::remote::run(spec, &opts, &out_str)
@@ -331,6 +340,10 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<ExitCode> {
         Err(Error::Config(p)) => {
             print_problems(&a.config, &p);
             Ok(ExitCode::from(2))
+        }
+        Err(e @ Error::RankBusy { .. }) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(sluice::rundir::EXIT_RANK_BUSY))
         }
         Err(e) => Err(e.into()),
     }

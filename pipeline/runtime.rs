@@ -50,6 +50,9 @@ pub struct RunOptions {
     pub progress: bool,
     /// Remove a previous run in `out_dir` first.
     pub overwrite: bool,
+    /// Before skipping a finished rank, check the sha256 of its outputs (and of inputs whose
+    /// mtime changed), not only sizes.
+    pub verify: bool,
 }
 
 impl RunOptions {
@@ -62,6 +65,7 @@ impl RunOptions {
             world_size: 1,
             progress: false,
             overwrite: false,
+            verify: false,
         }
     }
 }
@@ -399,9 +403,27 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
     let hash = graph.spec.config_hash.clone();
     std::fs::create_dir_all(&out)
         .map_err(|e| Error::io_doing("cannot create run directory", &out, e))?;
-    if rundir::prepare(&out, opts.rank, opts.world_size, &hash, opts.overwrite)?
-        == Prepared::AlreadyDone
-    {
+    // Held until this function returns: after the marker and the merge.
+    let _lock = rundir::RankLock::acquire(&out, opts.rank)?;
+    let base = BuildCtx {
+        node: String::new(),
+        inputs: vec![],
+        run: graph.spec.run.clone(),
+        out_dir: out.clone(),
+        scratch_dir: out.join("tmp"),
+        rank: opts.rank,
+        world_size: opts.world_size,
+        threads: opts.threads.max(1),
+        validate_only: false,
+    };
+    let inputs = rank_inputs(&graph, &base)?;
+    let check = rundir::Check {
+        config_hash: &hash,
+        inputs: &inputs,
+        verify: opts.verify,
+        overwrite: opts.overwrite,
+    };
+    if rundir::prepare(&out, opts.rank, opts.world_size, &check)? == Prepared::AlreadyDone {
         tracing::info!(
             "rank {} of {} is already done in {}; nothing to do",
             opts.rank,
@@ -416,17 +438,7 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
             merged,
         });
     }
-    let base = BuildCtx {
-        node: String::new(),
-        inputs: vec![],
-        run: graph.spec.run.clone(),
-        out_dir: out.clone(),
-        scratch_dir: out.join("tmp"),
-        rank: opts.rank,
-        world_size: opts.world_size,
-        threads: opts.threads.max(1),
-        validate_only: false,
-    };
+    let input_sha = rundir::InputHasher::spawn(&inputs)?;
     let nodes = graph::build(&graph, &base).map_err(Error::Config)?;
     let started = Instant::now();
     let pool = Arc::new(
@@ -740,7 +752,12 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
     }
     let mut stats_json = stats_to_json(&graph, &stats, &extras, wall, opts);
     stats_json["accounting"] = Value::Object(accounting);
-    let manifest = manifest_json(&graph, shards, &extras, opts);
+    let mut manifest = manifest_json(&graph, shards, &extras, opts);
+    rundir::check_inputs_stable(&inputs)?;
+    manifest["inputs"] = rundir::inputs_json(&inputs, &input_sha.finish()?);
+    let (config, config_yaml) = rundir::config_json(&graph.spec);
+    manifest["config"] = config;
+    manifest["config_yaml"] = config_yaml;
     // A run that keeps nothing still has a (possibly empty) `shards/`, so readers that
     // glob it find no files rather than no folder.
     let shards_dir = out.join("shards");
@@ -751,6 +768,7 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
         opts.rank,
         opts.world_size,
         &hash,
+        &inputs,
         &stats_json,
         &manifest,
     )?;
@@ -760,6 +778,39 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
         manifest,
         merged,
     })
+}
+
+/// This rank's input files: the splits of every source that fall to it (split `k` goes to
+/// rank `k % world_size`), fingerprinted. Builds the source nodes only; they are built
+/// again, with the rest, for the run.
+fn rank_inputs(graph: &Graph, base: &BuildCtx) -> Result<Vec<rundir::InputFile>> {
+    let mut inputs = Vec::new();
+    for (i, n) in graph.spec.nodes.iter().enumerate() {
+        if graph.kinds[i].role != crate::stage::Role::Source {
+            continue;
+        }
+        let mut ctx = base.clone();
+        ctx.node = n.name.clone();
+        let built = (graph.kinds[i].build)(&n.params, &ctx).map_err(|ps| {
+            Error::Config(
+                ps.into_iter()
+                    .map(|p| format!("node `{}`: {p}", n.name))
+                    .collect(),
+            )
+        })?;
+        if let Node::Source(src) = built {
+            let mine: Vec<String> = src
+                .splits()
+                .map_err(|e| e.in_node(&n.name))?
+                .into_iter()
+                .enumerate()
+                .filter(|(k, _)| k % base.world_size == base.rank)
+                .map(|(_, s)| s)
+                .collect();
+            inputs.extend(rundir::fingerprint(&n.name, &mine)?);
+        }
+    }
+    Ok(inputs)
 }
 
 /// Run one unit of a node's work (a batch, a source split, a `finish`) and turn a panic

@@ -10,6 +10,7 @@ mod dedup;
 mod engine;
 mod extract;
 mod mix;
+mod rundir;
 #[cfg(feature = "cloud")]
 mod s3;
 mod scale;

@@ -166,8 +166,14 @@ impl RunSpec {
         )
     }
 
-    /// Whether a unit has finished.
+    /// Whether a unit has finished. A rank of the `run` phase (local or object-store run
+    /// directory) counts as finished only while its outputs and recorded inputs check out
+    /// ([`crate::rundir::rank_done`]), so a damaged rank or one with changed inputs is
+    /// started again (and the engine then redoes or refuses it).
     pub fn unit_done(&self, phase: &Phase, unit: usize) -> Result<bool> {
+        if phase.name == "run" {
+            return Ok(crate::rundir::rank_done(&self.out, unit, self.tasks));
+        }
         storage::exists(&self.unit_marker(phase, unit))
     }
 

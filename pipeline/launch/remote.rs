@@ -12,10 +12,16 @@
 //! 4. when every rank's marker is present, the merged `stats.json` and `manifest.json`
 //!    (computed from the ranks' objects, so whichever rank finishes last writes them).
 //!
-//! A rank whose marker exists in the bucket is skipped, exactly as for a local run, so
-//! Slurm and the local launcher resume remote runs the same way. The staging directory
+//! A rank whose marker exists in the bucket is skipped only after the checks of a local
+//! run ([`crate::rundir::check_recorded`]: the inputs its marker records are unchanged,
+//! every object its manifest lists has the listed size, and with `--verify` the sha256,
+//! streamed), so Slurm and the local launcher resume remote runs the same way. A damaged
+//! rank loses its marker and the merged files, then is redone; the publish step replaces
+//! its objects and deletes the stale ones. The staging directory
 //! holds at most one rank's outputs on local disk (not in memory) and is removed after
-//! publishing.
+//! publishing. An attempt holds the `flock` of `<staging>.lock` for its lifetime, so a
+//! second attempt of the same rank on the same machine exits (code 75) instead of clearing
+//! the staging directory under the first.
 
 use std::path::{Path, PathBuf};
 
@@ -58,6 +64,10 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions, url: &str) -> Result<RunSummar
     let (rank, world) = (opts.rank, opts.world_size);
     let tag = rank_tag(rank, world);
     let marker = storage::join(url, &format!("ranks/{tag}.done"));
+    let stage = staging_dir(url, rank);
+    // Two attempts of this rank on one machine share the staging directory: the second
+    // must not clear it under the first.
+    let _stage_lock = crate::rundir::RankLock::acquire_at(&stage.with_extension("lock"), rank)?;
     if opts.overwrite {
         for obj in storage::expand(&format!("{url}/"))? {
             storage::delete(&obj)?;
@@ -70,15 +80,29 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions, url: &str) -> Result<RunSummar
                 "{url} holds a finished run of a different config ({tag}); use another --out or --overwrite"
             )));
         }
-        let merged = try_merge(url, world)?;
-        return Ok(RunSummary {
-            skipped: true,
-            stats: Value::Null,
-            manifest: Value::Null,
-            merged,
-        });
+        let problems = crate::rundir::check_recorded(url, rank, world, opts.verify)?;
+        if problems.is_empty() {
+            let merged = try_merge(url, world)?;
+            return Ok(RunSummary {
+                skipped: true,
+                stats: Value::Null,
+                manifest: Value::Null,
+                merged,
+            });
+        }
+        for p in &problems {
+            tracing::warn!("rank {rank} of {world} was marked done, but {p}");
+        }
+        tracing::warn!(
+            "redoing rank {rank} of {world}: {} problem(s) with its outputs",
+            problems.len()
+        );
+        // The marker goes first, then the merged files that counted this rank.
+        storage::delete(&marker)?;
+        for f in ["stats.json", "manifest.json"] {
+            storage::delete(&storage::join(url, f))?;
+        }
     }
-    let stage = staging_dir(url, rank);
     if stage.exists() {
         std::fs::remove_dir_all(&stage).map_err(|e| Error::io(&stage, e))?;
     }

@@ -11,7 +11,11 @@
 //!   which `status` and `resume` read back.
 //!
 //! Progress comes from the engine's completion markers, never from Slurm's memory: a unit
-//! is *done* when its marker exists. Otherwise `squeue` says whether it is *running* or
+//! is *done* when its marker exists (for the `run` phase in a local run directory, also
+//! only while the outputs and inputs it records still check out, see
+//! [`crate::rundir::rank_done`]). A requeued task whose previous attempt is still alive
+//! (a node Slurm lost touch with) finds the rank's lock held and exits 75 without touching
+//! anything; the live attempt finishes and writes the marker. Otherwise `squeue` says whether it is *running* or
 //! *pending*; a unit that was submitted, left the queue and has no marker is *failed*
 //! (without slurmdbd there is no `sacct`, so exit codes come from the rank's log); a unit
 //! never submitted is *missing*. `resume` cancels jobs that can never start (an `afterok`

@@ -5,6 +5,7 @@ mod classifier;
 mod common;
 mod dedup;
 mod engine;
+mod memory;
 mod mix;
 mod s3;
 mod scale;

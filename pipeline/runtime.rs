@@ -595,8 +595,7 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
             let src_docs = src_docs.clone();
             let batch_size = run.batch_size;
             let budget = run.max_bad_records;
-            let (max_doc_bytes, reject_prefix_chars) =
-                (run.max_doc_bytes, run.reject_prefix_chars);
+            let (max_doc_bytes, reject_prefix_chars) = (run.max_doc_bytes, run.reject_prefix_chars);
             let (rank, world) = (opts.rank, opts.world_size);
             let inflight = opts.threads.max(1) * 2 + 1;
             let h = std::thread::Builder::new()

@@ -857,7 +857,8 @@ mod tests {
         std::fs::write(&path, &file).unwrap();
         let corrupt: Corrupt = Arc::default();
         let mut bytes = Vec::new();
-        let mut r = BufReader::new(GzMembers::open(path.to_str().unwrap(), corrupt.clone()).unwrap());
+        let mut r =
+            BufReader::new(GzMembers::open(path.to_str().unwrap(), corrupt.clone()).unwrap());
         r.read_to_end(&mut bytes).unwrap();
         let lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
         for m in [0, 2, 3] {
@@ -871,7 +872,9 @@ mod tests {
         let loc = format!("{}@{}", path.display(), starts[1]);
         assert_eq!(events[0].0, loc);
         assert!(
-            events[0].1.ends_with(&format!("resumed at the next member, byte {}", starts[2])),
+            events[0]
+                .1
+                .ends_with(&format!("resumed at the next member, byte {}", starts[2])),
             "{events:?}"
         );
     }

@@ -28,8 +28,11 @@
 //! Reads `text`. Writes `text` (via `set_text`, which drops stale `words`/`tokens`, only if
 //! it changed), `attrs["normalize.removed_chars"]`, and the t2s records above.
 //! Rejects `empty` when nothing but whitespace/invisible characters is left.
-//! Memory: one output string per document; the OpenCC dictionaries (~5 MB) are loaded once
-//! per node and shared by all threads.
+//! Memory: one output string per document beside its input (1× the document; the NFC
+//! pass streams into the cleaning pass, no per-line buffer), 2× with `t2s` (OpenCC's
+//! output); after a document of 16 MiB or more the freed input goes back to the OS
+//! ([`release_freed_memory`]). The OpenCC dictionaries (~5 MB) are loaded once per node
+//! and shared by all threads. Measured figures: `docs/memory.md`.
 //!
 //! ```yaml
 //! norm:
@@ -305,7 +308,11 @@ impl Normalize {
         if self.opencc.is_none() {
             // Without t2s, NFC streams straight into the cleaning pass: no NFC copy.
             let (cfg, len) = (&self.cfg, text.len());
-            let (a, p, b) = (cfg.fullwidth_ascii, cfg.fullwidth_punct, cfg.max_blank_lines);
+            let (a, p, b) = (
+                cfg.fullwidth_ascii,
+                cfg.fullwidth_punct,
+                cfg.max_blank_lines,
+            );
             let out = if is_nfc {
                 clean_chars(text.chars(), len, a, p, b)
             } else {

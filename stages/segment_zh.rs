@@ -15,8 +15,8 @@
 //! Reads `text`, `lang`. Writes `words` and `attrs["segment_zh.words"]`. Never rejects.
 //!
 //! Memory: one `Range<u32>` (8 bytes) per word on each document, which is the stage's
-//! O(document) cost: ~1.7 bytes per byte of Chinese text (a word is ~1.6 characters of 3
-//! bytes), up to 8/2 = 4 bytes per byte for single-letter ASCII words. jieba sees the text
+//! O(document) cost: measured ~2.3 bytes per byte of Chinese web text (`docs/memory.md`),
+//! up to 8/2 = 4 bytes per byte for single-letter ASCII words. jieba sees the text
 //! in pieces of at most 64 KiB cut where it restarts anyway ([`jieba_pieces`]: same words
 //! as one call), so its own tables (~50 bytes per character of the piece) stay at a few
 //! MB per thread; documents over 1 MiB are segmented twice (count, then fill an exactly
@@ -93,8 +93,10 @@ const TWO_PASS_BYTES: usize = 1 << 20;
 /// after it. `\r` is excluded so a `\r\n` pair stays whole.
 #[inline]
 fn jieba_breaks_after(c: char) -> bool {
-    !(c.is_ascii_alphanumeric() || matches!(c, '+' | '#' | '&' | '.' | '_' | '%' | '-' | '\r'))
-        && !is_han(c)
+    let joins = c.is_ascii_alphanumeric()
+        || matches!(c, '+' | '#' | '&' | '.' | '_' | '%' | '-' | '\r')
+        || is_han(c);
+    !joins
 }
 
 /// Split `text` into pieces of at most `max` bytes for jieba, each ending just after a
@@ -163,7 +165,7 @@ pub fn segment(jieba: &Jieba, text: &str, hmm: bool) -> Vec<Range<u32>> {
 }
 
 /// The largest char boundary of `s` at or below `i`.
-fn floor_boundary(s: &str, i: usize) -> usize {
+pub(crate) fn floor_boundary(s: &str, i: usize) -> usize {
     if i >= s.len() {
         return s.len();
     }
@@ -342,7 +344,8 @@ mod tests {
 
     #[test]
     fn pieces_give_the_same_words_as_one_call() {
-        let base = "我来到北京清华大学。今天天气很好，他来到了网易杭研大厦! abc_def 3.5km\r\n第二行";
+        let base =
+            "我来到北京清华大学。今天天气很好，他来到了网易杭研大厦! abc_def 3.5km\r\n第二行";
         let text = base.repeat(40);
         for hmm in [false, true] {
             let whole: Vec<Range<u32>> = default_jieba()

@@ -41,6 +41,7 @@ use crate::stage::{
     check_file, parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform,
     OUT_REJECTED,
 };
+use crate::stages::segment_zh::floor_boundary;
 
 /// Config for `tokenize`.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
@@ -179,8 +180,7 @@ impl Splitter {
 
     /// Whether encoding `text[..p]` and `text[p..]` separately equals encoding `text`.
     fn is_cut(&self, text: &str, p: usize) -> bool {
-        let (Some(a), Some(c)) = (text[..p].chars().next_back(), text[p..].chars().next())
-        else {
+        let (Some(a), Some(c)) = (text[..p].chars().next_back(), text[p..].chars().next()) else {
             return false;
         };
         let letter = a.is_ascii_alphanumeric() || crate::stages::segment_zh::is_han(a);
@@ -226,18 +226,6 @@ impl Splitter {
         out.push(&text[start..]);
         Some(out)
     }
-}
-
-/// The largest char boundary of `s` at or below `i`.
-fn floor_boundary(s: &str, i: usize) -> usize {
-    if i >= s.len() {
-        return s.len();
-    }
-    let mut i = i;
-    while !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
 }
 
 /// Find the EOS id: explicit, from tokenizer_config.json, or a known token.
@@ -353,13 +341,21 @@ impl Transform for Tokenize {
         let mut group_bytes = 0usize;
         for d in &docs {
             if big(&d.text) {
-                ids.extend(self.encode_texts(std::mem::take(&mut group))?.into_iter().map(Some));
+                ids.extend(
+                    self.encode_texts(std::mem::take(&mut group))?
+                        .into_iter()
+                        .map(Some),
+                );
                 group_bytes = 0;
                 ids.push(self.encode_big(&d.text)?);
                 continue;
             }
             if group_bytes + d.text.len() > GROUP_BYTES && !group.is_empty() {
-                ids.extend(self.encode_texts(std::mem::take(&mut group))?.into_iter().map(Some));
+                ids.extend(
+                    self.encode_texts(std::mem::take(&mut group))?
+                        .into_iter()
+                        .map(Some),
+                );
                 group_bytes = 0;
             }
             group_bytes += d.text.len();
@@ -456,7 +452,10 @@ mod tests {
         let t = qwen2(1 << 20);
         // 2 MiB of ideographs with no punctuation: no exact cut anywhere.
         let big = "中".repeat((2 << 20) / 3);
-        let docs = vec![Document::new("a", "s", "你好。"), Document::new("b", "s", big)];
+        let docs = vec![
+            Document::new("a", "s", "你好。"),
+            Document::new("b", "s", big),
+        ];
         let mut em = Emitter::new(OUT_REJECTED);
         t.process(DocBatch::new(0, docs), &mut em).unwrap();
         let (ok, rej) = (em.take(0), em.take(1));

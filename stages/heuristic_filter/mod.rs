@@ -53,8 +53,13 @@
 //! Latin words. Matching is leftmost-longest, ASCII case-insensitive (Aho-Corasick).
 //!
 //! Reads `text`, `lang`, `words`. Writes `attrs`, `meta`, and `words` when absent.
-//! Memory: per document, a few hash sets sized by its words and lines; the automaton and
-//! stopword sets (< 1 MB) are built once per node.
+//! Memory: a document over `max_chars` (default 1,000,000) fails `chars`, the first rule,
+//! and nothing else is computed (nor segmented), so by default working memory is bounded
+//! by `max_chars`, whatever the document's size. Below it, per document: hash sets of its
+//! lines and paragraphs, per-word hashes and lengths (12 B/word), sorted n-gram keys (8 B
+//! per word or per non-whitespace character, one table at a time) and the `dup_n_gram`
+//! set; measured ~6× the document with `max_chars` raised on a 16 MiB document
+//! (`docs/memory.md`). The automaton and stopword sets (< 1 MB) are built once per node.
 //!
 //! ```yaml
 //! quality:

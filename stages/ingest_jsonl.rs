@@ -13,8 +13,11 @@
 //! In a local multi-member `.jsonl.gz` (what `cat a.gz b.gz`, pigz and many crawlers
 //! write), a corrupt member does not end the file: the reader scans for the next gzip
 //! header after it and resumes there, so every intact later member is read; the loss is
-//! one bad record `file.jsonl.gz@<byte offset of the corrupt member>` (plus a bad line if
-//! the corruption cut one), and lines decoded before the damage are kept.
+//! one bad record `file.jsonl.gz@<byte offset of the corrupt member>: corrupt gzip member:
+//! <error>; resumed at the next member, byte <offset>` (plus a bad line for the line the
+//! damage cut, and for each garbled line decoded before the damage was detected); lines
+//! decoded before the damage are kept. With no later member (a truncated file) it is the
+//! one read error above.
 //!
 //! * Writes: `id`, `source`, `text`, `lang` (from `lang_field`), `meta`.
 //! * Memory: one line at a time (capped by `max_line_bytes`) plus the current batch; a
@@ -175,7 +178,8 @@ const GZ_MAGIC: [u8; 3] = [0x1f, 0x8b, 0x08];
 /// span (file and byte offset) in `corrupt`, and resumes there; a header found by chance
 /// inside compressed data fails to decode and is skipped the same way. A line cut by the
 /// corruption is ended with an injected `\n`, so it becomes one bad line of its own and
-/// the next member's first line stays whole. Memory: two 64 KiB buffers.
+/// the next member's first line stays whole. With no later header the error is returned
+/// (the caller's usual "rest of file skipped"). Memory: two 64 KiB buffers.
 struct GzMembers {
     path: String,
     len: u64,
@@ -289,22 +293,22 @@ impl Read for GzMembers {
                         return Err(e);
                     };
                     let mut f = d.into_inner().inner;
-                    let next = Self::find_magic(&mut f, self.start + 1)?;
-                    let resumed = match next {
-                        Some(n) => format!("resumed at the next member, byte {n}"),
-                        None => "no later member; rest of file skipped".to_string(),
+                    let Some(next) = Self::find_magic(&mut f, self.start + 1)? else {
+                        // No later member (a truncated file): the caller's read error
+                        // ends the file with one bad record, as for any other input.
+                        return Err(e);
                     };
                     lock(&self.corrupt).push((
                         format!("{}@{}", self.path, self.start),
-                        format!("corrupt gzip member ({e}); {resumed}"),
+                        format!(
+                            "corrupt gzip member: {e}; resumed at the next member, byte {next}"
+                        ),
                     ));
                     if self.last != b'\n' {
                         self.inject_newline = true;
                     }
                     self.idle = Some(f);
-                    if let Some(n) = next {
-                        self.start_member(n)?;
-                    }
+                    self.start_member(next)?;
                 }
             }
         }

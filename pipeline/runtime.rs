@@ -286,6 +286,10 @@ struct SourceCtx<'a> {
     /// Global index of the split being read and the next record number in it.
     split: usize,
     record: u64,
+    /// `run.max_doc_bytes`: a bigger document is rejected as `too_large` here.
+    max_doc_bytes: u64,
+    /// `run.reject_prefix_chars`: what of a `too_large` document's text is kept.
+    reject_prefix_chars: usize,
 }
 
 impl SourceCtx<'_> {
@@ -308,6 +312,25 @@ impl SourceCtx<'_> {
 
 impl SourceSink for SourceCtx<'_> {
     fn emit(&mut self, mut doc: Document) -> Result<()> {
+        if doc.byte_len() > self.max_doc_bytes {
+            // Every source kind gets the run's document bound here. Only the text's prefix
+            // (what `rejects/` keeps anyway) is held on, so the big string is freed now.
+            let size = doc.byte_len();
+            let cut = doc
+                .text
+                .char_indices()
+                .nth(self.reject_prefix_chars)
+                .map_or(doc.text.len(), |(i, _)| i);
+            doc.text.truncate(cut);
+            doc.text.shrink_to_fit();
+            doc.words = None;
+            doc.tokens = None;
+            if size as usize >= crate::stages::normalize::HUGE_DOC_BYTES {
+                crate::stages::normalize::release_freed_memory();
+            }
+            let detail = format!("{size} bytes > run.max_doc_bytes ({})", self.max_doc_bytes);
+            return self.reject(doc, "too_large", Some(size as f64), detail);
+        }
         self.docs.fetch_add(1, Ordering::Relaxed);
         doc.origin = Origin::new(self.split, self.record);
         self.record += 1;
@@ -588,6 +611,7 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
             let src_docs = src_docs.clone();
             let batch_size = run.batch_size;
             let budget = run.max_bad_records;
+            let (max_doc_bytes, reject_prefix_chars) = (run.max_doc_bytes, run.reject_prefix_chars);
             let (rank, world) = (opts.rank, opts.world_size);
             let inflight = opts.threads.max(1) * 2 + 1;
             let h = std::thread::Builder::new()
@@ -614,6 +638,8 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
                                 docs: &src_docs,
                                 split: 0,
                                 record: 0,
+                                max_doc_bytes,
+                                reject_prefix_chars,
                             };
                             let t0 = Instant::now();
                             for (k, s) in &mine {

@@ -304,6 +304,12 @@ pub struct RunSettings {
     /// Reject rows per rejects file before rotating. Default 500000.
     #[serde(default = "default_reject_shard_rows")]
     pub reject_shard_rows: usize,
+    /// Largest document text, in bytes, any source may emit. A bigger one goes to the
+    /// source's `rejected` port as `too_large` (score = its size in bytes) right after the
+    /// source, so no stage ever holds it. Bounds every stage's working memory (see
+    /// `docs/memory.md`). Default 67108864 (64 MiB).
+    #[serde(default = "default_max_doc_bytes")]
+    pub max_doc_bytes: u64,
 }
 
 fn default_batch_size() -> usize {
@@ -320,6 +326,9 @@ fn default_reject_prefix_chars() -> usize {
 }
 fn default_reject_shard_rows() -> usize {
     500_000
+}
+fn default_max_doc_bytes() -> u64 {
+    64 << 20
 }
 
 impl RunSettings {
@@ -341,6 +350,7 @@ impl Default for RunSettings {
             max_bad_records: default_max_bad_records(),
             reject_prefix_chars: default_reject_prefix_chars(),
             reject_shard_rows: default_reject_shard_rows(),
+            max_doc_bytes: default_max_doc_bytes(),
         }
     }
 }

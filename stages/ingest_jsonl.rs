@@ -10,9 +10,24 @@
 //! and logged with `file:line` and its reason, up to the run's `max_bad_records` budget.
 //! A document whose text is empty goes to `rejected` with reason `empty`. A truncated
 //! compressed file ends that file with one bad record; the run goes on with the next file.
+//! In a local multi-member `.jsonl.gz` (what `cat a.gz b.gz`, pigz and many crawlers
+//! write), a corrupt member does not end the file: the reader scans for the next gzip
+//! header after it and resumes there, so every intact later member is read; the loss is
+//! one bad record `file.jsonl.gz@<byte offset of the corrupt member>: corrupt gzip member:
+//! <error>; resumed at the next member, byte <offset>` (plus a bad line for the line the
+//! damage cut, and for each garbled line decoded before the damage was detected); lines
+//! decoded before the damage are kept. With no later member (a truncated file) it is the
+//! one read error above.
 //!
 //! * Writes: `id`, `source`, `text`, `lang` (from `lang_field`), `meta`.
-//! * Memory: one line at a time (capped by `max_line_bytes`) plus the current batch.
+//! * Memory: one line at a time (capped by `max_line_bytes`) plus the current batch; a
+//!   line of L bytes peaks at 2·L (the line and its unescaped text), and the line buffer
+//!   is freed right after parsing when it is over 4 MiB (and given back to the OS when
+//!   over 16 MiB), so the document's later stages reuse it. A text over
+//!   `run.max_doc_bytes` is never copied whole: the document keeps a 1 KiB prefix and is
+//!   rejected `too_large` (score = its size) exactly as the runtime rejects any source's
+//!   oversized document, so rejecting a huge line costs the line and, when it has escapes,
+//!   the parser's unescape scratch (measured figures: `docs/memory.md`).
 //!
 //! ```yaml
 //! wiki:
@@ -22,7 +37,9 @@
 //!   meta_fields: [url, title]
 //! ```
 
-use std::io::{BufRead, Read};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -84,6 +101,8 @@ pub struct IngestJsonl {
     cfg: Config,
     source: String,
     plan: Plan,
+    /// `run.max_doc_bytes`: a longer text is never copied whole (see [`keep_text`]).
+    max_doc_bytes: u64,
 }
 
 /// Look up a dotted path in a JSON value.
@@ -113,6 +132,186 @@ pub fn value_to_string(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
+    }
+}
+
+/// A line buffer bigger than this is dropped after its line instead of being kept.
+const KEEP_LINE_BUF: usize = 4 << 20;
+
+/// Corrupt gzip spans found by a [`GzMembers`] reader, as `(location, reason)` bad records.
+type Corrupt = Arc<Mutex<Vec<(String, String)>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A `BufRead` that counts the bytes consumed from it.
+struct Counted<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
+}
+
+impl<R: BufRead> BufRead for Counted<R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+    fn consume(&mut self, amt: usize) {
+        self.n += amt as u64;
+        self.inner.consume(amt);
+    }
+}
+
+/// The gzip member header magic: ID1 ID2 CM=deflate.
+const GZ_MAGIC: [u8; 3] = [0x1f, 0x8b, 0x08];
+
+/// The decompressed bytes of a local multi-member `.gz` file, member after member, that
+/// survives a corrupt member: on a decoding error it scans the compressed bytes for the
+/// next gzip header (`1f 8b 08`) after the failing member's start, records the skipped
+/// span (file and byte offset) in `corrupt`, and resumes there; a header found by chance
+/// inside compressed data fails to decode and is skipped the same way. A line cut by the
+/// corruption is ended with an injected `\n`, so it becomes one bad line of its own and
+/// the next member's first line stays whole. With no later header the error is returned
+/// (the caller's usual "rest of file skipped"). Memory: two 64 KiB buffers.
+struct GzMembers {
+    path: String,
+    len: u64,
+    /// Offset of the current member's header in the file.
+    start: u64,
+    dec: Option<flate2::bufread::GzDecoder<Counted<BufReader<File>>>>,
+    /// A reader waiting to start the next member (held while `dec` is None).
+    idle: Option<BufReader<File>>,
+    /// The last byte handed out (to end a cut line with `\n`).
+    last: u8,
+    inject_newline: bool,
+    corrupt: Corrupt,
+}
+
+impl GzMembers {
+    fn open(path: &str, corrupt: Corrupt) -> Result<Self> {
+        let f = File::open(path).map_err(|e| crate::error::Error::io(path, e))?;
+        let len = f
+            .metadata()
+            .map_err(|e| crate::error::Error::io(path, e))?
+            .len();
+        let mut g = GzMembers {
+            path: path.to_string(),
+            len,
+            start: 0,
+            dec: None,
+            idle: Some(BufReader::with_capacity(1 << 16, f)),
+            last: b'\n',
+            inject_newline: false,
+            corrupt,
+        };
+        g.start_member(0)
+            .map_err(|e| crate::error::Error::io(path, e))?;
+        Ok(g)
+    }
+
+    /// Begin decoding a member at `pos` (or stop at the end of the file).
+    fn start_member(&mut self, pos: u64) -> std::io::Result<()> {
+        let Some(mut f) = self.idle.take() else {
+            return Ok(());
+        };
+        if pos >= self.len {
+            return Ok(());
+        }
+        f.seek(SeekFrom::Start(pos))?;
+        self.start = pos;
+        self.dec = Some(flate2::bufread::GzDecoder::new(Counted { inner: f, n: 0 }));
+        Ok(())
+    }
+
+    /// The offset of the next gzip header magic at or after `from`, if any.
+    fn find_magic(f: &mut BufReader<File>, from: u64) -> std::io::Result<Option<u64>> {
+        f.seek(SeekFrom::Start(from))?;
+        let mut at = from;
+        let mut carry: Vec<u8> = Vec::with_capacity(1 << 16);
+        loop {
+            let chunk = f.fill_buf()?;
+            if chunk.is_empty() {
+                return Ok(None);
+            }
+            let kept = carry.len();
+            carry.extend_from_slice(chunk);
+            let n = chunk.len();
+            f.consume(n);
+            if let Some(i) = memchr::memmem::find(&carry, &GZ_MAGIC) {
+                return Ok(Some(at - kept as u64 + i as u64));
+            }
+            at += n as u64;
+            // Keep the last two bytes: a magic may straddle two chunks.
+            let keep = carry.len().min(GZ_MAGIC.len() - 1);
+            carry.drain(..carry.len() - keep);
+        }
+    }
+}
+
+impl Read for GzMembers {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.inject_newline {
+                self.inject_newline = false;
+                self.last = b'\n';
+                buf[0] = b'\n';
+                return Ok(1);
+            }
+            let Some(dec) = self.dec.as_mut() else {
+                return Ok(0);
+            };
+            match dec.read(buf) {
+                Ok(0) => {
+                    // The member ended cleanly; the next one starts right after it.
+                    let Some(d) = self.dec.take() else {
+                        return Ok(0);
+                    };
+                    let c = d.into_inner();
+                    let next = self.start + c.n;
+                    self.idle = Some(c.inner);
+                    if c.n == 0 {
+                        return Ok(0);
+                    }
+                    self.start_member(next)?;
+                }
+                Ok(k) => {
+                    self.last = buf[k - 1];
+                    return Ok(k);
+                }
+                Err(e) => {
+                    let Some(d) = self.dec.take() else {
+                        return Err(e);
+                    };
+                    let mut f = d.into_inner().inner;
+                    let Some(next) = Self::find_magic(&mut f, self.start + 1)? else {
+                        // No later member (a truncated file): the caller's read error
+                        // ends the file with one bad record, as for any other input.
+                        return Err(e);
+                    };
+                    lock(&self.corrupt).push((
+                        format!("{}@{}", self.path, self.start),
+                        format!(
+                            "corrupt gzip member: {e}; resumed at the next member, byte {next}"
+                        ),
+                    ));
+                    if self.last != b'\n' {
+                        self.inject_newline = true;
+                    }
+                    self.idle = Some(f);
+                    self.start_member(next)?;
+                }
+            }
+        }
     }
 }
 
@@ -356,6 +555,28 @@ impl<'de> Deserialize<'de> for Key<'de> {
 /// Any JSON value, kept only when it is a string (anything else is consumed and dropped).
 struct TextValue(Option<String>);
 
+thread_local! {
+    /// `run.max_doc_bytes` of the source parsing on this thread.
+    static TEXT_LIMIT: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+    /// Size of the last text found over [`TEXT_LIMIT`] (0 = none).
+    static TOO_LARGE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// A text string as kept: whole, or only a short prefix when it is over the run's
+/// `max_doc_bytes` (the document is rejected `too_large` without a full copy ever made).
+fn keep_text(v: &str) -> String {
+    let limit = TEXT_LIMIT.with(|l| l.get());
+    if v.len() <= limit {
+        return v.to_string();
+    }
+    TOO_LARGE.with(|t| t.set(v.len()));
+    let mut cut = v.len().min(1024);
+    while !v.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    v[..cut].to_string()
+}
+
 impl<'de> Deserialize<'de> for TextValue {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         struct V;
@@ -365,10 +586,7 @@ impl<'de> Deserialize<'de> for TextValue {
                 f.write_str("any JSON value")
             }
             fn visit_str<E>(self, v: &str) -> std::result::Result<TextValue, E> {
-                Ok(TextValue(Some(v.to_string())))
-            }
-            fn visit_string<E>(self, v: String) -> std::result::Result<TextValue, E> {
-                Ok(TextValue(Some(v)))
+                Ok(TextValue(Some(keep_text(v))))
             }
             fn visit_bool<E>(self, _: bool) -> std::result::Result<TextValue, E> {
                 Ok(TextValue(None))
@@ -416,12 +634,26 @@ impl Source for IngestJsonl {
     }
 
     fn read(&mut self, split: &str, ctx: &mut dyn SourceSink) -> Result<()> {
-        let mut r = open_input(split)?;
+        // A local `.gz` resumes after a corrupt member (see `GzMembers`); other inputs
+        // (zstd, remote objects) end the file at the first read error.
+        let corrupt: Corrupt = Arc::default();
+        let mut r: Box<dyn BufRead + Send> =
+            if split.ends_with(".gz") && !crate::storage::is_remote(split) {
+                Box::new(std::io::BufReader::with_capacity(
+                    1 << 16,
+                    GzMembers::open(split, corrupt.clone())?,
+                ))
+            } else {
+                open_input(split)?
+            };
         let fname = file_name(split).to_string();
         let mut buf = Vec::new();
         let mut line_no = 0u64;
         loop {
             let res = read_capped_line(&mut *r, &mut buf, self.cfg.max_line_bytes);
+            for (loc, reason) in std::mem::take(&mut *lock(&corrupt)) {
+                ctx.bad_record(&loc, &reason)?;
+            }
             let ok = match res {
                 Ok(None) => break,
                 Ok(Some(ok)) => ok,
@@ -450,7 +682,19 @@ impl Source for IngestJsonl {
             if line.is_empty() {
                 continue;
             }
-            let mut rec = match parse_line(line, &self.plan) {
+            TEXT_LIMIT.with(|l| l.set(self.max_doc_bytes.try_into().unwrap_or(usize::MAX)));
+            let parsed = parse_line(line, &self.plan);
+            let too_large = TOO_LARGE.with(|t| t.replace(0));
+            if buf.capacity() > KEEP_LINE_BUF {
+                // A huge line's buffer (and the parser's scratch, already dropped) is
+                // given back before its document moves on (the text is a copy).
+                let huge = buf.len() >= crate::stages::normalize::HUGE_DOC_BYTES;
+                buf = Vec::new();
+                if huge {
+                    crate::stages::normalize::release_freed_memory();
+                }
+            }
+            let mut rec = match parsed {
                 Ok(r) => r,
                 Err(reason) => {
                     ctx.bad_record(&loc(), &reason)?;
@@ -484,7 +728,14 @@ impl Source for IngestJsonl {
                     }
                 }
             }
-            if doc.text.trim().is_empty() {
+            if too_large > 0 {
+                // The same record the runtime writes for any source (`SourceCtx::emit`).
+                let detail = format!(
+                    "{too_large} bytes > run.max_doc_bytes ({})",
+                    self.max_doc_bytes
+                );
+                ctx.reject(doc, "too_large", Some(too_large as f64), detail)?;
+            } else if doc.text.trim().is_empty() {
                 ctx.reject(doc, "empty", None, format!("{}:{line_no}", fname))?;
             } else {
                 ctx.emit(doc)?;
@@ -519,7 +770,13 @@ pub fn kind() -> Kind {
             let cfg: Config = parse_config(params, ctx)?;
             let source = cfg.source.clone().unwrap_or_else(|| ctx.node.clone());
             let plan = Plan::new(&cfg);
-            Ok(Node::Source(Box::new(IngestJsonl { cfg, source, plan })))
+            let max_doc_bytes = ctx.run.max_doc_bytes;
+            Ok(Node::Source(Box::new(IngestJsonl {
+                cfg,
+                source,
+                plan,
+                max_doc_bytes,
+            })))
         },
     }
 }
@@ -580,6 +837,50 @@ mod tests {
         assert_eq!(r.text(&nested).unwrap(), "b");
         let mut r = parse_line(br#"{"doc":{"x":1}}"#, &nested).unwrap();
         assert_eq!(r.text(&nested).unwrap_err(), "missing field `doc.body`");
+    }
+
+    #[test]
+    fn gz_members_resume_after_a_corrupt_member() {
+        use std::io::Write;
+        let mut file = Vec::new();
+        let mut starts = Vec::new();
+        for m in 0..4 {
+            starts.push(file.len() as u64);
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            for l in 0..2000 {
+                writeln!(e, "member {m} line {l} {}", l * 7919 % 10007).unwrap();
+            }
+            file.extend(e.finish().unwrap());
+        }
+        let mid = ((starts[1] + starts[2]) / 2) as usize;
+        for b in &mut file[mid..mid + 32] {
+            *b ^= 0x5a;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.jsonl.gz");
+        std::fs::write(&path, &file).unwrap();
+        let corrupt: Corrupt = Arc::default();
+        let mut bytes = Vec::new();
+        let mut r =
+            BufReader::new(GzMembers::open(path.to_str().unwrap(), corrupt.clone()).unwrap());
+        r.read_to_end(&mut bytes).unwrap();
+        let lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+        for m in [0, 2, 3] {
+            for l in 0..2000 {
+                let want = format!("member {m} line {l} {}", l * 7919 % 10007);
+                assert!(lines.contains(&want.as_bytes()), "{want} lost");
+            }
+        }
+        let events = std::mem::take(&mut *lock(&corrupt));
+        assert_eq!(events.len(), 1, "{events:?}");
+        let loc = format!("{}@{}", path.display(), starts[1]);
+        assert_eq!(events[0].0, loc);
+        assert!(
+            events[0]
+                .1
+                .ends_with(&format!("resumed at the next member, byte {}", starts[2])),
+            "{events:?}"
+        );
     }
 
     #[test]

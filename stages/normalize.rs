@@ -28,8 +28,11 @@
 //! Reads `text`. Writes `text` (via `set_text`, which drops stale `words`/`tokens`, only if
 //! it changed), `attrs["normalize.removed_chars"]`, and the t2s records above.
 //! Rejects `empty` when nothing but whitespace/invisible characters is left.
-//! Memory: one output string per document; the OpenCC dictionaries (~5 MB) are loaded once
-//! per node and shared by all threads.
+//! Memory: one output string per document beside its input (1× the document; the NFC
+//! pass streams into the cleaning pass, no per-line buffer), 2× with `t2s` (OpenCC's
+//! output); after a document of 16 MiB or more the freed input goes back to the OS
+//! ([`release_freed_memory`]). The OpenCC dictionaries (~5 MB) are loaded once per node
+//! and shared by all threads. Measured figures: `docs/memory.md`.
 //!
 //! ```yaml
 //! norm:
@@ -142,6 +145,26 @@ impl StageConfig for Config {
     }
 }
 
+/// Documents at least this big give their freed memory back to the OS at once.
+pub const HUGE_DOC_BYTES: usize = 16 << 20;
+
+/// Return the heap's free pages to the OS (glibc `malloc_trim`; a no-op elsewhere).
+///
+/// The runtime keeps freed memory in the process ([`crate::runtime::tune_allocator`]),
+/// which is right for the many equal batches of ordinary documents but wrong after a huge
+/// one: the copies a stage frees (a line buffer, the text before normalization, a parse
+/// scratch) would stay resident as holes the next, bigger allocation does not fit in, so
+/// peak RSS would be the sum of a document's transient copies instead of their maximum.
+/// Stages call this after freeing a buffer of at least [`HUGE_DOC_BYTES`]; it walks the
+/// free lists once (microseconds to milliseconds), so never per ordinary document.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the OS; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Invisible characters removed outright.
 #[inline]
 fn is_invisible(c: char) -> bool {
@@ -184,48 +207,82 @@ pub fn clean(
     fullwidth_punct: bool,
     max_blank_lines: usize,
 ) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut blank_run = 0usize; // blank lines seen since the last non-blank line
-    let mut seen_content = false;
-    let mut line = String::new();
-    let mut flush = |line: &mut String, out: &mut String| {
-        let l = line.trim_end_matches(' ');
-        if l.is_empty() {
-            blank_run += 1;
-        } else {
-            if seen_content {
-                out.push('\n');
-                for _ in 0..blank_run.min(max_blank_lines) {
-                    out.push('\n');
-                }
+    clean_chars(
+        text.chars(),
+        text.len(),
+        fullwidth_ascii,
+        fullwidth_punct,
+        max_blank_lines,
+    )
+}
+
+/// [`clean`] over a stream of characters (e.g. an NFC iterator, so no NFC copy of the
+/// document is ever held); `len` is the expected output size in bytes.
+fn clean_chars(
+    text: impl Iterator<Item = char>,
+    len: usize,
+    fullwidth_ascii: bool,
+    fullwidth_punct: bool,
+    max_blank_lines: usize,
+) -> String {
+    // Written straight into `out` (no per-line buffer, which held a whole newline-free
+    // document a second time): a line's separators are written when its first visible
+    // character arrives, and its one collapsed trailing space is popped when it ends.
+    struct State {
+        out: String,
+        blank_run: usize, // blank lines seen since the last non-blank line
+        seen_content: bool,
+        in_line: bool, // the current line has visible content in `out`
+    }
+    fn end_line(st: &mut State) {
+        if st.in_line {
+            if st.out.ends_with(' ') {
+                st.out.pop();
             }
-            out.push_str(l);
-            seen_content = true;
-            blank_run = 0;
+            st.seen_content = true;
+            st.blank_run = 0;
+        } else {
+            st.blank_run += 1;
         }
-        line.clear();
+        st.in_line = false;
+    }
+    let mut st = State {
+        out: String::with_capacity(len),
+        blank_run: 0,
+        seen_content: false,
+        in_line: false,
     };
-    let mut chars = text.chars().peekable();
+    let mut chars = text.peekable();
     while let Some(c) = chars.next() {
         match c {
             '\r' => {
                 if chars.peek() == Some(&'\n') {
                     chars.next();
                 }
-                flush(&mut line, &mut out);
+                end_line(&mut st);
             }
-            '\n' | '\u{2028}' | '\u{2029}' | '\u{0085}' => flush(&mut line, &mut out),
+            '\n' | '\u{2028}' | '\u{2029}' | '\u{0085}' => end_line(&mut st),
             c if is_hspace(c) => {
-                if !line.is_empty() && !line.ends_with(' ') {
-                    line.push(' ');
+                if st.in_line && !st.out.ends_with(' ') {
+                    st.out.push(' ');
                 }
             }
             c if c.is_control() || is_invisible(c) => {}
-            c => line.push(fold_width(c, fullwidth_ascii, fullwidth_punct)),
+            c => {
+                if !st.in_line {
+                    if st.seen_content {
+                        for _ in 0..=st.blank_run.min(max_blank_lines) {
+                            st.out.push('\n');
+                        }
+                    }
+                    st.in_line = true;
+                }
+                st.out.push(fold_width(c, fullwidth_ascii, fullwidth_punct));
+            }
         }
     }
-    flush(&mut line, &mut out);
-    out
+    end_line(&mut st);
+    st.out
 }
 
 /// The `normalize` transform.
@@ -251,21 +308,41 @@ impl Normalize {
     /// Normalize a text; returns the new text and, when t2s changed something, the number
     /// of characters that differ.
     pub fn normalize_text(&self, text: &str) -> (String, Option<usize>) {
-        let nfc: std::borrow::Cow<str> = match is_nfc_quick(text.chars()) {
-            IsNormalized::Yes => text.into(),
-            _ => text.nfc().collect::<String>().into(),
+        let is_nfc = is_nfc_quick(text.chars()) == IsNormalized::Yes;
+        if self.opencc.is_none() {
+            // Without t2s, NFC streams straight into the cleaning pass: no NFC copy.
+            let (cfg, len) = (&self.cfg, text.len());
+            let (a, p, b) = (
+                cfg.fullwidth_ascii,
+                cfg.fullwidth_punct,
+                cfg.max_blank_lines,
+            );
+            let out = if is_nfc {
+                clean_chars(text.chars(), len, a, p, b)
+            } else {
+                clean_chars(text.nfc(), len, a, p, b)
+            };
+            return (out, None);
+        }
+        let nfc: std::borrow::Cow<str> = match is_nfc {
+            true => text.into(),
+            false => {
+                let mut s = String::with_capacity(text.len());
+                s.extend(text.nfc());
+                s.into()
+            }
         };
         let mut t2s_changed = None;
         let converted: std::borrow::Cow<str> = match &self.opencc {
             Some(cc) if nfc.chars().any(is_han) => {
                 let s = cc.convert(&nfc);
                 if s != *nfc {
-                    let a: Vec<char> = nfc.chars().collect();
-                    let b: Vec<char> = s.chars().collect();
-                    let diff = if a.len() == b.len() {
-                        a.iter().zip(&b).filter(|(x, y)| x != y).count()
+                    // Counted on the fly: two `Vec<char>` copies cost 8 bytes per character.
+                    let (na, nb) = (nfc.chars().count(), s.chars().count());
+                    let diff = if na == nb {
+                        nfc.chars().zip(s.chars()).filter(|(x, y)| x != y).count()
                     } else {
-                        a.len().abs_diff(b.len()).max(1)
+                        na.abs_diff(nb).max(1)
                     };
                     t2s_changed = Some(diff);
                     s.into()
@@ -303,7 +380,11 @@ impl Transform for Normalize {
                 doc.attrs.insert("normalize.t2s_chars".into(), n as f64);
             }
             if text != doc.text {
+                let old = doc.text.len();
                 doc.set_text(text);
+                if old >= HUGE_DOC_BYTES {
+                    release_freed_memory();
+                }
             }
             if doc.text.is_empty() {
                 out.reject(doc, "empty", Some(0.0), "nothing left after normalization");

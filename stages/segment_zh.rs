@@ -13,9 +13,16 @@
 //!   tokenizers do), so rules can count them.
 //!
 //! Reads `text`, `lang`. Writes `words` and `attrs["segment_zh.words"]`. Never rejects.
-//! Memory: one `Range<u32>` (8 bytes) per word on each document; the jieba dictionary
-//! (~30 MB) is built once per node (or once per process for [`default_jieba`]) and shared
-//! by all threads.
+//!
+//! Memory: one `Range<u32>` (8 bytes) per word on each document, which is the stage's
+//! O(document) cost: measured ~2.3 bytes per byte of Chinese web text (`docs/memory.md`),
+//! up to 8/2 = 4 bytes per byte for single-letter ASCII words. jieba sees the text
+//! in pieces of at most 64 KiB cut where it restarts anyway ([`jieba_pieces`]: same words
+//! as one call), so its own tables (~50 bytes per character of the piece) stay at a few
+//! MB per thread; documents over 1 MiB are segmented twice (count, then fill an exactly
+//! sized vector) so the word list has no growth copy. The jieba dictionary (~30 MB) is
+//! built once per node (or once per process for [`default_jieba`]) and shared by all
+//! threads. Measured figures: `docs/memory.md`.
 //!
 //! Other stages call the pure function [`segment`] (or [`segment_doc`]) with
 //! [`default_jieba`] when a document arrives without words.
@@ -71,23 +78,112 @@ fn is_blank(s: &str) -> bool {
     s.chars().all(char::is_whitespace)
 }
 
+/// Largest piece of text handed to jieba in one call, in bytes. jieba's working memory is
+/// ~50 bytes per character of the piece (its DAG, route and character tables), so one
+/// giant call on a whitespace-free document grew to tens of bytes per document byte.
+pub const JIEBA_PIECE_BYTES: usize = 64 << 10;
+
+/// Documents above this many bytes are segmented in two passes (count, then fill a vector
+/// of exactly that size), so the word list never has a growth copy or slack capacity.
+const TWO_PASS_BYTES: usize = 1 << 20;
+
+/// Whether jieba never joins `c` with the next character: `c` is outside jieba's `re_han`
+/// class (CJK ideographs, ASCII alphanumerics and `+#&._%-`; [`is_han`] covers a superset
+/// of its ideograph ranges), so jieba emits it as a token of its own and starts afresh
+/// after it. `\r` is excluded so a `\r\n` pair stays whole.
+#[inline]
+fn jieba_breaks_after(c: char) -> bool {
+    let joins = c.is_ascii_alphanumeric()
+        || matches!(c, '+' | '#' | '&' | '.' | '_' | '%' | '-' | '\r')
+        || is_han(c);
+    !joins
+}
+
+/// Split `text` into pieces of at most `max` bytes for jieba, each ending just after a
+/// character jieba breaks after, so segmenting the pieces one by one gives exactly the
+/// tokens of segmenting the whole. Only a run of more than `max` bytes with no such
+/// character (no punctuation, space or newline in 20,000+ ideographs) is cut at a plain
+/// character boundary; a word straddling that cut becomes two.
+pub fn jieba_pieces(text: &str, max: usize) -> impl Iterator<Item = (usize, &str)> {
+    let max = max.max(4);
+    let mut start = 0usize;
+    std::iter::from_fn(move || {
+        if start >= text.len() {
+            return None;
+        }
+        let rest = &text[start..];
+        let end = if rest.len() <= max {
+            rest.len()
+        } else {
+            let mut cap = max;
+            while !rest.is_char_boundary(cap) {
+                cap -= 1;
+            }
+            rest[..cap]
+                .char_indices()
+                .rev()
+                .find(|(_, c)| jieba_breaks_after(*c))
+                .map_or(cap, |(i, c)| i + c.len_utf8())
+        };
+        let piece = (start, &rest[..end]);
+        start += end;
+        Some(piece)
+    })
+}
+
+/// Collect spans from a producer, in two passes for big texts (see [`TWO_PASS_BYTES`]).
+fn collect_spans(len: usize, produce: impl Fn(&mut dyn FnMut(Range<u32>))) -> Vec<Range<u32>> {
+    if len <= TWO_PASS_BYTES {
+        let mut v = Vec::new();
+        produce(&mut |r| v.push(r));
+        return v;
+    }
+    let mut n = 0usize;
+    produce(&mut |_| n += 1);
+    let mut v = Vec::with_capacity(n);
+    produce(&mut |r| v.push(r));
+    v
+}
+
 /// Segment Chinese text with jieba. Returns byte spans of the non-whitespace tokens,
-/// in order. Pure: same text, dictionary and `hmm` give the same spans.
+/// in order. Pure: same text, dictionary and `hmm` give the same spans. The text goes to
+/// jieba in pieces of at most [`JIEBA_PIECE_BYTES`] cut where jieba itself restarts (see
+/// [`jieba_pieces`]), so working memory is bounded per piece and the spans are the same as
+/// one call's. Spans are `u32`: a text over 4 GiB is cut at 4 GiB (`run.max_doc_bytes`
+/// keeps documents far below that).
 pub fn segment(jieba: &Jieba, text: &str, hmm: bool) -> Vec<Range<u32>> {
-    jieba
-        .cut(text, hmm)
-        .into_iter()
-        .filter(|t| !is_blank(t.word))
-        .map(|t| t.byte_start as u32..t.byte_end as u32)
-        .collect()
+    let text = &text[..floor_boundary(text, u32::MAX as usize)];
+    collect_spans(text.len(), |f| {
+        for (base, piece) in jieba_pieces(text, JIEBA_PIECE_BYTES) {
+            for t in jieba.cut(piece, hmm) {
+                if !is_blank(t.word) {
+                    f((base + t.byte_start) as u32..(base + t.byte_end) as u32);
+                }
+            }
+        }
+    })
+}
+
+/// The largest char boundary of `s` at or below `i`.
+pub(crate) fn floor_boundary(s: &str, i: usize) -> usize {
+    if i >= s.len() {
+        return s.len();
+    }
+    let mut i = i;
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
 }
 
 /// Segment non-Chinese text on Unicode word boundaries (UAX #29); whitespace dropped.
 pub fn segment_unicode(text: &str) -> Vec<Range<u32>> {
-    text.split_word_bound_indices()
-        .filter(|(_, w)| !is_blank(w))
-        .map(|(i, w)| i as u32..(i + w.len()) as u32)
-        .collect()
+    let text = &text[..floor_boundary(text, u32::MAX as usize)];
+    collect_spans(text.len(), |f| {
+        text.split_word_bound_indices()
+            .filter(|(_, w)| !is_blank(w))
+            .for_each(|(i, w)| f(i as u32..(i + w.len()) as u32))
+    })
 }
 
 /// Whether a document should be segmented with jieba: its `lang` is Chinese, or it has
@@ -244,6 +340,44 @@ mod tests {
                 "好"
             ]
         );
+    }
+
+    #[test]
+    fn pieces_give_the_same_words_as_one_call() {
+        let base =
+            "我来到北京清华大学。今天天气很好，他来到了网易杭研大厦! abc_def 3.5km\r\n第二行";
+        let text = base.repeat(40);
+        for hmm in [false, true] {
+            let whole: Vec<Range<u32>> = default_jieba()
+                .cut(&text, hmm)
+                .into_iter()
+                .filter(|t| !is_blank(t.word))
+                .map(|t| t.byte_start as u32..t.byte_end as u32)
+                .collect();
+            // The longest run without a break is 36 bytes (`第二行我来到北京清华大学`).
+            for max in [40, 64, 300] {
+                let mut got = Vec::new();
+                let mut joined = String::new();
+                for (b, p) in jieba_pieces(&text, max) {
+                    assert_eq!(b, joined.len());
+                    joined.push_str(p);
+                    assert!(p.len() <= max, "{max}: {p:?}");
+                    for t in default_jieba().cut(p, hmm) {
+                        if !is_blank(t.word) {
+                            got.push((b + t.byte_start) as u32..(b + t.byte_end) as u32);
+                        }
+                    }
+                }
+                assert_eq!(joined, text);
+                assert_eq!(got, whole, "hmm {hmm} max {max}");
+            }
+            assert_eq!(segment(default_jieba(), &text, hmm), whole);
+        }
+        // A run with nowhere to break is cut at a char boundary within the cap.
+        let run = "中".repeat(10);
+        let p: Vec<&str> = jieba_pieces(&run, 7).map(|(_, p)| p).collect();
+        assert_eq!(p.concat(), run);
+        assert!(p.iter().all(|x| x.len() <= 7));
     }
 
     #[test]

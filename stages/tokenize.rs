@@ -8,9 +8,18 @@
 //! EOS is appended when `append_eos` is set; the EOS token defaults to the one named in a
 //! `tokenizer_config.json` beside the tokenizer, else a known EOS token in the vocab.
 //!
-//! * Reads `text`; writes `tokens` and `attrs["tokenize.n_tokens"]`.
+//! * Reads `text`; writes `tokens` and `attrs["tokenize.n_tokens"]`. Rejects `too_large`
+//!   (score = bytes) only a document over `max_unsplit_bytes` that cannot be split exactly.
 //! * Reports `{tokenizer, sha256, eos_id}` into the manifest.
-//! * Memory: the tokenizer (a few tens of MB) shared by all threads.
+//! * Memory: the tokenizer (a few tens of MB) shared by all threads, plus per document
+//!   being encoded ~100 bytes of `tokenizers` state (normalization alignments, pre-token
+//!   splits, BPE symbols, the `Encoding`) per byte of text. So documents over 256 KiB are
+//!   encoded in pieces of ~256 KiB at exact boundaries (Qwen2/Qwen3/Llama-3 split regex,
+//!   see `Splitter`) and the rest in groups of at most 4 MiB of text per parallel call:
+//!   that state stays at tens of MB per thread, and the stage's O(document) cost is the
+//!   ids alone, 4 bytes per token (~1 byte per byte of Chinese text). With another
+//!   tokenizer a document over `max_unsplit_bytes` (1 MiB) is rejected `too_large`.
+//!   Measured figures: `docs/memory.md`.
 //!
 //! ```yaml
 //! tok:
@@ -32,6 +41,7 @@ use crate::stage::{
     check_file, parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig, Transform,
     OUT_REJECTED,
 };
+use crate::stages::segment_zh::floor_boundary;
 
 /// Config for `tokenize`.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
@@ -49,6 +59,20 @@ pub struct Config {
     /// first of `<|endoftext|>`, `<｜end▁of▁sentence｜>`, `</s>`, `<eos>` found in the vocab.
     #[serde(default)]
     pub eos_token: Option<String>,
+    /// Largest document, in bytes, encoded in one piece when it cannot be split exactly.
+    /// Documents over 256 KiB are encoded in pieces of ~256 KiB cut where the tokenizer's
+    /// own pre-tokenization has a boundary, which gives exactly the ids of one call (only
+    /// for tokenizers whose split is known: NFC or no normalizer, the Qwen2/Qwen3 or
+    /// Llama-3 split regex, byte-level BPE). With any other tokenizer, or when a stretch
+    /// has no such boundary within 1 MiB, a document over this limit is rejected
+    /// `too_large` instead of costing ~100 bytes of tokenizer state per byte.
+    /// Default 1048576 (1 MiB).
+    #[serde(default = "default_max_unsplit")]
+    pub max_unsplit_bytes: usize,
+}
+
+fn default_max_unsplit() -> usize {
+    1 << 20
 }
 
 fn default_true() -> bool {
@@ -69,6 +93,139 @@ pub struct Tokenize {
     eos: Option<u32>,
     cfg: Config,
     sha256: String,
+    /// Set when documents may be encoded in pieces with the same ids (see [`Splitter`]).
+    splitter: Option<Splitter>,
+}
+
+/// Target size of one piece of a big document, in bytes.
+const PIECE_BYTES: usize = 256 << 10;
+/// Most text handed to one parallel `encode_batch` call, in bytes.
+const GROUP_BYTES: usize = 4 << 20;
+/// Largest piece tolerated when no boundary comes sooner; past it the document is rejected.
+const MAX_PIECE_BYTES: usize = 1 << 20;
+
+/// Split regexes (Hugging Face `Split` pre-tokenizer, `Isolated`) under which a position
+/// between a letter/digit and a following punctuation mark is always a pre-token boundary.
+const KNOWN_SPLITS: &[&str] = &[
+    // Qwen2 / Qwen2.5 / Qwen3.
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+    // Llama-3 (cl100k-style, digits in threes).
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+];
+
+/// Cuts big documents where encoding the pieces one by one gives exactly the ids of
+/// encoding the whole: before a punctuation mark that follows a Han character or an ASCII
+/// letter/digit. With a [`KNOWN_SPLITS`] regex, every match ends there (letter and digit
+/// alternatives stop at a non-letter, non-digit; no alternative crosses from a letter
+/// into punctuation) and the next match starts there whatever came before (no look-
+/// behind); NFC never composes a letter with these marks; byte-level BPE works within a
+/// pre-token. A cut that would fall inside an added (special) token is not used.
+struct Splitter {
+    added: Vec<String>,
+}
+
+impl Splitter {
+    /// A splitter when `tokenizer.json` has one of the shapes this is exact for.
+    fn for_tokenizer(json: &serde_json::Value, add_special_tokens: bool) -> Option<Splitter> {
+        use serde_json::Value;
+        let norm_ok = match json.get("normalizer") {
+            None | Some(Value::Null) => true,
+            Some(n) => match n.get("type").and_then(Value::as_str) {
+                Some("NFC") => true,
+                Some("Sequence") => n
+                    .get("normalizers")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| a.is_empty()),
+                _ => false,
+            },
+        };
+        let pre = json.get("pre_tokenizer")?;
+        let list = pre.get("pretokenizers").and_then(Value::as_array)?;
+        let pre_ok = pre.get("type").and_then(Value::as_str) == Some("Sequence")
+            && list.len() == 2
+            && list[0].get("type").and_then(Value::as_str) == Some("Split")
+            && list[0]
+                .pointer("/pattern/Regex")
+                .and_then(Value::as_str)
+                .is_some_and(|r| KNOWN_SPLITS.contains(&r))
+            && list[0].get("behavior").and_then(Value::as_str) == Some("Isolated")
+            && list[0].get("invert").and_then(Value::as_bool) == Some(false)
+            && list[1].get("type").and_then(Value::as_str) == Some("ByteLevel")
+            && list[1].get("add_prefix_space").and_then(Value::as_bool) == Some(false)
+            && list[1].get("use_regex").and_then(Value::as_bool) == Some(false);
+        let model = json.get("model")?;
+        let model_ok = model.get("type").and_then(Value::as_str) == Some("BPE")
+            && model.get("dropout").is_none_or(Value::is_null);
+        // A post-processor may add tokens around the whole input, once.
+        let post_ok = !add_special_tokens
+            || match json.get("post_processor") {
+                None | Some(Value::Null) => true,
+                Some(p) => p.get("type").and_then(Value::as_str) == Some("ByteLevel"),
+            };
+        if !(norm_ok && pre_ok && model_ok && post_ok) {
+            return None;
+        }
+        let added = json
+            .get("added_tokens")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.get("content").and_then(Value::as_str))
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(Splitter { added })
+    }
+
+    /// Whether encoding `text[..p]` and `text[p..]` separately equals encoding `text`.
+    fn is_cut(&self, text: &str, p: usize) -> bool {
+        let (Some(a), Some(c)) = (text[..p].chars().next_back(), text[p..].chars().next()) else {
+            return false;
+        };
+        let letter = a.is_ascii_alphanumeric() || crate::stages::segment_zh::is_han(a);
+        let mark = (c.is_ascii_punctuation() && c != '\'')
+            || "，。、！？；：“”‘’（）《》「」【】…—·".contains(c);
+        if !(letter && mark) {
+            return false;
+        }
+        // Not inside an added token (those are matched before the split regex).
+        !self.added.iter().any(|t| {
+            let lo = floor_boundary(text, p.saturating_sub(t.len()));
+            let hi = floor_boundary(text, p + t.len());
+            text[lo..hi]
+                .match_indices(t.as_str())
+                .any(|(i, m)| lo + i < p && lo + i + m.len() > p)
+        })
+    }
+
+    /// The pieces of `text`, or None when some stretch has no cut within
+    /// [`MAX_PIECE_BYTES`].
+    fn pieces<'t>(&self, text: &'t str) -> Option<Vec<&'t str>> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        while text.len() - start > PIECE_BYTES {
+            let target = floor_boundary(text, start + PIECE_BYTES);
+            let back = text[start..target]
+                .char_indices()
+                .rev()
+                .map(|(i, _)| start + i)
+                .find(|&p| p > start && self.is_cut(text, p));
+            let limit = floor_boundary(text, start + MAX_PIECE_BYTES);
+            let cut = match back {
+                Some(p) => p,
+                None => text[target..limit]
+                    .char_indices()
+                    .map(|(i, _)| target + i)
+                    .find(|&p| self.is_cut(text, p))
+                    .or((limit == text.len()).then_some(limit))?,
+            };
+            out.push(&text[start..cut]);
+            start = cut;
+        }
+        out.push(&text[start..]);
+        Some(out)
+    }
 }
 
 /// Find the EOS id: explicit, from tokenizer_config.json, or a known token.
@@ -119,12 +276,45 @@ impl Tokenize {
             None
         };
         let sha256 = crate::io::sha256_file(&cfg.tokenizer)?;
+        let json: serde_json::Value = std::fs::read(&cfg.tokenizer)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let splitter = Splitter::for_tokenizer(&json, cfg.add_special_tokens);
         Ok(Tokenize {
             tok,
             eos,
             cfg,
             sha256,
+            splitter,
         })
+    }
+
+    /// Encode one big document in pieces (see [`Splitter`]), or None when it cannot be
+    /// split exactly.
+    fn encode_big(&self, text: &str) -> Result<Option<Vec<u32>>> {
+        let Some(pieces) = self.splitter.as_ref().and_then(|s| s.pieces(text)) else {
+            if text.len() <= self.cfg.max_unsplit_bytes {
+                return Ok(self.encode_texts(vec![text])?.pop());
+            }
+            return Ok(None);
+        };
+        // ~1 token per 4 bytes for Chinese and English alike: usually one allocation.
+        let mut ids: Vec<u32> = Vec::with_capacity(text.len() / 4 + 1);
+        for p in pieces {
+            let e = self
+                .tok
+                .encode(p, self.cfg.add_special_tokens)
+                .map_err(|e| Error::msg(format!("tokenizer: {e}")))?;
+            ids.extend_from_slice(e.get_ids());
+        }
+        if ids.capacity() - ids.len() > ids.len() / 8 {
+            ids.shrink_to_fit();
+        }
+        if text.len() >= crate::stages::normalize::HUGE_DOC_BYTES {
+            crate::stages::normalize::release_freed_memory();
+        }
+        Ok(Some(ids))
     }
 
     /// Encode texts to ids (no EOS), exactly as the Python library does.
@@ -139,16 +329,54 @@ impl Tokenize {
 
 impl Transform for Tokenize {
     fn process(&self, batch: DocBatch, out: &mut Emitter) -> Result<()> {
+        let limit = self.cfg.max_unsplit_bytes;
         let mut docs = batch.docs;
-        let ids = self.encode_texts(docs.iter().map(|d| d.text.as_str()).collect())?;
-        for (d, mut t) in docs.iter_mut().zip(ids) {
+        // A document goes in pieces when it is over one piece and the split is exact,
+        // is rejected when it is over `max_unsplit_bytes` and cannot be split, and is
+        // otherwise encoded whole, in groups of at most `GROUP_BYTES` of text per parallel
+        // `encode_batch` call (its `Encoding`s hold ~70 bytes per token until converted).
+        let big = |t: &str| t.len() > PIECE_BYTES && (self.splitter.is_some() || t.len() > limit);
+        let mut ids: Vec<Option<Vec<u32>>> = Vec::with_capacity(docs.len());
+        let mut group: Vec<&str> = Vec::new();
+        let mut group_bytes = 0usize;
+        for d in &docs {
+            if big(&d.text) {
+                ids.extend(
+                    self.encode_texts(std::mem::take(&mut group))?
+                        .into_iter()
+                        .map(Some),
+                );
+                group_bytes = 0;
+                ids.push(self.encode_big(&d.text)?);
+                continue;
+            }
+            if group_bytes + d.text.len() > GROUP_BYTES && !group.is_empty() {
+                ids.extend(
+                    self.encode_texts(std::mem::take(&mut group))?
+                        .into_iter()
+                        .map(Some),
+                );
+                group_bytes = 0;
+            }
+            group_bytes += d.text.len();
+            group.push(&d.text);
+        }
+        ids.extend(self.encode_texts(group)?.into_iter().map(Some));
+        for (mut d, t) in docs.drain(..).zip(ids) {
+            let Some(mut t) = t else {
+                let detail = format!(
+                    "{} bytes > max_unsplit_bytes ({limit}) and no exact split",
+                    d.text.len()
+                );
+                let size = d.text.len() as f64;
+                out.reject(d, "too_large", Some(size), detail);
+                continue;
+            };
             if let Some(e) = self.eos {
                 t.push(e);
             }
             d.attrs.insert("tokenize.n_tokens".into(), t.len() as f64);
             d.tokens = Some(t);
-        }
-        for d in docs {
             out.emit(d);
         }
         Ok(())
@@ -176,5 +404,65 @@ pub fn kind() -> Kind {
             let cfg: Config = parse_config(params, ctx)?;
             Ok(Node::Transform(Arc::new(Tokenize::new(cfg)?)))
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::document::Document;
+
+    fn qwen2(max_unsplit_bytes: usize) -> Tokenize {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        Tokenize::new(Config {
+            tokenizer: dir.join("samples/tokenizers/qwen2/tokenizer.json"),
+            add_special_tokens: false,
+            append_eos: false,
+            eos_token: None,
+            max_unsplit_bytes,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn big_documents_in_pieces_get_the_ids_of_one_call() {
+        let t = qwen2(1 << 20);
+        assert!(t.splitter.is_some());
+        let src = include_str!("../samples/text/cmrc2018_zh.jsonl");
+        let mut text = String::new();
+        for line in src.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            text.push_str(v["text"].as_str().unwrap());
+            text.push_str("<|endoftext|>x2024年，");
+        }
+        assert!(text.len() > 3 * PIECE_BYTES, "{}", text.len());
+        let pieces = t.splitter.as_ref().unwrap().pieces(&text).unwrap();
+        assert!(pieces.len() >= 3);
+        assert_eq!(pieces.concat(), text);
+        let whole = t.encode_texts(vec![&text]).unwrap().pop().unwrap();
+        assert_eq!(t.encode_big(&text).unwrap().unwrap(), whole);
+        // No cut inside an added token.
+        let s = t.splitter.as_ref().unwrap();
+        let p = text.find("<|endoftext|>").unwrap() + "<|endoftext".len();
+        assert!(!s.is_cut(&text, p));
+    }
+
+    #[test]
+    fn unsplittable_big_documents_are_rejected_too_large() {
+        let t = qwen2(1 << 20);
+        // 2 MiB of ideographs with no punctuation: no exact cut anywhere.
+        let big = "中".repeat((2 << 20) / 3);
+        let docs = vec![
+            Document::new("a", "s", "你好。"),
+            Document::new("b", "s", big),
+        ];
+        let mut em = Emitter::new(OUT_REJECTED);
+        t.process(DocBatch::new(0, docs), &mut em).unwrap();
+        let (ok, rej) = (em.take(0), em.take(1));
+        assert_eq!(ok.len(), 1);
+        assert_eq!(rej.len(), 1);
+        let r = rej[0].reject.as_ref().unwrap();
+        assert_eq!(r.reason, "too_large");
+        assert_eq!(r.score, Some(rej[0].text.len() as f64));
     }
 }

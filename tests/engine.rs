@@ -554,6 +554,7 @@ fn tokenizer_ids_match_python_tokenizers() {
             add_special_tokens: false,
             append_eos: true,
             eos_token: None,
+            max_unsplit_bytes: 1 << 20,
         })
         .unwrap();
         let mut cases: Vec<(String, Vec<u32>)> = Vec::new();

@@ -53,8 +53,13 @@
 //! Latin words. Matching is leftmost-longest, ASCII case-insensitive (Aho-Corasick).
 //!
 //! Reads `text`, `lang`, `words`. Writes `attrs`, `meta`, and `words` when absent.
-//! Memory: per document, a few hash sets sized by its words and lines; the automaton and
-//! stopword sets (< 1 MB) are built once per node.
+//! Memory: a document over `max_chars` (default 1,000,000) fails `chars`, the first rule,
+//! and nothing else is computed (nor segmented), so by default working memory is bounded
+//! by `max_chars`, whatever the document's size. Below it, per document: hash sets of its
+//! lines and paragraphs, per-word hashes and lengths (12 B/word), sorted n-gram keys (8 B
+//! per word or per non-whitespace character, one table at a time) and the `dup_n_gram`
+//! set; measured ~6× the document with `max_chars` raised on a 16 MiB document
+//! (`docs/memory.md`). The automaton and stopword sets (< 1 MB) are built once per node.
 //!
 //! ```yaml
 //! quality:
@@ -397,14 +402,20 @@ impl HeuristicFilter {
     /// Returns `None` when the document's language is passed through.
     pub fn evaluate(&self, doc: &mut Document) -> Option<Vec<Outcome>> {
         let lr = self.rules_for(doc.lang.as_deref())?;
-        if doc.words.is_none() {
+        // A document over `max_chars` fails `chars` at once (see `evaluate_rules`): no words.
+        if doc.words.is_none() && nchars(&doc.text) <= lr.rules.max_chars {
             doc.words = Some(segment_zh::segment_doc(
                 segment_zh::default_jieba(),
                 doc,
                 self.cfg.hmm,
             ));
         }
-        Some(evaluate_rules(lr, doc))
+        let out = evaluate_rules(lr, doc);
+        if doc.text.len() >= crate::stages::normalize::HUGE_DOC_BYTES {
+            // Its per-word and per-character tables were just freed.
+            crate::stages::normalize::release_freed_memory();
+        }
+        Some(out)
     }
 }
 
@@ -413,8 +424,10 @@ fn evaluate_rules(lr: &LangRules, doc: &Document) -> Vec<Outcome> {
     let text = doc.text.as_str();
     let mut out = Vec::with_capacity(32);
     let n_chars = nchars(text);
-    let words: Vec<&str> = doc.word_strs().map(|w| w.collect()).unwrap_or_default();
-    let n_words = words.len();
+    // Words are walked from the spans each time they are needed: a `Vec<&str>` of them
+    // cost 16 bytes per word (~3.5 bytes per byte of Chinese text).
+    let words = || doc.word_strs().into_iter().flatten();
+    let n_words = doc.words.as_ref().map_or(0, |w| w.len());
 
     // Length.
     let failed = if n_chars < r.min_chars {
@@ -424,11 +437,17 @@ fn evaluate_rules(lr: &LangRules, doc: &Document) -> Vec<Outcome> {
     } else {
         None
     };
+    let too_long = n_chars > r.max_chars;
     out.push(Outcome {
         rule: "chars".into(),
         value: n_chars as f64,
         failed,
     });
+    if too_long {
+        // `chars` is the first rule, so the document is rejected with it whatever the rest
+        // say; skipping them keeps working memory bounded by `max_chars`, not by the text.
+        return out;
+    }
 
     // CJK share.
     if r.min_cjk_share.is_some() {
@@ -484,12 +503,9 @@ fn evaluate_rules(lr: &LangRules, doc: &Document) -> Vec<Outcome> {
     }
 
     // Gopher quality.
-    let non_symbol: Vec<&str> = words
-        .iter()
-        .copied()
+    let (nn, non_symbol_chars) = words()
         .filter(|w| is_non_symbol_word(w))
-        .collect();
-    let nn = non_symbol.len();
+        .fold((0usize, 0usize), |(n, c), w| (n + 1, c + nchars(w)));
     if r.min_words.is_some() || r.max_words.is_some() {
         let failed = match (r.min_words, r.max_words) {
             (Some(m), _) if nn < m => Some(format!("< {m}")),
@@ -503,7 +519,7 @@ fn evaluate_rules(lr: &LangRules, doc: &Document) -> Vec<Outcome> {
         });
     }
     if r.min_avg_word_len.is_some() || r.max_avg_word_len.is_some() {
-        let avg = ratio(non_symbol.iter().map(|w| nchars(w)).sum(), nn);
+        let avg = ratio(non_symbol_chars, nn);
         let failed = match (r.min_avg_word_len, r.max_avg_word_len) {
             (Some(m), _) if avg < m => Some(format!("< {m}")),
             (_, Some(m)) if avg > m => Some(format!("> {m}")),
@@ -559,8 +575,7 @@ fn evaluate_rules(lr: &LangRules, doc: &Document) -> Vec<Outcome> {
             r.max_end_ellipsis_lines_ratio,
         );
     }
-    let alpha = words
-        .iter()
+    let alpha = words()
         .filter(|w| w.chars().any(char::is_alphabetic))
         .count();
     min_rule(
@@ -570,7 +585,7 @@ fn evaluate_rules(lr: &LangRules, doc: &Document) -> Vec<Outcome> {
         r.min_alpha_words_ratio,
     );
     if let Some(m) = r.min_stop_words {
-        let n = words.iter().filter(|w| lr.stopwords.contains(**w)).count();
+        let n = words().filter(|w| lr.stopwords.contains(*w)).count();
         out.push(Outcome {
             rule: "stop_words".into(),
             value: n as f64,
@@ -611,7 +626,7 @@ fn evaluate_rules(lr: &LangRules, doc: &Document) -> Vec<Outcome> {
         r.dup_line_char_frac,
     );
     if !r.top_n_grams.is_empty() || !r.dup_n_grams.is_empty() {
-        let ws = WordStats::new(words.iter().copied());
+        let ws = WordStats::new(words());
         for (&n, &thr) in &r.top_n_grams {
             if let Some(c) = ws.top_ngram_chars(n) {
                 max_rule(

@@ -11,7 +11,7 @@
 //!
 //! Lengths are in Unicode scalar values, as Python's `len` counts them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
@@ -64,6 +64,22 @@ pub fn find_duplicates<'a>(items: impl Iterator<Item = &'a str>) -> (usize, usiz
     (n, chars)
 }
 
+/// In a sorted vector, keep one copy of each value whose run length passes `keep`.
+fn keep_runs(sorted: &mut Vec<u64>, keep: impl Fn(usize) -> bool) {
+    let mut w = 0;
+    let mut r = 0;
+    while r < sorted.len() {
+        let k = sorted[r];
+        let run = sorted[r..].iter().take_while(|&&x| x == k).count();
+        if keep(run) {
+            sorted[w] = k;
+            w += 1;
+        }
+        r += run;
+    }
+    sorted.truncate(w);
+}
+
 /// Per-word hashes and char lengths, computed once for all n-gram rules.
 pub struct WordStats {
     /// xxh3 of each word's bytes.
@@ -75,7 +91,8 @@ pub struct WordStats {
 impl WordStats {
     /// Hash and measure every word.
     pub fn new<'a>(words: impl Iterator<Item = &'a str>) -> Self {
-        let (mut hashes, mut lens) = (Vec::new(), Vec::new());
+        let n = words.size_hint().0;
+        let (mut hashes, mut lens) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for w in words {
             hashes.push(xxh3_64_with_seed(w.as_bytes(), SEED));
             lens.push(nchars(w) as u32);
@@ -106,16 +123,14 @@ impl WordStats {
         if m < n || n == 0 {
             return None;
         }
-        let mut counts: HashMap<u64, (u32, u32)> = HashMap::with_capacity(m);
-        for i in 0..=m - n {
-            let e = counts.entry(self.gram_key(i, n)).or_insert((0, i as u32));
-            e.0 += 1;
-        }
-        let (count, first) = counts
-            .values()
-            .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))
-            .copied()?;
-        Some((self.gram_chars(first as usize, n) + n - 1) * count as usize)
+        // Sorted keys instead of a hash map of counts: 8 bytes per word, not ~32.
+        let mut keys: Vec<u64> = (0..=m - n).map(|i| self.gram_key(i, n)).collect();
+        keys.sort_unstable();
+        let best = keys.chunk_by(|a, b| a == b).map(<[u64]>::len).max()?;
+        // The keys that reach the top count, then the earliest n-gram with one of them.
+        keep_runs(&mut keys, |run| run == best);
+        let first = (0..=m - n).find(|&i| keys.binary_search(&self.gram_key(i, n)).is_ok())?;
+        Some((self.gram_chars(first, n) + n - 1) * best)
     }
 
     /// Gopher "duplicate n-grams": chars (words joined without space) inside repeated
@@ -142,44 +157,50 @@ impl WordStats {
 /// Share of characters covered by a character `n`-gram that occurs more than once
 /// (ChineseWebText-style repetition), over all non-whitespace characters.
 pub fn char_ngram_repetition(text: &str, n: usize) -> f64 {
-    let offs: Vec<usize> = text
-        .char_indices()
-        .filter(|(_, c)| !c.is_whitespace())
-        .map(|(i, _)| i)
-        .collect();
-    let m = offs.len();
-    if m < n || n == 0 {
+    if n == 0 {
         return 0.0;
     }
-    // Hash the non-whitespace chars of each window; whitespace between them is ignored.
-    let squeezed: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-    let soffs: Vec<usize> = squeezed
-        .char_indices()
-        .map(|(i, _)| i)
-        .chain(std::iter::once(squeezed.len()))
-        .collect();
-    let keys: Vec<u64> = (0..=m - n)
-        .map(|i| xxh3_64_with_seed(&squeezed.as_bytes()[soffs[i]..soffs[i + n]], SEED))
-        .collect();
-    let mut counts: HashMap<u64, u32> = HashMap::with_capacity(keys.len());
-    for &k in &keys {
-        *counts.entry(k).or_insert(0) += 1;
-    }
-    // Mark covered chars with a difference array.
-    let mut diff = vec![0i32; m + 1];
-    for (i, k) in keys.iter().enumerate() {
-        if counts.get(k).copied().unwrap_or(0) > 1 {
-            diff[i] += 1;
-            diff[i + n] -= 1;
+    // Two streaming passes over the windows of `n` non-whitespace characters (hashed from
+    // a small rolling buffer, whitespace between them ignored): the first collects the
+    // window hashes, sorted, and keeps those seen more than once; the second marks the
+    // characters such windows cover. 8 bytes per character at most, where a hash map of
+    // counts plus offset tables cost ~60.
+    let windows = |f: &mut dyn FnMut(u64)| {
+        let mut buf = String::with_capacity(4 * n);
+        let mut lens: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
+        for c in text.chars().filter(|c| !c.is_whitespace()) {
+            buf.push(c);
+            lens.push_back(c.len_utf8());
+            if lens.len() > n {
+                let l = lens.pop_front().unwrap_or(0);
+                buf.drain(..l);
+            }
+            if lens.len() == n {
+                f(xxh3_64_with_seed(buf.as_bytes(), SEED));
+            }
         }
+    };
+    let m = text.chars().filter(|c| !c.is_whitespace()).count();
+    if m < n {
+        return 0.0;
     }
-    let (mut run, mut covered) = (0i32, 0usize);
-    for d in &diff[..m] {
-        run += d;
-        if run > 0 {
+    let mut keys: Vec<u64> = Vec::with_capacity(m - n + 1);
+    windows(&mut |k| keys.push(k));
+    keys.sort_unstable();
+    keep_runs(&mut keys, |run| run > 1);
+    // Window i covers chars i..i+n; count the chars under at least one repeated window.
+    let (mut i, mut covered_until, mut covered) = (0usize, 0usize, 0usize);
+    windows(&mut |k| {
+        if keys.binary_search(&k).is_ok() {
+            covered_until = i + n;
+        }
+        if i < covered_until {
             covered += 1;
         }
-    }
+        i += 1;
+    });
+    // The last n-1 chars start no window.
+    covered += covered_until.saturating_sub(i);
     covered as f64 / m as f64
 }
 

@@ -898,6 +898,41 @@ pub fn clean_rank(out: &Path, rank: usize, world: usize) -> Result<()> {
         let p = out.join("ranks").join(format!("{tag}.{ext}"));
         let _ = std::fs::remove_file(p);
     }
+    // Temp files of a killed attempt: this rank's stats/manifest/marker under `ranks/`, and
+    // the merged files at the top (any rank merges). Only those whose writer is gone.
+    remove_dead_tmp(&out.join("ranks"), |n| n.starts_with(&format!("{tag}.")))?;
+    remove_dead_tmp(out, |n| n.starts_with("stats.json.") || n.starts_with("manifest.json."))?;
+    Ok(())
+}
+
+/// Remove `<name>.<pid>.tmp` files in `dir` matching `keep` whose process no longer runs
+/// (a live writer, e.g. another rank merging right now, keeps its file).
+fn remove_dead_tmp(dir: &Path, matches: impl Fn(&str) -> bool) -> Result<()> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".tmp") else {
+            continue;
+        };
+        if !matches(&name) {
+            continue;
+        }
+        let pid = stem.rsplit('.').next().and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_some_and(|p| {
+            p != std::process::id() && Path::new(&format!("/proc/{p}")).exists()
+        });
+        if !alive {
+            let p = e.path();
+            match std::fs::remove_file(&p) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io_doing("cannot remove stale temp file", &p, err))
+                }
+                _ => tracing::info!("removed {} (left by an attempt that died)", p.display()),
+            }
+        }
+    }
     Ok(())
 }
 

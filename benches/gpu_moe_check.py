@@ -114,6 +114,7 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--aux", type=float, default=0.1, help="load-balancing loss weight")
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     dev = torch.device(a.device)
@@ -140,7 +141,7 @@ def main() -> int:
         logits, aux, fracs = model(ids, b["position_ids"].to(dev), b["doc_start"].to(dev))
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), lab.reshape(-1), ignore_index=sf.IGNORE)
         opt.zero_grad(set_to_none=True)
-        (loss + 0.01 * aux).backward()
+        (loss + a.aux * aux).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if dev.type == "cuda":

@@ -2,9 +2,10 @@
 """Old vs new Python loader on the same packed run, side by side, one process, one core.
 
     python3 benches/loader_bench.py RUN_DIR [--batch-size 16] [--seq-len 2048]
-        [--seconds 10] [--old-seconds 10] [--old-ref main]
+        [--seconds 10] [--old-seconds 10] [--old-ref REF]
 
-"old" is ``python/sluice_feed.py`` as committed on ``--old-ref`` (read with ``git show``;
+"old" is ``python/sluice_feed.py`` as committed on ``--old-ref`` (default 98d8441, the last
+commit with the single-file script; read with ``git show``;
 ``--old-file`` gives a file instead); "new" is the ``sluice_feed`` package in this tree
 (``python/``, or the installed one with ``--installed``). Each loader runs from a fresh
 start (shard discovery and decoding included) for at least the given seconds; tokens/s
@@ -67,9 +68,11 @@ def main() -> int:
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--old-seconds", type=float, default=10.0)
-    ap.add_argument("--old-ref", default="main")
+    ap.add_argument("--old-ref", default="98d8441")
     ap.add_argument("--old-file")
     ap.add_argument("--installed", action="store_true")
+    ap.add_argument("--dataloader-workers", default="",
+                    help="also time the new loader through torch's DataLoader with these worker counts, e.g. 0,2")
     a = ap.parse_args()
     old, new = load_old(a.old_ref, a.old_file), load_new(a.installed)
     # Same batches first (a benchmark of a wrong loader means nothing).
@@ -101,6 +104,16 @@ def main() -> int:
     epoch_s = windows * a.seq_len / res["new"]
     print(f"new, decode every shard once: {dec:.2f} s; one epoch ({windows} windows) at the new rate: "
           f"{epoch_s:.2f} s, so decoding is ~{100 * dec / epoch_s:.0f}% of the loader's time")
+    for w in [int(x) for x in a.dataloader_workers.split(",") if x.strip()]:
+        f = new.SluiceFeed([a.run_dir], batch_size=a.batch_size, seq_len=a.seq_len, seed=1234)
+        it = iter(f.dataloader(num_workers=w))
+        next(it)  # workers started and warm
+        t0, n = time.perf_counter(), 0
+        while time.perf_counter() - t0 < a.seconds:
+            next(it)
+            n += 1
+        el = time.perf_counter() - t0
+        print(f"new through DataLoader(batch_size=None, num_workers={w}): {n * tok / el / 1e6:8.2f} M tokens/s")
     return 0
 
 

@@ -531,7 +531,13 @@ fn python_package_tests_pass() {
     let _ = std::fs::remove_dir_all(&out);
     let st = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .current_dir(root())
-        .args(["run", "configs/quickstart_packed.yaml", "--no-progress", "-q", "--out"])
+        .args([
+            "run",
+            "configs/quickstart_packed.yaml",
+            "--no-progress",
+            "-q",
+            "--out",
+        ])
         .arg(&out)
         .status()
         .expect("run sluice");
@@ -539,7 +545,15 @@ fn python_package_tests_pass() {
     let o = Command::new(&py)
         .current_dir(root())
         .env("SLUICE_TEST_RUN", &out)
-        .args(["-m", "pytest", "tests/python", "-q", "-rs", "-p", "no:cacheprovider"])
+        .args([
+            "-m",
+            "pytest",
+            "tests/python",
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+        ])
         .output()
         .expect("run pytest");
     let text = format!(

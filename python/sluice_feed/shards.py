@@ -8,8 +8,8 @@ import os
 from typing import List, Optional, Sequence, Tuple, TypedDict, Union
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 PathLike = Union[str, "os.PathLike[str]"]
 

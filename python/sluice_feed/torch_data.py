@@ -14,6 +14,7 @@ it is refused with an error saying so.
 from __future__ import annotations
 
 import sys
+from types import FrameType
 from typing import Any, Dict, Iterator, Optional
 
 import numpy as np
@@ -25,7 +26,7 @@ from .feed import Batch, SluiceFeed
 
 def _auto_batch_size() -> Optional[int]:
     """The DataLoader batch size when our generator is driven by an auto-batching fetcher."""
-    f = sys._getframe(2)
+    f: Optional[FrameType] = sys._getframe(2)
     for _ in range(6):
         if f is None:
             return None

@@ -419,12 +419,9 @@ fn every_training_config_parses() {
     assert!(n >= 1);
 }
 
-/// The real thing: `sluice run` packs the quickstart corpus (pack stage + parquet_shards),
-/// and the loader reads the run directory through its manifest, the same way in Rust and
-/// Python.
-#[test]
-fn feed_reads_a_real_run_directory() {
-    let out = std::env::temp_dir().join(format!("sluice-train-run-{}", std::process::id()));
+/// `sluice run configs/quickstart_packed.yaml` into a fresh temporary directory.
+fn quickstart_packed_run(name: &str) -> PathBuf {
+    let out = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let st = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .current_dir(root())
@@ -437,8 +434,17 @@ fn feed_reads_a_real_run_directory() {
         ])
         .arg(&out)
         .status()
-        .unwrap();
+        .expect("run sluice");
     assert!(st.success());
+    out
+}
+
+/// The real thing: `sluice run` packs the quickstart corpus (pack stage + parquet_shards),
+/// and the loader reads the run directory through its manifest, the same way in Rust and
+/// Python.
+#[test]
+fn feed_reads_a_real_run_directory() {
+    let out = quickstart_packed_run("sluice-train-run");
     let set = ShardSet::discover(std::slice::from_ref(&out)).unwrap();
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
@@ -527,21 +533,7 @@ fn python_package_tests_pass() {
         );
         return;
     };
-    let out = std::env::temp_dir().join(format!("sluice-pytest-run-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    let st = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .current_dir(root())
-        .args([
-            "run",
-            "configs/quickstart_packed.yaml",
-            "--no-progress",
-            "-q",
-            "--out",
-        ])
-        .arg(&out)
-        .status()
-        .expect("run sluice");
-    assert!(st.success());
+    let out = quickstart_packed_run("sluice-pytest-run");
     let o = Command::new(&py)
         .current_dir(root())
         .env("SLUICE_TEST_RUN", &out)

@@ -4,7 +4,7 @@
 //! size (`configs/train/moe_tiny.yaml`), the `feed` loader's batch rate (tokens/s, the
 //! consumer pulling as fast as it can) and the training step's rate (tokens/s of forward,
 //! backward and AdamW), and checks the loader is at least 50× faster. With python3 +
-//! pyarrow available it also times `python/sluice_feed.py` on the same shards.
+//! pyarrow available it also times `python/sluice_feed` on the same shards.
 //!
 //! ```text
 //! CARGO_TARGET_DIR=target-rel cargo bench --bench feed                    # fixture shards

@@ -209,13 +209,15 @@ fn feed_refuses_changed_world_size_or_shards() {
 }
 
 fn python_with_pyarrow() -> Option<String> {
-    let py = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&py)
-        .args(["-c", "import pyarrow, numpy"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    ok.then_some(py)
+    crate::common::python_with(&["pyarrow", "numpy"])
+}
+
+/// `python3 -m sluice_feed ...` from this tree's `python/` package (not an installed copy).
+fn sluice_feed_cli(py: &str) -> Command {
+    let mut c = Command::new(py);
+    c.env("PYTHONPATH", root().join("python"))
+        .args(["-m", "sluice_feed"]);
+    c
 }
 
 #[test]
@@ -229,8 +231,7 @@ fn python_feed_yields_the_same_batches() {
     let mut feed = Feed::open(cfg(bs, t, rank, world), None).unwrap();
     let rust = take(&mut feed, n + 4);
     let run = |extra: &[&str], batches: usize| -> Vec<serde_json::Value> {
-        let out = Command::new(&py)
-            .arg(root().join("python/sluice_feed.py"))
+        let out = sluice_feed_cli(&py)
             .arg(packed())
             .args(["--batches", &batches.to_string()])
             .args([
@@ -418,12 +419,9 @@ fn every_training_config_parses() {
     assert!(n >= 1);
 }
 
-/// The real thing: `sluice run` packs the quickstart corpus (pack stage + parquet_shards),
-/// and the loader reads the run directory through its manifest, the same way in Rust and
-/// Python.
-#[test]
-fn feed_reads_a_real_run_directory() {
-    let out = std::env::temp_dir().join(format!("sluice-train-run-{}", std::process::id()));
+/// `sluice run configs/quickstart_packed.yaml` into a fresh temporary directory.
+fn quickstart_packed_run(name: &str) -> PathBuf {
+    let out = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let st = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .current_dir(root())
@@ -436,8 +434,17 @@ fn feed_reads_a_real_run_directory() {
         ])
         .arg(&out)
         .status()
-        .unwrap();
+        .expect("run sluice");
     assert!(st.success());
+    out
+}
+
+/// The real thing: `sluice run` packs the quickstart corpus (pack stage + parquet_shards),
+/// and the loader reads the run directory through its manifest, the same way in Rust and
+/// Python.
+#[test]
+fn feed_reads_a_real_run_directory() {
+    let out = quickstart_packed_run("sluice-train-run");
     let set = ShardSet::discover(std::slice::from_ref(&out)).unwrap();
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
@@ -466,8 +473,7 @@ fn feed_reads_a_real_run_directory() {
         assert!(b.input_ids.iter().all(|&t| t < 151_936));
     }
     if let Some(py) = python_with_pyarrow() {
-        let o = Command::new(&py)
-            .arg(root().join("python/sluice_feed.py"))
+        let o = sluice_feed_cli(&py)
             .arg(&out)
             .args([
                 "--batches",
@@ -509,6 +515,48 @@ fn feed_reads_a_real_run_directory() {
             "pyarrow",
             "python half of feed_reads_a_real_run_directory: no python3 with pyarrow",
         );
+    }
+    let _ = std::fs::remove_dir_all(out);
+}
+
+/// The Python package's own tests (`tests/python/`, pytest + torch CPU): DataLoader workers
+/// split the stream exactly, resume across a change of worker count, auto-batching is
+/// refused, `cu_seqlens` agree with the packed offsets, the Megatron export reads back.
+/// They run against a packed run made here by `sluice run configs/quickstart_packed.yaml`.
+#[test]
+fn python_package_tests_pass() {
+    let Some(py) = crate::common::python_with(&["pytest", "torch", "numpy", "pyarrow"]) else {
+        crate::common::skip(
+            "torch",
+            "python_package_tests_pass: no python3 with pytest, torch, numpy and pyarrow \
+             (pip install ./python pytest torch; or set SLUICE_PYTHON)",
+        );
+        return;
+    };
+    let out = quickstart_packed_run("sluice-pytest-run");
+    let o = Command::new(&py)
+        .current_dir(root())
+        .env("SLUICE_TEST_RUN", &out)
+        .args([
+            "-m",
+            "pytest",
+            "tests/python",
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+        ])
+        .output()
+        .expect("run pytest");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "pytest tests/python failed:\n{text}");
+    assert!(text.contains(" passed"), "pytest ran no test:\n{text}");
+    if text.contains("skipped") {
+        eprintln!("{text}");
     }
     let _ = std::fs::remove_dir_all(out);
 }

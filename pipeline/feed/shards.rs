@@ -175,7 +175,7 @@ pub struct ShardRows {
 
 /// A row is usable when it has at least one real token, `n_pad <= len`, and its
 /// `doc_offsets` start at 0, strictly increase and stay below the real length.
-/// (`python/sluice_feed.py` applies the same rule.)
+/// (`python/sluice_feed` applies the same rule.)
 pub fn row_ok(len: usize, n_pad: u32, offs: &[u32]) -> bool {
     let n_pad = n_pad as usize;
     if n_pad >= len {

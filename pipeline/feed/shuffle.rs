@@ -1,4 +1,4 @@
-//! The portable shuffle shared by the Rust loader and `python/sluice_feed.py`.
+//! The portable shuffle shared by the Rust loader and `python/sluice_feed`.
 //!
 //! Both loaders must produce identical batches for the same seed, so the shuffle is
 //! defined here bit for bit, in a form that is a dozen lines in any language:

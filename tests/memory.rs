@@ -167,11 +167,11 @@ fn one_big_document_is_tokenized_in_bounded_memory() {
     // Through normalize → segment_zh → tokenize (in pieces) → length_filter (rejects).
     // At tokenize the document holds its text (1×), its words from segment_zh (8 bytes per
     // word, ~2.3× on this text) and its ids (4 bytes per token, ~1×): 4.4× measured, all
-    // of it the Document's own fields; tokenizer state stays per piece. The bound leaves
-    // room for allocator placement under a loaded machine (it once failed 5× while the
-    // whole suite ran beside it); a regression to whole-document jieba or tokenizers
-    // state (50-100 bytes per byte) would be 20×+.
-    let stats = check_rss("tokenize chain", 16 << 20, false, 6);
+    // of it the Document's own fields; tokenizer state stays per piece. Repeated runs on
+    // the 2-core VM measured 4.1× to 6.0× (allocator placement across the two worker
+    // threads varies), so the bound is 8×; a regression to whole-document jieba or
+    // tokenizers state (50-100 bytes per byte) would be 20×+.
+    let stats = check_rss("tokenize chain", 16 << 20, false, 8);
     assert_eq!(stats["nodes"]["len"]["docs_in"], 1, "{stats}");
     assert_eq!(
         stats["nodes"]["tok"]["ports"]["rejected"]["docs"], 0,

@@ -901,7 +901,9 @@ pub fn clean_rank(out: &Path, rank: usize, world: usize) -> Result<()> {
     // Temp files of a killed attempt: this rank's stats/manifest/marker under `ranks/`, and
     // the merged files at the top (any rank merges). Only those whose writer is gone.
     remove_dead_tmp(&out.join("ranks"), |n| n.starts_with(&format!("{tag}.")))?;
-    remove_dead_tmp(out, |n| n.starts_with("stats.json.") || n.starts_with("manifest.json."))?;
+    remove_dead_tmp(out, |n| {
+        n.starts_with("stats.json.") || n.starts_with("manifest.json.")
+    })?;
     Ok(())
 }
 
@@ -920,9 +922,8 @@ fn remove_dead_tmp(dir: &Path, matches: impl Fn(&str) -> bool) -> Result<()> {
             continue;
         }
         let pid = stem.rsplit('.').next().and_then(|p| p.parse::<u32>().ok());
-        let alive = pid.is_some_and(|p| {
-            p != std::process::id() && Path::new(&format!("/proc/{p}")).exists()
-        });
+        let alive = pid
+            .is_some_and(|p| p != std::process::id() && Path::new(&format!("/proc/{p}")).exists());
         if !alive {
             let p = e.path();
             match std::fs::remove_file(&p) {

@@ -171,15 +171,7 @@ fn flagship_mix_rejects_what_it_does_not_use_and_reports_the_mixture() {
 #[test]
 fn a_panicking_stage_is_an_error_naming_node_and_batch() {
     let clean = tempfile::tempdir().unwrap();
-    let ok = bin()
-        .args([
-            "run",
-            "configs/quickstart.yaml",
-            "--no-progress",
-            "-q",
-            "--out",
-        ])
-        .arg(clean.path())
+    let ok = quiet_run("configs/quickstart.yaml", clean.path())
         .status()
         .unwrap();
     assert!(ok.success());
@@ -209,15 +201,7 @@ fn a_panicking_stage_is_an_error_naming_node_and_batch() {
             "{fp}: {left:?}"
         );
         assert!(!out.path().join("manifest.json").exists());
-        let again = bin()
-            .args([
-                "run",
-                "configs/quickstart.yaml",
-                "--no-progress",
-                "-q",
-                "--out",
-            ])
-            .arg(out.path())
+        let again = quiet_run("configs/quickstart.yaml", out.path())
             .status()
             .unwrap();
         assert!(again.success(), "{fp}");
@@ -227,6 +211,14 @@ fn a_panicking_stage_is_an_error_naming_node_and_batch() {
             "{fp}"
         );
     }
+}
+
+/// `sluice run CONFIG --no-progress -q --out OUT`, ready to run.
+fn quiet_run(config: &str, out: &Path) -> std::process::Command {
+    let mut c = bin();
+    c.args(["run", config, "--no-progress", "-q", "--out"])
+        .arg(out);
+    c
 }
 
 fn walk(dir: &Path) -> Vec<String> {
@@ -354,15 +346,7 @@ fn a_run_that_keeps_nothing_has_an_empty_shards_folder() {
 #[test]
 fn ctrl_c_says_how_to_resume() {
     let out = tempfile::tempdir().unwrap();
-    let child = bin()
-        .args([
-            "run",
-            "configs/zh_pretrain.yaml",
-            "--no-progress",
-            "-q",
-            "--out",
-        ])
-        .arg(out.path())
+    let child = quiet_run("configs/zh_pretrain.yaml", out.path())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -378,15 +362,7 @@ fn ctrl_c_says_how_to_resume() {
         err.contains("interrupted; rerun the same command to resume"),
         "{err}"
     );
-    let again = bin()
-        .args([
-            "run",
-            "configs/zh_pretrain.yaml",
-            "--no-progress",
-            "-q",
-            "--out",
-        ])
-        .arg(out.path())
+    let again = quiet_run("configs/zh_pretrain.yaml", out.path())
         .status()
         .unwrap();
     assert!(again.success());

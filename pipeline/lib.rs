@@ -14,6 +14,7 @@ pub mod audit;
 #[cfg(feature = "audit")]
 pub mod cli_audit;
 pub mod cli_classifier;
+pub mod cli_compliance;
 #[cfg(feature = "cloud")]
 pub mod cli_slurm;
 #[cfg(feature = "train")]

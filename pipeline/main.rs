@@ -67,6 +67,9 @@ enum Command {
     /// Per stage and reason, the change in counts and tokens between two runs.
     #[cfg(feature = "audit")]
     Diff(sluice::cli_audit::DiffArgs),
+    /// Regulator reports from a run: EU training-content summary, Chinese audit sample
+    /// and keyword hit rates; `--reviews` checks the reviewed sample (exit 3 above 5% bad).
+    Compliance(sluice::cli_compliance::ComplianceArgs),
     /// Train and evaluate fastText quality classifiers (`train`, `eval`).
     Classifier(sluice::cli_classifier::ClassifierArgs),
     /// Train the reference MoE model on packed shards (exact resume with --resume).
@@ -205,6 +208,15 @@ fn main() -> ExitCode {
         #[cfg(feature = "audit")]
         Command::Diff(a) => sluice::cli_audit::run_diff(a)
             .map(|_| ExitCode::SUCCESS)
+            .map_err(Into::into),
+        Command::Compliance(a) => sluice::cli_compliance::run(&a)
+            .map(|ok| {
+                if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(3)
+                }
+            })
             .map_err(Into::into),
         Command::Classifier(a) => sluice::cli_classifier::run(a)
             .map(|()| ExitCode::SUCCESS)

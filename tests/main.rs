@@ -5,6 +5,7 @@ mod accounting;
 mod audit;
 mod classifier;
 mod common;
+mod compliance;
 mod decontam;
 mod dedup;
 mod engine;

@@ -116,8 +116,8 @@ use crate::stage::{
 
 use bands::{band_keys, optimal_params, BandIndex, LshParams};
 use signature::{
-    distinct_count, estimate_containment, estimate_jaccard, exact_containment, exact_jaccard,
-    looks_cjk, shingle_hashes, shingles, tokens, MinHasher, ShingleMode,
+    auto_tokens, distinct_count, estimate_containment, estimate_jaccard, exact_containment,
+    exact_jaccard, looks_cjk, shingle_hashes, shingles, tokens, MinHasher, ShingleMode,
 };
 use store::SpillStore;
 use unionfind::UnionFind;
@@ -383,23 +383,32 @@ impl Config {
 
     /// The shingle mode and n for a document (before the words → chars fallback).
     pub fn mode_for(&self, doc: &Document) -> (ShingleMode, usize) {
-        let mode = doc
+        let mode = self.fixed_mode(doc).unwrap_or_else(|| {
+            if looks_cjk(&doc.text) {
+                ShingleMode::Chars
+            } else {
+                ShingleMode::Whitespace
+            }
+        });
+        (mode, self.ngram(mode))
+    }
+
+    /// The shingle mode set by the document's language or a non-`auto` default; `None`
+    /// when `auto` decides from the text.
+    fn fixed_mode(&self, doc: &Document) -> Option<ShingleMode> {
+        if let Some(m) = doc
             .lang
             .as_deref()
             .and_then(|l| self.shingle_by_lang.get(l).copied())
-            .unwrap_or(match self.shingle_default {
-                DefaultMode::Chars => ShingleMode::Chars,
-                DefaultMode::Words => ShingleMode::Words,
-                DefaultMode::Whitespace => ShingleMode::Whitespace,
-                DefaultMode::Auto => {
-                    if looks_cjk(&doc.text) {
-                        ShingleMode::Chars
-                    } else {
-                        ShingleMode::Whitespace
-                    }
-                }
-            });
-        (mode, self.ngram(mode))
+        {
+            return Some(m);
+        }
+        match self.shingle_default {
+            DefaultMode::Chars => Some(ShingleMode::Chars),
+            DefaultMode::Words => Some(ShingleMode::Words),
+            DefaultMode::Whitespace => Some(ShingleMode::Whitespace),
+            DefaultMode::Auto => None,
+        }
     }
 
     fn ngram(&self, mode: ShingleMode) -> usize {
@@ -499,14 +508,21 @@ pub(crate) fn sketch_doc(
     doc: &Document,
 ) -> Sketch {
     SCRATCH.with_borrow_mut(|(toks, sh, table)| {
-        let (mut mode, mut n) = cfg.mode_for(doc);
         let mut words_fallback = false;
-        if !tokens(&doc.text, doc.words.as_deref(), mode, cfg.seed, toks) {
-            words_fallback = true;
-            mode = ShingleMode::Chars;
-            n = cfg.ngram_chars;
-            tokens(&doc.text, None, mode, cfg.seed, toks);
-        }
+        let mode = match cfg.fixed_mode(doc) {
+            // `auto`: decide and tokenize in one pass (same result as `mode_for`).
+            None => auto_tokens(&doc.text, cfg.seed, toks),
+            Some(mode) => {
+                if tokens(&doc.text, doc.words.as_deref(), mode, cfg.seed, toks) {
+                    mode
+                } else {
+                    words_fallback = true;
+                    tokens(&doc.text, None, ShingleMode::Chars, cfg.seed, toks);
+                    ShingleMode::Chars
+                }
+            }
+        };
+        let n = cfg.ngram(mode);
         let mut set = Vec::new();
         let n_shingles;
         let hashes: &[u64] = if cfg.verify == Verify::Exact {

@@ -85,13 +85,7 @@ pub fn tokens(
         ShingleMode::Chars => {
             out.reserve(text.len() / 3);
             for c in text.chars() {
-                // Fast path: CJK Unified Ideographs are alphanumeric and caseless, so the
-                // Unicode table lookups below would return exactly this.
-                if ('\u{4E00}'..='\u{9FFF}').contains(&c) {
-                    out.push(c as u64);
-                } else if is_alphanumeric(c) {
-                    out.push(lower_char(c) as u64);
-                }
+                push_char_token(c, out);
             }
             true
         }
@@ -124,6 +118,60 @@ pub fn tokens(
             true
         }
     }
+}
+
+/// The [`ShingleMode::Chars`] token of one character, if it has one. Returns whether `c`
+/// is alphanumeric.
+#[inline(always)]
+fn push_char_token(c: char, out: &mut Vec<u64>) -> bool {
+    // Fast path: CJK Unified Ideographs are alphanumeric and caseless, so the Unicode table
+    // lookups below would return exactly this.
+    if ('\u{4E00}'..='\u{9FFF}').contains(&c) {
+        out.push(c as u64);
+        true
+    } else if is_alphanumeric(c) {
+        out.push(lower_char(c) as u64);
+        true
+    } else {
+        false
+    }
+}
+
+/// `looks_cjk(text)` and the tokens of the mode it picks (chars if CJK, else whitespace
+/// words), in one pass over the text when it is CJK: the first 2,000 characters are
+/// tokenized as chars while they are counted, and the rest follows only if the count says
+/// chars. Same tokens and the same decision as [`looks_cjk`] then [`tokens`].
+pub fn auto_tokens(text: &str, seed: u64, out: &mut Vec<u64>) -> ShingleMode {
+    out.clear();
+    out.reserve(text.len() / 3);
+    let (mut cjk, mut alnum) = (0usize, 0usize);
+    let mut chars = text.chars();
+    for c in chars.by_ref().take(LOOKS_CJK_CHARS) {
+        if push_char_token(c, out) {
+            alnum += 1;
+            if is_cjk_letter(c) {
+                cjk += 1;
+            }
+        }
+    }
+    if alnum > 0 && cjk * 20 >= alnum {
+        for c in chars {
+            push_char_token(c, out);
+        }
+        ShingleMode::Chars
+    } else {
+        tokens(text, None, ShingleMode::Whitespace, seed, out);
+        ShingleMode::Whitespace
+    }
+}
+
+/// Characters [`looks_cjk`] reads.
+const LOOKS_CJK_CHARS: usize = 2000;
+
+/// The scripts [`looks_cjk`] counts as CJK.
+#[inline(always)]
+fn is_cjk_letter(c: char) -> bool {
+    matches!(c as u32, 0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xAC00..=0xD7AF | 0xF900..=0xFAFF | 0x20000..=0x2FA1F)
 }
 
 /// [`ShingleMode::Whitespace`] for pure-ASCII text, byte by byte: the same tokens as the
@@ -817,15 +865,14 @@ fn exact_intersection(a: &[u64], b: &[u64]) -> usize {
 /// only text that has (almost) no CJK.
 pub fn looks_cjk(text: &str) -> bool {
     let (mut cjk, mut alnum) = (0usize, 0usize);
-    for c in text.chars().take(2000) {
+    for c in text.chars().take(LOOKS_CJK_CHARS) {
         if ('\u{4E00}'..='\u{9FFF}').contains(&c) {
             // CJK Unified Ideographs: alphanumeric and CJK (the common case, no lookup).
             alnum += 1;
             cjk += 1;
         } else if is_alphanumeric(c) {
             alnum += 1;
-            if matches!(c as u32, 0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xAC00..=0xD7AF | 0xF900..=0xFAFF | 0x20000..=0x2FA1F)
-            {
+            if is_cjk_letter(c) {
                 cjk += 1;
             }
         }

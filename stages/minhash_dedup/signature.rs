@@ -886,6 +886,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn auto_tokens_and_the_alnum_table_equal_the_two_pass_path() {
+        // `auto_tokens` must pick the mode `looks_cjk` picks and give the tokens `tokens`
+        // gives, including past the 2,000 characters `looks_cjk` reads.
+        let long_zh = "中文维基百科，自由的百科全书。".repeat(200);
+        let latin_then_zh = format!("{}{}", "Ab1 ".repeat(600), "中文".repeat(500));
+        let few_cjk = format!("{} 中", "word ".repeat(100));
+        let texts = [
+            "",
+            "。，！",
+            "中文，维基 ABC",
+            "The Quick brown fox, ÉTÉ naïve ß İ",
+            "数学 $f(x)=x^{4}-2 x^{3}$ 的图像 ① ② Ⅻ ０１２ ＡＢＣ ｶﾀｶﾅ ひらがな 한국어 々〆〇",
+            "emoji 😀 𠀀𪚥 text",
+            long_zh.as_str(),
+            latin_then_zh.as_str(),
+            few_cjk.as_str(),
+        ];
+        for t in texts {
+            let want_mode = if looks_cjk(t) {
+                ShingleMode::Chars
+            } else {
+                ShingleMode::Whitespace
+            };
+            let mut want = Vec::new();
+            tokens(t, None, want_mode, 9, &mut want);
+            let mut got = Vec::new();
+            assert_eq!(auto_tokens(t, 9, &mut got), want_mode, "{t:.40}");
+            assert_eq!(got, want, "{t:.40}");
+        }
+        // The cached table answers exactly as `char::is_alphanumeric`, over the whole BMP.
+        for cp in 0..=0xFFFFu32 {
+            if let Some(c) = char::from_u32(cp) {
+                assert_eq!(is_alphanumeric(c), c.is_alphanumeric(), "U+{cp:04X}");
+            }
+        }
+    }
+
+    #[test]
     fn window_hash_equals_xxh3_of_the_token_bytes() {
         // The word-level xxh3 path must give exactly `xxh3_64_with_seed` of the bytes for
         // every window length it serves (3..=16 tokens) and seed, or shingles (and every

@@ -147,7 +147,13 @@ pub fn auto_tokens(text: &str, seed: u64, out: &mut Vec<u64>) -> ShingleMode {
     let (mut cjk, mut alnum) = (0usize, 0usize);
     let mut chars = text.chars();
     for c in chars.by_ref().take(LOOKS_CJK_CHARS) {
-        if push_char_token(c, out) {
+        if ('\u{4E00}'..='\u{9FFF}').contains(&c) {
+            // As in `push_char_token`; a CJK Unified Ideograph needs no further test.
+            out.push(c as u64);
+            alnum += 1;
+            cjk += 1;
+        } else if is_alphanumeric(c) {
+            out.push(lower_char(c) as u64);
             alnum += 1;
             if is_cjk_letter(c) {
                 cjk += 1;

@@ -1148,19 +1148,37 @@ fn classify(b: &Block, p: &Params) -> Class {
     }
 }
 
+/// How many blocks a near-good block may look past (short and near-good ones) to the good
+/// block that vouches for it. A code listing or a one-line answer under a small heading sits
+/// 2–4 blocks from the post's prose; a list of headlines that merely ends where an article
+/// begins is a long run of short blocks.
+const NEAR: usize = 4;
+
 /// Context-sensitive selection over classified blocks.
 fn select(blocks: &[Block], p: &Params) -> String {
     let cls: Vec<Class> = blocks.iter().map(|b| classify(b, p)).collect();
     let n = blocks.len();
     let mut keep = vec![false; n];
-    // Nearest non-short neighbours decide.
+    // Nearest non-short neighbours decide. A near-good block also counts as vouched for
+    // when the nearest good-or-bad block on either side is good and at most `NEAR` blocks
+    // away, looking past other near-good blocks (as jusText does): `安装 / composer require …
+    // / 更新 / composer update …` under a post keeps both commands, not just the first.
     let prev_sig = |i: usize| (0..i).rev().map(|j| cls[j]).find(|c| *c != Class::Short);
     let next_sig = |i: usize| (i + 1..n).map(|j| cls[j]).find(|c| *c != Class::Short);
+    let strong = |c: &Class| matches!(c, Class::Good | Class::Bad);
+    // Within `NEAR` blocks only (bounded work per block).
+    let near_good = |i: usize| {
+        let prev = (i.saturating_sub(NEAR)..i).rev().find(|&j| strong(&cls[j]));
+        let next = (i + 1..n.min(i + 1 + NEAR)).find(|&j| strong(&cls[j]));
+        prev.is_some_and(|j| cls[j] == Class::Good) || next.is_some_and(|j| cls[j] == Class::Good)
+    };
     for i in 0..n {
         keep[i] = match cls[i] {
             Class::Good => true,
             Class::Bad => false,
-            Class::NearGood => prev_sig(i) == Some(Class::Good) || next_sig(i) == Some(Class::Good),
+            Class::NearGood => {
+                prev_sig(i) == Some(Class::Good) || next_sig(i) == Some(Class::Good) || near_good(i)
+            }
             Class::Short => prev_sig(i) == Some(Class::Good) && next_sig(i) == Some(Class::Good),
         };
     }
@@ -1276,6 +1294,32 @@ mod tests {
             assert!(t.contains(want), "{want} missing: {t}");
         }
         assert!(!t.contains("首页"), "{t}");
+    }
+
+    #[test]
+    fn near_good_blocks_chain_to_nearby_good_text_only() {
+        // A post's prose, then a small heading, a one-line command, another heading and a
+        // longer listing: both commands are kept, although the second is vouched for only
+        // through the first (a near-good block) and two headings.
+        let post = format!(
+            "<body><div class=post><p>{P1}</p><h3>安装</h3><p>composer require vendor/package-name</p>\
+             <h3>更新</h3><pre><code>composer update vendor/package-name\nphp tool migrate\nphp tool cache:clear</code></pre></div>\
+             <div class=x><a href=/a>上一篇</a> <a href=/b>下一篇</a> <a href=/c>返回列表</a></div></body>"
+        );
+        let t = text(&post);
+        assert!(t.contains("composer require"), "{t}");
+        assert!(t.contains("php tool migrate"), "{t}");
+        // A run of headline-length items far before the article (a hot list) is not
+        // vouched for by the article that happens to follow it.
+        let hot: String = (0..12)
+            .map(|i| {
+                format!("<li>热门新闻标题第{i}条</li><li>另一条很长的热点新闻标题在这里{i}</li>")
+            })
+            .collect();
+        let page = format!("<body><ul>{hot}</ul><p>{P1}</p><p>{P2}</p><p>{P3}</p></body>");
+        let t = text(&page);
+        assert!(t.contains(P2), "{t}");
+        assert!(!t.contains("另一条很长的热点新闻标题在这里0"), "{t}");
     }
 
     #[test]

@@ -47,7 +47,8 @@
 //!    *bad* when its link density exceeds 0.5; *good* when it is long (≥ `min_good_chars`,
 //!    scaled up ×2.5 for non-CJK text) and has sentence punctuation; *near-good* when
 //!    mid-length; *short* otherwise. Context then decides: near-good blocks next to good
-//!    ones and short blocks between good ones become good; a heading is kept when good text
+//!    ones (or with a good block at most 4 blocks away, past other near-good ones: a code
+//!    listing under a small heading in a post) and short blocks between good ones become good; a heading is kept when good text
 //!    follows it closely. Tables and lists inside the article are blocks like any other, so
 //!    an infobox row or a list item with text is kept by the same context rules.
 //!

@@ -509,7 +509,7 @@ impl Sink for SignatureSink {
                 self.no_shingles += 1;
                 continue;
             }
-            self.push_signature(o, &doc.id, &sk.sig, sk.shingles.len(), &sk.keys)?;
+            self.push_signature(o, &doc.id, &sk.sig, sk.n_shingles, &sk.keys)?;
         }
         Ok(())
     }

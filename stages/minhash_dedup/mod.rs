@@ -116,8 +116,8 @@ use crate::stage::{
 
 use bands::{band_keys, optimal_params, BandIndex, LshParams};
 use signature::{
-    estimate_containment, estimate_jaccard, exact_containment, exact_jaccard, looks_cjk, shingles,
-    tokens, MinHasher, ShingleMode,
+    auto_tokens, distinct_count, estimate_containment, estimate_jaccard, exact_containment,
+    exact_jaccard, looks_cjk, shingle_hashes, shingles, tokens, MinHasher, ShingleMode,
 };
 use store::SpillStore;
 use unionfind::UnionFind;
@@ -383,23 +383,32 @@ impl Config {
 
     /// The shingle mode and n for a document (before the words → chars fallback).
     pub fn mode_for(&self, doc: &Document) -> (ShingleMode, usize) {
-        let mode = doc
+        let mode = self.fixed_mode(doc).unwrap_or_else(|| {
+            if looks_cjk(&doc.text) {
+                ShingleMode::Chars
+            } else {
+                ShingleMode::Whitespace
+            }
+        });
+        (mode, self.ngram(mode))
+    }
+
+    /// The shingle mode set by the document's language or a non-`auto` default; `None`
+    /// when `auto` decides from the text.
+    fn fixed_mode(&self, doc: &Document) -> Option<ShingleMode> {
+        if let Some(m) = doc
             .lang
             .as_deref()
             .and_then(|l| self.shingle_by_lang.get(l).copied())
-            .unwrap_or(match self.shingle_default {
-                DefaultMode::Chars => ShingleMode::Chars,
-                DefaultMode::Words => ShingleMode::Words,
-                DefaultMode::Whitespace => ShingleMode::Whitespace,
-                DefaultMode::Auto => {
-                    if looks_cjk(&doc.text) {
-                        ShingleMode::Chars
-                    } else {
-                        ShingleMode::Whitespace
-                    }
-                }
-            });
-        (mode, self.ngram(mode))
+        {
+            return Some(m);
+        }
+        match self.shingle_default {
+            DefaultMode::Chars => Some(ShingleMode::Chars),
+            DefaultMode::Words => Some(ShingleMode::Words),
+            DefaultMode::Whitespace => Some(ShingleMode::Whitespace),
+            DefaultMode::Auto => None,
+        }
     }
 
     fn ngram(&self, mode: ShingleMode) -> usize {
@@ -468,45 +477,85 @@ pub(crate) fn estimate_records(a: &[u32], b: &[u32]) -> (f64, f64) {
 
 /// Per-document output of the parallel phase.
 pub(crate) struct Sketch {
+    /// The sorted shingle set with `verify: exact` (it is stored and compared); empty
+    /// otherwise (only its size is needed).
     pub(crate) shingles: Vec<u64>,
+    /// Number of distinct shingles.
+    pub(crate) n_shingles: usize,
     pub(crate) sig: Vec<u32>,
     pub(crate) keys: Vec<u64>,
+    /// The shingle mode used (after the words → chars fallback).
+    pub(crate) mode: ShingleMode,
     pub(crate) words_fallback: bool,
+}
+
+thread_local! {
+    /// Per-thread scratch of [`sketch_doc`]: tokens, shingle hashes, the distinct-count table.
+    static SCRATCH: std::cell::RefCell<(Vec<u64>, Vec<u64>, Vec<u64>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 /// Shingles, signature and band keys of one document (the parallel part of the decision;
 /// shared by the single-process stage and the distributed signature phase).
+///
+/// The signature is computed on the shingle hashes in text order, repeats included: a
+/// MinHash coordinate is a minimum, so it is the signature of the set. The set itself is
+/// only sorted (and kept) for `verify: exact`; otherwise its size is counted by hashing.
 pub(crate) fn sketch_doc(
     cfg: &Config,
     params: LshParams,
     hasher: &MinHasher,
     doc: &Document,
 ) -> Sketch {
-    let (mut mode, mut n) = cfg.mode_for(doc);
-    let mut toks = Vec::new();
-    let mut words_fallback = false;
-    if !tokens(&doc.text, doc.words.as_deref(), mode, cfg.seed, &mut toks) {
-        words_fallback = true;
-        mode = ShingleMode::Chars;
-        n = cfg.ngram_chars;
-        tokens(&doc.text, None, mode, cfg.seed, &mut toks);
-    }
-    let mut sh = Vec::new();
-    shingles(&toks, n, cfg.seed, &mut sh);
-    let mut sig = Vec::new();
-    let mut keys = Vec::new();
-    if !sh.is_empty() {
-        sig = vec![0u32; cfg.num_perm];
-        hasher.signature(&sh, &mut sig);
-        band_keys(&sig, params, cfg.seed, &mut keys);
-    }
-    let _ = mode;
-    Sketch {
-        shingles: sh,
-        sig,
-        keys,
-        words_fallback,
-    }
+    SCRATCH.with_borrow_mut(|(toks, sh, table)| {
+        let mut words_fallback = false;
+        let mode = match cfg.fixed_mode(doc) {
+            // `auto`: decide and tokenize in one pass (same result as `mode_for`).
+            None => auto_tokens(&doc.text, cfg.seed, toks),
+            Some(mode) => {
+                if tokens(&doc.text, doc.words.as_deref(), mode, cfg.seed, toks) {
+                    mode
+                } else {
+                    words_fallback = true;
+                    tokens(&doc.text, None, ShingleMode::Chars, cfg.seed, toks);
+                    ShingleMode::Chars
+                }
+            }
+        };
+        let n = cfg.ngram(mode);
+        let mut set = Vec::new();
+        let n_shingles;
+        let hashes: &[u64] = if cfg.verify == Verify::Exact {
+            shingles(toks, n, cfg.seed, &mut set);
+            n_shingles = set.len();
+            &set
+        } else {
+            shingle_hashes(toks, n, cfg.seed, sh);
+            n_shingles = distinct_count(sh, table);
+            sh
+        };
+        let mut sig = Vec::new();
+        let mut keys = Vec::new();
+        if !hashes.is_empty() {
+            sig = vec![0u32; cfg.num_perm];
+            hasher.signature(hashes, &mut sig);
+            band_keys(&sig, params, cfg.seed, &mut keys);
+        }
+        // Large buffers are not kept around by idle threads.
+        if toks.capacity() > 1 << 20 {
+            *toks = Vec::new();
+            *sh = Vec::new();
+            *table = Vec::new();
+        }
+        Sketch {
+            shingles: set,
+            n_shingles,
+            sig,
+            keys,
+            mode,
+            words_fallback,
+        }
+    })
 }
 
 /// Counters reported in `stats.json`.
@@ -624,7 +673,7 @@ impl MinhashDedup {
         self.dup_count.push(0);
         self.id_bytes.extend_from_slice(doc.id.as_bytes());
         self.id_ends.push(self.id_bytes.len() as u64);
-        sketch_record(&sk.sig, sk.shingles.len(), &mut self.tmp_rec);
+        sketch_record(&sk.sig, sk.n_shingles, &mut self.tmp_rec);
         self.sigs.push(&self.tmp_rec)?;
         if let Some(st) = self.shingle_store.as_mut() {
             let words: Vec<u32> = sk
@@ -767,13 +816,13 @@ impl Stage for MinhashDedup {
     fn process(&mut self, batch: DocBatch, out: &mut Emitter) -> Result<()> {
         let sketches: Vec<Sketch> = batch.docs.par_iter().map(|d| self.sketch(d)).collect();
         for (doc, sk) in batch.docs.into_iter().zip(sketches) {
-            let mode = self.cfg.mode_for(&doc).0;
-            let key = if sk.words_fallback {
-                "chars"
-            } else {
-                mode_name(mode)
-            };
-            *self.counters.by_mode.entry(key.to_string()).or_insert(0) += 1;
+            let key = mode_name(sk.mode);
+            match self.counters.by_mode.get_mut(key) {
+                Some(v) => *v += 1,
+                None => {
+                    self.counters.by_mode.insert(key.to_string(), 1);
+                }
+            }
             self.decide(doc, sk, out)?;
         }
         Ok(())

@@ -83,14 +83,9 @@ pub fn tokens(
     out.clear();
     match mode {
         ShingleMode::Chars => {
+            out.reserve(text.len() / 3);
             for c in text.chars() {
-                // Fast path: CJK Unified Ideographs are alphanumeric and caseless, so the
-                // Unicode table lookups below would return exactly this.
-                if ('\u{4E00}'..='\u{9FFF}').contains(&c) {
-                    out.push(c as u64);
-                } else if c.is_alphanumeric() {
-                    out.push(lower_char(c) as u64);
-                }
+                push_char_token(c, out);
             }
             true
         }
@@ -123,6 +118,66 @@ pub fn tokens(
             true
         }
     }
+}
+
+/// The [`ShingleMode::Chars`] token of one character, if it has one. Returns whether `c`
+/// is alphanumeric.
+#[inline(always)]
+fn push_char_token(c: char, out: &mut Vec<u64>) -> bool {
+    // Fast path: CJK Unified Ideographs are alphanumeric and caseless, so the Unicode table
+    // lookups below would return exactly this.
+    if ('\u{4E00}'..='\u{9FFF}').contains(&c) {
+        out.push(c as u64);
+        true
+    } else if is_alphanumeric(c) {
+        out.push(lower_char(c) as u64);
+        true
+    } else {
+        false
+    }
+}
+
+/// `looks_cjk(text)` and the tokens of the mode it picks (chars if CJK, else whitespace
+/// words), in one pass over the text when it is CJK: the first 2,000 characters are
+/// tokenized as chars while they are counted, and the rest follows only if the count says
+/// chars. Same tokens and the same decision as [`looks_cjk`] then [`tokens`].
+pub fn auto_tokens(text: &str, seed: u64, out: &mut Vec<u64>) -> ShingleMode {
+    out.clear();
+    out.reserve(text.len() / 3);
+    let (mut cjk, mut alnum) = (0usize, 0usize);
+    let mut chars = text.chars();
+    for c in chars.by_ref().take(LOOKS_CJK_CHARS) {
+        if ('\u{4E00}'..='\u{9FFF}').contains(&c) {
+            // As in `push_char_token`; a CJK Unified Ideograph needs no further test.
+            out.push(c as u64);
+            alnum += 1;
+            cjk += 1;
+        } else if is_alphanumeric(c) {
+            out.push(lower_char(c) as u64);
+            alnum += 1;
+            if is_cjk_letter(c) {
+                cjk += 1;
+            }
+        }
+    }
+    if alnum > 0 && cjk * 20 >= alnum {
+        for c in chars {
+            push_char_token(c, out);
+        }
+        ShingleMode::Chars
+    } else {
+        tokens(text, None, ShingleMode::Whitespace, seed, out);
+        ShingleMode::Whitespace
+    }
+}
+
+/// Characters [`looks_cjk`] reads.
+const LOOKS_CJK_CHARS: usize = 2000;
+
+/// The scripts [`looks_cjk`] counts as CJK.
+#[inline(always)]
+fn is_cjk_letter(c: char) -> bool {
+    matches!(c as u32, 0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xAC00..=0xD7AF | 0xF900..=0xFAFF | 0x20000..=0x2FA1F)
 }
 
 /// [`ShingleMode::Whitespace`] for pure-ASCII text, byte by byte: the same tokens as the
@@ -160,6 +215,60 @@ fn whitespace_tokens_ascii(bytes: &[u8], seed: u64, out: &mut Vec<u64>) {
     }
 }
 
+/// `char::is_alphanumeric`, with the answers for the Basic Multilingual Plane cached in a
+/// bit table filled one 256-code-point page at a time on first use. Chinese text is full of
+/// CJK punctuation and full-width forms, whose answer (not alphanumeric) otherwise costs two
+/// binary searches of the Unicode tables per character (a third of the whole
+/// `minhash_dedup` run on Chinese web text before this table). The bits are computed by
+/// `char::is_alphanumeric` itself, so the answers are identical.
+#[inline]
+pub fn is_alphanumeric(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_alphanumeric();
+    }
+    let cp = c as u32;
+    if cp > 0xFFFF {
+        return c.is_alphanumeric();
+    }
+    alnum_table::lookup(cp)
+}
+
+mod alnum_table {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    const PAGES: usize = 256;
+    static READY: [AtomicBool; PAGES] = [const { AtomicBool::new(false) }; PAGES];
+    static BITS: [AtomicU64; PAGES * 4] = [const { AtomicU64::new(0) }; PAGES * 4];
+
+    /// Whether BMP code point `cp` is alphanumeric.
+    #[inline]
+    pub(super) fn lookup(cp: u32) -> bool {
+        let page = (cp >> 8) as usize;
+        if !READY[page].load(Ordering::Acquire) {
+            fill(page);
+        }
+        let w = BITS[(cp >> 6) as usize].load(Ordering::Relaxed);
+        w >> (cp & 63) & 1 == 1
+    }
+
+    /// Fill one page. Two threads may fill the same page at once; both store the same bits
+    /// before either sets the flag (release), so a reader that sees the flag sees the bits.
+    #[cold]
+    fn fill(page: usize) {
+        for word in 0..4 {
+            let mut bits = 0u64;
+            for b in 0..64u32 {
+                let cp = (page as u32) << 8 | (word as u32) << 6 | b;
+                if char::from_u32(cp).is_some_and(char::is_alphanumeric) {
+                    bits |= 1 << b;
+                }
+            }
+            BITS[page * 4 + word].store(bits, Ordering::Relaxed);
+        }
+        READY[page].store(true, Ordering::Release);
+    }
+}
+
 #[inline]
 fn lower_char(c: char) -> char {
     if c.is_ascii() {
@@ -185,27 +294,167 @@ fn hash_word(w: &str, seed: u64, buf: &mut String) -> u64 {
 /// `n` is clamped to at least 1. Fewer than `n` tokens (but at least one) give a single
 /// shingle over all of them; no tokens give an empty set.
 pub fn shingles(tokens: &[u64], n: usize, seed: u64, out: &mut Vec<u64>) {
+    shingle_hashes(tokens, n, seed, out);
+    sort_dedup(out);
+}
+
+/// The n-gram shingle hashes of a token sequence in text order, repeats included (the
+/// multiset; [`shingles`] sorts and deduplicates it). A signature does not depend on order
+/// or repeats, so the stage signs this directly and counts the distinct values with
+/// [`distinct_count`] instead of sorting when it does not need the set itself.
+pub fn shingle_hashes(tokens: &[u64], n: usize, seed: u64, out: &mut Vec<u64>) {
     out.clear();
     let n = n.max(1);
     if tokens.is_empty() {
         return;
     }
-    // The little-endian bytes of all tokens, once; a window of `n` tokens is then one
-    // contiguous slice (no per-shingle copy).
-    let mut bytes: Vec<u8> = Vec::with_capacity(tokens.len() * 8);
-    for t in tokens {
-        bytes.extend_from_slice(&t.to_le_bytes());
-    }
-    if tokens.len() < n {
-        out.push(xxh3_64_with_seed(&bytes, seed));
+    if tokens.len() >= n && (3..=16).contains(&n) {
+        // A window of 3..=16 tokens is 24..=128 bytes: xxh3's mid-size path, computed
+        // straight from the token words (bit-identical, see `window_hash`).
+        let k = WindowKeys::new(seed);
+        out.reserve(tokens.len() - n + 1);
+        match n {
+            5 => out.extend(tokens.windows(5).map(|w| k.hash::<5>(w))),
+            3 => out.extend(tokens.windows(3).map(|w| k.hash::<3>(w))),
+            _ => out.extend(tokens.windows(n).map(|w| k.hash_dyn(w))),
+        }
     } else {
-        let w = n * 8;
-        out.extend(
-            (0..=tokens.len() - n).map(|i| xxh3_64_with_seed(&bytes[i * 8..i * 8 + w], seed)),
-        );
+        // The little-endian bytes of all tokens, once; a window of `n` tokens is then one
+        // contiguous slice (no per-shingle copy).
+        let mut bytes: Vec<u8> = Vec::with_capacity(tokens.len() * 8);
+        for t in tokens {
+            bytes.extend_from_slice(&t.to_le_bytes());
+        }
+        if tokens.len() < n {
+            out.push(xxh3_64_with_seed(&bytes, seed));
+        } else {
+            let w = n * 8;
+            out.extend(
+                (0..=tokens.len() - n).map(|i| xxh3_64_with_seed(&bytes[i * 8..i * 8 + w], seed)),
+            );
+        }
     }
-    out.sort_unstable();
-    out.dedup();
+}
+
+/// The number of distinct values in `xs` (shingle hashes: already uniformly distributed),
+/// by linear probing in `table` (reused between calls; resized to a power of two ≥ 4·len).
+/// Same answer as sorting and deduplicating, in one pass.
+pub fn distinct_count(xs: &[u64], table: &mut Vec<u64>) -> usize {
+    if xs.len() < 2 {
+        return xs.len();
+    }
+    // Load ≤ 1/4: most inserts find an empty slot at once (a predictable branch).
+    let size = (xs.len() * 4).next_power_of_two();
+    table.clear();
+    table.resize(size, 0);
+    let mask = size - 1;
+    let mut n = 0;
+    let mut zero = false;
+    for &x in xs {
+        // 0 marks an empty slot; the value 0 itself is tracked on the side.
+        if x == 0 {
+            n += usize::from(!zero);
+            zero = true;
+            continue;
+        }
+        let mut i = x as usize & mask;
+        loop {
+            let t = table[i];
+            if t == x {
+                break;
+            }
+            if t == 0 {
+                table[i] = x;
+                n += 1;
+                break;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+    n
+}
+
+/// Sort and deduplicate shingle hashes (the set).
+fn sort_dedup(v: &mut Vec<u64>) {
+    v.sort_unstable();
+    v.dedup();
+}
+
+/// The first 128 bytes of xxh3's default secret as little-endian words (a constant of the
+/// xxh3 specification, the same bytes `xxhash_rust` uses).
+const XXH3_SECRET: [u64; 16] = [
+    0xBE4B_A423_396C_FEB8,
+    0x1CAD_21F7_2C81_017C,
+    0xDB97_9083_E96D_D4DE,
+    0x1F67_B3B7_A4A4_4072,
+    0x78E5_C0CC_4EE6_79CB,
+    0x2172_FFCC_7DD0_5A82,
+    0x8E24_43F7_7446_08B8,
+    0x4C26_3A81_E690_35E0,
+    0xCB00_C391_BB52_283C,
+    0xA32E_531B_8B65_D088,
+    0x4EF9_0DA2_9748_6471,
+    0xD8AC_DEA9_46EF_1938,
+    0x3F34_9CE3_3F76_FAA8,
+    0x1D4F_0BC7_C7BB_DCF9,
+    0x3159_B4CD_4BE0_518A,
+    0x6473_78D9_C97E_9FC8,
+];
+const XXH_PRIME64_1: u64 = 0x9E37_79B1_85EB_CA87;
+
+/// `xxh3_64_with_seed(little-endian bytes of w, seed)` for windows of 3..=16 tokens
+/// (24..=128 bytes), without building the byte string: every 16-byte chunk xxh3 reads at
+/// those lengths starts at a multiple of 8, i.e. is a pair of whole tokens. The seeded
+/// secret words are computed once per document.
+struct WindowKeys([u64; 16]);
+
+impl WindowKeys {
+    fn new(seed: u64) -> Self {
+        let mut k = [0u64; 16];
+        for i in 0..8 {
+            k[2 * i] = XXH3_SECRET[2 * i].wrapping_add(seed);
+            k[2 * i + 1] = XXH3_SECRET[2 * i + 1].wrapping_sub(seed);
+        }
+        WindowKeys(k)
+    }
+
+    #[inline(always)]
+    fn mix(&self, lo: u64, hi: u64, s: usize) -> u64 {
+        let p = ((lo ^ self.0[s]) as u128).wrapping_mul((hi ^ self.0[s + 1]) as u128);
+        (p as u64) ^ ((p >> 64) as u64)
+    }
+
+    /// xxh3's 17..=128-byte path on `w.len()` words (`w.len()` in 3..=16).
+    #[inline(always)]
+    fn hash_dyn(&self, w: &[u64]) -> u64 {
+        let n = w.len();
+        let len = 8 * n;
+        let mut acc = (len as u64).wrapping_mul(XXH_PRIME64_1);
+        if len > 32 {
+            if len > 64 {
+                if len > 96 {
+                    acc = acc.wrapping_add(self.mix(w[6], w[7], 12));
+                    acc = acc.wrapping_add(self.mix(w[n - 8], w[n - 7], 14));
+                }
+                acc = acc.wrapping_add(self.mix(w[4], w[5], 8));
+                acc = acc.wrapping_add(self.mix(w[n - 6], w[n - 5], 10));
+            }
+            acc = acc.wrapping_add(self.mix(w[2], w[3], 4));
+            acc = acc.wrapping_add(self.mix(w[n - 4], w[n - 3], 6));
+        }
+        acc = acc.wrapping_add(self.mix(w[0], w[1], 0));
+        acc = acc.wrapping_add(self.mix(w[n - 2], w[n - 1], 2));
+        acc ^= acc >> 37;
+        acc = acc.wrapping_mul(0x1656_6791_9E37_79F9);
+        acc ^ (acc >> 32)
+    }
+
+    /// [`Self::hash_dyn`] with the window length known at compile time.
+    #[inline(always)]
+    fn hash<const N: usize>(&self, w: &[u64]) -> u64 {
+        let w: &[u64; N] = w.try_into().expect("window of N tokens");
+        self.hash_dyn(w)
+    }
 }
 
 /// Convenience: text → shingle set in one call (allocates a token buffer).
@@ -623,11 +872,14 @@ fn exact_intersection(a: &[u64], b: &[u64]) -> usize {
 /// only text that has (almost) no CJK.
 pub fn looks_cjk(text: &str) -> bool {
     let (mut cjk, mut alnum) = (0usize, 0usize);
-    for c in text.chars().take(2000) {
-        if c.is_alphanumeric() {
+    for c in text.chars().take(LOOKS_CJK_CHARS) {
+        if ('\u{4E00}'..='\u{9FFF}').contains(&c) {
+            // CJK Unified Ideographs: alphanumeric and CJK (the common case, no lookup).
             alnum += 1;
-            if matches!(c as u32, 0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xAC00..=0xD7AF | 0xF900..=0xFAFF | 0x20000..=0x2FA1F)
-            {
+            cjk += 1;
+        } else if is_alphanumeric(c) {
+            alnum += 1;
+            if is_cjk_letter(c) {
                 cjk += 1;
             }
         }
@@ -638,6 +890,79 @@ pub fn looks_cjk(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_tokens_and_the_alnum_table_equal_the_two_pass_path() {
+        // `auto_tokens` must pick the mode `looks_cjk` picks and give the tokens `tokens`
+        // gives, including past the 2,000 characters `looks_cjk` reads.
+        let long_zh = "中文维基百科，自由的百科全书。".repeat(200);
+        let latin_then_zh = format!("{}{}", "Ab1 ".repeat(600), "中文".repeat(500));
+        let few_cjk = format!("{} 中", "word ".repeat(100));
+        let texts = [
+            "",
+            "。，！",
+            "中文，维基 ABC",
+            "The Quick brown fox, ÉTÉ naïve ß İ",
+            "数学 $f(x)=x^{4}-2 x^{3}$ 的图像 ① ② Ⅻ ０１２ ＡＢＣ ｶﾀｶﾅ ひらがな 한국어 々〆〇",
+            "emoji 😀 𠀀𪚥 text",
+            long_zh.as_str(),
+            latin_then_zh.as_str(),
+            few_cjk.as_str(),
+        ];
+        for t in texts {
+            let want_mode = if looks_cjk(t) {
+                ShingleMode::Chars
+            } else {
+                ShingleMode::Whitespace
+            };
+            let mut want = Vec::new();
+            tokens(t, None, want_mode, 9, &mut want);
+            let mut got = Vec::new();
+            assert_eq!(auto_tokens(t, 9, &mut got), want_mode, "{t:.40}");
+            assert_eq!(got, want, "{t:.40}");
+        }
+        // The cached table answers exactly as `char::is_alphanumeric`, over the whole BMP.
+        for cp in 0..=0xFFFFu32 {
+            if let Some(c) = char::from_u32(cp) {
+                assert_eq!(is_alphanumeric(c), c.is_alphanumeric(), "U+{cp:04X}");
+            }
+        }
+    }
+
+    #[test]
+    fn window_hash_equals_xxh3_of_the_token_bytes() {
+        // The word-level xxh3 path must give exactly `xxh3_64_with_seed` of the bytes for
+        // every window length it serves (3..=16 tokens) and seed, or shingles (and every
+        // signature) would change.
+        let mut rng = SplitMix64(42);
+        for seed in [0u64, 1, 7, u64::MAX, rng.next_u64()] {
+            for n in 1..=20usize {
+                let toks: Vec<u64> = (0..n + 30)
+                    .map(|i| match i % 3 {
+                        0 => rng.below(0x9FFF),
+                        1 => rng.next_u64(),
+                        _ => rng.below(128),
+                    })
+                    .collect();
+                let mut fast = Vec::new();
+                shingles(&toks, n, seed, &mut fast);
+                let bytes: Vec<u8> = toks.iter().flat_map(|t| t.to_le_bytes()).collect();
+                let mut slow: Vec<u64> = (0..=toks.len() - n)
+                    .map(|i| xxh3_64_with_seed(&bytes[i * 8..(i + n) * 8], seed))
+                    .collect();
+                slow.sort_unstable();
+                slow.dedup();
+                assert_eq!(fast, slow, "n = {n}, seed = {seed}");
+                let k = WindowKeys::new(seed);
+                if (3..=16).contains(&n) {
+                    assert_eq!(
+                        k.hash_dyn(&toks[..n]),
+                        xxh3_64_with_seed(&bytes[..n * 8], seed)
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn chars_skip_punctuation_and_space_and_lowercase() {

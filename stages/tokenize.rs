@@ -1,7 +1,16 @@
 //! `tokenize`: encode text with a real LLM `tokenizer.json` (Hugging Face `tokenizers`).
 //!
-//! Token ids equal the Python `tokenizers` library's for the same file (a test checks this
-//! against stored reference ids). The whole batch goes through `encode_batch`, which
+//! Two engines, the same ids. `fast` (see `tokenize_fast.rs`): an exact byte-level BPE
+//! for the `tokenizer.json` shapes it knows (Qwen2/Qwen3, Llama-3, DeepSeek-V3: NFC or no
+//! normalizer, their split regexes + ByteLevel, plain BPE, un-normalized added tokens),
+//! ~3-4x HF's CPU speed (`docs/benchmarks.md`). `hf`: the `tokenizers` crate, the reference,
+//! used for every other tokenizer. `engine: auto` (default) picks `fast` when the file has
+//! a known shape, else `hf`; the log, the manifest (`engine`, and `engine_reason` when it
+//! fell back) say which ran. The parity test (`tests/tokenize_parity.rs`) checks every
+//! document of a mixed corpus against HF, for both shipped tokenizers.
+//!
+//! With `hf`: token ids equal the Python `tokenizers` library's for the same file (a test
+//! checks this against stored reference ids). The whole batch goes through `encode_batch`, which
 //! parallelises over documents on the run's rayon pool. (`encode_batch_fast`, which skips
 //! offsets, measured 15-40 % *slower* in `benches/engine.rs` in every run with tokenizers
 //! 0.23, on the same documents and thread count; the ids are the same either way.)
@@ -19,7 +28,9 @@
 //!   that state stays at tens of MB per thread, and the stage's O(document) cost is the
 //!   ids alone, 4 bytes per token (~1 byte per byte of Chinese text). With another
 //!   tokenizer a document over `max_unsplit_bytes` (1 MiB) is rejected `too_large`.
-//!   Measured figures: `docs/memory.md`.
+//!   Measured figures: `docs/memory.md`. The fast engine keeps no per-byte state (ids,
+//!   ~64 KiB scratch and an 8 MiB piece cache per thread), so it encodes every document
+//!   whole, big or not, and rejects nothing.
 //!
 //! ```yaml
 //! tok:
@@ -42,6 +53,23 @@ use crate::stage::{
     OUT_REJECTED,
 };
 use crate::stages::segment_zh::floor_boundary;
+
+#[path = "tokenize_fast.rs"]
+mod fast;
+use fast::FastBpe;
+
+/// Which encoder runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// `fast` when it is exact for the tokenizer.json, else `hf`.
+    #[default]
+    Auto,
+    /// The fast byte-level BPE; building the stage fails when it is not exact for the file.
+    Fast,
+    /// Hugging Face `tokenizers` (the reference).
+    Hf,
+}
 
 /// Config for `tokenize`.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
@@ -69,6 +97,10 @@ pub struct Config {
     /// Default 1048576 (1 MiB).
     #[serde(default = "default_max_unsplit")]
     pub max_unsplit_bytes: usize,
+    /// Encoder: `auto` (default: `fast` when it gives HF's ids for this tokenizer.json,
+    /// else `hf`), `fast` (fail when it cannot) or `hf`. Ids are the same either way.
+    #[serde(default)]
+    pub engine: Engine,
 }
 
 fn default_max_unsplit() -> usize {
@@ -95,6 +127,10 @@ pub struct Tokenize {
     sha256: String,
     /// Set when documents may be encoded in pieces with the same ids (see [`Splitter`]).
     splitter: Option<Splitter>,
+    /// The fast engine, when it runs.
+    fast: Option<FastBpe>,
+    /// Why the fast engine does not run (`engine: auto` fell back, or `hf` was asked for).
+    fast_reason: Option<String>,
 }
 
 /// Target size of one piece of a big document, in bytes.
@@ -281,13 +317,62 @@ impl Tokenize {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
         let splitter = Splitter::for_tokenizer(&json, cfg.add_special_tokens);
+        let (fast, fast_reason) = match cfg.engine {
+            Engine::Hf => (None, Some("engine: hf".to_string())),
+            Engine::Auto | Engine::Fast => {
+                match FastBpe::from_json(&json, cfg.add_special_tokens) {
+                    Ok(f) => (Some(f), None),
+                    Err(why) if cfg.engine == Engine::Auto => (None, Some(why)),
+                    Err(why) => {
+                        return Err(Error::msg(format!(
+                            "tokenize engine `fast` is not exact for {}: {why}",
+                            cfg.tokenizer.display()
+                        )))
+                    }
+                }
+            }
+        };
+        match &fast_reason {
+            None => tracing::info!(tokenizer = %cfg.tokenizer.display(), "tokenize.engine: fast"),
+            Some(why) => tracing::info!(
+                tokenizer = %cfg.tokenizer.display(),
+                "tokenize.engine: hf ({why})"
+            ),
+        }
         Ok(Tokenize {
             tok,
             eos,
             cfg,
             sha256,
             splitter,
+            fast,
+            fast_reason,
         })
+    }
+
+    /// Which engine runs: `fast` or `hf`.
+    pub fn engine(&self) -> &'static str {
+        if self.fast.is_some() {
+            "fast"
+        } else {
+            "hf"
+        }
+    }
+
+    /// Encode texts to ids (no EOS) with the engine that runs, in parallel on the
+    /// current rayon pool.
+    pub fn encode_any(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        match &self.fast {
+            Some(f) => {
+                use rayon::prelude::*;
+                Ok(texts
+                    .par_iter()
+                    .with_max_len(8)
+                    .map(|t| f.encode(t))
+                    .collect())
+            }
+            None => self.encode_texts(texts.to_vec()),
+        }
     }
 
     /// Encode one big document in pieces (see [`Splitter`]), or None when it cannot be
@@ -329,6 +414,24 @@ impl Tokenize {
 
 impl Transform for Tokenize {
     fn process(&self, batch: DocBatch, out: &mut Emitter) -> Result<()> {
+        if let Some(f) = &self.fast {
+            use rayon::prelude::*;
+            let mut docs = batch.docs;
+            let ids: Vec<Vec<u32>> = docs
+                .par_iter()
+                .with_max_len(8)
+                .map(|d| f.encode(&d.text))
+                .collect();
+            for (mut d, mut t) in docs.drain(..).zip(ids) {
+                if let Some(e) = self.eos {
+                    t.push(e);
+                }
+                d.attrs.insert("tokenize.n_tokens".into(), t.len() as f64);
+                d.tokens = Some(t);
+                out.emit(d);
+            }
+            return Ok(());
+        }
         let limit = self.cfg.max_unsplit_bytes;
         let mut docs = batch.docs;
         // A document goes in pieces when it is over one piece and the split is exact,
@@ -388,6 +491,8 @@ impl Transform for Tokenize {
             "sha256": self.sha256,
             "eos_id": self.eos,
             "vocab_size": self.tok.get_vocab_size(true),
+            "engine": self.engine(),
+            "engine_reason": self.fast_reason,
         }))
     }
 }
@@ -420,6 +525,7 @@ mod tests {
             append_eos: false,
             eos_token: None,
             max_unsplit_bytes,
+            engine: Engine::Hf,
         })
         .unwrap()
     }

@@ -87,7 +87,8 @@ pub struct Config {
     /// first of `<|endoftext|>`, `<｜end▁of▁sentence｜>`, `</s>`, `<eos>` found in the vocab.
     #[serde(default)]
     pub eos_token: Option<String>,
-    /// Largest document, in bytes, encoded in one piece when it cannot be split exactly.
+    /// Largest document, in bytes, encoded in one piece when it cannot be split exactly
+    /// (`hf` engine only: the fast engine encodes any document whole, in bounded memory).
     /// Documents over 256 KiB are encoded in pieces of ~256 KiB cut where the tokenizer's
     /// own pre-tokenization has a boundary, which gives exactly the ids of one call (only
     /// for tokenizers whose split is known: NFC or no normalizer, the Qwen2/Qwen3 or

@@ -110,7 +110,10 @@ fn main() {
             for (i, text) in texts.iter().enumerate() {
                 docs.push(Document::new(format!("d{i}"), "bench", text.clone()));
                 if docs.len() == 512 {
-                    batches.push(DocBatch::new(batches.len() as u64, std::mem::take(&mut docs)));
+                    batches.push(DocBatch::new(
+                        batches.len() as u64,
+                        std::mem::take(&mut docs),
+                    ));
                 }
             }
             batches.push(DocBatch::new(batches.len() as u64, docs));

@@ -35,8 +35,8 @@ impl Rng {
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
-        &v[self.below(v.len())]
+    fn pick<T: Copy>(&mut self, v: &[T]) -> T {
+        v[self.below(v.len())]
     }
 }
 
@@ -172,7 +172,7 @@ pub fn corpus(seed: u64, target: usize) -> Vec<String> {
                     let n = 1 + r.below(3000);
                     d.push_str(&slice(&mut r, &sources, n))
                 }
-                5..=6 => d.push_str(*r.pick(EDGES)),
+                5..=6 => d.push_str(r.pick(EDGES)),
                 7 => {
                     for _ in 0..1 + r.below(12) {
                         d.push(random_char(&mut r));
@@ -180,10 +180,11 @@ pub fn corpus(seed: u64, target: usize) -> Vec<String> {
                 }
                 8 => {
                     // Long runs (heap BPE path, whitespace look-ahead).
-                    let unit = *r.pick(&[" ", "\t", "\n", "0", "9", "中", "a", "!", "😀", "\u{3000}"]);
+                    let unit =
+                        r.pick(&[" ", "\t", "\n", "0", "9", "中", "a", "!", "😀", "\u{3000}"]);
                     d.push_str(&unit.repeat(1 + r.below(200)));
                 }
-                _ => d.push_str(*r.pick(&[" ", "\n", "'", "’", "，", "。", "  ", "\r\n"])),
+                _ => d.push_str(r.pick(&[" ", "\n", "'", "’", "，", "。", "  ", "\r\n"])),
             }
         }
         // A few very big documents.

@@ -3,7 +3,7 @@
 //! Two engines, the same ids. `fast` (see `tokenize_fast.rs`): an exact byte-level BPE
 //! for the `tokenizer.json` shapes it knows (Qwen2/Qwen3, Llama-3, DeepSeek-V3: NFC or no
 //! normalizer, their split regexes + ByteLevel, plain BPE, un-normalized added tokens),
-//! ~3-4x HF's CPU speed (`docs/benchmarks.md`). `hf`: the `tokenizers` crate, the reference,
+//! 5-7x HF's CPU speed on real text (`docs/benchmarks.md`). `hf`: the `tokenizers` crate, the reference,
 //! used for every other tokenizer. `engine: auto` (default) picks `fast` when the file has
 //! a known shape, else `hf`; the log, the manifest (`engine`, and `engine_reason` when it
 //! fell back) say which ran. The parity test (`tests/tokenize_parity.rs`) checks every

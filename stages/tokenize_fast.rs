@@ -25,8 +25,11 @@
 //! (rust-gems) merge by the rank of the *resulting token* over any pair whose
 //! concatenation is in the vocabulary, use `fancy-regex`/`regex-automata` Unicode tables,
 //! apply no NFC and take a single regex, so they cannot express DeepSeek-V3's three-step
-//! `Sequence` of splits and are not exact by construction. Measured on the parity corpus
-//! (`benches/tokenize_speed.sh`, figures in `docs/benchmarks.md`).
+//! `Sequence` of splits and are not exact by construction. Measured: `tiktoken` with
+//! Qwen2's vocab and regex gave HF's ids on all 948 real sample documents but on only 822
+//! of 1,021 documents of the parity corpus (3.7x HF's speed); this engine gives identical
+//! ids on all 6,037 documents (60 MB) for both tokenizers at 5-7x HF's CPU speed on real
+//! text (`docs/benchmarks.md`, "Tokenize fast engine").
 
 use std::cell::RefCell;
 use std::collections::HashMap;

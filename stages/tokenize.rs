@@ -2,17 +2,18 @@
 //!
 //! Two engines, the same ids. `fast` (see `tokenize_fast.rs`): an exact byte-level BPE
 //! for the `tokenizer.json` shapes it knows (Qwen2/Qwen3, Llama-3, DeepSeek-V3: NFC or no
-//! normalizer, their split regexes + ByteLevel, plain BPE, un-normalized added tokens),
-//! 5-7x HF's CPU speed on real text (`docs/benchmarks.md`). `hf`: the `tokenizers` crate, the reference,
-//! used for every other tokenizer. `engine: auto` (default) picks `fast` when the file has
-//! a known shape, else `hf`; the log, the manifest (`engine`, and `engine_reason` when it
-//! fell back) say which ran. The parity test (`tests/tokenize_parity.rs`) checks every
-//! document of a mixed corpus against HF, for both shipped tokenizers.
+//! normalizer, their split regexes + ByteLevel, plain BPE, added tokens without
+//! lstrip/rstrip/single_word), 5-7x HF's CPU speed on real text (`docs/benchmarks.md`).
+//! `hf`: the `tokenizers` crate, the reference, used for every other tokenizer.
+//! `engine: auto` (default) picks `fast` when the file has a known shape, else `hf`; the
+//! log and the manifest (`engine`, and `engine_reason` when it fell back) say which ran.
+//! The parity test (`tests/tokenize_parity.rs`) checks every document of a mixed corpus
+//! against HF, for both shipped tokenizers.
 //!
 //! With `hf`: token ids equal the Python `tokenizers` library's for the same file (a test
-//! checks this against stored reference ids). The whole batch goes through `encode_batch`, which
-//! parallelises over documents on the run's rayon pool. (`encode_batch_fast`, which skips
-//! offsets, measured 15-40 % *slower* in `benches/engine.rs` in every run with tokenizers
+//! checks this against stored reference ids). The whole batch goes through `encode_batch`,
+//! which parallelises over documents on the run's rayon pool. (`encode_batch_fast`, which
+//! skips offsets, measured 15-40 % *slower* in `benches/engine.rs` in every run with tokenizers
 //! 0.23, on the same documents and thread count; the ids are the same either way.)
 //! EOS is appended when `append_eos` is set; the EOS token defaults to the one named in a
 //! `tokenizer_config.json` beside the tokenizer, else a known EOS token in the vocab.

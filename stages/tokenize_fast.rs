@@ -14,7 +14,8 @@
 //!    regex's leftmost-first, backtracking semantics (look-ahead `\s+(?!\S)` included), on a
 //!    character-class table (`\p{L}`, `\p{N}`, `\p{M}`, `\p{P}`, `\p{S}`, `\s`) that is
 //!    *computed by Oniguruma*, the engine HF runs these regexes with, once per process
-//!    (with the merge map, ~0.2 s at start), so Unicode-version differences between regex engines cannot creep in;
+//!    (with the merge map, ~0.2 s at start), so Unicode-version differences between
+//!    regex engines cannot creep in;
 //! 4. BPE per pre-token on byte ids, HF's rule exactly (lowest merge rank first, leftmost
 //!    among equals, only pairs in `merges`), with a per-thread cache of pieces.
 //!

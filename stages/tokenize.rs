@@ -30,8 +30,8 @@
 //!   ids alone, 4 bytes per token (~1 byte per byte of Chinese text). With another
 //!   tokenizer a document over `max_unsplit_bytes` (1 MiB) is rejected `too_large`.
 //!   Measured figures: `docs/memory.md`. The fast engine keeps no per-byte state (ids,
-//!   ~64 KiB scratch and an 8 MiB piece cache per thread), so it encodes every document
-//!   whole, big or not, and rejects nothing.
+//!   ~64 KiB scratch and a piece cache of ~6 MB per thread and encoder, two encoders at
+//!   most), so it encodes every document whole, big or not, and rejects nothing.
 //!
 //! ```yaml
 //! tok:

@@ -336,9 +336,7 @@ impl FastBpe {
         let mut out = Vec::with_capacity(text.len() / 3 + 4);
         SCRATCH.with(|cell| {
             let sc = &mut *cell.borrow_mut();
-            if sc.owner != self.id {
-                sc.reset(self.id);
-            }
+            sc.select(self.id);
             match &self.added {
                 Some((ac, ids)) => {
                     let mut last = 0;
@@ -431,10 +429,11 @@ impl FastBpe {
             0
         };
         if cacheable {
-            if let Some(&(off, io, nb, ni)) = sc.map.get(&h) {
+            let c = &sc.cache;
+            if let Some(&(off, io, nb, ni)) = c.map.get(&h) {
                 let (off, io, nb, ni) = (off as usize, io as usize, nb as usize, ni as usize);
-                if &sc.bytes[off..off + nb] == piece {
-                    out.extend_from_slice(&sc.ids[io..io + ni]);
+                if &c.bytes[off..off + nb] == piece {
+                    out.extend_from_slice(&c.ids[io..io + ni]);
                     return;
                 }
             }
@@ -446,14 +445,17 @@ impl FastBpe {
             self.bpe_heap(piece, out, sc);
         }
         if cacheable {
-            if sc.bytes.len() > CACHE_BYTES {
-                sc.reset(self.id);
+            let c = &mut sc.cache;
+            if c.bytes.len() > CACHE_BYTES {
+                c.map.clear();
+                c.bytes.clear();
+                c.ids.clear();
             }
-            let (off, io) = (sc.bytes.len() as u32, sc.ids.len() as u32);
-            sc.bytes.extend_from_slice(piece);
-            sc.ids.extend_from_slice(&out[start..]);
+            let (off, io) = (c.bytes.len() as u32, c.ids.len() as u32);
+            c.bytes.extend_from_slice(piece);
+            c.ids.extend_from_slice(&out[start..]);
             let ni = (out.len() - start) as u16;
-            sc.map.entry(h).or_insert((off, io, piece.len() as u16, ni));
+            c.map.entry(h).or_insert((off, io, piece.len() as u16, ni));
         }
     }
 
@@ -555,31 +557,50 @@ impl FastBpe {
 const SMALL_PIECE: usize = 48;
 /// Pieces up to this many bytes are cached.
 const CACHE_MAX_PIECE: usize = 64;
-/// Cache size per thread (piece bytes); cleared when full.
-const CACHE_BYTES: usize = 8 << 20;
+/// Cache size per thread and encoder (piece bytes); cleared when full. ~200k pieces,
+/// ~6 MB with the ids and the map.
+const CACHE_BYTES: usize = 1 << 20;
 
-/// Per-thread scratch and piece cache.
+/// One encoder's cache of pieces on one thread.
 #[derive(Default)]
-struct Scratch {
+struct PieceCache {
+    /// The encoder's id (0: none yet).
     owner: u64,
-    syms: Vec<u32>,
-    ranks: Vec<u64>,
-    next: Vec<u32>,
-    prev: Vec<u32>,
-    alive: Vec<bool>,
-    heap: std::collections::BinaryHeap<std::cmp::Reverse<(u32, u32, u32)>>,
     /// piece hash -> (offset in `bytes`, offset in `ids`, byte length, number of ids).
     map: IntMap<(u32, u32, u16, u16)>,
     bytes: Vec<u8>,
     ids: Vec<u32>,
 }
 
+/// Per-thread scratch and piece caches.
+#[derive(Default)]
+struct Scratch {
+    /// The cache of the encoder running now.
+    cache: PieceCache,
+    /// The cache of the one that ran before (two tokenize nodes sharing the pool do not
+    /// wipe each other's cache on every switch).
+    parked: PieceCache,
+    syms: Vec<u32>,
+    ranks: Vec<u64>,
+    next: Vec<u32>,
+    prev: Vec<u32>,
+    alive: Vec<bool>,
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(u32, u32, u32)>>,
+}
+
 impl Scratch {
-    fn reset(&mut self, owner: u64) {
-        self.owner = owner;
-        self.map.clear();
-        self.bytes.clear();
-        self.ids.clear();
+    /// Make `owner`'s cache the current one.
+    fn select(&mut self, owner: u64) {
+        if self.cache.owner == owner {
+            return;
+        }
+        std::mem::swap(&mut self.cache, &mut self.parked);
+        if self.cache.owner != owner {
+            self.cache = PieceCache {
+                owner,
+                ..PieceCache::default()
+            };
+        }
     }
 }
 

@@ -302,7 +302,28 @@ pub fn resolve_eos(tok: &Tokenizer, tokenizer_path: &Path, explicit: Option<&str
 impl Tokenize {
     /// Load the tokenizer and resolve EOS.
     pub fn new(cfg: Config) -> Result<Self> {
-        let tok = Tokenizer::from_file(&cfg.tokenizer).map_err(|e| {
+        // HF's load and the fast engine's (JSON, merge map, class table) run side by side:
+        // start-up is on the critical path of every run.
+        let (tok, sha256, json, fast) = std::thread::scope(|s| {
+            let side = s.spawn(|| {
+                let sha256 = crate::io::sha256_file(&cfg.tokenizer);
+                let json: serde_json::Value = std::fs::read(&cfg.tokenizer)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .unwrap_or_default();
+                let fast = match cfg.engine {
+                    Engine::Hf => Err("engine: hf".to_string()),
+                    Engine::Auto | Engine::Fast => {
+                        FastBpe::from_json(&json, cfg.add_special_tokens)
+                    }
+                };
+                (sha256, json, fast)
+            });
+            let tok = Tokenizer::from_file(&cfg.tokenizer);
+            let (sha256, json, fast) = side.join().expect("tokenizer load thread");
+            (tok, sha256, json, fast)
+        });
+        let tok = tok.map_err(|e| {
             Error::msg(format!(
                 "cannot load tokenizer {}: {e}",
                 cfg.tokenizer.display()
@@ -313,25 +334,16 @@ impl Tokenize {
         } else {
             None
         };
-        let sha256 = crate::io::sha256_file(&cfg.tokenizer)?;
-        let json: serde_json::Value = std::fs::read(&cfg.tokenizer)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        let sha256 = sha256?;
         let splitter = Splitter::for_tokenizer(&json, cfg.add_special_tokens);
-        let (fast, fast_reason) = match cfg.engine {
-            Engine::Hf => (None, Some("engine: hf".to_string())),
-            Engine::Auto | Engine::Fast => {
-                match FastBpe::from_json(&json, cfg.add_special_tokens) {
-                    Ok(f) => (Some(f), None),
-                    Err(why) if cfg.engine == Engine::Auto => (None, Some(why)),
-                    Err(why) => {
-                        return Err(Error::msg(format!(
-                            "tokenize engine `fast` is not exact for {}: {why}",
-                            cfg.tokenizer.display()
-                        )))
-                    }
-                }
+        let (fast, fast_reason) = match fast {
+            Ok(f) => (Some(f), None),
+            Err(why) if cfg.engine != Engine::Fast => (None, Some(why)),
+            Err(why) => {
+                return Err(Error::msg(format!(
+                    "tokenize engine `fast` is not exact for {}: {why}",
+                    cfg.tokenizer.display()
+                )))
             }
         };
         match &fast_reason {

@@ -157,6 +157,16 @@ fn null_or(v: &Value, k: &str, mut ok: impl FnMut(&Value) -> bool) -> bool {
 impl FastBpe {
     /// An encoder when `tokenizer.json` has a shape this is exact for, else why not.
     pub(crate) fn from_json(json: &Value, add_special_tokens: bool) -> Result<FastBpe, String> {
+        std::thread::scope(|s| {
+            // The class table (first use in the process) builds while the maps do.
+            let table = s.spawn(classes);
+            let f = Self::from_json_inner(json, add_special_tokens);
+            table.join().expect("class table");
+            f
+        })
+    }
+
+    fn from_json_inner(json: &Value, add_special_tokens: bool) -> Result<FastBpe, String> {
         let empty = |x: &Value| x.as_str() == Some("");
         if !null_or(json, "truncation", |_| false) || !null_or(json, "padding", |_| false) {
             return Err("truncation or padding is set".into());

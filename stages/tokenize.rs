@@ -568,6 +568,45 @@ mod tests {
     }
 
     #[test]
+    fn auto_falls_back_to_hf_and_says_why() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let src = dir.join("samples/tokenizers/qwen2/tokenizer.json");
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(src).unwrap()).unwrap();
+        json["normalizer"] = serde_json::json!({"type": "NFKC"});
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("tokenizer.json");
+        std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+        let cfg = |engine| Config {
+            tokenizer: path.clone(),
+            add_special_tokens: false,
+            append_eos: false,
+            eos_token: None,
+            max_unsplit_bytes: 1 << 20,
+            engine,
+        };
+        let t = Tokenize::new(cfg(Engine::Auto)).unwrap();
+        assert_eq!(t.engine(), "hf");
+        let m = t.manifest().unwrap();
+        assert_eq!(m["engine"], "hf");
+        assert!(
+            m["engine_reason"].as_str().unwrap().contains("normalizer"),
+            "{m}"
+        );
+        let e = Tokenize::new(cfg(Engine::Fast)).err().unwrap().to_string();
+        assert!(e.contains("not exact"), "{e}");
+        // The shipped file itself runs fast, and says so.
+        let t = qwen2(1 << 20);
+        assert_eq!(t.engine(), "hf");
+        let t = Tokenize::new(Config {
+            tokenizer: dir.join("samples/tokenizers/qwen2/tokenizer.json"),
+            ..cfg(Engine::Auto)
+        })
+        .unwrap();
+        assert_eq!(t.manifest().unwrap()["engine"], "fast");
+    }
+
+    #[test]
     fn unsplittable_big_documents_are_rejected_too_large() {
         let t = qwen2(1 << 20);
         // 2 MiB of ideographs with no punctuation: no exact cut anywhere.

@@ -1,9 +1,19 @@
 //! `tokenize`: encode text with a real LLM `tokenizer.json` (Hugging Face `tokenizers`).
 //!
-//! Token ids equal the Python `tokenizers` library's for the same file (a test checks this
-//! against stored reference ids). The whole batch goes through `encode_batch`, which
-//! parallelises over documents on the run's rayon pool. (`encode_batch_fast`, which skips
-//! offsets, measured 15-40 % *slower* in `benches/engine.rs` in every run with tokenizers
+//! Two engines, the same ids. `fast` (see `tokenize_fast.rs`): an exact byte-level BPE
+//! for the `tokenizer.json` shapes it knows (Qwen2/Qwen3, Llama-3, DeepSeek-V3: NFC or no
+//! normalizer, their split regexes + ByteLevel, plain BPE, added tokens without
+//! lstrip/rstrip/single_word), 5-7x HF's CPU speed on real text (`docs/benchmarks.md`).
+//! `hf`: the `tokenizers` crate, the reference, used for every other tokenizer.
+//! `engine: auto` (default) picks `fast` when the file has a known shape, else `hf`; the
+//! log and the manifest (`engine`, and `engine_reason` when it fell back) say which ran.
+//! The parity test (`tests/tokenize_parity.rs`) checks every document of a mixed corpus
+//! against HF, for both shipped tokenizers.
+//!
+//! With `hf`: token ids equal the Python `tokenizers` library's for the same file (a test
+//! checks this against stored reference ids). The whole batch goes through `encode_batch`,
+//! which parallelises over documents on the run's rayon pool. (`encode_batch_fast`, which
+//! skips offsets, measured 15-40 % *slower* in `benches/engine.rs` in every run with tokenizers
 //! 0.23, on the same documents and thread count; the ids are the same either way.)
 //! EOS is appended when `append_eos` is set; the EOS token defaults to the one named in a
 //! `tokenizer_config.json` beside the tokenizer, else a known EOS token in the vocab.
@@ -19,7 +29,9 @@
 //!   that state stays at tens of MB per thread, and the stage's O(document) cost is the
 //!   ids alone, 4 bytes per token (~1 byte per byte of Chinese text). With another
 //!   tokenizer a document over `max_unsplit_bytes` (1 MiB) is rejected `too_large`.
-//!   Measured figures: `docs/memory.md`.
+//!   Measured figures: `docs/memory.md`. The fast engine keeps no per-byte state (ids,
+//!   ~64 KiB scratch and a piece cache of ~6 MB per thread and encoder, two encoders at
+//!   most), so it encodes every document whole, big or not, and rejects nothing.
 //!
 //! ```yaml
 //! tok:
@@ -43,6 +55,23 @@ use crate::stage::{
 };
 use crate::stages::segment_zh::floor_boundary;
 
+#[path = "tokenize_fast.rs"]
+mod fast;
+use fast::FastBpe;
+
+/// Which encoder runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// `fast` when it is exact for the tokenizer.json, else `hf`.
+    #[default]
+    Auto,
+    /// The fast byte-level BPE; building the stage fails when it is not exact for the file.
+    Fast,
+    /// Hugging Face `tokenizers` (the reference).
+    Hf,
+}
+
 /// Config for `tokenize`.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -59,7 +88,8 @@ pub struct Config {
     /// first of `<|endoftext|>`, `<｜end▁of▁sentence｜>`, `</s>`, `<eos>` found in the vocab.
     #[serde(default)]
     pub eos_token: Option<String>,
-    /// Largest document, in bytes, encoded in one piece when it cannot be split exactly.
+    /// Largest document, in bytes, encoded in one piece when it cannot be split exactly
+    /// (`hf` engine only: the fast engine encodes any document whole, in bounded memory).
     /// Documents over 256 KiB are encoded in pieces of ~256 KiB cut where the tokenizer's
     /// own pre-tokenization has a boundary, which gives exactly the ids of one call (only
     /// for tokenizers whose split is known: NFC or no normalizer, the Qwen2/Qwen3 or
@@ -69,6 +99,10 @@ pub struct Config {
     /// Default 1048576 (1 MiB).
     #[serde(default = "default_max_unsplit")]
     pub max_unsplit_bytes: usize,
+    /// Encoder: `auto` (default: `fast` when it gives HF's ids for this tokenizer.json,
+    /// else `hf`), `fast` (fail when it cannot) or `hf`. Ids are the same either way.
+    #[serde(default)]
+    pub engine: Engine,
 }
 
 fn default_max_unsplit() -> usize {
@@ -95,6 +129,10 @@ pub struct Tokenize {
     sha256: String,
     /// Set when documents may be encoded in pieces with the same ids (see [`Splitter`]).
     splitter: Option<Splitter>,
+    /// The fast engine, when it runs.
+    fast: Option<FastBpe>,
+    /// Why the fast engine does not run (`engine: auto` fell back, or `hf` was asked for).
+    fast_reason: Option<String>,
 }
 
 /// Target size of one piece of a big document, in bytes.
@@ -264,7 +302,28 @@ pub fn resolve_eos(tok: &Tokenizer, tokenizer_path: &Path, explicit: Option<&str
 impl Tokenize {
     /// Load the tokenizer and resolve EOS.
     pub fn new(cfg: Config) -> Result<Self> {
-        let tok = Tokenizer::from_file(&cfg.tokenizer).map_err(|e| {
+        // HF's load and the fast engine's (JSON, merge map, class table) run side by side:
+        // start-up is on the critical path of every run.
+        let (tok, sha256, json, fast) = std::thread::scope(|s| {
+            let side = s.spawn(|| {
+                let sha256 = crate::io::sha256_file(&cfg.tokenizer);
+                let json: serde_json::Value = std::fs::read(&cfg.tokenizer)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .unwrap_or_default();
+                let fast = match cfg.engine {
+                    Engine::Hf => Err("engine: hf".to_string()),
+                    Engine::Auto | Engine::Fast => {
+                        FastBpe::from_json(&json, cfg.add_special_tokens)
+                    }
+                };
+                (sha256, json, fast)
+            });
+            let tok = Tokenizer::from_file(&cfg.tokenizer);
+            let (sha256, json, fast) = side.join().expect("tokenizer load thread");
+            (tok, sha256, json, fast)
+        });
+        let tok = tok.map_err(|e| {
             Error::msg(format!(
                 "cannot load tokenizer {}: {e}",
                 cfg.tokenizer.display()
@@ -275,19 +334,59 @@ impl Tokenize {
         } else {
             None
         };
-        let sha256 = crate::io::sha256_file(&cfg.tokenizer)?;
-        let json: serde_json::Value = std::fs::read(&cfg.tokenizer)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        let sha256 = sha256?;
         let splitter = Splitter::for_tokenizer(&json, cfg.add_special_tokens);
+        let (fast, fast_reason) = match fast {
+            Ok(f) => (Some(f), None),
+            Err(why) if cfg.engine != Engine::Fast => (None, Some(why)),
+            Err(why) => {
+                return Err(Error::msg(format!(
+                    "tokenize engine `fast` is not exact for {}: {why}",
+                    cfg.tokenizer.display()
+                )))
+            }
+        };
+        match &fast_reason {
+            None => tracing::info!(tokenizer = %cfg.tokenizer.display(), "tokenize.engine: fast"),
+            Some(why) => tracing::info!(
+                tokenizer = %cfg.tokenizer.display(),
+                "tokenize.engine: hf ({why})"
+            ),
+        }
         Ok(Tokenize {
             tok,
             eos,
             cfg,
             sha256,
             splitter,
+            fast,
+            fast_reason,
         })
+    }
+
+    /// Which engine runs: `fast` or `hf`.
+    pub fn engine(&self) -> &'static str {
+        if self.fast.is_some() {
+            "fast"
+        } else {
+            "hf"
+        }
+    }
+
+    /// Encode texts to ids (no EOS) with the engine that runs, in parallel on the
+    /// current rayon pool.
+    pub fn encode_any(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        match &self.fast {
+            Some(f) => {
+                use rayon::prelude::*;
+                Ok(texts
+                    .par_iter()
+                    .with_max_len(8)
+                    .map(|t| f.encode(t))
+                    .collect())
+            }
+            None => self.encode_texts(texts.to_vec()),
+        }
     }
 
     /// Encode one big document in pieces (see [`Splitter`]), or None when it cannot be
@@ -329,6 +428,24 @@ impl Tokenize {
 
 impl Transform for Tokenize {
     fn process(&self, batch: DocBatch, out: &mut Emitter) -> Result<()> {
+        if let Some(f) = &self.fast {
+            use rayon::prelude::*;
+            let mut docs = batch.docs;
+            let ids: Vec<Vec<u32>> = docs
+                .par_iter()
+                .with_max_len(8)
+                .map(|d| f.encode(&d.text))
+                .collect();
+            for (mut d, mut t) in docs.drain(..).zip(ids) {
+                if let Some(e) = self.eos {
+                    t.push(e);
+                }
+                d.attrs.insert("tokenize.n_tokens".into(), t.len() as f64);
+                d.tokens = Some(t);
+                out.emit(d);
+            }
+            return Ok(());
+        }
         let limit = self.cfg.max_unsplit_bytes;
         let mut docs = batch.docs;
         // A document goes in pieces when it is over one piece and the split is exact,
@@ -388,6 +505,8 @@ impl Transform for Tokenize {
             "sha256": self.sha256,
             "eos_id": self.eos,
             "vocab_size": self.tok.get_vocab_size(true),
+            "engine": self.engine(),
+            "engine_reason": self.fast_reason,
         }))
     }
 }
@@ -420,6 +539,7 @@ mod tests {
             append_eos: false,
             eos_token: None,
             max_unsplit_bytes,
+            engine: Engine::Hf,
         })
         .unwrap()
     }
@@ -445,6 +565,45 @@ mod tests {
         let s = t.splitter.as_ref().unwrap();
         let p = text.find("<|endoftext|>").unwrap() + "<|endoftext".len();
         assert!(!s.is_cut(&text, p));
+    }
+
+    #[test]
+    fn auto_falls_back_to_hf_and_says_why() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let src = dir.join("samples/tokenizers/qwen2/tokenizer.json");
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(src).unwrap()).unwrap();
+        json["normalizer"] = serde_json::json!({"type": "NFKC"});
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("tokenizer.json");
+        std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+        let cfg = |engine| Config {
+            tokenizer: path.clone(),
+            add_special_tokens: false,
+            append_eos: false,
+            eos_token: None,
+            max_unsplit_bytes: 1 << 20,
+            engine,
+        };
+        let t = Tokenize::new(cfg(Engine::Auto)).unwrap();
+        assert_eq!(t.engine(), "hf");
+        let m = t.manifest().unwrap();
+        assert_eq!(m["engine"], "hf");
+        assert!(
+            m["engine_reason"].as_str().unwrap().contains("normalizer"),
+            "{m}"
+        );
+        let e = Tokenize::new(cfg(Engine::Fast)).err().unwrap().to_string();
+        assert!(e.contains("not exact"), "{e}");
+        // The shipped file itself runs fast, and says so.
+        let t = qwen2(1 << 20);
+        assert_eq!(t.engine(), "hf");
+        let t = Tokenize::new(Config {
+            tokenizer: dir.join("samples/tokenizers/qwen2/tokenizer.json"),
+            ..cfg(Engine::Auto)
+        })
+        .unwrap();
+        assert_eq!(t.manifest().unwrap()["engine"], "fast");
     }
 
     #[test]

@@ -547,14 +547,20 @@ nodes:
 
 #[test]
 fn tokenizer_ids_match_python_tokenizers() {
-    use sluice::stages::tokenize::{Config, Tokenize};
-    for name in ["qwen2", "deepseek-v3"] {
+    use sluice::stages::tokenize::{Config, Engine, Tokenize};
+    for (name, engine) in [
+        ("qwen2", Engine::Hf),
+        ("deepseek-v3", Engine::Hf),
+        ("qwen2", Engine::Fast),
+        ("deepseek-v3", Engine::Fast),
+    ] {
         let t = Tokenize::new(Config {
             tokenizer: root().join(format!("samples/tokenizers/{name}/tokenizer.json")),
             add_special_tokens: false,
             append_eos: true,
             eos_token: None,
             max_unsplit_bytes: 1 << 20,
+            engine,
         })
         .unwrap();
         let mut cases: Vec<(String, Vec<u32>)> = Vec::new();
@@ -583,11 +589,10 @@ fn tokenizer_ids_match_python_tokenizers() {
             ));
         }
         assert!(cases.len() >= 20);
-        let got = t
-            .encode_texts(cases.iter().map(|c| c.0.as_str()).collect())
-            .unwrap();
+        let texts: Vec<&str> = cases.iter().map(|c| c.0.as_str()).collect();
+        let got = t.encode_any(&texts).unwrap();
         for ((text, want), got) in cases.iter().zip(got) {
-            assert_eq!(&got, want, "{name}: ids differ for {text:?}");
+            assert_eq!(&got, want, "{name} {engine:?}: ids differ for {text:?}");
         }
     }
 }

@@ -16,6 +16,7 @@ mod rundir;
 #[cfg(feature = "cloud")]
 mod s3;
 mod scale;
+mod tokenize_parity;
 #[cfg(feature = "train")]
 mod train;
 mod validate;

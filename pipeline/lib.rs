@@ -14,6 +14,7 @@ pub mod audit;
 #[cfg(feature = "audit")]
 pub mod cli_audit;
 pub mod cli_classifier;
+pub mod cli_trace;
 #[cfg(feature = "cloud")]
 pub mod cli_slurm;
 #[cfg(feature = "train")]
@@ -25,6 +26,7 @@ pub mod feed;
 pub mod graph;
 pub mod io;
 pub mod launch;
+pub mod provenance;
 pub mod registry;
 pub mod rundir;
 pub mod runtime;

@@ -67,6 +67,9 @@ enum Command {
     /// Per stage and reason, the change in counts and tokens between two runs.
     #[cfg(feature = "audit")]
     Diff(sluice::cli_audit::DiffArgs),
+    /// Follow a packed row, document id or segment id down to its input bytes and verify
+    /// them (WARC block digest, input sha256). Exit code 1 if any is not verified.
+    Trace(sluice::cli_trace::TraceArgs),
     /// Train and evaluate fastText quality classifiers (`train`, `eval`).
     Classifier(sluice::cli_classifier::ClassifierArgs),
     /// Train the reference MoE model on packed shards (exact resume with --resume).
@@ -205,6 +208,9 @@ fn main() -> ExitCode {
         #[cfg(feature = "audit")]
         Command::Diff(a) => sluice::cli_audit::run_diff(a)
             .map(|_| ExitCode::SUCCESS)
+            .map_err(Into::into),
+        Command::Trace(a) => sluice::cli_trace::run(a)
+            .map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
             .map_err(Into::into),
         Command::Classifier(a) => sluice::cli_classifier::run(a)
             .map(|()| ExitCode::SUCCESS)

@@ -116,10 +116,9 @@ impl Tracer {
     /// Read a run directory's manifest.
     pub fn open(run: &Path, base: Option<PathBuf>, verify: bool) -> Result<Tracer> {
         let mpath = run.join("manifest.json");
-        let m: Value = serde_json::from_slice(
-            &std::fs::read(&mpath).map_err(|e| Error::io(&mpath, e))?,
-        )
-        .map_err(|e| Error::msg(format!("{}: {e}", mpath.display())))?;
+        let m: Value =
+            serde_json::from_slice(&std::fs::read(&mpath).map_err(|e| Error::io(&mpath, e))?)
+                .map_err(|e| Error::msg(format!("{}: {e}", mpath.display())))?;
         let mut sources = Vec::new();
         for n in m["config"]["nodes"].as_array().into_iter().flatten() {
             let kind = n["kind"].as_str().unwrap_or("").to_string();
@@ -345,7 +344,8 @@ impl Tracer {
             t.problems
                 .push(format!("input is {got} bytes, the manifest lists {size}"));
         } else {
-            t.checks.push(format!("input size {size} bytes as in the manifest"));
+            t.checks
+                .push(format!("input size {size} bytes as in the manifest"));
         }
         let whole = node.kind != "ingest_warc" || self.verify;
         if whole {
@@ -380,7 +380,9 @@ impl Tracer {
                     .map_err(|_| Error::msg(format!("row {position:?} is not a number")))?;
                 trace_parquet(&local, &node, row, url, t)
             }
-            k => Err(Error::msg(format!("tracing a `{k}` source is not supported"))),
+            k => Err(Error::msg(format!(
+                "tracing a `{k}` source is not supported"
+            ))),
         }
     }
 
@@ -502,9 +504,9 @@ fn check_url(url: &str, found: Option<&str>, t: &mut SegmentTrace) {
     }
     match found {
         Some(f) if f == url => t.checks.push(format!("url {url} as in the packed row")),
-        Some(f) => t
-            .problems
-            .push(format!("the record's url is {f}, the packed row says {url}")),
+        Some(f) => t.problems.push(format!(
+            "the record's url is {f}, the packed row says {url}"
+        )),
         None => t
             .problems
             .push(format!("the record has no url, the packed row says {url}")),
@@ -631,15 +633,14 @@ fn trace_jsonl(
     let v: Value = serde_json::from_slice(&l)
         .map_err(|e| Error::msg(format!("line {line} is not JSON: {e}")))?;
     t.record.insert("line_bytes".into(), l.len().to_string());
-    t.record.insert(
-        "line_sha256".into(),
-        hex::encode(sha2::Sha256::digest(&l)),
-    );
+    t.record
+        .insert("line_sha256".into(), hex::encode(sha2::Sha256::digest(&l)));
     if node.kind == "ingest_jsonl" {
         let field = node.params["text_field"].as_str().unwrap_or("text");
         match crate::stages::ingest_jsonl::get_path(&v, field) {
             Some(Value::String(s)) => {
-                t.record.insert("text_chars".into(), s.chars().count().to_string());
+                t.record
+                    .insert("text_chars".into(), s.chars().count().to_string());
             }
             _ => t
                 .problems

@@ -14,9 +14,10 @@ pub mod audit;
 #[cfg(feature = "audit")]
 pub mod cli_audit;
 pub mod cli_classifier;
-pub mod cli_trace;
 #[cfg(feature = "cloud")]
 pub mod cli_slurm;
+pub mod cli_takedown;
+pub mod cli_trace;
 #[cfg(feature = "train")]
 pub mod cli_train;
 pub mod config;

@@ -67,6 +67,9 @@ enum Command {
     /// Per stage and reason, the change in counts and tokens between two runs.
     #[cfg(feature = "audit")]
     Diff(sluice::cli_audit::DiffArgs),
+    /// Remove documents (by URL, domain or id) from a finished run: rewrites only the
+    /// shards holding them, records the takedown in manifest.json with a new version.
+    Takedown(sluice::cli_takedown::TakedownArgs),
     /// Follow a packed row, document id or segment id down to its input bytes and verify
     /// them (WARC block digest, input sha256). Exit code 1 if any is not verified.
     Trace(sluice::cli_trace::TraceArgs),
@@ -209,8 +212,17 @@ fn main() -> ExitCode {
         Command::Diff(a) => sluice::cli_audit::run_diff(a)
             .map(|_| ExitCode::SUCCESS)
             .map_err(Into::into),
+        Command::Takedown(a) => sluice::cli_takedown::run(a)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Into::into),
         Command::Trace(a) => sluice::cli_trace::run(a)
-            .map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            .map(|ok| {
+                if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            })
             .map_err(Into::into),
         Command::Classifier(a) => sluice::cli_classifier::run(a)
             .map(|()| ExitCode::SUCCESS)

@@ -228,7 +228,10 @@ mod tests {
         );
         // A split offset and a WARC offset can no longer be confused.
         let e = parse_entry("web:warcfile.warc.gz:940@4096").unwrap();
-        assert_eq!((e.doc_id.as_str(), e.start), ("web:warcfile.warc.gz:940", Some(4096)));
+        assert_eq!(
+            (e.doc_id.as_str(), e.start),
+            ("web:warcfile.warc.gz:940", Some(4096))
+        );
         let e = parse_entry("web:f.warc.gz:1024+512").unwrap();
         assert_eq!(e.start, None);
         // Hostile names: separators inside parts are escaped and come back unchanged.
@@ -247,7 +250,10 @@ mod tests {
         let e = parse_entry(&format!("{id}#1")).unwrap();
         assert_eq!(e.doc.locator, Locator::Key("urn:doc@1#x".into()));
         assert_eq!(e.epoch, Some(1));
-        assert_eq!(key_id("zh_wiki", "cmrc2018_dev_0"), "zh_wiki:cmrc2018_dev_0");
+        assert_eq!(
+            key_id("zh_wiki", "cmrc2018_dev_0"),
+            "zh_wiki:cmrc2018_dev_0"
+        );
         assert!(parse_entry("nocolon").is_err());
         assert!(parse_entry("a:b@x").is_err());
         assert_eq!(

@@ -307,13 +307,7 @@ impl Pack {
         Ok(())
     }
 
-    fn push_greedy(
-        &mut self,
-        id: &str,
-        src: &Src,
-        toks: &[u32],
-        out: &mut Emitter,
-    ) -> Result<()> {
+    fn push_greedy(&mut self, id: &str, src: &Src, toks: &[u32], out: &mut Emitter) -> Result<()> {
         let mut pos = 0;
         while pos < toks.len() {
             let take = (self.len - self.cur.tokens.len()).min(toks.len() - pos);

@@ -35,8 +35,9 @@ fn lineage_bytes_per_row(dir: &Path) -> (f64, BTreeMap<String, u64>) {
     let mut by_col: BTreeMap<String, u64> = BTreeMap::new();
     let mut rows = 0u64;
     for (name, _) in files(dir, "shards") {
-        let r = SerializedFileReader::new(std::fs::File::open(dir.join("shards").join(name)).unwrap())
-            .unwrap();
+        let r =
+            SerializedFileReader::new(std::fs::File::open(dir.join("shards").join(name)).unwrap())
+                .unwrap();
         for rg in r.metadata().row_groups() {
             rows += rg.num_rows() as u64;
             for c in rg.columns() {
@@ -72,7 +73,11 @@ fn every_packed_row_of_the_flagship_traces_to_verified_source_bytes() {
     // Licences: token totals per licence add up to the shards' tokens.
     let lic = m["nodes"]["shards"]["licenses"].as_object().unwrap();
     let lic_tokens: u64 = lic.values().map(|v| v["tokens"].as_u64().unwrap()).sum();
-    assert_eq!(lic_tokens, m["totals"]["tokens"].as_u64().unwrap(), "{lic:?}");
+    assert_eq!(
+        lic_tokens,
+        m["totals"]["tokens"].as_u64().unwrap(),
+        "{lic:?}"
+    );
     let allowed: BTreeSet<&str> = m["config"]["run"]["allowed_licenses"]
         .as_array()
         .unwrap()
@@ -130,7 +135,11 @@ fn every_packed_row_of_the_flagship_traces_to_verified_source_bytes() {
     for id in &warc_ids {
         let t = tr.trace(id, "");
         assert!(t.verified, "{id}: {:?}", t.problems);
-        assert!(t.checks.iter().any(|c| c.starts_with("block digest sha1:")), "{:?}", t.checks);
+        assert!(
+            t.checks.iter().any(|c| c.starts_with("block digest sha1:")),
+            "{:?}",
+            t.checks
+        );
         assert!(t.record["warc_record_id"].starts_with("<urn:uuid:"));
     }
     // The opted-out page is among them, with its evidence.
@@ -182,7 +191,12 @@ fn every_packed_row_of_the_flagship_traces_to_verified_source_bytes() {
         .arg(warc_ids[0])
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     assert!(String::from_utf8_lossy(&o.stdout).contains("NOT verified"));
 }
 
@@ -275,7 +289,10 @@ fn a_takedown_of_one_domain_changes_only_the_shards_that_held_it() {
 
     let after = shard_urls(&out);
     let after_bytes: BTreeMap<String, Vec<u8>> = files(&out, "shards").into_iter().collect();
-    assert_eq!(after.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>());
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>()
+    );
     for (f, rows) in &after {
         assert_eq!(rows_with(rows), 0, "{f} still holds {domain}");
         if held.contains(f) {
@@ -302,8 +319,14 @@ fn a_takedown_of_one_domain_changes_only_the_shards_that_held_it() {
     let td = &m["takedowns"][0];
     assert_eq!(td["request"]["kind"], "domains");
     assert_eq!(td["removed_rows"].as_array().unwrap().len(), expect_removed);
-    assert_eq!(td["removed_rejects"].as_array().unwrap().len(), rejects_with);
-    assert_eq!(td["rewritten"].as_array().unwrap().len(), held.len() + (rejects_with > 0) as usize);
+    assert_eq!(
+        td["removed_rejects"].as_array().unwrap().len(),
+        rejects_with
+    );
+    assert_eq!(
+        td["rewritten"].as_array().unwrap().len(),
+        held.len() + (rejects_with > 0) as usize
+    );
     let mut rows = 0;
     for s in m["shards"].as_array().unwrap() {
         let b = std::fs::read(out.join(s["path"].as_str().unwrap())).unwrap();
@@ -330,12 +353,17 @@ fn a_takedown_of_one_domain_changes_only_the_shards_that_held_it() {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success() && err.contains("already done"), "{err}");
-    assert!(!err.contains("mismatch") && !err.contains("redone"), "{err}");
+    assert!(
+        !err.contains("mismatch") && !err.contains("redone"),
+        "{err}"
+    );
 
     // A second takedown, by id, bumps the version again and removes exactly that document.
     let id = {
         let t = Tracer::open(&out, None, false).unwrap();
-        t.expand("shards/shards-r0000-00000.parquet#0").unwrap()[0].0.clone()
+        t.expand("shards/shards-r0000-00000.parquet#0").unwrap()[0]
+            .0
+            .clone()
     };
     std::fs::write(dir.path().join("ids.txt"), format!("{id}\n")).unwrap();
     let o = bin()
@@ -383,11 +411,14 @@ nodes:
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{err}");
     assert!(
-        err.contains("news") && err.contains("\"All rights reserved\" is not in run.allowed_licenses"),
+        err.contains("news")
+            && err.contains("\"All rights reserved\" is not in run.allowed_licenses"),
         "{err}"
     );
     assert!(
-        err.contains("synth") && err.contains("\"unknown\"") && err.contains("declares no `license:`"),
+        err.contains("synth")
+            && err.contains("\"unknown\"")
+            && err.contains("declares no `license:`"),
         "{err}"
     );
     assert!(!err.contains("node `wiki`"), "{err}");
@@ -396,17 +427,17 @@ nodes:
     assert_eq!(v.status.code(), Some(2));
 
     // Allowed: every document carries its licence, terms and input in meta.
-    let ok = yaml
-        .replace("\"All rights reserved\"", "MIT")
-        .replace(
-            "alpaca_cot_zh.jsonl]}",
-            "alpaca_cot_zh.jsonl], license: MIT, terms_url: https://opensource.org/license/mit}",
-        );
+    let ok = yaml.replace("\"All rights reserved\"", "MIT").replace(
+        "alpaca_cot_zh.jsonl]}",
+        "alpaca_cot_zh.jsonl], license: MIT, terms_url: https://opensource.org/license/mit}",
+    );
     let s = run_yaml(&ok, &out, 1);
     assert!(!s.skipped);
     let mut seen = BTreeSet::new();
     for b in record_batches(&out, "shards") {
-        let meta = sluice::arrow_io::string_column(&b, "meta").unwrap().unwrap();
+        let meta = sluice::arrow_io::string_column(&b, "meta")
+            .unwrap()
+            .unwrap();
         for m in meta {
             let m: serde_json::Value = serde_json::from_str(&m.unwrap()).unwrap();
             let lic = m["license"].as_str().unwrap().to_string();
@@ -422,7 +453,8 @@ nodes:
     let m = json(&out, "manifest.json");
     let lic = &m["nodes"]["shards"]["licenses"];
     assert_eq!(
-        lic["CC-BY-SA-4.0"]["documents"].as_u64().unwrap() + lic["MIT"]["documents"].as_u64().unwrap(),
+        lic["CC-BY-SA-4.0"]["documents"].as_u64().unwrap()
+            + lic["MIT"]["documents"].as_u64().unwrap(),
         m["totals"]["rows"].as_u64().unwrap()
     );
     assert!(lic["MIT"]["bytes"].as_u64().unwrap() > 0);
@@ -430,7 +462,9 @@ nodes:
 
 /// One WARC response record.
 fn response(uri: &str, headers: &str, body: &[u8]) -> Vec<u8> {
-    let mut http = format!("HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n{headers}\r\n").into_bytes();
+    let mut http =
+        format!("HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n{headers}\r\n")
+            .into_bytes();
     http.extend_from_slice(body);
     let mut v = format!(
         "WARC/1.0\r\nWARC-Type: response\r\nWARC-Target-URI: {uri}\r\nWARC-Record-ID: <urn:uuid:{:08x}>\r\nContent-Type: application/http; msgtype=response\r\nContent-Length: {}\r\n\r\n",
@@ -443,30 +477,93 @@ fn response(uri: &str, headers: &str, body: &[u8]) -> Vec<u8> {
     v
 }
 
+/// (url, extra HTTP headers, page, expected (reason, evidence) or kept).
+type Case<'a> = (&'a str, String, String, Option<(&'a str, &'a str)>);
+
 #[test]
 fn tdm_opt_outs_are_honoured_with_their_evidence() {
     let dir = tempfile::tempdir().unwrap();
     // A real page (people.com.cn article, samples/html) as published, and the same page
     // with a robots noai tag added to its head; plus one crafted page per mechanism.
-    let real = std::fs::read_to_string(root().join("samples/html/people-health-20240517.html")).unwrap();
+    let real =
+        std::fs::read_to_string(root().join("samples/html/people-health-20240517.html")).unwrap();
     let head_at = real.to_ascii_lowercase().find("<head>").unwrap() + "<head>".len();
     let real_noai = format!(
         "{}<meta name=\"robots\" content=\"noindex, noai\">{}",
         &real[..head_at],
         &real[head_at..]
     );
-    let page = |head: &str| format!("<html><head><title>t</title>{head}</head><body><p>{}</p></body></html>", "正文内容。".repeat(20));
+    let page = |head: &str| {
+        format!(
+            "<html><head><title>t</title>{head}</head><body><p>{}</p></body></html>",
+            "正文内容。".repeat(20)
+        )
+    };
     let mut w = Vec::new();
-    let cases: Vec<(&str, String, String, Option<(&str, &str)>)> = vec![
-        ("http://health.people.com.cn/n1/2024/0517/a.html", String::new(), real.clone(), None),
-        ("http://health.people.com.cn/n1/2024/0517/b.html", String::new(), real_noai, Some(("robots_noai", "<meta name=\"robots\" content=\"noindex, noai\">"))),
-        ("https://a.example.org/x", "X-Robots-Tag: noindex\r\nX-Robots-Tag: noai\r\n".into(), page(""), Some(("x_robots_tag_noai", "X-Robots-Tag: noindex, noai"))),
-        ("https://b.example.org/x", "TDM-Reservation: 1\r\nTDM-Policy: https://b.example.org/tdm.json\r\n".into(), page(""), Some(("tdm_reservation_header", "tdm-reservation: 1; tdm-policy: https://b.example.org/tdm.json"))),
-        ("https://c.example.org/x", "TDM-Reservation: 0\r\n".into(), page(""), None),
-        ("https://d.example.org/x", String::new(), page("<meta name=\"tdm-reservation\" content=\"1\">"), Some(("tdm_reservation_meta", "<meta name=\"tdm-reservation\" content=\"1\">"))),
-        ("https://e.example.org/x", String::new(), page("<META NAME=robots CONTENT=noimageai>"), Some(("robots_noai", "<META NAME=robots CONTENT=noimageai>"))),
-        ("https://f.example.org/x", String::new(), page("<meta name=\"robots\" content=\"noarchive\">"), None),
-        ("https://news.optout.example/x", String::new(), page(""), Some(("optout_domain", "domain=optout.example"))),
+    let cases: Vec<Case> = vec![
+        (
+            "http://health.people.com.cn/n1/2024/0517/a.html",
+            String::new(),
+            real.clone(),
+            None,
+        ),
+        (
+            "http://health.people.com.cn/n1/2024/0517/b.html",
+            String::new(),
+            real_noai,
+            Some((
+                "robots_noai",
+                "<meta name=\"robots\" content=\"noindex, noai\">",
+            )),
+        ),
+        (
+            "https://a.example.org/x",
+            "X-Robots-Tag: noindex\r\nX-Robots-Tag: noai\r\n".into(),
+            page(""),
+            Some(("x_robots_tag_noai", "X-Robots-Tag: noindex, noai")),
+        ),
+        (
+            "https://b.example.org/x",
+            "TDM-Reservation: 1\r\nTDM-Policy: https://b.example.org/tdm.json\r\n".into(),
+            page(""),
+            Some((
+                "tdm_reservation_header",
+                "tdm-reservation: 1; tdm-policy: https://b.example.org/tdm.json",
+            )),
+        ),
+        (
+            "https://c.example.org/x",
+            "TDM-Reservation: 0\r\n".into(),
+            page(""),
+            None,
+        ),
+        (
+            "https://d.example.org/x",
+            String::new(),
+            page("<meta name=\"tdm-reservation\" content=\"1\">"),
+            Some((
+                "tdm_reservation_meta",
+                "<meta name=\"tdm-reservation\" content=\"1\">",
+            )),
+        ),
+        (
+            "https://e.example.org/x",
+            String::new(),
+            page("<META NAME=robots CONTENT=noimageai>"),
+            Some(("robots_noai", "<META NAME=robots CONTENT=noimageai>")),
+        ),
+        (
+            "https://f.example.org/x",
+            String::new(),
+            page("<meta name=\"robots\" content=\"noarchive\">"),
+            None,
+        ),
+        (
+            "https://news.optout.example/x",
+            String::new(),
+            page(""),
+            Some(("optout_domain", "domain=optout.example")),
+        ),
     ];
     for (uri, headers, body, _) in &cases {
         w.extend(response(uri, headers, body.as_bytes()));
@@ -493,7 +590,9 @@ nodes:
         .map(|r| r.0)
         .collect();
     for (uri, _, _, want) in &cases {
-        let rej = rejects.iter().find(|r| r.4.contains(&format!("\"url\":\"{uri}\"")));
+        let rej = rejects
+            .iter()
+            .find(|r| r.4.contains(&format!("\"url\":\"{uri}\"")));
         match want {
             None => {
                 assert!(rej.is_none(), "{uri} rejected: {rej:?}");
@@ -513,7 +612,10 @@ nodes:
     let out2 = dir.path().join("sample");
     let y = std::fs::read_to_string(root().join("configs/tdm_optout.yaml")).unwrap();
     run_yaml(&y, &out2, 1);
-    let r2: Vec<_> = reject_rows(&out2).into_iter().filter(|r| r.1 == "tdm").collect();
+    let r2: Vec<_> = reject_rows(&out2)
+        .into_iter()
+        .filter(|r| r.1 == "tdm")
+        .collect();
     assert!(!r2.is_empty());
     assert!(r2.iter().all(|r| r.2 == "optout_domain"), "{r2:?}");
 }

@@ -685,3 +685,31 @@ pub fn run(a: TakedownArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_match_urls_domains_with_subdomains_and_every_copy_of_an_id() {
+        let d = Request::parse("domains", "# request\n\nExample.COM\nhttps://b.cn/path\n").unwrap();
+        assert_eq!(d.entries(), ["b.cn", "example.com"]);
+        assert_eq!(
+            d.matches("x", "https://www.example.com/a"),
+            Some("example.com".into())
+        );
+        assert_eq!(d.matches("x", "https://notexample.com/a"), None);
+        assert_eq!(d.matches("x", "http://b.cn:8080/"), Some("b.cn".into()));
+        assert_eq!(d.matches("x", ""), None);
+        let u = Request::parse("urls", "https://a.cn/1\n").unwrap();
+        assert!(u.matches("x", "https://a.cn/1").is_some());
+        assert!(u.matches("x", "https://a.cn/12").is_none());
+        let i = Request::parse("ids", "web:f.jsonl:7@4096\n").unwrap();
+        assert_eq!(i.entries(), ["web:f.jsonl:7"]);
+        for e in ["web:f.jsonl:7", "web:f.jsonl:7#2", "web:f.jsonl:7#1@8192"] {
+            assert!(i.matches(e, "").is_some(), "{e}");
+        }
+        assert!(i.matches("web:f.jsonl:70", "").is_none());
+        assert!(Request::parse("ids", "no-colon\n").is_err());
+    }
+}

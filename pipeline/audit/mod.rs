@@ -15,8 +15,8 @@
 //!
 //! * `docs` has the union of the columns of every shard file (missing ones read as NULL)
 //!   and always has the canonical document columns (`id, source, text, lang, url, tokens,
-//!   n_tokens, n_chars, attrs, meta`) and packed columns (`input_ids, doc_offsets, doc_ids, doc_urls,
-//!   source_mix, n_pad`), so a query written for one kind of run still plans on the other.
+//!   n_tokens, n_chars, attrs, meta`) and packed columns (`input_ids, doc_offsets, doc_ids,
+//!   doc_urls, source_mix, n_pad`), so a query written for one kind of run still plans on the other.
 //!   Document rows have `n_chars` set; packed sequences have `source_mix` set.
 //! * `stats` columns: `run, node, kind, role, metric, key, docs, bytes` where `metric` is
 //!   `docs_in` (key ''), `port` (key = port name), `reject` (key = reason) or `bad_record`

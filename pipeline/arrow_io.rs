@@ -2,7 +2,8 @@
 //!
 //! Three schemas leave the engine:
 //! * **document shards**: `id, source, text?, lang, url, tokens, n_tokens, n_chars, attrs, meta`;
-//! * **packed shards** (after `pack`): `id, input_ids, n_tokens, doc_offsets, doc_ids, source_mix, n_pad`;
+//! * **packed shards** (after `pack`): `id, input_ids, n_tokens, doc_offsets, doc_ids,
+//!   doc_urls, source_mix (source, tokens, license), n_pad`;
 //! * **rejects**: `id, source, stage, reason, score, detail, url, n_chars, text_prefix, attrs, meta`.
 //!
 //! `attrs` and `meta` are JSON-object strings rather than Arrow maps: every reader
@@ -54,6 +55,7 @@ fn source_mix_fields() -> Fields {
     Fields::from(vec![
         Field::new("source", DataType::Utf8, true),
         Field::new("tokens", DataType::UInt32, true),
+        Field::new("license", DataType::Utf8, true),
     ])
 }
 
@@ -66,6 +68,11 @@ pub fn packed_schema() -> SchemaRef {
         list_u32("doc_offsets", false),
         Field::new(
             "doc_ids",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            false,
+        ),
+        Field::new(
+            "doc_urls",
             DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
             false,
         ),
@@ -183,6 +190,7 @@ pub fn packed_to_batch(docs: &[Document]) -> Result<RecordBatch> {
     let mut n_tokens = UInt32Builder::new();
     let mut offsets = ListBuilder::new(UInt32Builder::new());
     let mut doc_ids = ListBuilder::new(StringBuilder::new());
+    let mut doc_urls = ListBuilder::new(StringBuilder::new());
     let mut mix = ListBuilder::new(StructBuilder::from_fields(source_mix_fields(), 0));
     let mut n_pad = UInt32Builder::new();
     for d in docs {
@@ -201,7 +209,13 @@ pub fn packed_to_batch(docs: &[Document]) -> Result<RecordBatch> {
             doc_ids.values().append_value(i);
         }
         doc_ids.append(true);
-        for (s, t) in &p.source_mix {
+        for (k, _) in p.doc_ids.iter().enumerate() {
+            doc_urls
+                .values()
+                .append_value(p.doc_urls.get(k).map_or("", |u| u.as_str()));
+        }
+        doc_urls.append(true);
+        for ((s, l), t) in &p.source_mix {
             let sb = mix.values();
             sb.field_builder::<StringBuilder>(0)
                 .expect("source field")
@@ -209,6 +223,9 @@ pub fn packed_to_batch(docs: &[Document]) -> Result<RecordBatch> {
             sb.field_builder::<UInt32Builder>(1)
                 .expect("tokens field")
                 .append_value(*t);
+            sb.field_builder::<StringBuilder>(2)
+                .expect("license field")
+                .append_value(l);
             sb.append(true);
         }
         mix.append(true);
@@ -222,6 +239,7 @@ pub fn packed_to_batch(docs: &[Document]) -> Result<RecordBatch> {
             Arc::new(n_tokens.finish()),
             Arc::new(offsets.finish()),
             Arc::new(doc_ids.finish()),
+            Arc::new(doc_urls.finish()),
             Arc::new(mix.finish()),
             Arc::new(n_pad.finish()),
         ],

@@ -79,8 +79,11 @@ pub struct Packed {
     pub doc_offsets: Vec<u32>,
     /// Ids of the documents whose tokens make up this sequence, aligned with `doc_offsets`.
     pub doc_ids: Vec<String>,
-    /// Tokens per source in this sequence.
-    pub source_mix: BTreeMap<String, u32>,
+    /// Url of each segment's document (`meta.url`, empty when none), aligned with `doc_ids`.
+    pub doc_urls: Vec<String>,
+    /// Tokens per (source, licence) in this sequence; the licence is the document's
+    /// `meta.license`, or `unknown`.
+    pub source_mix: BTreeMap<(String, String), u32>,
     /// Number of padding tokens at the end of the sequence.
     pub n_pad: u32,
 }

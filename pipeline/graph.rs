@@ -106,6 +106,34 @@ pub fn check_into(spec: &PipelineSpec, report: &mut Report) -> Structure {
         }
         kinds.push(kind);
     }
+    if let Some(allowed) = &spec.run.allowed_licenses {
+        for (i, n) in spec.nodes.iter().enumerate() {
+            if kinds[i].as_ref().map(|k| k.role) != Some(Role::Source) {
+                continue;
+            }
+            let lic = crate::stage::source_license(&n.params)
+                .0
+                .unwrap_or_else(|| crate::stage::UNKNOWN_LICENSE.to_string());
+            if !allowed.contains(&lic) {
+                report.node(i).push(field_problem(
+                    "license",
+                    format!(
+                        "licence {lic:?} is not in run.allowed_licenses ({}){}",
+                        allowed
+                            .iter()
+                            .map(|a| format!("{a:?}"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        if n.params.get("license").is_none() {
+                            "; this source declares no `license:`"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
+            }
+        }
+    }
     let mut consumers: Vec<Vec<Vec<(usize, usize)>>> = kinds
         .iter()
         .map(|k| vec![Vec::new(); k.as_ref().map(|k| k.ports.len()).unwrap_or(0)])

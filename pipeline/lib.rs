@@ -17,6 +17,8 @@ pub mod cli_classifier;
 pub mod cli_compliance;
 #[cfg(feature = "cloud")]
 pub mod cli_slurm;
+pub mod cli_takedown;
+pub mod cli_trace;
 #[cfg(feature = "train")]
 pub mod cli_train;
 pub mod config;
@@ -26,6 +28,7 @@ pub mod feed;
 pub mod graph;
 pub mod io;
 pub mod launch;
+pub mod provenance;
 pub mod registry;
 pub mod rundir;
 pub mod runtime;

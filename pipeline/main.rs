@@ -70,6 +70,12 @@ enum Command {
     /// Regulator reports from a run: EU training-content summary, Chinese audit sample
     /// and keyword hit rates; `--reviews` checks the reviewed sample (exit 3 above 5% bad).
     Compliance(sluice::cli_compliance::ComplianceArgs),
+    /// Remove documents (by URL, domain or id) from a finished run: rewrites only the
+    /// shards holding them, records the takedown in manifest.json with a new version.
+    Takedown(sluice::cli_takedown::TakedownArgs),
+    /// Follow a packed row, document id or segment id down to its input bytes and verify
+    /// them (WARC block digest, input sha256). Exit code 1 if any is not verified.
+    Trace(sluice::cli_trace::TraceArgs),
     /// Train and evaluate fastText quality classifiers (`train`, `eval`).
     Classifier(sluice::cli_classifier::ClassifierArgs),
     /// Train the reference MoE model on packed shards (exact resume with --resume).
@@ -215,6 +221,18 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::from(3)
+                }
+            })
+            .map_err(Into::into),
+        Command::Takedown(a) => sluice::cli_takedown::run(a)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Into::into),
+        Command::Trace(a) => sluice::cli_trace::run(a)
+            .map(|ok| {
+                if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
                 }
             })
             .map_err(Into::into),

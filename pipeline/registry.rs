@@ -14,6 +14,7 @@ pub fn all() -> Vec<Kind> {
         ingest_warc::kind(),
         ingest_instructions::kind(),
         // web
+        tdm_optout::kind(),
         extract_html::kind(),
         url_filter::kind(),
         // Chinese text

@@ -290,9 +290,24 @@ struct SourceCtx<'a> {
     max_doc_bytes: u64,
     /// `run.reject_prefix_chars`: what of a `too_large` document's text is kept.
     reject_prefix_chars: usize,
+    /// The split being read (`meta.input`) and the source's declared licence and terms
+    /// (`meta.license`, `meta.terms_url`), written on every document it emits.
+    input: String,
+    license: Option<String>,
+    terms_url: Option<String>,
 }
 
 impl SourceCtx<'_> {
+    /// Provenance every source document carries (see `stage::source_license`).
+    fn stamp(&self, doc: &mut Document) {
+        doc.meta.insert("input".into(), self.input.clone());
+        if let Some(l) = &self.license {
+            doc.meta.insert("license".into(), l.clone());
+        }
+        if let Some(t) = &self.terms_url {
+            doc.meta.insert("terms_url".into(), t.clone());
+        }
+    }
     fn maybe_flush(&mut self) -> Result<()> {
         if self.abort.aborted() {
             return Err(Error::Cancelled);
@@ -312,6 +327,7 @@ impl SourceCtx<'_> {
 
 impl SourceSink for SourceCtx<'_> {
     fn emit(&mut self, mut doc: Document) -> Result<()> {
+        self.stamp(&mut doc);
         if doc.byte_len() > self.max_doc_bytes {
             // Every source kind gets the run's document bound here. Only the text's prefix
             // (what `rejects/` keeps anyway) is held on, so the big string is freed now.
@@ -346,6 +362,7 @@ impl SourceSink for SourceCtx<'_> {
     ) -> Result<()> {
         self.docs.fetch_add(1, Ordering::Relaxed);
         let mut doc = doc;
+        self.stamp(&mut doc);
         doc.origin = Origin::new(self.split, self.record);
         self.record += 1;
         self.em.reject(doc, reason, score, detail);
@@ -612,6 +629,7 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
             let batch_size = run.batch_size;
             let budget = run.max_bad_records;
             let (max_doc_bytes, reject_prefix_chars) = (run.max_doc_bytes, run.reject_prefix_chars);
+            let (license, terms_url) = crate::stage::source_license(&graph.spec.nodes[i].params);
             let (rank, world) = (opts.rank, opts.world_size);
             let inflight = opts.threads.max(1) * 2 + 1;
             let h = std::thread::Builder::new()
@@ -640,9 +658,13 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
                                 record: 0,
                                 max_doc_bytes,
                                 reject_prefix_chars,
+                                input: String::new(),
+                                license: license.clone(),
+                                terms_url: terms_url.clone(),
                             };
                             let t0 = Instant::now();
                             for (k, s) in &mine {
+                                ctx.input = s.clone();
                                 ctx.split = *k;
                                 ctx.record = 0;
                                 guarded(&name, *k as u64, || src.read(s, &mut ctx))?;
@@ -781,6 +803,18 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
     let mut manifest = manifest_json(&graph, shards, &extras, opts);
     rundir::check_inputs_stable(&inputs)?;
     manifest["inputs"] = rundir::inputs_json(&inputs, &input_sha.finish()?);
+    // Record counts per input, from sources that report them (`ingest_warc`).
+    if let Some(list) = manifest["inputs"].as_array_mut() {
+        for i in list {
+            let (Some(node), Some(path)) = (i["node"].as_str(), i["path"].as_str()) else {
+                continue;
+            };
+            let n = &stats_json["nodes"][node]["extra"]["records_per_file"][path];
+            if n.is_u64() {
+                i["warc_records"] = n.clone();
+            }
+        }
+    }
     let (config, config_yaml) = rundir::config_json(&graph.spec);
     manifest["config"] = config;
     manifest["config_yaml"] = config_yaml;

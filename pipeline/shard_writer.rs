@@ -49,9 +49,9 @@ pub struct ShardLimits {
 
 /// Columns of (nearly) unique strings: a dictionary never pays off there (the encoder would
 /// hash every value before falling back to plain encoding).
-const NO_DICTIONARY: &[&str] = &["id", "text", "url", "meta", "text_prefix", "detail"];
+pub const NO_DICTIONARY: &[&str] = &["id", "text", "url", "meta", "text_prefix", "detail"];
 /// Columns whose min/max statistics help no reader (document text, JSON blobs).
-const NO_STATISTICS: &[&str] = &["text", "meta", "text_prefix", "detail"];
+pub const NO_STATISTICS: &[&str] = &["text", "meta", "text_prefix", "detail"];
 
 /// One row group cut from the input: its encoding (in flight or done) and its counts.
 struct RowGroup {

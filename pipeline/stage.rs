@@ -310,6 +310,11 @@ pub struct RunSettings {
     /// `docs/memory.md`). Default 67108864 (64 MiB).
     #[serde(default = "default_max_doc_bytes")]
     pub max_doc_bytes: u64,
+    /// Licences the run may use: every source's `license` (an undeclared one counts as
+    /// `unknown`) must be in this list, or the run fails before reading anything, naming
+    /// each offending source. Default: none (every licence allowed). See docs/compliance.md.
+    #[serde(default)]
+    pub allowed_licenses: Option<Vec<String>>,
 }
 
 fn default_batch_size() -> usize {
@@ -351,8 +356,27 @@ impl Default for RunSettings {
             reject_prefix_chars: default_reject_prefix_chars(),
             reject_shard_rows: default_reject_shard_rows(),
             max_doc_bytes: default_max_doc_bytes(),
+            allowed_licenses: None,
         }
     }
+}
+
+/// The licence a source node declares (`license:` in its parameters), or `unknown`.
+pub const UNKNOWN_LICENSE: &str = "unknown";
+
+/// The `license` and `terms_url` a source node's parameters declare. Every source kind
+/// takes both fields; the runtime writes them into each document's `meta` (`license`,
+/// `terms_url`), with `input`, the file or URI the document was read from.
+pub fn source_license(params: &serde_json::Value) -> (Option<String>, Option<String>) {
+    let get = |k: &str| {
+        params
+            .get(k)
+            .and_then(|v| v.as_str())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    (get("license"), get("terms_url"))
 }
 
 /// Everything a builder may need to know about where and how it runs.

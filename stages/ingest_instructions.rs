@@ -75,6 +75,16 @@ pub struct Config {
     /// Value of `Document.source`. Default: the node name.
     #[serde(default)]
     pub source: String,
+    /// Licence of this source's documents: an SPDX id (`CC-BY-SA-4.0`) or free text
+    /// ("Common Crawl terms of use; page copyright with its owner"). Written to each
+    /// document's `meta.license`, to the packed rows' `source_mix` and, as token totals per
+    /// licence, to the manifest; checked against `run.allowed_licenses`. Default: none
+    /// (counted as `unknown`).
+    #[serde(default)]
+    pub license: Option<String>,
+    /// URL of the terms the licence refers to, written to `meta.terms_url`. Default: none.
+    #[serde(default)]
+    pub terms_url: Option<String>,
     /// Record shape: `auto` (default), `template` or `chat`.
     #[serde(default)]
     pub format: Format,
@@ -409,10 +419,11 @@ impl Source for IngestInstructions {
                 continue;
             }
             let mut doc = Document::new(
-                format!("{}:{fname}:{lineno}", self.source),
+                crate::provenance::file_id(&self.source, &fname, lineno),
                 self.source.clone(),
                 text,
             );
+            doc.meta.insert("line".into(), lineno.to_string());
             doc.meta
                 .insert("synthetic".into(), self.cfg.synthetic.to_string());
             doc.meta.insert("instructions.format".into(), format.into());

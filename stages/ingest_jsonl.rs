@@ -71,6 +71,16 @@ pub struct Config {
     /// Source name written on each document. Default: the node name.
     #[serde(default)]
     pub source: Option<String>,
+    /// Licence of this source's documents: an SPDX id (`CC-BY-SA-4.0`) or free text
+    /// ("Common Crawl terms of use; page copyright with its owner"). Written to each
+    /// document's `meta.license`, to the packed rows' `source_mix` and, as token totals per
+    /// licence, to the manifest; checked against `run.allowed_licenses`. Default: none
+    /// (counted as `unknown`).
+    #[serde(default)]
+    pub license: Option<String>,
+    /// URL of the terms the licence refers to, written to `meta.terms_url`. Default: none.
+    #[serde(default)]
+    pub terms_url: Option<String>,
     /// Lines longer than this many bytes are bad records. Default 64 MiB.
     #[serde(default = "default_max_line")]
     pub max_line_bytes: usize,
@@ -714,10 +724,11 @@ impl Source for IngestJsonl {
                 .as_deref()
                 .and_then(|f| rec.get(&self.plan, f))
             {
-                Some(idv) => format!("{}:{}", self.source, value_to_string(idv)),
-                None => format!("{}:{}:{}", self.source, fname, line_no),
+                Some(idv) => crate::provenance::key_id(&self.source, &value_to_string(idv)),
+                None => crate::provenance::file_id(&self.source, &fname, line_no),
             };
             let mut doc = Document::new(id, self.source.clone(), text);
+            doc.meta.insert("line".into(), line_no.to_string());
             if let Some(lf) = &self.cfg.lang_field {
                 doc.lang = rec.get(&self.plan, lf).map(value_to_string);
             }

@@ -50,6 +50,16 @@ pub struct Config {
     /// Source name on each document. Default: the node name.
     #[serde(default)]
     pub source: Option<String>,
+    /// Licence of this source's documents: an SPDX id (`CC-BY-SA-4.0`) or free text
+    /// ("Common Crawl terms of use; page copyright with its owner"). Written to each
+    /// document's `meta.license`, to the packed rows' `source_mix` and, as token totals per
+    /// licence, to the manifest; checked against `run.allowed_licenses`. Default: none
+    /// (counted as `unknown`).
+    #[serde(default)]
+    pub license: Option<String>,
+    /// URL of the terms the licence refers to, written to `meta.terms_url`. Default: none.
+    #[serde(default)]
+    pub terms_url: Option<String>,
     /// Rows per read batch. Default 1024.
     #[serde(default = "default_rows")]
     pub read_batch_rows: usize,
@@ -150,10 +160,11 @@ impl Source for IngestParquet {
                     continue;
                 };
                 let id = match ids.as_ref().and_then(|v| v[i].clone()) {
-                    Some(x) => format!("{}:{x}", self.source),
-                    None => format!("{}:{fname}:{r}", self.source),
+                    Some(x) => crate::provenance::key_id(&self.source, &x),
+                    None => crate::provenance::file_id(&self.source, &fname, r),
                 };
                 let mut doc = Document::new(id, self.source.clone(), text);
+                doc.meta.insert("row".into(), r.to_string());
                 doc.lang = langs.as_ref().and_then(|v| v[i].clone());
                 for (k, v) in &metas {
                     if let Some(x) = &v[i] {

@@ -21,5 +21,6 @@ pub mod pii_redact;
 pub mod quality_classifier;
 pub mod segment_zh;
 pub mod spill;
+pub mod tdm_optout;
 pub mod tokenize;
 pub mod url_filter;

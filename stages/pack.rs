@@ -38,8 +38,9 @@
 //!   order, before the shuffle), `source` = node name, `text` empty, `tokens` = the
 //!   sequence (padded with `pad_id` at the end), and `packed`: `doc_offsets` (start of every
 //!   segment), `doc_ids` (the document id, suffixed `@<token offset>` when the segment
-//!   starts inside the document, i.e. a continuation of a split document), `source_mix`
-//!   (tokens per source, EOS included), `n_pad`.
+//!   starts inside the document, i.e. a continuation of a split document), `doc_urls`
+//!   (each segment's `meta.url`, empty when none), `source_mix` (tokens per source and
+//!   licence, EOS included; the licence is `meta.license` or `unknown`), `n_pad`.
 //! * Stats/manifest: sequences, real and pad tokens, `padding_rate`, documents split.
 //!
 //! ```yaml
@@ -148,11 +149,34 @@ impl StageConfig for Config {
     }
 }
 
+/// What a packed row records about a segment's document besides its id: the source and
+/// licence (`source_mix` is keyed by both) and the url (`doc_urls`).
+#[derive(Debug, Clone, Default)]
+struct Src {
+    source: String,
+    license: String,
+    url: String,
+}
+
+impl Src {
+    fn of(doc: &Document) -> Src {
+        Src {
+            source: doc.source.clone(),
+            license: doc
+                .meta
+                .get("license")
+                .cloned()
+                .unwrap_or_else(|| crate::stage::UNKNOWN_LICENSE.to_string()),
+            url: doc.meta.get("url").cloned().unwrap_or_default(),
+        }
+    }
+}
+
 /// One document segment waiting to be packed.
 #[derive(Debug)]
 struct Seg {
     doc_id: String,
-    source: String,
+    src: Src,
     start: u32,
     tokens: Vec<u32>,
     order: u64,
@@ -164,19 +188,24 @@ struct SeqBuilder {
     tokens: Vec<u32>,
     offsets: Vec<u32>,
     ids: Vec<String>,
-    mix: BTreeMap<String, u32>,
+    urls: Vec<String>,
+    mix: BTreeMap<(String, String), u32>,
     segs: Vec<Seg>,
 }
 
 impl SeqBuilder {
-    fn add(&mut self, doc_id: &str, source: &str, start: u32, toks: &[u32]) {
+    fn add(&mut self, doc_id: &str, src: &Src, start: u32, toks: &[u32]) {
         self.offsets.push(self.tokens.len() as u32);
         self.ids.push(if start == 0 {
             doc_id.to_string()
         } else {
             format!("{doc_id}@{start}")
         });
-        *self.mix.entry(source.to_string()).or_default() += toks.len() as u32;
+        self.urls.push(src.url.clone());
+        *self
+            .mix
+            .entry((src.source.clone(), src.license.clone()))
+            .or_default() += toks.len() as u32;
         self.tokens.extend_from_slice(toks);
     }
 }
@@ -255,6 +284,7 @@ impl Pack {
             packed: Some(Packed {
                 doc_offsets: b.offsets,
                 doc_ids: b.ids,
+                doc_urls: b.urls,
                 source_mix: b.mix,
                 n_pad: n_pad as u32,
             }),
@@ -277,17 +307,11 @@ impl Pack {
         Ok(())
     }
 
-    fn push_greedy(
-        &mut self,
-        id: &str,
-        source: &str,
-        toks: &[u32],
-        out: &mut Emitter,
-    ) -> Result<()> {
+    fn push_greedy(&mut self, id: &str, src: &Src, toks: &[u32], out: &mut Emitter) -> Result<()> {
         let mut pos = 0;
         while pos < toks.len() {
             let take = (self.len - self.cur.tokens.len()).min(toks.len() - pos);
-            self.cur.add(id, source, pos as u32, &toks[pos..pos + take]);
+            self.cur.add(id, src, pos as u32, &toks[pos..pos + take]);
             pos += take;
             if self.cur.tokens.len() == self.len {
                 let b = std::mem::take(&mut self.cur);
@@ -300,14 +324,14 @@ impl Pack {
     fn push_bfd(
         &mut self,
         id: &str,
-        source: &str,
+        src: &Src,
         mut toks: Vec<u32>,
         out: &mut Emitter,
     ) -> Result<()> {
         let mut pos = 0;
         while toks.len() - pos >= self.len {
             let mut b = SeqBuilder::default();
-            b.add(id, source, pos as u32, &toks[pos..pos + self.len]);
+            b.add(id, src, pos as u32, &toks[pos..pos + self.len]);
             self.finish_seq(b, out)?;
             pos += self.len;
         }
@@ -316,7 +340,7 @@ impl Pack {
             self.window_tokens += rest.len();
             self.window.push(Seg {
                 doc_id: id.to_string(),
-                source: source.to_string(),
+                src: src.clone(),
                 start: pos as u32,
                 tokens: rest,
                 order: self.order,
@@ -397,7 +421,7 @@ impl Pack {
                 let mut segs = segs;
                 segs.sort_by_key(|s| s.order);
                 for s in &segs {
-                    sb.add(&s.doc_id, &s.source, s.start, &s.tokens);
+                    sb.add(&s.doc_id, &s.src, s.start, &s.tokens);
                 }
                 self.finish_seq(sb, out)?;
             }
@@ -515,9 +539,10 @@ impl Stage for Pack {
                 Strategy::BestFitDecreasing => toks.len() > self.len,
             };
             self.c.docs_split += split as u64;
+            let src = Src::of(&doc);
             match self.cfg.strategy {
-                Strategy::Greedy => self.push_greedy(&doc.id, &doc.source, &toks, out)?,
-                Strategy::BestFitDecreasing => self.push_bfd(&doc.id, &doc.source, toks, out)?,
+                Strategy::Greedy => self.push_greedy(&doc.id, &src, &toks, out)?,
+                Strategy::BestFitDecreasing => self.push_bfd(&doc.id, &src, toks, out)?,
             }
         }
         Ok(())

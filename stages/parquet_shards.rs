@@ -7,7 +7,7 @@
 //! `shards/<node>-r<rank>-<idx>.parquet`, so reruns and ranks never collide.
 //!
 //! Documents carrying `packed` (from the `pack` stage) are written with the packed schema
-//! (`input_ids, n_tokens, doc_offsets, doc_ids, source_mix, n_pad`); others with the document
+//! (`input_ids, n_tokens, doc_offsets, doc_ids, doc_urls, source_mix, n_pad`); others with the document
 //! schema (`id, source, text, lang, url, tokens, n_tokens, n_chars, attrs, meta`). See
 //! `crate::arrow_io`. One sink writes one schema: the first non-empty batch decides, and a
 //! later batch of the other kind is an error.
@@ -18,6 +18,9 @@
 //! So the sink keeps up with many cores and its files are the same for any thread count
 //! (see `crate::shard_writer`).
 //!
+//! * Manifest: `licenses`: per licence (`meta.license`, or `unknown`), the tokens written
+//!   and the packed rows holding it, or (document shards) the tokens, documents and text
+//!   bytes.
 //! * Reads: everything. Memory: up to `max(2, threads + 1)` input batches being converted, plus
 //!   up to `threads + 2` row groups (each bounded by `row_group_bytes`, default 64 MiB, or
 //!   `row_group_rows` rows).
@@ -30,7 +33,7 @@
 //!   write_text: true
 //! ```
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -139,6 +142,8 @@ pub struct ParquetShards {
     pool: Option<Arc<rayon::ThreadPool>>,
     /// Batches being converted to Arrow on the pool, oldest first.
     converting: VecDeque<Receiver<Converted>>,
+    /// Per-licence totals for the manifest.
+    licenses: BTreeMap<String, LicenseTotals>,
 }
 
 impl ParquetShards {
@@ -171,6 +176,57 @@ impl ParquetShards {
             w.write(&rb, &tokens)?;
         }
         Ok(())
+    }
+}
+
+/// What the sink wrote under one licence (manifest `nodes.<sink>.licenses`).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct LicenseTotals {
+    /// Tokens (packed rows: from `source_mix`, padding excluded; documents: `n_tokens`).
+    pub tokens: u64,
+    /// Packed rows holding tokens of this licence (packed shards only).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rows: u64,
+    /// Documents (document shards only).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub documents: u64,
+    /// Text bytes (document shards only; packed rows carry no text).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl ParquetShards {
+    /// Add a batch's documents to the per-licence totals.
+    fn count_licenses(&mut self, docs: &[Document]) {
+        for d in docs {
+            match &d.packed {
+                Some(p) => {
+                    let mut seen: Vec<&str> = Vec::new();
+                    for ((_, lic), t) in &p.source_mix {
+                        let e = self.licenses.entry(lic.clone()).or_default();
+                        e.tokens += *t as u64;
+                        if !seen.contains(&lic.as_str()) {
+                            seen.push(lic);
+                            e.rows += 1;
+                        }
+                    }
+                }
+                None => {
+                    let lic = d
+                        .meta
+                        .get("license")
+                        .map_or(crate::stage::UNKNOWN_LICENSE, |l| l.as_str());
+                    let e = self.licenses.entry(lic.to_string()).or_default();
+                    e.documents += 1;
+                    e.bytes += d.text.len() as u64;
+                    e.tokens += d.tokens.as_ref().map_or(0, |t| t.len() as u64);
+                }
+            }
+        }
     }
 }
 
@@ -229,6 +285,7 @@ impl Sink for ParquetShards {
         if batch.docs.iter().any(|d| d.packed.is_some() != is_packed) {
             return Err(Error::msg("one parquet_shards sink received both packed sequences and plain documents; use two sinks"));
         }
+        self.count_licenses(&batch.docs);
         // Converting to Arrow (and freeing the documents) runs on the pool, several
         // batches at once; the writer still receives them strictly in order.
         let with_text = self.cfg.write_text;
@@ -237,6 +294,10 @@ impl Sink for ParquetShards {
                 convert(batch.docs, is_packed, with_text)
             }));
         self.drain(inflight_limit(self.pool.as_deref()))
+    }
+
+    fn manifest(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({ "licenses": self.licenses }))
     }
 
     fn finish(&mut self) -> Result<Vec<ShardInfo>> {
@@ -264,6 +325,7 @@ pub fn kind() -> Kind {
                 writer: None,
                 pool: None,
                 converting: VecDeque::new(),
+                licenses: BTreeMap::new(),
             })))
         },
     }

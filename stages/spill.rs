@@ -221,9 +221,13 @@ fn encode(d: &Document, b: &mut Vec<u8>) {
         for s in &p.doc_ids {
             put_str(b, s);
         }
+        for s in &p.doc_urls {
+            put_str(b, s);
+        }
         put_u32(b, p.source_mix.len() as u32);
-        for (k, v) in &p.source_mix {
-            put_str(b, k);
+        for ((s, l), v) in &p.source_mix {
+            put_str(b, s);
+            put_str(b, l);
             put_u32(b, *v);
         }
         put_u32(b, p.n_pad);
@@ -310,15 +314,21 @@ fn decode(c: &mut Cursor) -> std::result::Result<Document, &'static str> {
         for _ in 0..n {
             doc_ids.push(c.string()?);
         }
+        let mut doc_urls = Vec::with_capacity(n.min(1 << 16));
+        for _ in 0..n {
+            doc_urls.push(c.string()?);
+        }
         let mut p = Packed {
             doc_offsets,
             doc_ids,
+            doc_urls,
             ..Default::default()
         };
         for _ in 0..c.u32()? {
-            let k = c.string()?;
+            let s = c.string()?;
+            let l = c.string()?;
             let v = c.u32()?;
-            p.source_mix.insert(k, v);
+            p.source_mix.insert((s, l), v);
         }
         p.n_pad = c.u32()?;
         d.packed = Some(p);
@@ -346,7 +356,10 @@ mod tests {
         b.packed = Some(Packed {
             doc_offsets: vec![0, 5],
             doc_ids: vec!["x".into(), "y@12".into()],
-            source_mix: [("web".to_string(), 7u32)].into_iter().collect(),
+            doc_urls: vec!["https://例子.cn/".into(), String::new()],
+            source_mix: [(("web".to_string(), "CC-BY-SA-4.0".to_string()), 7u32)]
+                .into_iter()
+                .collect(),
             n_pad: 3,
         });
         let p = dir.path().join("s/x.spill");

@@ -12,6 +12,7 @@ mod engine;
 mod extract;
 mod memory;
 mod mix;
+mod provenance;
 mod rundir;
 #[cfg(feature = "cloud")]
 mod s3;

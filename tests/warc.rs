@@ -97,7 +97,7 @@ fn every_sample_reads_with_expected_counts() {
         }
         for d in &sink.docs {
             assert!(
-                d.id.starts_with(&format!("cc:{}@", file.rsplit('/').next().unwrap_or(file))),
+                d.id.starts_with(&format!("cc:{}:", file.rsplit('/').next().unwrap_or(file))),
                 "{}",
                 d.id
             );

@@ -16,7 +16,7 @@
 //! * `docs` has the union of the columns of every shard file (missing ones read as NULL)
 //!   and always has the canonical document columns (`id, source, text, lang, url, tokens,
 //!   n_tokens, n_chars, attrs, meta`) and packed columns (`input_ids, doc_offsets, doc_ids,
-//!   source_mix, n_pad`), so a query written for one kind of run still plans on the other.
+//!   doc_urls, source_mix, n_pad`), so a query written for one kind of run still plans on the other.
 //!   Document rows have `n_chars` set; packed sequences have `source_mix` set.
 //! * `stats` columns: `run, node, kind, role, metric, key, docs, bytes` where `metric` is
 //!   `docs_in` (key ''), `port` (key = port name), `reject` (key = reason) or `bad_record`
@@ -184,6 +184,7 @@ pub fn canonical_docs_schema() -> Schema {
         DataType::Struct(Fields::from(vec![
             Field::new("source", DataType::Utf8, true),
             Field::new("tokens", DataType::UInt32, true),
+            Field::new("license", DataType::Utf8, true),
         ])),
         true,
     )));
@@ -202,6 +203,11 @@ pub fn canonical_docs_schema() -> Schema {
         Field::new("doc_offsets", u32_list, true),
         Field::new(
             "doc_ids",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            true,
+        ),
+        Field::new(
+            "doc_urls",
             DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
             true,
         ),

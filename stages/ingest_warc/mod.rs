@@ -22,13 +22,17 @@
 //! WET `conversion` records are UTF-8 plain text by specification and are not subject to the
 //! MIME filter. ARC records are mapped to `response` (http URLs) or `resource` records.
 //!
-//! **Writes.** `id` = `{source}:{file name}@{offset}` (see [`reader::Pos`]: a plain offset,
-//! the gzip member offset, or `member+inner` for records inside a multi-record member);
+//! **Writes.** `id` = `{source}:{file name}:{offset}` (see [`reader::Pos`]: a plain offset,
+//! the gzip member offset, or `member+inner` for records inside a multi-record member; the
+//! grammar is in [`crate::provenance`]);
 //! `text` = the page (HTML) or the WET text; `meta`: `url`, `domain`, `warc_file`,
 //! `warc_offset`, `warc_record_id`, `warc_date`, `warc_type`, `content_type` (the payload
 //! MIME type), `http_status` (responses), `charset` (the encoding actually used) and
 //! `charset_source` (`http`, `meta`, `bom`, `detected`, `utf8_override`, `detected_override`,
-//! `detected_over_label`, `default`; see `charset::Evidence`).
+//! `detected_over_label`, `default`; see `charset::Evidence`), and, when the response has
+//! them, `http_x_robots_tag`, `http_tdm_reservation` and `http_tdm_policy` (the headers
+//! `tdm_optout` reads). The runtime adds `input` (the file or URI), `license` and
+//! `terms_url` (the source's `license:` and `terms_url:`).
 //!
 //! **Memory.** One record at a time: at most `max_record_bytes` of block plus its decoded
 //! copies (body, decompressed body, UTF-8 text), plus the current batch held by the runtime.
@@ -91,6 +95,16 @@ pub struct Config {
     /// Value of `Document.source`. Default: the node name.
     #[serde(default)]
     pub source: String,
+    /// Licence of this source's documents: an SPDX id (`CC-BY-SA-4.0`) or free text
+    /// ("Common Crawl terms of use; page copyright with its owner"). Written to each
+    /// document's `meta.license`, to the packed rows' `source_mix` and, as token totals per
+    /// licence, to the manifest; checked against `run.allowed_licenses`. Default: none
+    /// (counted as `unknown`).
+    #[serde(default)]
+    pub license: Option<String>,
+    /// URL of the terms the licence refers to, written to `meta.terms_url`. Default: none.
+    #[serde(default)]
+    pub terms_url: Option<String>,
 }
 
 fn default_mime_types() -> Vec<String> {
@@ -191,6 +205,9 @@ pub struct Stats {
     pub bad: BTreeMap<String, u64>,
     /// Emitted documents by charset actually used.
     pub charsets: BTreeMap<String, u64>,
+    /// WARC records read per input file or URI (every type, broken ones not counted); the
+    /// runtime copies each into the manifest's `inputs[].warc_records`.
+    pub records_per_file: BTreeMap<String, u64>,
 }
 
 /// The `ingest_warc` source.
@@ -267,7 +284,7 @@ impl IngestWarc {
             .to_string();
         let pos = rec.pos.to_string();
         let mut doc = Document::new(
-            format!("{}:{}@{}", self.source, file_name, pos),
+            crate::provenance::file_id(&self.source, file_name, &pos),
             self.source.clone(),
             String::new(),
         );
@@ -318,6 +335,18 @@ impl IngestWarc {
                 }
                 doc.meta
                     .insert("http_status".into(), resp.status.to_string());
+                // The opt-out headers `tdm_optout` honours (several X-Robots-Tag headers
+                // are joined with ", ", as HTTP allows).
+                for (name, key) in [
+                    ("X-Robots-Tag", "http_x_robots_tag"),
+                    ("TDM-Reservation", "http_tdm_reservation"),
+                    ("TDM-Policy", "http_tdm_policy"),
+                ] {
+                    let vals: Vec<&str> = resp.headers_all(name).collect();
+                    if !vals.is_empty() {
+                        doc.meta.insert(key.into(), vals.join(", "));
+                    }
+                }
                 let ct = resp.header("Content-Type").unwrap_or("").to_string();
                 let chunked = resp
                     .header("Transfer-Encoding")
@@ -426,6 +455,18 @@ impl IngestWarc {
     /// object-store URL is streamed (one GET, bounded read-ahead), as raw bytes: gzip
     /// members are handled by the record reader exactly as for a local file.
     pub fn read_path(&mut self, split: &str, ctx: &mut dyn SourceSink) -> Result<()> {
+        let before: u64 = self.stats.records.values().sum();
+        let r = self.read_split(split, ctx);
+        let after: u64 = self.stats.records.values().sum();
+        *self
+            .stats
+            .records_per_file
+            .entry(split.to_string())
+            .or_default() += after - before;
+        r
+    }
+
+    fn read_split(&mut self, split: &str, ctx: &mut dyn SourceSink) -> Result<()> {
         if crate::storage::is_remote(split) {
             let len = crate::storage::size(split).unwrap_or(0);
             let r = crate::storage::open(split)?;
@@ -654,7 +695,7 @@ mod tests {
         s.read_from(&f[..], "t.warc", &mut sink).unwrap();
         assert_eq!(sink.docs.len(), 2);
         let d = &sink.docs[0];
-        assert_eq!(d.id, "cc:t.warc@0");
+        assert_eq!(d.id, "cc:t.warc:0");
         assert!(d.text.contains("香港最快开奖现场直播"));
         assert_eq!(d.meta["charset"], "gb18030");
         assert_eq!(d.meta["charset_source"], "meta");

@@ -259,3 +259,81 @@ fn varlen_on(dir: &Path, rows: &[Row]) {
         assert_eq!(v("input_ids"), r.input_ids.iter().map(|&x| x as i64).collect::<Vec<_>>());
     }
 }
+
+/// A ~500k-token document (synthetic by concatenation: every CMRC 2018 paragraph and every
+/// GAOKAO question of the samples, joined with blank lines) through normalize, langid,
+/// segment_zh, heuristic_filter, pii_redact, length_filter, line_dedup, exact_dedup,
+/// minhash_dedup, decontaminate (GSM8K), tokenize (Qwen2) and pack with a 1M bucket, all
+/// with default settings: it is rejected nowhere and reaches one row whole.
+#[test]
+fn a_500k_token_document_survives_every_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    let read = |p: &str, f: &str| -> Vec<String> {
+        std::fs::read_to_string(root().join(p))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()[f].as_str().unwrap().to_string())
+            .collect()
+    };
+    let parts: Vec<String> = read("samples/text/cmrc2018_zh.jsonl", "text")
+        .into_iter()
+        .chain(read("samples/benchmarks/gaokao_mcq_zh.jsonl", "question"))
+        .collect();
+    text.push_str(&parts.join("\n\n"));
+    let input = dir.path().join("in.jsonl");
+    let mut lines = vec![serde_json::json!({"id": "book", "text": text}).to_string()];
+    for (i, a) in read("samples/text/articles_en.jsonl", "text").into_iter().enumerate() {
+        lines.push(serde_json::json!({"id": format!("news{i}"), "text": a}).to_string());
+    }
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let yaml = format!(
+        "nodes:
+  src: {{kind: ingest_jsonl, paths: [\"{}\"], id_field: id}}
+  norm: {{kind: normalize, inputs: [src]}}
+  lang: {{kind: langid, inputs: [norm]}}
+  seg: {{kind: segment_zh, inputs: [lang]}}
+  heur: {{kind: heuristic_filter, inputs: [seg], other_langs: pass}}
+  pii: {{kind: pii_redact, inputs: [heur]}}
+  len: {{kind: length_filter, inputs: [pii]}}
+  lines: {{kind: line_dedup, inputs: [len]}}
+  exact: {{kind: exact_dedup, inputs: [lines]}}
+  near: {{kind: minhash_dedup, inputs: [exact]}}
+  decont:
+    kind: decontaminate
+    inputs: [near]
+    benchmarks: [{{name: gsm8k, paths: [samples/benchmarks/gsm8k_test.jsonl], fields: [question]}}]
+  tok: {{kind: tokenize, inputs: [decont], tokenizer: samples/tokenizers/qwen2/tokenizer.json}}
+  pack:
+    kind: pack
+    inputs: [tok]
+    eos_id: 151643
+    buckets: [{{seq_len: 4096}}, {{seq_len: 131072}}, {{seq_len: 1048576}}]
+  shards: {{kind: parquet_shards, inputs: [pack]}}
+",
+        input.display()
+    );
+    let out = dir.path().join("out");
+    run_yaml(&yaml, &out, 2);
+    let rej = reject_rows(&out);
+    assert!(rej.iter().all(|r| r.0 != "src:book" && r.0 != "book"), "the book was rejected: {:?}",
+        rej.iter().filter(|r| r.0.contains("book")).collect::<Vec<_>>());
+    let rows = rows(&out);
+    let mut found = 0;
+    for r in &rows {
+        for (i, id) in r.doc_ids.iter().enumerate() {
+            if id.contains("book") {
+                found += 1;
+                assert_eq!(r.input_ids.len(), 1048576);
+                assert_eq!(r.doc_starts[i], 0);
+                let real = r.input_ids.len() - r.n_pad as usize;
+                let end = r.doc_offsets.get(i + 1).map_or(real, |&x| x as usize);
+                let n = end - r.doc_offsets[i] as usize;
+                assert!(n > 400_000, "{n} tokens");
+                assert_eq!(r.input_ids[end - 1], 151643);
+                eprintln!("the book: {n} tokens, whole in one 1M row");
+            }
+        }
+    }
+    assert_eq!(found, 1, "the book is one segment");
+}

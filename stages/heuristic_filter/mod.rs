@@ -17,7 +17,7 @@
 //! | `flagged_distinct` | distinct flagged words | ≤ 6 per 20,000 chars (`flagged_distinct_chars`) | (catches diluted spam) |
 //! | `lorem_ipsum` | 1 if present | must be 0 | C4 |
 //! | `c4_bad_lines` | javascript/cookie/policy lines / lines | ≤ 0.3 | C4 |
-//! | `words` | non-symbol words | 50 ≤ n ≤ 100,000 | Gopher |
+//! | `words` | non-symbol words | ≥ 50 (Gopher's ≤ 100,000 is off by default: it rejects books for their length) | Gopher |
 //! | `avg_word_len` | mean chars per non-symbol word | 1 ≤ x ≤ 6 | Gopher |
 //! | `hash_ratio` / `ellipsis_ratio` | `#` / ellipses per word | ≤ 0.1 | Gopher |
 //! | `bullet_lines` / `end_ellipsis_lines` | share of lines | ≤ 0.9 / ≤ 0.3 | Gopher |

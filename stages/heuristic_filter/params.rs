@@ -65,7 +65,8 @@ pub struct LangParams {
     pub max_c4_bad_line_ratio: Option<f64>,
     /// Gopher: minimum number of non-symbol words. zh default 50; others 50.
     pub min_words: Option<usize>,
-    /// Gopher: maximum number of non-symbol words. Default 100,000.
+    /// Gopher: maximum number of non-symbol words. Default: off (Gopher's 100,000 rejects a
+    /// book for its length alone; `max_chars` and `run.max_doc_bytes` bound the memory).
     pub max_words: Option<usize>,
     /// Gopher: minimum mean word length in characters. zh default 1.0; others 3.
     pub min_avg_word_len: Option<f64>,
@@ -184,7 +185,7 @@ impl Rules {
             lorem_ipsum: true,
             max_c4_bad_line_ratio: Some(0.3),
             min_words: Some(50),
-            max_words: Some(100_000),
+            max_words: None,
             min_avg_word_len: Some(1.0),
             max_avg_word_len: Some(6.0),
             max_hash_ratio: Some(0.1),
@@ -230,7 +231,7 @@ impl Rules {
             lorem_ipsum: true,
             max_c4_bad_line_ratio: Some(0.3),
             min_words: Some(50),
-            max_words: Some(100_000),
+            max_words: None,
             min_avg_word_len: Some(3.0),
             max_avg_word_len: Some(10.0),
             max_hash_ratio: Some(0.1),

@@ -98,7 +98,8 @@ fn run(label: &str, pack: &mut Pack, batches: impl Iterator<Item = Vec<Document>
     let mut rows = 0usize;
     for (i, b) in batches.enumerate() {
         let mut em = Emitter::new(OUT_REJECTED);
-        pack.process(DocBatch::new(i as u64, b), &mut em).expect("pack");
+        pack.process(DocBatch::new(i as u64, b), &mut em)
+            .expect("pack");
         rows += em.take(0).len();
     }
     {
@@ -181,7 +182,11 @@ fn main() {
         }
         Some(b)
     });
-    run(&format!("{} M tokens, mixed lengths", target / 1_000_000), &mut p, batches);
+    run(
+        &format!("{} M tokens, mixed lengths", target / 1_000_000),
+        &mut p,
+        batches,
+    );
 
     let ctx = BuildCtx::for_tests("pack2", dir.path());
     let mut p = Pack::try_new(parse_config(&params, &ctx).expect("config"), &ctx).expect("pack");

@@ -282,7 +282,10 @@ impl StageConfig for Config {
                 c.problem("buckets", "give either `seq_len` or `buckets`, not both");
             }
             if self.strategy != Strategy::BestFitDecreasing {
-                c.problem("buckets", "length buckets pack best-fit; drop `strategy: greedy`");
+                c.problem(
+                    "buckets",
+                    "length buckets pack best-fit; drop `strategy: greedy`",
+                );
             }
             let mut prev = 0;
             let mut shares = 0.0;
@@ -445,7 +448,9 @@ fn url_host(url: &str) -> String {
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host = host.rsplit('@').next().unwrap_or(host);
     let host = host.split(':').next().unwrap_or(host).to_ascii_lowercase();
-    host.strip_prefix("www.").map(str::to_string).unwrap_or(host)
+    host.strip_prefix("www.")
+        .map(str::to_string)
+        .unwrap_or(host)
 }
 
 /// A URL's series: host and path without page markers (a last path component such as
@@ -459,15 +464,18 @@ fn url_series(url: &str) -> String {
     let is_page = |c: &str| {
         let c = c.to_ascii_lowercase();
         let c = c.trim_end_matches(".html").trim_end_matches(".htm");
-        let c = c.strip_prefix("page").or_else(|| c.strip_prefix('p')).unwrap_or(c);
+        let c = c
+            .strip_prefix("page")
+            .or_else(|| c.strip_prefix('p'))
+            .unwrap_or(c);
         let c = c.trim_start_matches(['-', '_']);
         !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit())
     };
     let mut comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     if let Some(last) = comps.last() {
         let numeric = last.bytes().all(|b| b.is_ascii_digit());
-        let prev_numeric = comps.len() >= 2
-            && comps[comps.len() - 2].bytes().all(|b| b.is_ascii_digit());
+        let prev_numeric =
+            comps.len() >= 2 && comps[comps.len() - 2].bytes().all(|b| b.is_ascii_digit());
         if (is_page(last) && !numeric) || (numeric && prev_numeric) {
             comps.pop();
         }
@@ -882,7 +890,10 @@ impl Pack {
             .unwrap_or(self.lens.len() - 1);
         self.assigned_total += n as u64;
         let total = self.assigned_total as f64;
-        let below = |b: &Bucket| b.share.is_some_and(|s| (b.c.assigned_tokens as f64) < s * total);
+        let below = |b: &Bucket| {
+            b.share
+                .is_some_and(|s| (b.c.assigned_tokens as f64) < s * total)
+        };
         let own_full = self.lens[own].share.is_none_or(|_| !below(&self.lens[own]));
         let bi = if own_full {
             (own + 1..self.lens.len())
@@ -946,11 +957,7 @@ impl Pack {
         free.range((n, 0)..)
             .find(|&&(_, i)| {
                 unit.iter().all(|it| {
-                    !it.dup
-                        || !bins[i]
-                            .segs
-                            .iter()
-                            .any(|s| s.dup && s.doc_id == it.doc_id)
+                    !it.dup || !bins[i].segs.iter().any(|s| s.dup && s.doc_id == it.doc_id)
                 })
             })
             .copied()
@@ -1015,7 +1022,10 @@ impl Pack {
         let mut slots: Vec<Option<Seg>> = items.into_iter().map(Some).collect();
         let mut units = Vec::new();
         for (_, members) in groups {
-            let mut segs: Vec<Seg> = members.into_iter().filter_map(|i| slots[i].take()).collect();
+            let mut segs: Vec<Seg> = members
+                .into_iter()
+                .filter_map(|i| slots[i].take())
+                .collect();
             let total: usize = segs.iter().map(|s| s.tokens.len()).sum();
             if total <= len && !segs.iter().any(|s| s.dup) {
                 segs.sort_by_key(|s| s.order);
@@ -1024,7 +1034,12 @@ impl Pack {
             }
             // A group larger than a row: best-fit-decreasing inside the group, so its
             // units come out nearly full (two copies of a document never share one).
-            segs.sort_by(|a, b| b.tokens.len().cmp(&a.tokens.len()).then(a.order.cmp(&b.order)));
+            segs.sort_by(|a, b| {
+                b.tokens
+                    .len()
+                    .cmp(&a.tokens.len())
+                    .then(a.order.cmp(&b.order))
+            });
             let mut gbins: Vec<Bin> = Vec::new();
             let mut gfree: BTreeSet<(usize, usize)> = BTreeSet::new();
             for sg in segs {
@@ -1272,8 +1287,8 @@ impl Pack {
         }
         if let Some(r) = &self.rel {
             s["relatedness"] = r.report();
-            s["relatedness"]["order"] = serde_json::to_value(self.cfg.order.as_ref().map(|o| o.by))
-                .unwrap_or_default();
+            s["relatedness"]["order"] =
+                serde_json::to_value(self.cfg.order.as_ref().map(|o| o.by)).unwrap_or_default();
         }
         if let Some(u) = &self.cfg.upsample {
             let tin: u64 = self.up.values().map(|v| v.tokens_in).sum();
@@ -1495,7 +1510,7 @@ impl Stage for Pack {
 pub fn kind() -> Kind {
     Kind {
         name: "pack",
-        doc: "Pack tokenized documents into fixed-length sequences or length buckets (greedy or best-fit-decreasing), EOS-joined, optional long-document upsampling, with a seeded bounded-memory global shuffle.",
+        doc: "Pack tokenized documents into fixed-length sequences or length buckets (greedy or best-fit-decreasing), EOS-joined, optional long-document upsampling and related-document ordering, with a seeded bounded-memory global shuffle.",
         role: Role::Stage,
         ports: OUT_REJECTED,
         schema: || schemars::schema_for!(Config),
@@ -1855,7 +1870,12 @@ mod tests {
         let lens = [512usize, 4096, 32768];
         // A document of exactly each bucket's size, one token over each, short ones, and
         // the whole stream (over 10 rows of the largest bucket) as one long document.
-        let mut docs = docs_of(&stream, &[512, 513, 4096, 4097, 32768, 300, 40, 2000], "d", "web");
+        let mut docs = docs_of(
+            &stream,
+            &[512, 513, 4096, 4097, 32768, 300, 40, 2000],
+            "d",
+            "web",
+        );
         let mut long = Document::new("book", "books", "");
         let mut t = stream.clone();
         t.push(EOS);
@@ -1898,12 +1918,17 @@ mod tests {
                 let p = s.packed.as_ref().unwrap();
                 for (i, id) in p.doc_ids.iter().enumerate() {
                     if id == "book" || id.starts_with("book@") {
-                        let end = p.doc_offsets.get(i + 1).map_or(
-                            s.tokens.as_ref().unwrap().len() - p.n_pad as usize,
-                            |&x| x as usize,
-                        );
+                        let end =
+                            p.doc_offsets.get(i + 1).map_or(
+                                s.tokens.as_ref().unwrap().len() - p.n_pad as usize,
+                                |&x| x as usize,
+                            );
                         let last_in_row = i + 1 == p.doc_ids.len();
-                        segs.push((p.doc_starts[i], end - p.doc_offsets[i] as usize, last_in_row));
+                        segs.push((
+                            p.doc_starts[i],
+                            end - p.doc_offsets[i] as usize,
+                            last_in_row,
+                        ));
                     }
                 }
             }
@@ -2060,17 +2085,27 @@ mod tests {
                 }
                 assert!(lens.contains(&s.tokens.as_ref().unwrap().len()));
             }
-            let n_long = docs.iter().filter(|d| d.tokens.as_ref().unwrap().len() >= 599).count();
+            let n_long = docs
+                .iter()
+                .filter(|d| d.tokens.as_ref().unwrap().len() >= 599)
+                .count();
             let tripled = copies.values().filter(|&&c| c == 3).count();
             assert_eq!(tripled, n_long, "every long document has three copies");
             for d in &docs {
-                assert!(copies.contains_key(&d.id) != rejected.contains(&d.id), "{}", d.id);
+                assert!(
+                    copies.contains_key(&d.id) != rejected.contains(&d.id),
+                    "{}",
+                    d.id
+                );
             }
             let st = p.stats().unwrap();
             let web = &st["upsample"]["sources"]["web"];
             assert!(web["dropped_docs"].as_u64().unwrap() > 0, "{web}");
             // The source mix is kept: web's share moves by less than 2 points.
-            let (a, b) = (web["share_in"].as_f64().unwrap(), web["share_out"].as_f64().unwrap());
+            let (a, b) = (
+                web["share_in"].as_f64().unwrap(),
+                web["share_out"].as_f64().unwrap(),
+            );
             assert!((a - b).abs() < 0.02, "{web}");
             let tin = web["tokens_in"].as_u64().unwrap();
             let tout = web["tokens_out"].as_u64().unwrap();
@@ -2085,19 +2120,40 @@ mod tests {
 
     #[test]
     fn url_keys() {
-        assert_eq!(url_host("https://www.Example.com:8080/a/b?x=1"), "example.com");
+        assert_eq!(
+            url_host("https://www.Example.com:8080/a/b?x=1"),
+            "example.com"
+        );
         assert_eq!(url_host("http://user@bbs.example.cn/t"), "bbs.example.cn");
         let s = |u: &str| url_series(u);
-        assert_eq!(s("https://bbs.x.cn/thread/42/page-3"), s("https://bbs.x.cn/thread/42/page-4"));
-        assert_eq!(s("https://bbs.x.cn/thread/42/2"), s("https://bbs.x.cn/thread/42/3"));
-        assert_ne!(s("https://bbs.x.cn/thread/42"), s("https://bbs.x.cn/thread/43"));
+        assert_eq!(
+            s("https://bbs.x.cn/thread/42/page-3"),
+            s("https://bbs.x.cn/thread/42/page-4")
+        );
+        assert_eq!(
+            s("https://bbs.x.cn/thread/42/2"),
+            s("https://bbs.x.cn/thread/42/3")
+        );
+        assert_ne!(
+            s("https://bbs.x.cn/thread/42"),
+            s("https://bbs.x.cn/thread/43")
+        );
         assert_eq!(
             s("http://f.x.cn/viewtopic.php?t=123&start=20"),
             s("http://f.x.cn/viewtopic.php?start=40&t=123")
         );
-        assert_ne!(s("http://f.x.cn/viewtopic.php?t=123"), s("http://f.x.cn/viewtopic.php?t=124"));
-        assert_eq!(s("https://x.cn/news/p2.html#c"), s("https://x.cn/news/p3.html"));
-        assert_ne!(s("https://x.cn/news/a-1.html"), s("https://x.cn/news/a-2.html"));
+        assert_ne!(
+            s("http://f.x.cn/viewtopic.php?t=123"),
+            s("http://f.x.cn/viewtopic.php?t=124")
+        );
+        assert_eq!(
+            s("https://x.cn/news/p2.html#c"),
+            s("https://x.cn/news/p3.html")
+        );
+        assert_ne!(
+            s("https://x.cn/news/a-1.html"),
+            s("https://x.cn/news/a-2.html")
+        );
     }
 
     /// The near-duplicate families of `samples/text/zh_neardup` (70 Wikipedia articles and
@@ -2113,15 +2169,25 @@ mod tests {
             .lines()
         {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let mut d = Document::new(v["id"].as_str().unwrap(), "fam", v["text"].as_str().unwrap());
-            d.tokens = Some(tok.encode(d.text.as_str(), false).unwrap().get_ids().to_vec());
+            let mut d = Document::new(
+                v["id"].as_str().unwrap(),
+                "fam",
+                v["text"].as_str().unwrap(),
+            );
+            d.tokens = Some(
+                tok.encode(d.text.as_str(), false)
+                    .unwrap()
+                    .get_ids()
+                    .to_vec(),
+            );
             docs.push(d);
         }
         docs.sort_by_key(|d| xxhash_rust::xxh3::xxh3_64(d.id.as_bytes()));
         let dir = tempfile::tempdir().unwrap();
         let mut res = Vec::new();
         for order in [None, Some("minhash")] {
-            let mut params = serde_json::json!({"seq_len": 4096, "eos_id": EOS, "report_relatedness": true});
+            let mut params =
+                serde_json::json!({"seq_len": 4096, "eos_id": EOS, "report_relatedness": true});
             if let Some(o) = order {
                 params["order"] = serde_json::json!({"by": o});
             }
@@ -2135,19 +2201,31 @@ mod tests {
                 let ids = &s.packed.as_ref().unwrap().doc_ids;
                 same += ids
                     .windows(2)
-                    .filter(|w| w[0].starts_with('f') && w[1].starts_with('f') && fam(&w[0]) == fam(&w[1]))
+                    .filter(|w| {
+                        w[0].starts_with('f') && w[1].starts_with('f') && fam(&w[0]) == fam(&w[1])
+                    })
                     .count();
             }
             let st = p.stats().unwrap();
-            res.push((same, st["relatedness"].clone(), st["padding_rate"].as_f64().unwrap()));
+            res.push((
+                same,
+                st["relatedness"].clone(),
+                st["padding_rate"].as_f64().unwrap(),
+            ));
         }
         eprintln!("relatedness (none, minhash): {res:?}");
         let (same0, rel0, _) = &res[0];
         let (same1, rel1, pad1) = &res[1];
         let j = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap();
         assert!(*same1 >= 30 && *same1 > 5 * same0.max(&1), "{res:?}");
-        assert!(j(rel1, "neighbour_jaccard") > 3.0 * j(rel1, "random_jaccard"), "{res:?}");
-        assert!(j(rel1, "neighbour_jaccard") > 3.0 * j(rel0, "neighbour_jaccard"), "{res:?}");
+        assert!(
+            j(rel1, "neighbour_jaccard") > 3.0 * j(rel1, "random_jaccard"),
+            "{res:?}"
+        );
+        assert!(
+            j(rel1, "neighbour_jaccard") > 3.0 * j(rel0, "neighbour_jaccard"),
+            "{res:?}"
+        );
         assert!(*pad1 < 0.02, "ordering keeps padding low: {res:?}");
     }
 
@@ -2156,7 +2234,10 @@ mod tests {
     fn site_order_groups_pages_of_one_site() {
         let mut docs = tokenized_corpus();
         for (i, d) in docs.iter_mut().enumerate() {
-            d.meta.insert("url".into(), format!("https://s{}.example.cn/a/{i}.html", i % 40));
+            d.meta.insert(
+                "url".into(),
+                format!("https://s{}.example.cn/a/{i}.html", i % 40),
+            );
         }
         let dir = tempfile::tempdir().unwrap();
         let mut rates = Vec::new();
@@ -2168,7 +2249,11 @@ mod tests {
             let mut p = pack(params, dir.path());
             let (out, _) = run_stage_docs(&mut p, docs.clone(), 64);
             check(&out, &docs, 4096, true);
-            let site: BTreeMap<String, usize> = docs.iter().enumerate().map(|(i, d)| (d.id.clone(), i % 40)).collect();
+            let site: BTreeMap<String, usize> = docs
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (d.id.clone(), i % 40))
+                .collect();
             let (mut same, mut pairs) = (0, 0);
             for s in &out {
                 for w in s.packed.as_ref().unwrap().doc_ids.windows(2) {
@@ -2176,7 +2261,10 @@ mod tests {
                     same += (site[&w[0]] == site[&w[1]]) as usize;
                 }
             }
-            rates.push((same as f64 / pairs as f64, p.stats().unwrap()["padding_rate"].as_f64().unwrap()));
+            rates.push((
+                same as f64 / pairs as f64,
+                p.stats().unwrap()["padding_rate"].as_f64().unwrap(),
+            ));
         }
         eprintln!("same-site neighbour share and padding (none, site): {rates:?}");
         assert!(rates[0].0 < 0.1 && rates[1].0 > 0.8, "{rates:?}");

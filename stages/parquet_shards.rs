@@ -237,9 +237,7 @@ impl Sink for ParquetShards {
         if batch.docs.is_empty() {
             return Ok(());
         }
-        let is_packed = *self
-            .packed
-            .get_or_insert(batch.docs[0].packed.is_some());
+        let is_packed = *self.packed.get_or_insert(batch.docs[0].packed.is_some());
         if batch.docs.iter().any(|d| d.packed.is_some() != is_packed) {
             return Err(Error::msg("one parquet_shards sink received both packed sequences and plain documents; use two sinks"));
         }

@@ -99,7 +99,16 @@ fn long_context_config_end_to_end() {
     // One shard series per bucket; every row has its file's length; totals per bucket.
     let mut per_len: BTreeMap<usize, (u64, u64)> = BTreeMap::new();
     for r in &rows {
-        let l: usize = r.file.split("-L").nth(1).unwrap().split('-').next().unwrap().parse().unwrap();
+        let l: usize = r
+            .file
+            .split("-L")
+            .nth(1)
+            .unwrap()
+            .split('-')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(r.input_ids.len(), l, "{}", r.file);
         let e = per_len.entry(l).or_default();
         e.0 += 1;
@@ -122,10 +131,15 @@ fn long_context_config_end_to_end() {
         let real = r.input_ids.len() - r.n_pad as usize;
         let mut seen = BTreeSet::new();
         for (i, id) in r.doc_ids.iter().enumerate() {
-            let start = id.split_once('@').map_or(0, |(_, k)| k.parse::<u64>().unwrap());
+            let start = id
+                .split_once('@')
+                .map_or(0, |(_, k)| k.parse::<u64>().unwrap());
             assert_eq!(r.doc_starts[i], start, "{id}");
             let (doc, copy) = doc_of(id);
-            assert!(seen.insert(doc.to_string()), "two copies of {doc} in one row");
+            assert!(
+                seen.insert(doc.to_string()),
+                "two copies of {doc} in one row"
+            );
             copies += copy.contains("#u") as usize;
             let end = r.doc_offsets.get(i + 1).map_or(real, |&x| x as usize);
             if i > 0 {
@@ -149,7 +163,11 @@ fn long_context_config_end_to_end() {
         for (k, &(start, len, ends_eos)) in s.iter().enumerate() {
             assert_eq!(start, pos, "{key}: segments are contiguous");
             assert!(len <= 131072);
-            assert_eq!(ends_eos, k + 1 == s.len(), "{key}: only the last segment ends with EOS");
+            assert_eq!(
+                ends_eos,
+                k + 1 == s.len(),
+                "{key}: only the last segment ends with EOS"
+            );
             pos += len as u64;
         }
     }
@@ -231,7 +249,10 @@ fn varlen_on(dir: &Path, rows: &[Row]) {
     }
 
     let Some(py) = python_with(&["pyarrow", "numpy"]) else {
-        skip("pyarrow", "varlen parity with Python: no python3 with pyarrow and numpy");
+        skip(
+            "pyarrow",
+            "varlen parity with Python: no python3 with pyarrow and numpy",
+        );
         return;
     };
     let out = Command::new(&py)
@@ -242,7 +263,11 @@ fn varlen_on(dir: &Path, rows: &[Row]) {
         .args(["--seq-len", &t.to_string(), "--seed", "5"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let pyb: Vec<Value> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -251,12 +276,25 @@ fn varlen_on(dir: &Path, rows: &[Row]) {
     assert_eq!(pyb.len(), n);
     for (r, p) in rust.iter().zip(&pyb) {
         let v = |k: &str| -> Vec<i64> {
-            p[k].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect()
+            p[k].as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_i64().unwrap())
+                .collect()
         };
-        assert_eq!(v("cu_seqlens"), r.cu_seqlens.iter().map(|&x| x as i64).collect::<Vec<_>>());
-        assert_eq!(v("seqs_per_row"), r.seqs_per_row.iter().map(|&x| x as i64).collect::<Vec<_>>());
+        assert_eq!(
+            v("cu_seqlens"),
+            r.cu_seqlens.iter().map(|&x| x as i64).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            v("seqs_per_row"),
+            r.seqs_per_row.iter().map(|&x| x as i64).collect::<Vec<_>>()
+        );
         assert_eq!(p["max_seqlen"].as_u64().unwrap() as usize, r.max_seqlen);
-        assert_eq!(v("input_ids"), r.input_ids.iter().map(|&x| x as i64).collect::<Vec<_>>());
+        assert_eq!(
+            v("input_ids"),
+            r.input_ids.iter().map(|&x| x as i64).collect::<Vec<_>>()
+        );
     }
 }
 
@@ -273,7 +311,12 @@ fn a_500k_token_document_survives_every_stage() {
         std::fs::read_to_string(root().join(p))
             .unwrap()
             .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap()[f].as_str().unwrap().to_string())
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()[f]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
             .collect()
     };
     let parts: Vec<String> = read("samples/text/cmrc2018_zh.jsonl", "text")
@@ -283,7 +326,10 @@ fn a_500k_token_document_survives_every_stage() {
     text.push_str(&parts.join("\n\n"));
     let input = dir.path().join("in.jsonl");
     let mut lines = vec![serde_json::json!({"id": "book", "text": text}).to_string()];
-    for (i, a) in read("samples/text/articles_en.jsonl", "text").into_iter().enumerate() {
+    for (i, a) in read("samples/text/articles_en.jsonl", "text")
+        .into_iter()
+        .enumerate()
+    {
         lines.push(serde_json::json!({"id": format!("news{i}"), "text": a}).to_string());
     }
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
@@ -316,8 +362,13 @@ fn a_500k_token_document_survives_every_stage() {
     let out = dir.path().join("out");
     run_yaml(&yaml, &out, 2);
     let rej = reject_rows(&out);
-    assert!(rej.iter().all(|r| r.0 != "src:book" && r.0 != "book"), "the book was rejected: {:?}",
-        rej.iter().filter(|r| r.0.contains("book")).collect::<Vec<_>>());
+    assert!(
+        rej.iter().all(|r| r.0 != "src:book" && r.0 != "book"),
+        "the book was rejected: {:?}",
+        rej.iter()
+            .filter(|r| r.0.contains("book"))
+            .collect::<Vec<_>>()
+    );
     let rows = rows(&out);
     let mut found = 0;
     for r in &rows {

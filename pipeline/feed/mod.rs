@@ -527,7 +527,11 @@ pub fn varlen(doc_start: &[u8], t: usize) -> (Vec<i32>, usize, Vec<i32>) {
         .map(|(i, _)| i as i32)
         .collect();
     cu.push(doc_start.len() as i32);
-    let max = cu.windows(2).map(|w| (w[1] - w[0]) as usize).max().unwrap_or(0);
+    let max = cu
+        .windows(2)
+        .map(|w| (w[1] - w[0]) as usize)
+        .max()
+        .unwrap_or(0);
     let per_row = doc_start
         .chunks(t.max(1))
         .map(|r| r.iter().filter(|&&s| s != 0).count() as i32)

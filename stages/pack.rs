@@ -424,7 +424,7 @@ const SIG: usize = 32;
 
 /// The `SIG` (multiplier, increment) pairs of the signature's hash permutations.
 fn sig_perms(seed: u64) -> Vec<(u64, u64)> {
-    let mut r = SplitMix64::new(seed ^ 0x5EED_0F_5167, 3);
+    let mut r = SplitMix64::new(seed ^ 0x005E_ED0F_5167, 3);
     (0..SIG).map(|_| (r.next_u64() | 1, r.next_u64())).collect()
 }
 

@@ -12,7 +12,10 @@
 //! drawn from a seeded heavy-tailed mix: 90% of documents 64-4k tokens (log-uniform), 8%
 //! 4k-32k, 1.7% 32k-128k, 0.3% 128k-1M; they are generated batch by batch, so the RSS is
 //! the packer's. The 2 M-token document is the stream repeated (synthetic by
-//! concatenation), split at paragraph ends. Shuffle on (spill files in a temp dir).
+//! concatenation), split at paragraph ends. Shuffle on (spill files in a temp dir). Time
+//! includes generating the documents.
+//! Each run is a fresh process (the bench re-executes itself), so its peak RSS is the
+//! packer's, printed with the RSS before packing (the boundary-token table, the stream).
 
 use std::time::Instant;
 
@@ -93,9 +96,21 @@ fn window(stream: &[u32], off: usize, n: usize) -> Vec<u32> {
     t
 }
 
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 fn run(label: &str, pack: &mut Pack, batches: impl Iterator<Item = Vec<Document>>) {
+    let base = rss_mib();
     let t0 = Instant::now();
-    let mut rows = 0usize;
+    let mut rows = 0usize; // handed over (all of them when shuffled)
     for (i, b) in batches.enumerate() {
         let mut em = Emitter::new(OUT_REJECTED);
         pack.process(DocBatch::new(i as u64, b), &mut em)
@@ -115,10 +130,10 @@ fn run(label: &str, pack: &mut Pack, batches: impl Iterator<Item = Vec<Document>
     let t = t0.elapsed().as_secs_f64();
     let st = pack.stats().expect("stats");
     println!(
-        "{label}: {} docs, {} real tokens, {} rows, {:.1} s ({:.1} M tokens/s), peak RSS {:.0} MiB, padding {:.3}%, split {}",
+        "{label}: {} docs, {} real tokens, {} rows, {:.1} s ({:.1} M tokens/s), peak RSS {:.0} MiB (before: {base:.0} MiB), padding {:.3}%, split {}",
         st["docs"],
         st["real_tokens"],
-        rows,
+        st["sequences"],
         t,
         st["real_tokens"].as_f64().unwrap_or(0.0) / 1e6 / t,
         peak_rss_mib(),
@@ -141,22 +156,59 @@ fn run(label: &str, pack: &mut Pack, batches: impl Iterator<Item = Vec<Document>
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        // A fresh process per run, so its peak RSS is the packer's own (plus the tokenizer
+        // vocabulary `pack` reads for split boundaries, and the 2.7 MB token stream).
+        let bytes = std::fs::read(&args[i + 1]).expect("stream file");
+        let s: Vec<u32> = bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        return child(&args[i + 2], &s);
+    }
+    let s = stream();
+    println!("stream: {} real tokens (DeepSeek-V3)", s.len());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("stream.u32");
+    std::fs::write(
+        &f,
+        s.iter().flat_map(|t| t.to_le_bytes()).collect::<Vec<u8>>(),
+    )
+    .expect("write");
+    for what in ["mixed", "book"] {
+        let st = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .arg("--child")
+            .arg(&f)
+            .arg(what)
+            .status()
+            .expect("child");
+        assert!(st.success());
+    }
+}
+
+fn child(what: &str, s: &[u32]) {
     let target: usize = std::env::var("PACK_LONG_TOKENS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000_000);
-    let s = stream();
-    println!("stream: {} real tokens (DeepSeek-V3)", s.len());
     let dir = tempfile::tempdir().expect("tempdir");
     let buckets = serde_json::json!([{"seq_len": 4096}, {"seq_len": 32768},
                                      {"seq_len": 131072}, {"seq_len": 1048576}]);
     let ctx = BuildCtx::for_tests("pack", dir.path());
-    let params = serde_json::json!({"eos_id": 1, "buckets": buckets, "tokenizer": TOK, "seed": 1});
+    let shuffle = std::env::var("PACK_LONG_SHUFFLE").map_or(true, |v| v != "0");
+    let params = serde_json::json!({"eos_id": 1, "buckets": buckets, "tokenizer": TOK, "seed": 1,
+                                    "shuffle": shuffle});
     let mut p = Pack::try_new(parse_config(&params, &ctx).expect("config"), &ctx).expect("pack");
+    if what == "book" {
+        let mut d = Document::new("book", "books", "");
+        d.tokens = Some(window(s, 0, 2_000_000));
+        run("one 2 M-token document", &mut p, std::iter::once(vec![d]));
+        return;
+    }
     let mut rng = Rng(7);
     let mut made = 0usize;
     let mut k = 0usize;
-    let sref = &s;
     let batches = std::iter::from_fn(|| {
         if made >= target {
             return None;
@@ -175,7 +227,7 @@ fn main() {
             };
             let off = rng.next() as usize;
             let mut d = Document::new(format!("g{k}"), "web", "");
-            d.tokens = Some(window(sref, off, n));
+            d.tokens = Some(window(s, off, n));
             made += n + 1;
             k += 1;
             b.push(d);
@@ -187,10 +239,4 @@ fn main() {
         &mut p,
         batches,
     );
-
-    let ctx = BuildCtx::for_tests("pack2", dir.path());
-    let mut p = Pack::try_new(parse_config(&params, &ctx).expect("config"), &ctx).expect("pack");
-    let mut d = Document::new("book", "books", "");
-    d.tokens = Some(window(&s, 0, 2_000_000));
-    run("one 2 M-token document", &mut p, std::iter::once(vec![d]));
 }

@@ -95,6 +95,11 @@ impl SpillWriter {
             .map_err(|e| Error::io(&self.path, e))?;
         self.records += 1;
         self.bytes += 4 + self.buf.len() as u64;
+        // Do not keep a huge record's buffer: many writers are open at once (the pack
+        // shuffle's 64), and 1M-token sequences are 4 MB each.
+        if self.buf.capacity() > 1 << 20 {
+            self.buf = Vec::new();
+        }
         Ok(())
     }
     /// Flush and close; returns the path.

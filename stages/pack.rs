@@ -90,8 +90,9 @@
 //!   (that token offset, 0 for a whole document), `source_mix` (tokens per source, EOS
 //!   included), `n_pad`, `bucket` (row length, with `buckets`).
 //! * Stats/manifest: sequences, real and pad tokens, `padding_rate`, documents split; with
-//!   buckets, per bucket (`buckets`: sequences, tokens, padding, fill, share); with
-//!   upsampling, per source (`upsample`).
+//!   buckets, per bucket (`buckets`: sequences, tokens, padding, fill, share) and
+//!   `split_boundaries`; with upsampling, per source (`upsample`); with `order` or
+//!   `report_relatedness`, `relatedness`.
 //!
 //! ```yaml
 //! pack:

@@ -2285,4 +2285,33 @@ mod tests {
         assert!(rates[0].0 < 0.1 && rates[1].0 > 0.8, "{rates:?}");
         assert!(rates[1].1 < 0.02, "{rates:?}");
     }
+
+    #[test]
+    fn bucket_config_problems_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = BuildCtx::for_tests("pack", dir.path());
+        let problems = |p: serde_json::Value| {
+            parse_config::<Config>(&p, &ctx)
+                .err()
+                .unwrap_or_default()
+                .join("\n")
+        };
+        let b = serde_json::json!([{"seq_len": 4096}, {"seq_len": 1024}]);
+        let e = problems(serde_json::json!({"eos_id": 1, "seq_len": 4096, "buckets": b}));
+        assert!(e.contains("either `seq_len` or `buckets`"), "{e}");
+        assert!(e.contains("increasing seq_len"), "{e}");
+        let b =
+            serde_json::json!([{"seq_len": 512, "share": 0.7}, {"seq_len": 4096, "share": 0.6}]);
+        let e = problems(serde_json::json!({"eos_id": 1, "buckets": b, "strategy": "greedy"}));
+        assert!(e.contains("best-fit") && e.contains("add up to"), "{e}");
+        let e = problems(serde_json::json!({"eos_id": 1, "strategy": "greedy",
+            "upsample": {"min_tokens": 10, "factor": 2}, "order": {"by": "meta"}}));
+        assert!(
+            e.contains("upsampling needs") && e.contains("`by: meta` needs"),
+            "{e}"
+        );
+        assert!(
+            problems(serde_json::json!({"eos_id": 1, "buckets": [{"seq_len": 64}]})).is_empty()
+        );
+    }
 }

@@ -3,7 +3,7 @@
 //! Three schemas leave the engine:
 //! * **document shards**: `id, source, text?, lang, url, tokens, n_tokens, n_chars, attrs, meta`;
 //! * **packed shards** (after `pack`): `id, input_ids, n_tokens, doc_offsets, doc_ids,
-//!   doc_urls, source_mix (source, tokens, license), n_pad`;
+//!   doc_urls, source_mix (source, tokens, license), n_pad, doc_starts`;
 //! * **rejects**: `id, source, stage, reason, score, detail, url, n_chars, text_prefix, attrs, meta`.
 //!
 //! `attrs` and `meta` are JSON-object strings rather than Arrow maps: every reader
@@ -86,6 +86,11 @@ pub fn packed_schema() -> SchemaRef {
             false,
         ),
         Field::new("n_pad", DataType::UInt32, false),
+        Field::new(
+            "doc_starts",
+            DataType::List(Arc::new(Field::new("item", DataType::UInt64, true))),
+            false,
+        ),
     ]))
 }
 
@@ -193,6 +198,7 @@ pub fn packed_to_batch(docs: &[Document]) -> Result<RecordBatch> {
     let mut doc_urls = ListBuilder::new(StringBuilder::new());
     let mut mix = ListBuilder::new(StructBuilder::from_fields(source_mix_fields(), 0));
     let mut n_pad = UInt32Builder::new();
+    let mut starts = ListBuilder::new(UInt64Builder::new());
     for d in docs {
         let p = d
             .packed
@@ -230,6 +236,16 @@ pub fn packed_to_batch(docs: &[Document]) -> Result<RecordBatch> {
         }
         mix.append(true);
         n_pad.append_value(p.n_pad);
+        if p.doc_starts.len() == p.doc_ids.len() {
+            starts.values().append_slice(&p.doc_starts);
+        } else {
+            // Sequences built without starts: recover them from the `@<k>` id suffix.
+            for i in &p.doc_ids {
+                let k = i.rsplit_once('@').and_then(|(_, k)| k.parse().ok());
+                starts.values().append_value(k.unwrap_or(0));
+            }
+        }
+        starts.append(true);
     }
     Ok(RecordBatch::try_new(
         packed_schema(),
@@ -242,6 +258,7 @@ pub fn packed_to_batch(docs: &[Document]) -> Result<RecordBatch> {
             Arc::new(doc_urls.finish()),
             Arc::new(mix.finish()),
             Arc::new(n_pad.finish()),
+            Arc::new(starts.finish()),
         ],
     )?)
 }

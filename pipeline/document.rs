@@ -86,6 +86,11 @@ pub struct Packed {
     pub source_mix: BTreeMap<(String, String), u32>,
     /// Number of padding tokens at the end of the sequence.
     pub n_pad: u32,
+    /// Token offset of every segment inside its source document (0 unless the document was
+    /// split across sequences), aligned with `doc_ids`.
+    pub doc_starts: Vec<u64>,
+    /// The length bucket (tokens per row) when `pack` runs with `buckets`; `None` otherwise.
+    pub bucket: Option<u32>,
 }
 
 /// Why a document was rejected. The runtime fills `stage` with the node name.

@@ -7,10 +7,12 @@
 //! `shards/<node>-r<rank>-<idx>.parquet`, so reruns and ranks never collide.
 //!
 //! Documents carrying `packed` (from the `pack` stage) are written with the packed schema
-//! (`input_ids, n_tokens, doc_offsets, doc_ids, doc_urls, source_mix, n_pad`); others with the document
+//! (`input_ids, n_tokens, doc_offsets, doc_ids, doc_urls, source_mix, n_pad, doc_starts`); others with the document
 //! schema (`id, source, text, lang, url, tokens, n_tokens, n_chars, attrs, meta`). See
 //! `crate::arrow_io`. One sink writes one schema: the first non-empty batch decides, and a
-//! later batch of the other kind is an error.
+//! later batch of the other kind is an error. Packed sequences from a `pack` node with
+//! length `buckets` go to one shard series per bucket, `<node>-r<rank>-L<tokens per row>-<idx>`,
+//! so a trainer can read one sequence length at a time.
 //!
 //! The sink's own thread only cuts row groups and appends bytes: converting documents to
 //! Arrow, encoding and compressing row groups all run on the run's worker pool, several at
@@ -138,10 +140,13 @@ type Converted = Result<(RecordBatch, Vec<u64>)>;
 pub struct ParquetShards {
     cfg: Config,
     ctx: BuildCtx,
-    writer: Option<(bool, RotatingWriter)>,
+    /// Packed schema or document schema, fixed by the first non-empty batch.
+    packed: Option<bool>,
+    /// One writer per length bucket (key 0: no bucket).
+    writers: BTreeMap<u32, RotatingWriter>,
     pool: Option<Arc<rayon::ThreadPool>>,
-    /// Batches being converted to Arrow on the pool, oldest first.
-    converting: VecDeque<Receiver<Converted>>,
+    /// Batches being converted to Arrow on the pool, oldest first, with their bucket.
+    converting: VecDeque<(u32, Receiver<Converted>)>,
     /// Per-licence totals for the manifest.
     licenses: BTreeMap<String, LicenseTotals>,
 }
@@ -163,17 +168,43 @@ impl ParquetShards {
         }
     }
 
+    /// The writer of bucket `key` (0: no bucket), created on first use.
+    fn writer(&mut self, key: u32) -> &mut RotatingWriter {
+        if !self.writers.contains_key(&key) {
+            let schema = if self.packed == Some(true) {
+                arrow_io::packed_schema()
+            } else {
+                arrow_io::doc_schema(self.cfg.write_text)
+            };
+            let mut stem = format!("{}-r{:04}", self.ctx.node, self.ctx.rank);
+            if key > 0 {
+                stem.push_str(&format!("-L{key}"));
+            }
+            let w = RotatingWriter::new(
+                self.ctx.out_dir.clone(),
+                "shards",
+                stem,
+                self.ctx.node.clone(),
+                schema,
+                self.limits(),
+            )
+            .with_pool(self.pool.clone());
+            self.writers.insert(key, w);
+        }
+        self.writers.get_mut(&key).expect("just inserted")
+    }
+
     /// Hand converted batches to the writer in arrival order: those already done, and
     /// (blocking) the oldest while more than `keep` are in flight.
     fn drain(&mut self, keep: usize) -> Result<()> {
-        while let Some(front) = self.converting.front() {
+        while let Some((key, front)) = self.converting.front() {
+            let key = *key;
             let Some(done) = take_ordered(front, self.converting.len() > keep)? else {
                 break;
             };
             self.converting.pop_front();
             let (rb, tokens) = done?;
-            let (_, w) = self.writer.as_mut().expect("writer");
-            w.write(&rb, &tokens)?;
+            self.writer(key).write(&rb, &tokens)?;
         }
         Ok(())
     }
@@ -262,37 +293,35 @@ impl Sink for ParquetShards {
         if batch.docs.is_empty() {
             return Ok(());
         }
-        let packed = batch.docs[0].packed.is_some();
-        if self.writer.is_none() {
-            let schema = if packed {
-                arrow_io::packed_schema()
-            } else {
-                arrow_io::doc_schema(self.cfg.write_text)
-            };
-            let stem = format!("{}-r{:04}", self.ctx.node, self.ctx.rank);
-            let w = RotatingWriter::new(
-                self.ctx.out_dir.clone(),
-                "shards",
-                stem,
-                self.ctx.node.clone(),
-                schema,
-                self.limits(),
-            )
-            .with_pool(self.pool.clone());
-            self.writer = Some((packed, w));
-        }
-        let is_packed = self.writer.as_ref().expect("writer").0;
+        let is_packed = *self.packed.get_or_insert(batch.docs[0].packed.is_some());
         if batch.docs.iter().any(|d| d.packed.is_some() != is_packed) {
             return Err(Error::msg("one parquet_shards sink received both packed sequences and plain documents; use two sinks"));
         }
         self.count_licenses(&batch.docs);
+        let key = |d: &Document| d.packed.as_ref().and_then(|p| p.bucket).unwrap_or(0);
+        let first = key(&batch.docs[0]);
+        let groups: Vec<(u32, Vec<Document>)> = if batch.docs.iter().all(|d| key(d) == first) {
+            vec![(first, batch.docs)]
+        } else {
+            // Length buckets: one group per bucket, rows in arrival order within each.
+            let mut g: BTreeMap<u32, Vec<Document>> = BTreeMap::new();
+            for d in batch.docs {
+                g.entry(key(&d)).or_default().push(d);
+            }
+            g.into_iter().collect()
+        };
         // Converting to Arrow (and freeing the documents) runs on the pool, several
-        // batches at once; the writer still receives them strictly in order.
+        // batches at once; the writers still receive them strictly in order.
         let with_text = self.cfg.write_text;
-        self.converting
-            .push_back(spawn_ordered(self.pool.as_deref(), move || {
-                convert(batch.docs, is_packed, with_text)
-            }));
+        for (k, docs) in groups {
+            self.writer(k);
+            self.converting.push_back((
+                k,
+                spawn_ordered(self.pool.as_deref(), move || {
+                    convert(docs, is_packed, with_text)
+                }),
+            ));
+        }
         self.drain(inflight_limit(self.pool.as_deref()))
     }
 
@@ -302,10 +331,11 @@ impl Sink for ParquetShards {
 
     fn finish(&mut self) -> Result<Vec<ShardInfo>> {
         self.drain(0)?;
-        match self.writer.as_mut() {
-            Some((_, w)) => w.finish(),
-            None => Ok(Vec::new()),
+        let mut all = Vec::new();
+        for w in self.writers.values_mut() {
+            all.extend(w.finish()?);
         }
+        Ok(all)
     }
 }
 
@@ -322,7 +352,8 @@ pub fn kind() -> Kind {
             Ok(Node::Sink(Box::new(ParquetShards {
                 cfg,
                 ctx: ctx.clone(),
-                writer: None,
+                packed: None,
+                writers: BTreeMap::new(),
                 pool: None,
                 converting: VecDeque::new(),
                 licenses: BTreeMap::new(),

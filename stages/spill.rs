@@ -95,6 +95,11 @@ impl SpillWriter {
             .map_err(|e| Error::io(&self.path, e))?;
         self.records += 1;
         self.bytes += 4 + self.buf.len() as u64;
+        // Do not keep a huge record's buffer: many writers are open at once (the pack
+        // shuffle's 64), and 1M-token sequences are 4 MB each.
+        if self.buf.capacity() > 1 << 20 {
+            self.buf = Vec::new();
+        }
         Ok(())
     }
     /// Flush and close; returns the path.
@@ -231,6 +236,11 @@ fn encode(d: &Document, b: &mut Vec<u8>) {
             put_u32(b, *v);
         }
         put_u32(b, p.n_pad);
+        put_u32(b, p.doc_starts.len() as u32);
+        for x in &p.doc_starts {
+            b.extend_from_slice(&x.to_le_bytes());
+        }
+        put_u32(b, p.bucket.unwrap_or(0));
     }
 }
 
@@ -331,6 +341,13 @@ fn decode(c: &mut Cursor) -> std::result::Result<Document, &'static str> {
             p.source_mix.insert((s, l), v);
         }
         p.n_pad = c.u32()?;
+        let n = c.u32()? as usize;
+        let s = c.take(n.checked_mul(8).ok_or("length overflow")?)?;
+        p.doc_starts = s
+            .chunks_exact(8)
+            .map(|x| u64::from_le_bytes(x.try_into().expect("8 bytes")))
+            .collect();
+        p.bucket = Some(c.u32()?).filter(|&b| b > 0);
         d.packed = Some(p);
     }
     if c.i != c.b.len() {
@@ -361,6 +378,8 @@ mod tests {
                 .into_iter()
                 .collect(),
             n_pad: 3,
+            doc_starts: vec![0, 12],
+            bucket: Some(4096),
         });
         let p = dir.path().join("s/x.spill");
         let mut w = SpillWriter::create(&p).unwrap();

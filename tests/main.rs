@@ -10,6 +10,7 @@ mod decontam;
 mod dedup;
 mod engine;
 mod extract;
+mod long;
 mod memory;
 mod mix;
 mod provenance;

@@ -29,6 +29,11 @@
 //!   document start, at the window start and at the start of padding;
 //! - `doc_start`: 1 on the first token of each segment (the document-boundary mask).
 //!   Attention must not cross a segment: segment ids are the running sum of `doc_start`.
+//! - `cu_seqlens`, `max_seqlen`, `seqs_per_row`: the same segments as variable-length
+//!   attention takes them ([`varlen`]): cumulative segment boundaries over the flattened
+//!   `[batch_size * seq_len]` batch (FlashAttention's `flash_attn_varlen_func`, PyTorch
+//!   flex attention's document masks), the longest segment, and segments per row. The
+//!   Python package's batches carry the same three (a test compares them).
 //!
 //! **State and resume.** After each batch the loader's cursor sits at the start of the
 //! next global step: `(epoch, shard, row, offset)` = epoch number, position in the epoch's
@@ -289,6 +294,12 @@ pub struct Batch {
     pub position_ids: Vec<u32>,
     /// 1 on the first token of each document segment.
     pub doc_start: Vec<u8>,
+    /// Segment boundaries over the flattened batch, `[S + 1]` (see [`varlen`]).
+    pub cu_seqlens: Vec<i32>,
+    /// Length of the longest segment.
+    pub max_seqlen: usize,
+    /// Segments in each row, `[batch_size]`.
+    pub seqs_per_row: Vec<i32>,
     /// Which samples make up the batch.
     pub samples: Vec<SampleKey>,
     /// The loader state after this batch (what to save with a checkpoint taken now).
@@ -476,6 +487,9 @@ impl Cursor {
             labels: vec![IGNORE; bs * t],
             position_ids: vec![0; bs * t],
             doc_start: vec![0; bs * t],
+            cu_seqlens: Vec::new(),
+            max_seqlen: 0,
+            seqs_per_row: Vec::new(),
             samples: Vec::with_capacity(bs),
             state: self.state(),
         };
@@ -490,10 +504,39 @@ impl Cursor {
             }
             self.advance()?;
         }
+        (batch.cu_seqlens, batch.max_seqlen, batch.seqs_per_row) = varlen(&batch.doc_start, t);
         self.steps += 1;
         batch.state = self.state();
         Ok(batch)
     }
+}
+
+/// Variable-length attention metadata of a row-major `[B, t]` `doc_start` mask:
+/// `(cu_seqlens, max_seqlen, seqs_per_row)`. `cu_seqlens` (`[S + 1]`) holds the start of
+/// every segment in the flattened batch followed by `B·t`, as FlashAttention's varlen
+/// kernels take it (`cu_seqlens_q = cu_seqlens_k`); every row starts a segment, so none
+/// crosses rows, and segment `i` has length `cu_seqlens[i+1] - cu_seqlens[i]`.
+/// `seqs_per_row[b]` counts the segments of row `b` (split `cu_seqlens` per row with it).
+/// Padding and the tail past a row's end form segments of their own, whose labels are all
+/// ignored. Mirrors `sluice_feed.feed.varlen` in Python.
+pub fn varlen(doc_start: &[u8], t: usize) -> (Vec<i32>, usize, Vec<i32>) {
+    let mut cu: Vec<i32> = doc_start
+        .iter()
+        .enumerate()
+        .filter(|&(_, &s)| s != 0)
+        .map(|(i, _)| i as i32)
+        .collect();
+    cu.push(doc_start.len() as i32);
+    let max = cu
+        .windows(2)
+        .map(|w| (w[1] - w[0]) as usize)
+        .max()
+        .unwrap_or(0);
+    let per_row = doc_start
+        .chunks(t.max(1))
+        .map(|r| r.iter().filter(|&&s| s != 0).count() as i32)
+        .collect();
+    (cu, max, per_row)
 }
 
 /// Windows of `seq_len` cut from a row with `real` real tokens: those holding at least one
@@ -683,6 +726,9 @@ mod tests {
             labels: vec![IGNORE; t],
             position_ids: vec![0; t],
             doc_start: vec![0; t],
+            cu_seqlens: vec![],
+            max_seqlen: 0,
+            seqs_per_row: vec![],
             samples: vec![],
             state: FeedState {
                 magic: String::new(),
@@ -716,6 +762,17 @@ mod tests {
         );
         assert_eq!(b.position_ids, vec![0, 1, 2, 0, 1, 0, 1, 2]);
         assert_eq!(b.doc_start, vec![1, 0, 0, 1, 0, 1, 0, 0]);
+        // Segments [0,3) [3,5) and the padding [5,8).
+        assert_eq!(varlen(&b.doc_start, 8), (vec![0, 3, 5, 8], 3, vec![3]));
+    }
+
+    #[test]
+    fn varlen_over_two_rows() {
+        let ds = [1, 0, 0, 0, 1, 0, /* row 2 */ 1, 1, 0, 0, 0, 0];
+        let (cu, max, per) = varlen(&ds, 6);
+        assert_eq!(cu, vec![0, 4, 6, 7, 12]);
+        assert_eq!(max, 5);
+        assert_eq!(per, vec![2, 2]);
     }
 
     #[test]

@@ -41,6 +41,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             "position_ids": b["position_ids"].reshape(-1).tolist(),
             "doc_start": b["doc_start"].reshape(-1).tolist(),
             "cu_seqlens": b["cu_seqlens"].tolist(),
+            "max_seqlen": b["max_seqlen"],
+            "seqs_per_row": b["seqs_per_row"].tolist(),
             "samples": [list(s) for s in b["samples"]],
             "state": b["state"],
         }))

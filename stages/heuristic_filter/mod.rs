@@ -14,10 +14,10 @@
 //! | `chars` | characters | 50 ≤ n ≤ 1,000,000 | length bounds |
 //! | `cjk_share` | Han / non-whitespace chars | ≥ 0.3 | ChineseWebText |
 //! | `flagged_ratio` | chars inside porn/gambling/ads words / chars | ≤ 0.015 | ROOTS |
-//! | `flagged_distinct` | distinct flagged words | ≤ 6 | (catches diluted spam) |
+//! | `flagged_distinct` | distinct flagged words | ≤ 6 per 20,000 chars (`flagged_distinct_chars`) | (catches diluted spam) |
 //! | `lorem_ipsum` | 1 if present | must be 0 | C4 |
 //! | `c4_bad_lines` | javascript/cookie/policy lines / lines | ≤ 0.3 | C4 |
-//! | `words` | non-symbol words | 50 ≤ n ≤ 100,000 | Gopher |
+//! | `words` | non-symbol words | ≥ 50 (Gopher's ≤ 100,000 is off by default: it rejects books for their length) | Gopher |
 //! | `avg_word_len` | mean chars per non-symbol word | 1 ≤ x ≤ 6 | Gopher |
 //! | `hash_ratio` / `ellipsis_ratio` | `#` / ellipses per word | ≤ 0.1 | Gopher |
 //! | `bullet_lines` / `end_ellipsis_lines` | share of lines | ≤ 0.9 / ≤ 0.3 | Gopher |
@@ -470,6 +470,9 @@ fn evaluate_rules(lr: &LangRules, doc: &Document) -> Vec<Outcome> {
                 r.max_flagged_ratio,
             );
             if let Some(m) = r.max_flagged_distinct {
+                // The limit scales with length past `flagged_distinct_chars` (long clean
+                // texts collect distinct flagged words by chance; see `LangParams`).
+                let m = m * n_chars.div_ceil(r.flagged_distinct_chars.max(1)).max(1);
                 let n = distinct.len();
                 out.push(Outcome {
                     rule: "flagged_distinct".into(),

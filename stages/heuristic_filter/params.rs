@@ -56,11 +56,17 @@ pub struct LangParams {
     /// Maximum number of distinct flagged words. Catches long spam pages whose flagged words
     /// are diluted by filler text (e.g. lottery "poems"). zh default 6; others off.
     pub max_flagged_distinct: Option<usize>,
+    /// The `max_flagged_distinct` limit holds per this many characters: a document of `n`
+    /// characters may hold `max_flagged_distinct × ceil(n / flagged_distinct_chars)`
+    /// distinct flagged words, so a book is not rejected for the words any long clean text
+    /// collects. Default 20,000 (above nearly every web page, where the limit is unchanged).
+    pub flagged_distinct_chars: Option<usize>,
     /// Maximum share (0–1) of lines that are C4 javascript / cookie / policy lines. Default 0.3.
     pub max_c4_bad_line_ratio: Option<f64>,
     /// Gopher: minimum number of non-symbol words. zh default 50; others 50.
     pub min_words: Option<usize>,
-    /// Gopher: maximum number of non-symbol words. Default 100,000.
+    /// Gopher: maximum number of non-symbol words. Default: off (Gopher's 100,000 rejects a
+    /// book for its length alone; `max_chars` and `run.max_doc_bytes` bound the memory).
     pub max_words: Option<usize>,
     /// Gopher: minimum mean word length in characters. zh default 1.0; others 3.
     pub min_avg_word_len: Option<f64>,
@@ -136,6 +142,7 @@ pub struct Rules {
     pub min_cjk_share: Option<f64>,
     pub max_flagged_ratio: Option<f64>,
     pub max_flagged_distinct: Option<usize>,
+    pub flagged_distinct_chars: usize,
     pub lorem_ipsum: bool,
     pub max_c4_bad_line_ratio: Option<f64>,
     pub min_words: Option<usize>,
@@ -174,10 +181,11 @@ impl Rules {
             min_cjk_share: Some(0.3),
             max_flagged_ratio: Some(0.015),
             max_flagged_distinct: Some(6),
+            flagged_distinct_chars: 20_000,
             lorem_ipsum: true,
             max_c4_bad_line_ratio: Some(0.3),
             min_words: Some(50),
-            max_words: Some(100_000),
+            max_words: None,
             min_avg_word_len: Some(1.0),
             max_avg_word_len: Some(6.0),
             max_hash_ratio: Some(0.1),
@@ -219,10 +227,11 @@ impl Rules {
             min_cjk_share: None,
             max_flagged_ratio: None,
             max_flagged_distinct: None,
+            flagged_distinct_chars: 20_000,
             lorem_ipsum: true,
             max_c4_bad_line_ratio: Some(0.3),
             min_words: Some(50),
-            max_words: Some(100_000),
+            max_words: None,
             min_avg_word_len: Some(3.0),
             max_avg_word_len: Some(10.0),
             max_hash_ratio: Some(0.1),
@@ -275,6 +284,7 @@ impl Rules {
         }
         set!(min_chars);
         set!(max_chars);
+        set!(flagged_distinct_chars);
         set_opt!(min_cjk_share);
         set_opt!(max_flagged_ratio);
         set_opt!(max_flagged_distinct);

@@ -836,19 +836,12 @@ impl Pack {
         Ok(())
     }
 
-    fn push_greedy(
-        &mut self,
-        id: &str,
-        src: &Src,
-        toks: &[u32],
-        out: &mut Emitter,
-    ) -> Result<()> {
+    fn push_greedy(&mut self, id: &str, src: &Src, toks: &[u32], out: &mut Emitter) -> Result<()> {
         let len = self.lens[0].len;
         let mut pos = 0;
         while pos < toks.len() {
             let take = (len - self.cur.tokens.len()).min(toks.len() - pos);
-            self.cur
-                .add(id, 0, src, pos as u64, &toks[pos..pos + take]);
+            self.cur.add(id, 0, src, pos as u64, &toks[pos..pos + take]);
             pos += take;
             if self.cur.tokens.len() == len {
                 let b = std::mem::take(&mut self.cur);

@@ -1,0 +1,410 @@
+//! The EU training-content summary (JSON and Markdown).
+
+use super::*;
+
+/// The top `share` of domains by bytes (at least one, at most 1,000), with their byte share.
+pub(super) fn top_domains(domains: &BTreeMap<String, u64>, share: f64) -> Value {
+    let total: u64 = domains.values().sum();
+    let mut v: Vec<(&String, &u64)> = domains.iter().collect();
+    v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let k = ((v.len() as f64 * share).ceil() as usize).clamp(v.len().min(1), 1000);
+    json!({
+        "domains_total": v.len(),
+        "bytes_total": total,
+        "listed": k,
+        "top": v.iter().take(k).map(|(d, b)| json!({
+            "domain": d, "bytes": b,
+            "share": if total > 0 { **b as f64 / total as f64 } else { 0.0 },
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub(super) fn size_band(tokens: u64) -> &'static str {
+    if tokens < 1_000_000_000 {
+        "less than 1 billion tokens"
+    } else if tokens <= 10_000_000_000_000 {
+        "1 billion to 10 trillion tokens"
+    } else {
+        "more than 10 trillion tokens"
+    }
+}
+
+pub(super) fn node_rejects(stats: &Value, node: &str) -> Value {
+    let n = &stats["nodes"][node];
+    json!({
+        "docs_in": n["docs_in"],
+        "rejected": n["ports"]["rejected"]["docs"],
+        "reasons": n["rejects"],
+    })
+}
+
+pub(super) fn eu_summary(
+    view: &RunView,
+    scan: &Scan,
+    crawl: &[CrawlInput],
+    args: &ComplianceArgs,
+) -> Value {
+    let total_tokens: u64 = scan.sources.values().map(|s| s.tokens).sum();
+    let total_bytes: u64 = scan.sources.values().map(|s| s.bytes).sum();
+    let mut langs: BTreeMap<String, u64> = BTreeMap::new();
+    for s in scan.sources.values() {
+        for (l, n) in &s.langs {
+            *langs.entry(l.clone()).or_default() += n;
+        }
+    }
+    // Languages the config keeps, when documents carry no language column (packed runs).
+    let lang_filter: Vec<Value> = view
+        .nodes
+        .iter()
+        .filter(|(_, k, _)| k == "langid")
+        .map(|(n, _, p)| json!({"node": n, "keep": p["keep"]}))
+        .collect();
+    let by_kind = |kinds: &[&str]| -> Vec<Value> {
+        view.sources
+            .iter()
+            .filter(|s| kinds.contains(&s.kind.as_str()))
+            .map(|s| {
+                let o = scan.origins.get(&s.node);
+                let inputs: Vec<Value> = view.manifest["inputs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|i| i["node"] == s.node.as_str())
+                    .map(|i| json!({"path": i["path"], "size": i["size"], "sha256": i["sha256"]}))
+                    .collect();
+                json!({
+                    "node": s.node, "kind": s.kind, "source": s.source,
+                    "license": s.license.clone().unwrap_or_else(|| "unknown".into()),
+                    "terms_url": s.terms_url,
+                    "inputs": inputs,
+                    "paths": s.paths,
+                    "in_output": json!({
+                        "documents": o.map(|a| a.docs.len()).unwrap_or(0),
+                        "tokens": o.map(|a| a.tokens).unwrap_or(0),
+                        "bytes": o.map(|a| a.bytes).unwrap_or(0),
+                    }),
+                })
+            })
+            .collect()
+    };
+    let mut scraped = BTreeMap::new();
+    let mut first: Option<String> = None;
+    let mut last: Option<String> = None;
+    for c in crawl {
+        for (d, b) in &c.domains {
+            *scraped.entry(d.clone()).or_insert(0u64) += b;
+        }
+        if let Some(f) = &c.first_date {
+            if first.as_ref().is_none_or(|x| f < x) {
+                first = Some(f.clone());
+            }
+        }
+        if let Some(l) = &c.last_date {
+            if last.as_ref().is_none_or(|x| l > x) {
+                last = Some(l.clone());
+            }
+        }
+    }
+    let mut kept_domains = BTreeMap::new();
+    for s in scan.sources.values() {
+        for (d, b) in &s.domains {
+            *kept_domains.entry(d.clone()).or_insert(0u64) += b;
+        }
+    }
+    let measure = |kinds: &[&str]| -> Vec<Value> {
+        view.nodes
+            .iter()
+            .filter(|(_, k, _)| kinds.contains(&k.as_str()))
+            .map(|(n, k, p)| {
+                let mut v = json!({"node": n, "kind": k, "settings": p});
+                if let Value::Object(m) = node_rejects(&view.stats, n) {
+                    for (a, b) in m {
+                        v[a] = b;
+                    }
+                }
+                v
+            })
+            .collect()
+    };
+    let mut licenses: BTreeMap<String, u64> = BTreeMap::new();
+    for s in scan.sources.values() {
+        for (l, n) in &s.licenses {
+            *licenses.entry(l.clone()).or_default() += n;
+        }
+    }
+    json!({
+        "template": "European Commission, Template for the Public Summary of Training Content for general-purpose AI models (July 2025), AI Act Article 53(1)(d)",
+        "status": "draft generated by sluice from the run directory; sections marked as such are for the provider to complete",
+        "run": {
+            "directory": view.dir.display().to_string(),
+            "config_hash": view.manifest["config_hash"],
+            "sluice_version": view.manifest["sluice_version"],
+            "manifest_version": view.manifest.get("version").cloned().unwrap_or(json!(1)),
+        },
+        "1_general": {
+            "provider": args.provider.clone().unwrap_or_else(|| TBD.into()),
+            "model": args.model.clone().unwrap_or_else(|| TBD.into()),
+            "modalities": ["text"],
+            "text_size": {
+                "tokens": total_tokens, "bytes": total_bytes, "band": size_band(total_tokens),
+                "documents": scan.sources.values().map(|s| s.docs.len()).sum::<usize>(),
+            },
+            "languages_in_output": langs,
+            "language_filters": lang_filter,
+            "tokens_by_license": licenses,
+        },
+        "2_sources": {
+            "2_1_public_datasets": by_kind(&["ingest_jsonl", "ingest_parquet"]),
+            "2_1_note": "file datasets are listed here; the provider must say whether each is publicly available (2.1) or licensed from a third party (2.2)",
+            "2_3_crawled": {
+                "sources": by_kind(&["ingest_warc"]),
+                "collection_period": {"from": first, "to": last, "basis": "WARC-Date of the response/resource/conversion records of the inputs"},
+                "crawlers": crawl.iter().map(|c| json!({
+                    "node": c.node, "source": c.source, "input": c.path, "records": c.records, "bytes": c.bytes, "bad_records": c.bad_records,
+                    "warcinfo": c.warcinfo, "error": c.error,
+                })).collect::<Vec<_>>(),
+                "top_domains_scraped": top_domains(&scraped, args.top_domains),
+                "top_domains_in_training_data": top_domains(&kept_domains, args.top_domains),
+            },
+            "2_4_user_data": "none: no user-interaction source in this run",
+            "2_5_synthetic": by_kind(&["ingest_instructions", "ingest_synthetic"]),
+        },
+        "3_processing": {
+            "3_1_tdm_opt_outs": measure(&["tdm_optout"]),
+            "3_1_robots": crawl.iter().filter_map(|c| c.warcinfo.get("robots").map(|r| json!({"input": c.path, "robots": r}))).collect::<Vec<_>>(),
+            "3_2_illegal_and_harmful_content": measure(&["url_filter", "heuristic_filter", "quality_classifier", "pii_redact", "decontaminate"]),
+        },
+    })
+}
+
+pub(super) fn md_escape(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+pub(super) fn fmt_n(v: &Value) -> String {
+    match v {
+        Value::Null => "–".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub(super) fn source_table(md: &mut String, list: &Value) {
+    let Some(arr) = list.as_array().filter(|a| !a.is_empty()) else {
+        md.push_str("None in this run.\n\n");
+        return;
+    };
+    md.push_str("| source | node | licence | terms | inputs (size, sha256) | documents | tokens | bytes |\n|---|---|---|---|---|---|---|---|\n");
+    for s in arr {
+        let inputs = s["inputs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|i| {
+                format!(
+                    "`{}` ({} B, {}…)",
+                    fmt_n(&i["path"]),
+                    fmt_n(&i["size"]),
+                    i["sha256"].as_str().unwrap_or("").get(..12).unwrap_or("")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("<br>");
+        let o = &s["in_output"];
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            fmt_n(&s["source"]),
+            fmt_n(&s["node"]),
+            md_escape(&fmt_n(&s["license"])),
+            fmt_n(&s["terms_url"]),
+            inputs,
+            fmt_n(&o["documents"]),
+            fmt_n(&o["tokens"]),
+            fmt_n(&o["bytes"]),
+        ));
+    }
+    md.push_str("\nDocuments, tokens and bytes: what of this input is in the training data (upsampled copies count in tokens and bytes, once in documents).\n\n");
+}
+
+pub(super) fn domain_table(md: &mut String, v: &Value, what: &str) {
+    let listed = v["listed"].as_u64().unwrap_or(0);
+    if listed == 0 {
+        md.push_str(&format!("No {what} has a URL.\n\n"));
+        return;
+    }
+    md.push_str(&format!(
+        "{} of {} domains ({} bytes in all):\n\n| domain | bytes | share |\n|---|---:|---:|\n",
+        listed,
+        fmt_n(&v["domains_total"]),
+        fmt_n(&v["bytes_total"])
+    ));
+    for d in v["top"].as_array().into_iter().flatten() {
+        md.push_str(&format!(
+            "| {} | {} | {:.2}% |\n",
+            fmt_n(&d["domain"]),
+            fmt_n(&d["bytes"]),
+            d["share"].as_f64().unwrap_or(0.0) * 100.0
+        ));
+    }
+    md.push('\n');
+}
+
+pub(super) fn measures_table(md: &mut String, list: &Value, none: &str) {
+    let Some(arr) = list.as_array().filter(|a| !a.is_empty()) else {
+        md.push_str(none);
+        md.push_str("\n\n");
+        return;
+    };
+    md.push_str("| node | kind | documents in | rejected | reasons |\n|---|---|---:|---:|---|\n");
+    for m in arr {
+        let reasons = m["reasons"]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        md.push_str(&format!(
+            "| {} | `{}` | {} | {} | {} |\n",
+            fmt_n(&m["node"]),
+            fmt_n(&m["kind"]),
+            fmt_n(&m["docs_in"]),
+            fmt_n(&m["rejected"]),
+            md_escape(&reasons)
+        ));
+    }
+    md.push('\n');
+}
+
+pub(super) fn eu_markdown(eu: &Value) -> String {
+    let g = &eu["1_general"];
+    let s = &eu["2_sources"];
+    let c = &s["2_3_crawled"];
+    let p = &eu["3_processing"];
+    let mut md = String::new();
+    md.push_str("# Public summary of training content (draft)\n\n");
+    md.push_str(&format!(
+        "Generated by `sluice compliance` from run `{}` (config sha256 `{}`, sluice {}, manifest version {}). \
+         Layout of the European Commission's template for the AI Act Article 53(1)(d) summary (July 2025). \
+         This is a draft from the data-preparation run only: the provider completes the marked fields and \
+         adds data sources outside this run. It is not legal advice.\n\n",
+        fmt_n(&eu["run"]["directory"]),
+        fmt_n(&eu["run"]["config_hash"]),
+        fmt_n(&eu["run"]["sluice_version"]),
+        fmt_n(&eu["run"]["manifest_version"]),
+    ));
+    md.push_str("## 1. General information\n\n");
+    md.push_str(&format!(
+        "* Provider: {}\n* Model: {}\n* Modalities: text\n* Size of the text training data from this run: **{} tokens** ({} bytes of text, {} documents), band: *{}*\n",
+        fmt_n(&g["provider"]), fmt_n(&g["model"]),
+        fmt_n(&g["text_size"]["tokens"]), fmt_n(&g["text_size"]["bytes"]),
+        fmt_n(&g["text_size"]["documents"]), fmt_n(&g["text_size"]["band"]),
+    ));
+    let langs = g["languages_in_output"]
+        .as_object()
+        .filter(|o| !o.is_empty())
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| format!("{k} ({v} documents)"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
+    let filters = g["language_filters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| format!("`{}` keeps {}", fmt_n(&f["node"]), f["keep"]))
+        .collect::<Vec<_>>()
+        .join("; ");
+    md.push_str(&format!(
+        "* Languages: {}{}\n",
+        langs.unwrap_or_else(|| "not recorded per document in packed shards".into()),
+        if filters.is_empty() {
+            String::new()
+        } else {
+            format!(" (language filter: {filters})")
+        }
+    ));
+    let lic = g["tokens_by_license"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    md.push_str(&format!(
+        "* Tokens (or bytes, without tokenizer) by licence: {lic}\n\n"
+    ));
+    md.push_str("## 2. List of data sources\n\n### 2.1 Publicly available datasets\n\n");
+    md.push_str(&format!("{}.\n\n", fmt_n(&s["2_1_note"])));
+    source_table(&mut md, &s["2_1_public_datasets"]);
+    md.push_str("### 2.2 Private datasets obtained from third parties\n\n");
+    md.push_str(&format!("{TBD} (see the note under 2.1).\n\n"));
+    md.push_str("### 2.3 Data crawled and scraped from online sources\n\n");
+    source_table(&mut md, &c["sources"]);
+    md.push_str(&format!(
+        "* Collection period: **{} to {}** ({}).\n",
+        fmt_n(&c["collection_period"]["from"]),
+        fmt_n(&c["collection_period"]["to"]),
+        fmt_n(&c["collection_period"]["basis"])
+    ));
+    for cr in c["crawlers"].as_array().into_iter().flatten() {
+        let info = cr["warcinfo"]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| format!("{k}: {}", fmt_n(v)))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "no warcinfo record".into());
+        md.push_str(&format!(
+            "* Input `{}`: {} records, {} bytes; crawler ({})\n",
+            fmt_n(&cr["input"]),
+            fmt_n(&cr["records"]),
+            fmt_n(&cr["bytes"]),
+            md_escape(&info)
+        ));
+    }
+    md.push_str("* Purpose of the crawl and the crawler's name and identification: ");
+    md.push_str(TBD);
+    md.push_str(".\n\n#### Top domains by size of content scraped (crawl inputs)\n\n");
+    domain_table(&mut md, &c["top_domains_scraped"], "crawled record");
+    md.push_str("#### Top domains by size of content in the training data\n\n");
+    domain_table(
+        &mut md,
+        &c["top_domains_in_training_data"],
+        "document of the output",
+    );
+    md.push_str("### 2.4 User data\n\n");
+    md.push_str(&format!("{}.\n\n", fmt_n(&s["2_4_user_data"])));
+    md.push_str("### 2.5 Synthetic data\n\n");
+    source_table(&mut md, &s["2_5_synthetic"]);
+    md.push_str("### 2.6 Other sources\n\n");
+    md.push_str(&format!("{TBD}.\n\n"));
+    md.push_str("## 3. Data processing aspects\n\n### 3.1 Respect of reservation of rights from the TDM exception\n\n");
+    measures_table(
+        &mut md,
+        &p["3_1_tdm_opt_outs"],
+        "**No opt-out stage in this run's config**: add a `tdm_optout` node to honour robots `noai` meta tags, TDMRep and opt-out domain lists.",
+    );
+    for r in p["3_1_robots"].as_array().into_iter().flatten() {
+        md.push_str(&format!(
+            "* Robots policy stated by the crawl `{}`: {}\n",
+            fmt_n(&r["input"]),
+            md_escape(&fmt_n(&r["robots"]))
+        ));
+    }
+    md.push_str("\n### 3.2 Removal of illegal content\n\n");
+    measures_table(
+        &mut md,
+        &p["3_2_illegal_and_harmful_content"],
+        "No filtering stage in this run's config.",
+    );
+    md
+}

@@ -94,15 +94,7 @@ pub(super) fn cn_markdown(cn: &Value) -> String {
     let empty = serde_json::Map::new();
     let sources = cn["sources"].as_object().unwrap_or(&empty);
     for (src, s) in sources {
-        let lic = s["licenses"]
-            .as_object()
-            .map(|o| {
-                o.iter()
-                    .map(|(k, v)| format!("{k}: {v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default();
+        let lic = key_values(&s["licenses"]);
         md.push_str(&format!(
             "| {src} | {} | {} | {} | {} | {} | {} |\n",
             fmt_n(&s["documents"]),

@@ -257,15 +257,7 @@ pub(super) fn measures_table(md: &mut String, list: &Value, none: &str) {
     };
     md.push_str("| node | kind | documents in | rejected | reasons |\n|---|---|---:|---:|---|\n");
     for m in arr {
-        let reasons = m["reasons"]
-            .as_object()
-            .map(|o| {
-                o.iter()
-                    .map(|(k, v)| format!("{k}: {v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default();
+        let reasons = key_values(&m["reasons"]);
         md.push_str(&format!(
             "| {} | `{}` | {} | {} | {} |\n",
             fmt_n(&m["node"]),
@@ -327,15 +319,7 @@ pub(super) fn eu_markdown(eu: &Value) -> String {
             format!(" (language filter: {filters})")
         }
     ));
-    let lic = g["tokens_by_license"]
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .map(|(k, v)| format!("{k}: {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default();
+    let lic = key_values(&g["tokens_by_license"]);
     md.push_str(&format!(
         "* Tokens (or bytes, without tokenizer) by licence: {lic}\n\n"
     ));

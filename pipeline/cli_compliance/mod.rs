@@ -169,6 +169,18 @@ pub fn run(args: &ComplianceArgs) -> Result<bool> {
     Ok(ok)
 }
 
+/// `k: v, k: v` of a JSON object (empty for anything else).
+fn key_values(v: &Value) -> String {
+    v.as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
 fn pretty(v: &Value) -> String {
     let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
     s.push('\n');

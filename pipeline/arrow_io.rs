@@ -365,3 +365,63 @@ pub fn u32_list_column(batch: &RecordBatch, name: &str) -> Result<Option<Vec<Opt
     }
     Ok(Some(out))
 }
+
+/// Read a `list<uint64>` column by name.
+pub fn u64_list_column(batch: &RecordBatch, name: &str) -> Result<Option<Vec<Option<Vec<u64>>>>> {
+    let Some(col) = batch.column_by_name(name) else {
+        return Ok(None);
+    };
+    let l = col
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .ok_or_else(|| Error::msg(format!("column `{name}` is not a list column")))?;
+    let mut out = Vec::with_capacity(l.len());
+    for i in 0..l.len() {
+        if l.is_null(i) {
+            out.push(None);
+            continue;
+        }
+        let v = l.value(i);
+        let u = v
+            .as_any()
+            .downcast_ref::<arrow::array::UInt64Array>()
+            .ok_or_else(|| Error::msg(format!("column `{name}` is not list<uint64>")))?;
+        out.push(Some(u.values().to_vec()));
+    }
+    Ok(Some(out))
+}
+
+/// Read a `list<utf8>` column by name; a null list or string reads as empty.
+pub fn string_list_column(batch: &RecordBatch, name: &str) -> Result<Option<Vec<Vec<String>>>> {
+    let Some(col) = batch.column_by_name(name) else {
+        return Ok(None);
+    };
+    let l = col
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .ok_or_else(|| Error::msg(format!("column `{name}` is not a list column")))?;
+    let mut out = Vec::with_capacity(l.len());
+    for i in 0..l.len() {
+        if l.is_null(i) {
+            out.push(Vec::new());
+            continue;
+        }
+        let v = l.value(i);
+        let s = v
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| Error::msg(format!("column `{name}` is not list<utf8>")))?;
+        out.push(
+            (0..s.len())
+                .map(|k| {
+                    if s.is_null(k) {
+                        String::new()
+                    } else {
+                        s.value(k).to_string()
+                    }
+                })
+                .collect(),
+        );
+    }
+    Ok(Some(out))
+}

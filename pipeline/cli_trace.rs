@@ -28,7 +28,6 @@ use std::io::{BufRead, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use arrow::array::{Array, ListArray, StringArray};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{json, Value};
 use sha2::Digest;
@@ -463,39 +462,10 @@ fn read_rows(path: &Path) -> Result<Vec<ShardRow>> {
     Ok(out)
 }
 
-/// A `list<utf8>` column as nested vectors (nulls as empty strings).
+/// A `list<utf8>` column as nested vectors (nulls as empty strings); missing is an error.
 pub fn list_strings(b: &arrow::array::RecordBatch, name: &str) -> Result<Vec<Vec<String>>> {
-    let col = b
-        .column_by_name(name)
-        .ok_or_else(|| Error::msg(format!("no column {name}")))?;
-    let l = col
-        .as_any()
-        .downcast_ref::<ListArray>()
-        .ok_or_else(|| Error::msg(format!("column {name} is not a list")))?;
-    let mut out = Vec::with_capacity(l.len());
-    for i in 0..l.len() {
-        if l.is_null(i) {
-            out.push(Vec::new());
-            continue;
-        }
-        let v = l.value(i);
-        let s = v
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .ok_or_else(|| Error::msg(format!("column {name} is not a list of strings")))?;
-        out.push(
-            (0..s.len())
-                .map(|k| {
-                    if s.is_null(k) {
-                        String::new()
-                    } else {
-                        s.value(k).to_string()
-                    }
-                })
-                .collect(),
-        );
-    }
-    Ok(out)
+    crate::arrow_io::string_list_column(b, name)?
+        .ok_or_else(|| Error::msg(format!("no column {name}")))
 }
 
 fn check_url(url: &str, found: Option<&str>, t: &mut SegmentTrace) {

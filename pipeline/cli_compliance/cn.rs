@@ -317,14 +317,7 @@ pub(super) fn review_verdict(
             )),
         }
     }
-    if !problems.is_empty() {
-        return Err(Error::Config(
-            problems
-                .into_iter()
-                .map(|p| format!("{}: {p}", path.display()))
-                .collect(),
-        ));
-    }
+    file_problems(path, problems)?;
     let mut sources = serde_json::Map::new();
     for src in scan.sources.keys() {
         let n_sampled = sample.iter().filter(|r| &r.source == src).count() as u64;

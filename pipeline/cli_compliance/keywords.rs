@@ -88,14 +88,7 @@ impl KeywordLibrary {
                 pattern_cat.push(ci);
             }
         }
-        if !problems.is_empty() {
-            return Err(Error::Config(
-                problems
-                    .into_iter()
-                    .map(|p| format!("{}: {p}", path.display()))
-                    .collect(),
-            ));
-        }
+        file_problems(path, problems)?;
         let matcher = AhoCorasickBuilder::new()
             .match_kind(MatchKind::LeftmostLongest)
             .ascii_case_insensitive(true)

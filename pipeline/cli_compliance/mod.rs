@@ -181,6 +181,19 @@ fn key_values(v: &Value) -> String {
         .unwrap_or_default()
 }
 
+/// Every problem found in one input file, as one config error naming the file.
+fn file_problems(path: &Path, problems: Vec<String>) -> Result<()> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Config(
+        problems
+            .into_iter()
+            .map(|p| format!("{}: {p}", path.display()))
+            .collect(),
+    ))
+}
+
 fn pretty(v: &Value) -> String {
     let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
     s.push('\n');

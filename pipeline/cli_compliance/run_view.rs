@@ -392,40 +392,6 @@ pub(super) fn doc_units(
     Ok(())
 }
 
-pub(super) fn list_strings(batch: &RecordBatch, name: &str, i: usize) -> Option<Vec<String>> {
-    let l = batch
-        .column_by_name(name)?
-        .as_any()
-        .downcast_ref::<ListArray>()?;
-    if l.is_null(i) {
-        return None;
-    }
-    let v = l.value(i);
-    let s = v.as_any().downcast_ref::<StringArray>()?;
-    Some((0..s.len()).map(|k| s.value(k).to_string()).collect())
-}
-
-pub(super) fn list_u64(batch: &RecordBatch, name: &str, i: usize) -> Option<Vec<u64>> {
-    let l = batch
-        .column_by_name(name)?
-        .as_any()
-        .downcast_ref::<ListArray>()?;
-    if l.is_null(i) {
-        return None;
-    }
-    let v = l.value(i);
-    if let Some(a) = v.as_any().downcast_ref::<UInt32Array>() {
-        return Some(a.values().iter().map(|&x| x as u64).collect());
-    }
-    if let Some(a) = v.as_any().downcast_ref::<arrow::array::Int64Array>() {
-        return Some(a.values().iter().map(|&x| x.max(0) as u64).collect());
-    }
-    if let Some(a) = v.as_any().downcast_ref::<arrow::array::UInt64Array>() {
-        return Some(a.values().to_vec());
-    }
-    None
-}
-
 /// The row's `source_mix` entries: (source, license).
 pub(super) fn source_mix(batch: &RecordBatch, i: usize) -> Vec<(String, Option<String>)> {
     let Some(l) = batch
@@ -464,11 +430,18 @@ pub(super) fn packed_units(
         .column_by_name("input_ids")
         .and_then(|c| c.as_any().downcast_ref::<ListArray>())
         .ok_or_else(|| Error::msg(format!("{shard}: no `input_ids` column")))?;
+    let offsets_col = crate::arrow_io::u32_list_column(batch, "doc_offsets")?;
+    let doc_ids_col = crate::arrow_io::string_list_column(batch, "doc_ids")?;
+    let urls_col = crate::arrow_io::string_list_column(batch, "doc_urls")?;
+    let starts_col = crate::arrow_io::u64_list_column(batch, "doc_starts")?;
     for i in 0..batch.num_rows() {
-        let offsets = list_u64(batch, "doc_offsets", i).unwrap_or_default();
-        let doc_ids = list_strings(batch, "doc_ids", i).unwrap_or_default();
-        let urls = list_strings(batch, "doc_urls", i);
-        let starts = list_u64(batch, "doc_starts", i);
+        let offsets: &[u32] = offsets_col
+            .as_ref()
+            .and_then(|c| c[i].as_deref())
+            .unwrap_or_default();
+        let doc_ids: &[String] = doc_ids_col.as_ref().map_or(&[], |c| &c[i]);
+        let urls = urls_col.as_ref().map(|c| &c[i]);
+        let starts = starts_col.as_ref().and_then(|c| c[i].as_ref());
         let mix = source_mix(batch, i);
         let ids_arr = ids_col.value(i);
         let ids = ids_arr
@@ -477,8 +450,11 @@ pub(super) fn packed_units(
             .ok_or_else(|| Error::msg(format!("{shard}: `input_ids` is not list<uint32>")))?;
         let end_all = n_tokens.value(i) as u64;
         for (k, id) in doc_ids.iter().enumerate() {
-            let a = offsets.get(k).copied().unwrap_or(0);
-            let b = offsets.get(k + 1).copied().unwrap_or(end_all).min(end_all);
+            let a = offsets.get(k).map_or(0, |&o| o as u64);
+            let b = offsets
+                .get(k + 1)
+                .map_or(end_all, |&o| o as u64)
+                .min(end_all);
             let source = match mix.as_slice() {
                 [(s, _)] => s.clone(),
                 _ => id.split(':').next().unwrap_or("").to_string(),
@@ -495,14 +471,13 @@ pub(super) fn packed_units(
                 id: id.clone(),
                 source,
                 url: urls
-                    .as_ref()
                     .and_then(|u| u.get(k).cloned())
                     .filter(|u| !u.is_empty()),
                 license,
                 lang: None,
                 tokens: b.saturating_sub(a),
                 text,
-                start: starts.as_ref().and_then(|s| s.get(k).copied()).unwrap_or(0),
+                start: starts.and_then(|s| s.get(k).copied()).unwrap_or(0),
                 location: format!("{shard}#{}@{a}", row0 + i),
             });
         }

@@ -42,53 +42,50 @@ fn json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-fn strings(b: &arrow::array::RecordBatch, col: &str) -> Vec<String> {
-    sluice::arrow_io::string_column(b, col)
-        .unwrap()
-        .unwrap_or_else(|| panic!("no column {col}"))
-        .into_iter()
-        .map(Option::unwrap_or_default)
-        .collect()
+type Row4 = (String, String, String, String);
+
+/// Four string columns of every row of `batches`, as tuples (nulls read as empty).
+fn rows4(batches: Vec<arrow::array::RecordBatch>, cols: [&str; 4]) -> Vec<Row4> {
+    let mut v = Vec::new();
+    for batch in batches {
+        let [a, b, c, d]: [Vec<String>; 4] = cols.map(|col| {
+            sluice::arrow_io::string_column(&batch, col)
+                .unwrap()
+                .unwrap_or_else(|| panic!("no column {col}"))
+                .into_iter()
+                .map(Option::unwrap_or_default)
+                .collect()
+        });
+        v.extend(
+            a.into_iter()
+                .zip(b)
+                .zip(c)
+                .zip(d)
+                .map(|(((a, b), c), d)| (a, b, c, d)),
+        );
+    }
+    v
 }
 
 /// The review sample as (source, doc_id, text, review).
-fn sample(dir: &Path) -> Vec<(String, String, String, String)> {
-    let mut v = Vec::new();
+fn sample(dir: &Path) -> Vec<Row4> {
     let f = std::fs::File::open(dir.join("cn_audit_sample.parquet")).unwrap();
     let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
         .unwrap()
         .build()
         .unwrap();
-    for b in r {
-        let b = b.unwrap();
-        let (s, d, t, r) = (
-            strings(&b, "source"),
-            strings(&b, "doc_id"),
-            strings(&b, "text"),
-            strings(&b, "review"),
-        );
-        for i in 0..s.len() {
-            v.push((s[i].clone(), d[i].clone(), t[i].clone(), r[i].clone()));
-        }
-    }
-    v
+    rows4(
+        r.map(Result::unwrap).collect(),
+        ["source", "doc_id", "text", "review"],
+    )
 }
 
 /// (id, source, url, text) of every row of a document run's shards.
-fn shard_docs(run: &Path) -> Vec<(String, String, String, String)> {
-    let mut v = Vec::new();
-    for b in record_batches(run, "shards") {
-        let (i, s, u, t) = (
-            strings(&b, "id"),
-            strings(&b, "source"),
-            strings(&b, "url"),
-            strings(&b, "text"),
-        );
-        for k in 0..i.len() {
-            v.push((i[k].clone(), s[k].clone(), u[k].clone(), t[k].clone()));
-        }
-    }
-    v
+fn shard_docs(run: &Path) -> Vec<Row4> {
+    rows4(
+        record_batches(run, "shards"),
+        ["id", "source", "url", "text"],
+    )
 }
 
 #[test]

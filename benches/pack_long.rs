@@ -56,14 +56,11 @@ fn stream() -> Vec<u32> {
         .to_vec()
 }
 
-struct Rng(u64);
+/// The crate's splitmix64 (the same sequence for a seed), with this generator's helpers.
+struct Rng(sluice::stages::minhash_dedup::signature::SplitMix64);
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
@@ -206,7 +203,7 @@ fn child(what: &str, s: &[u32]) {
         run("one 2 M-token document", &mut p, std::iter::once(vec![d]));
         return;
     }
-    let mut rng = Rng(7);
+    let mut rng = Rng(sluice::stages::minhash_dedup::signature::SplitMix64(7));
     let mut made = 0usize;
     let mut k = 0usize;
     let batches = std::iter::from_fn(|| {

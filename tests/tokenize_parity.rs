@@ -22,15 +22,11 @@
 use crate::common::root;
 use sluice::stages::tokenize::{Config, Engine, Tokenize};
 
-/// splitmix64.
-struct Rng(u64);
+/// The crate's splitmix64 (the same sequence for a seed), with this generator's helpers.
+struct Rng(sluice::stages::minhash_dedup::signature::SplitMix64);
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
@@ -156,7 +152,7 @@ pub fn corpus(seed: u64, target: usize) -> Vec<String> {
             dst.push('\n');
         }
     }
-    let mut r = Rng(seed);
+    let mut r = Rng(sluice::stages::minhash_dedup::signature::SplitMix64(seed));
     let mut docs = Vec::new();
     let mut total = 0;
     while total < target {

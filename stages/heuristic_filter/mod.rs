@@ -7,7 +7,10 @@
 //! `segment_zh`; segmented here with the default jieba only when absent) and every rule
 //! shares one pass over lines.
 //!
-//! Rules, in evaluation order (`attrs` key `heuristic_filter.<rule>`, reject reason = rule):
+//! Each rule is one row of [`table::RULES`]: name, thresholds (the `languages.<lang>`
+//! field that overrides each, zh and other-language defaults) and the measuring function;
+//! overrides, `disable`, validation and evaluation all read that table. Rules, in
+//! evaluation order (`attrs` key `heuristic_filter.<rule>`, reject reason = rule):
 //!
 //! | rule | value | zh default | source |
 //! |---|---|---|---|
@@ -73,6 +76,7 @@
 
 mod params;
 pub mod rules;
+pub mod table;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -81,14 +85,16 @@ use std::sync::Arc;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use serde::{Deserialize, Serialize};
 
-pub use params::{LangParams, Rules, RULE_NAMES};
-use rules::*;
+use params::check_lang_params;
+pub use params::{rule_names, LangParams, Rules};
+use rules::nchars;
+use table::{Cmp, Ctx, Value, RULES};
 
 use crate::document::{DocBatch, Document};
 use crate::error::{Error, Result};
 use crate::stage::{
-    check_file, field_problem, parse_config, BuildCtx, Checks, Emitter, Kind, Node, Role,
-    StageConfig, Transform, OUT_REJECTED,
+    check_file, field_problem, parse_config, BuildCtx, Emitter, Kind, Node, Role, StageConfig,
+    Transform, OUT_REJECTED,
 };
 use crate::stages::segment_zh::{self, is_chinese_lang};
 
@@ -171,53 +177,6 @@ impl StageConfig for Config {
         }
         p
     }
-}
-
-/// Values of one language's overrides that make no sense: shares outside [0, 1], a
-/// minimum above its maximum, an n-gram size of 0.
-fn check_lang_params(lang: &str, lp: &LangParams) -> Vec<String> {
-    let f = |name: &str| format!("languages.{lang}.{name}");
-    let mut c = Checks::new();
-    for (name, v) in [
-        ("min_cjk_share", lp.min_cjk_share),
-        ("max_flagged_ratio", lp.max_flagged_ratio),
-        ("max_c4_bad_line_ratio", lp.max_c4_bad_line_ratio),
-        ("max_hash_ratio", lp.max_hash_ratio),
-        ("max_ellipsis_ratio", lp.max_ellipsis_ratio),
-        ("max_bullet_lines_ratio", lp.max_bullet_lines_ratio),
-        (
-            "max_end_ellipsis_lines_ratio",
-            lp.max_end_ellipsis_lines_ratio,
-        ),
-        ("min_alpha_words_ratio", lp.min_alpha_words_ratio),
-        ("dup_para_frac", lp.dup_para_frac),
-        ("dup_para_char_frac", lp.dup_para_char_frac),
-        ("dup_line_frac", lp.dup_line_frac),
-        ("dup_line_char_frac", lp.dup_line_char_frac),
-        ("min_line_punct_ratio", lp.min_line_punct_ratio),
-        ("max_short_line_ratio", lp.max_short_line_ratio),
-        ("max_char_dup_ratio", lp.max_char_dup_ratio),
-        ("max_char_ngram_rep", lp.max_char_ngram_rep),
-    ] {
-        c.fraction_opt(&f(name), v);
-    }
-    for (n, v) in lp.top_n_grams.iter().flatten() {
-        c.fraction(&format!("{}.{n}", f("top_n_grams")), *v);
-    }
-    for (n, v) in lp.dup_n_grams.iter().flatten() {
-        c.fraction(&format!("{}.{n}", f("dup_n_grams")), *v);
-    }
-    if let (Some(lo), Some(hi)) = (lp.min_chars, lp.max_chars) {
-        c.min_max(&f("min_chars"), lo, &f("max_chars"), hi);
-    }
-    if let (Some(lo), Some(hi)) = (lp.min_words, lp.max_words) {
-        c.min_max(&f("min_words"), lo, &f("max_words"), hi);
-    }
-    if let (Some(lo), Some(hi)) = (lp.min_avg_word_len, lp.max_avg_word_len) {
-        c.min_max(&f("min_avg_word_len"), lo, &f("max_avg_word_len"), hi);
-    }
-    c.at_least_opt(&f("char_ngram"), lp.char_ngram, 1);
-    c.into_vec()
 }
 
 /// Resolved rules and lists for one language.
@@ -330,36 +289,6 @@ pub struct HeuristicFilter {
     generic: Arc<LangRules>,
 }
 
-fn min_rule(out: &mut Vec<Outcome>, rule: &str, value: f64, min: Option<f64>) {
-    if let Some(m) = min {
-        let failed = (value < m).then(|| format!("< {m}"));
-        out.push(Outcome {
-            rule: rule.to_string(),
-            value,
-            failed,
-        });
-    }
-}
-
-fn max_rule(out: &mut Vec<Outcome>, rule: &str, value: f64, max: Option<f64>) {
-    if let Some(m) = max {
-        let failed = (value > m).then(|| format!("> {m}"));
-        out.push(Outcome {
-            rule: rule.to_string(),
-            value,
-            failed,
-        });
-    }
-}
-
-fn ratio(a: usize, b: usize) -> f64 {
-    if b == 0 {
-        0.0
-    } else {
-        a as f64 / b as f64
-    }
-}
-
 impl HeuristicFilter {
     /// Build from a config: resolve rules and load lists for zh, en, every configured
     /// language, and the generic fallback.
@@ -403,7 +332,7 @@ impl HeuristicFilter {
     pub fn evaluate(&self, doc: &mut Document) -> Option<Vec<Outcome>> {
         let lr = self.rules_for(doc.lang.as_deref())?;
         // A document over `max_chars` fails `chars` at once (see `evaluate_rules`): no words.
-        if doc.words.is_none() && nchars(&doc.text) <= lr.rules.max_chars {
+        if doc.words.is_none() && nchars(&doc.text) <= lr.rules.max_chars() {
             doc.words = Some(segment_zh::segment_doc(
                 segment_zh::default_jieba(),
                 doc,
@@ -419,288 +348,47 @@ impl HeuristicFilter {
     }
 }
 
+/// Run the rule table over one document, in order.
 fn evaluate_rules(lr: &LangRules, doc: &Document) -> Vec<Outcome> {
     let r = &lr.rules;
-    let text = doc.text.as_str();
+    let mut ctx = Ctx::new(lr, doc);
+    let line_rules = |ctx: &mut Ctx| ctx.lines().len() >= r.min_lines_for_line_rules;
     let mut out = Vec::with_capacity(32);
-    let n_chars = nchars(text);
-    // Words are walked from the spans each time they are needed: a `Vec<&str>` of them
-    // cost 16 bytes per word (~3.5 bytes per byte of Chinese text).
-    let words = || doc.word_strs().into_iter().flatten();
-    let n_words = doc.words.as_ref().map_or(0, |w| w.len());
-
-    // Length.
-    let failed = if n_chars < r.min_chars {
-        Some(format!("< {}", r.min_chars))
-    } else if n_chars > r.max_chars {
-        Some(format!("> {}", r.max_chars))
-    } else {
-        None
-    };
-    let too_long = n_chars > r.max_chars;
-    out.push(Outcome {
-        rule: "chars".into(),
-        value: n_chars as f64,
-        failed,
-    });
-    if too_long {
-        // `chars` is the first rule, so the document is rejected with it whatever the rest
-        // say; skipping them keeps working memory bounded by `max_chars`, not by the text.
-        return out;
-    }
-
-    // CJK share.
-    if r.min_cjk_share.is_some() {
-        min_rule(&mut out, "cjk_share", cjk_share(text), r.min_cjk_share);
-    }
-
-    // Flagged words.
-    if let Some(ac) = &lr.flagged {
-        if r.max_flagged_ratio.is_some() || r.max_flagged_distinct.is_some() {
-            let mut flagged_chars = 0usize;
-            let mut distinct = HashSet::new();
-            for m in ac.find_iter(text) {
-                flagged_chars += nchars(&text[m.start()..m.end()]);
-                distinct.insert(m.pattern());
-            }
-            max_rule(
-                &mut out,
-                "flagged_ratio",
-                ratio(flagged_chars, n_chars),
-                r.max_flagged_ratio,
-            );
-            if let Some(m) = r.max_flagged_distinct {
-                // The limit scales with length past `flagged_distinct_chars` (long clean
-                // texts collect distinct flagged words by chance; see `LangParams`).
-                let m = m * n_chars.div_ceil(r.flagged_distinct_chars.max(1)).max(1);
-                let n = distinct.len();
-                out.push(Outcome {
-                    rule: "flagged_distinct".into(),
-                    value: n as f64,
-                    failed: (n > m).then(|| format!("> {m}")),
-                });
-            }
+    for (i, rule) in RULES.iter().enumerate() {
+        if !r.enabled(i) || rule.line_share && !line_rules(&mut ctx) {
+            continue;
         }
-    }
-
-    // Lines (non-empty), shared by C4, Gopher and FineWeb rules.
-    let lines: Vec<&str> = text.split('\n').filter(|l| !l.trim().is_empty()).collect();
-    let n_lines = lines.len();
-
-    if r.lorem_ipsum {
-        let v = has_lorem_ipsum(text) as u8 as f64;
-        out.push(Outcome {
-            rule: "lorem_ipsum".into(),
-            value: v,
-            failed: (v > 0.0).then(|| "> 0".to_string()),
-        });
-    }
-    if r.max_c4_bad_line_ratio.is_some() {
-        let bad = lines.iter().filter(|l| is_c4_bad_line(l)).count();
-        max_rule(
-            &mut out,
-            "c4_bad_lines",
-            ratio(bad, n_lines),
-            r.max_c4_bad_line_ratio,
-        );
-    }
-
-    // Gopher quality.
-    let (nn, non_symbol_chars) = words()
-        .filter(|w| is_non_symbol_word(w))
-        .fold((0usize, 0usize), |(n, c), w| (n + 1, c + nchars(w)));
-    if r.min_words.is_some() || r.max_words.is_some() {
-        let failed = match (r.min_words, r.max_words) {
-            (Some(m), _) if nn < m => Some(format!("< {m}")),
-            (_, Some(m)) if nn > m => Some(format!("> {m}")),
-            _ => None,
+        let (value, scale) = match (rule.eval)(&mut ctx) {
+            Value::Skip => continue,
+            Value::One(v) => (v, 1.0),
+            Value::Scaled(v, k) => (v, k),
+            Value::PerN(vals) => {
+                let name = |n: usize| rule.name.replace("_n_", &format!("_{n}_"));
+                out.extend(vals.into_iter().map(|(n, value, max)| Outcome {
+                    rule: name(n),
+                    value,
+                    failed: (value > max).then(|| format!("> {max}")),
+                }));
+                continue;
+            }
         };
+        let failed = rule.limits.iter().zip(&r.limits[i]).find_map(|(l, lim)| {
+            let m = (*lim)? * scale;
+            match l.cmp {
+                Cmp::Min => (value < m).then(|| format!("< {m}")),
+                Cmp::Max => (value > m).then(|| format!("> {m}")),
+            }
+        });
         out.push(Outcome {
-            rule: "words".into(),
-            value: nn as f64,
+            rule: rule.name.to_string(),
+            value,
             failed,
         });
-    }
-    if r.min_avg_word_len.is_some() || r.max_avg_word_len.is_some() {
-        let avg = ratio(non_symbol_chars, nn);
-        let failed = match (r.min_avg_word_len, r.max_avg_word_len) {
-            (Some(m), _) if avg < m => Some(format!("< {m}")),
-            (_, Some(m)) if avg > m => Some(format!("> {m}")),
-            _ => None,
-        };
-        out.push(Outcome {
-            rule: "avg_word_len".into(),
-            value: avg,
-            failed,
-        });
-    }
-    max_rule(
-        &mut out,
-        "hash_ratio",
-        ratio(text.matches('#').count(), n_words),
-        r.max_hash_ratio,
-    );
-    let ellipses = text.matches("...").count() + text.matches('…').count();
-    max_rule(
-        &mut out,
-        "ellipsis_ratio",
-        ratio(ellipses, n_words),
-        r.max_ellipsis_ratio,
-    );
-    let bullets = lines
-        .iter()
-        .filter(|l| {
-            let t = l.trim_start();
-            t.starts_with('•') || t.starts_with('-')
-        })
-        .count();
-    let line_rules = n_lines >= r.min_lines_for_line_rules;
-    if line_rules {
-        max_rule(
-            &mut out,
-            "bullet_lines",
-            ratio(bullets, n_lines),
-            r.max_bullet_lines_ratio,
-        );
-    }
-    let end_ell = lines
-        .iter()
-        .filter(|l| {
-            let t = l.trim_end();
-            t.ends_with("...") || t.ends_with('…')
-        })
-        .count();
-    if line_rules {
-        max_rule(
-            &mut out,
-            "end_ellipsis_lines",
-            ratio(end_ell, n_lines),
-            r.max_end_ellipsis_lines_ratio,
-        );
-    }
-    let alpha = words()
-        .filter(|w| w.chars().any(char::is_alphabetic))
-        .count();
-    min_rule(
-        &mut out,
-        "alpha_words",
-        ratio(alpha, n_words),
-        r.min_alpha_words_ratio,
-    );
-    if let Some(m) = r.min_stop_words {
-        let n = words().filter(|w| lr.stopwords.contains(*w)).count();
-        out.push(Outcome {
-            rule: "stop_words".into(),
-            value: n as f64,
-            failed: (n < m).then(|| format!("< {m}")),
-        });
-    }
-
-    // Gopher repetition.
-    let paragraphs: Vec<&str> = text
-        .split("\n\n")
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .collect();
-    let (pd, pdc) = find_duplicates(paragraphs.iter().copied());
-    max_rule(
-        &mut out,
-        "dup_para_frac",
-        ratio(pd, paragraphs.len()),
-        r.dup_para_frac,
-    );
-    max_rule(
-        &mut out,
-        "dup_para_char_frac",
-        ratio(pdc, n_chars),
-        r.dup_para_char_frac,
-    );
-    let (ld, ldc) = find_duplicates(lines.iter().copied());
-    max_rule(
-        &mut out,
-        "dup_line_frac",
-        ratio(ld, n_lines),
-        r.dup_line_frac,
-    );
-    max_rule(
-        &mut out,
-        "dup_line_char_frac",
-        ratio(ldc, n_chars),
-        r.dup_line_char_frac,
-    );
-    if !r.top_n_grams.is_empty() || !r.dup_n_grams.is_empty() {
-        let ws = WordStats::new(words());
-        for (&n, &thr) in &r.top_n_grams {
-            if let Some(c) = ws.top_ngram_chars(n) {
-                max_rule(
-                    &mut out,
-                    &format!("top_{n}_gram"),
-                    ratio(c, n_chars),
-                    Some(thr),
-                );
-            }
+        if i == 0 && ctx.n_chars > r.max_chars() {
+            // `chars` is the first rule, so the document is rejected with it whatever the
+            // rest say; skipping them keeps working memory bounded by `max_chars`.
+            break;
         }
-        for (&n, &thr) in &r.dup_n_grams {
-            let c = ws.dup_ngram_chars(n);
-            max_rule(
-                &mut out,
-                &format!("dup_{n}_gram"),
-                ratio(c, n_chars),
-                Some(thr),
-            );
-        }
-    }
-
-    // FineWeb quality.
-    if line_rules && n_lines > 0 {
-        let punct = lines
-            .iter()
-            .filter(|l| {
-                l.trim_end()
-                    .chars()
-                    .last()
-                    .is_some_and(|c| r.line_end_punct.contains(&c))
-            })
-            .count();
-        min_rule(
-            &mut out,
-            "line_punct_ratio",
-            ratio(punct, n_lines),
-            r.min_line_punct_ratio,
-        );
-        let short = lines
-            .iter()
-            .filter(|l| nchars(l.trim()) <= r.short_line_chars)
-            .count();
-        max_rule(
-            &mut out,
-            "short_line_ratio",
-            ratio(short, n_lines),
-            r.max_short_line_ratio,
-        );
-    }
-    let non_nl_chars = n_chars - text.matches('\n').count();
-    max_rule(
-        &mut out,
-        "char_dup_ratio",
-        ratio(ldc, non_nl_chars),
-        r.max_char_dup_ratio,
-    );
-    max_rule(
-        &mut out,
-        "newline_ratio",
-        ratio(text.matches('\n').count(), n_words),
-        r.max_newline_ratio,
-    );
-
-    // ChineseWebText character n-gram repetition.
-    if r.max_char_ngram_rep.is_some() {
-        max_rule(
-            &mut out,
-            "char_ngram_rep",
-            char_ngram_repetition(text, r.char_ngram),
-            r.max_char_ngram_rep,
-        );
     }
     out
 }

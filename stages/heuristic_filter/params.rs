@@ -1,5 +1,6 @@
-//! Per-language thresholds: the config's overrides ([`LangParams`]) layered over built-in
-//! defaults, resolved once at build time into concrete [`Rules`].
+//! Per-language thresholds: the config's overrides ([`LangParams`]) layered over the
+//! built-in defaults of the rule table ([`super::table::RULES`]), resolved once at build
+//! time into concrete [`Rules`].
 //!
 //! Overrides are `Option`s on purpose: a user who sets one zh threshold keeps every other
 //! built-in zh value, which a plain serde default (one value for all languages) could not do.
@@ -9,34 +10,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-/// Every rule name, in evaluation order (the first failing one is the reject reason).
-pub const RULE_NAMES: &[&str] = &[
-    "chars",
-    "cjk_share",
-    "flagged_ratio",
-    "flagged_distinct",
-    "lorem_ipsum",
-    "c4_bad_lines",
-    "words",
-    "avg_word_len",
-    "hash_ratio",
-    "ellipsis_ratio",
-    "bullet_lines",
-    "end_ellipsis_lines",
-    "alpha_words",
-    "stop_words",
-    "dup_para_frac",
-    "dup_para_char_frac",
-    "dup_line_frac",
-    "dup_line_char_frac",
-    "top_n_gram",
-    "dup_n_gram",
-    "line_punct_ratio",
-    "short_line_ratio",
-    "char_dup_ratio",
-    "newline_ratio",
-    "char_ngram_rep",
-];
+use super::table::{rule_index, Check, RULES};
+use crate::stage::Checks;
 
 /// Threshold overrides for one language. Every field is optional: unset fields keep the
 /// built-in value for that language (Chinese defaults for `zh`, Gopher/FineWeb English
@@ -134,70 +109,34 @@ pub struct LangParams {
     pub disable: Vec<String>,
 }
 
-/// Resolved thresholds for one language. `None` means the rule is off.
+/// Resolved rules for one language: one threshold per [`RULES`] limit (`None`: off) and the
+/// settings the measurements use.
 #[derive(Debug, Clone)]
 pub struct Rules {
-    pub min_chars: usize,
-    pub max_chars: usize,
-    pub min_cjk_share: Option<f64>,
-    pub max_flagged_ratio: Option<f64>,
-    pub max_flagged_distinct: Option<usize>,
+    /// `limits[i][j]` is limit `j` of rule `RULES[i]`.
+    pub limits: Vec<Vec<Option<f64>>>,
     pub flagged_distinct_chars: usize,
-    pub lorem_ipsum: bool,
-    pub max_c4_bad_line_ratio: Option<f64>,
-    pub min_words: Option<usize>,
-    pub max_words: Option<usize>,
-    pub min_avg_word_len: Option<f64>,
-    pub max_avg_word_len: Option<f64>,
-    pub max_hash_ratio: Option<f64>,
-    pub max_ellipsis_ratio: Option<f64>,
-    pub max_bullet_lines_ratio: Option<f64>,
-    pub max_end_ellipsis_lines_ratio: Option<f64>,
-    pub min_alpha_words_ratio: Option<f64>,
-    pub min_stop_words: Option<usize>,
-    pub dup_para_frac: Option<f64>,
-    pub dup_para_char_frac: Option<f64>,
-    pub dup_line_frac: Option<f64>,
-    pub dup_line_char_frac: Option<f64>,
-    pub top_n_grams: BTreeMap<usize, f64>,
-    pub dup_n_grams: BTreeMap<usize, f64>,
-    pub min_line_punct_ratio: Option<f64>,
     pub min_lines_for_line_rules: usize,
     pub line_end_punct: Vec<char>,
-    pub max_short_line_ratio: Option<f64>,
     pub short_line_chars: usize,
-    pub max_char_dup_ratio: Option<f64>,
-    pub max_newline_ratio: Option<f64>,
     pub char_ngram: usize,
-    pub max_char_ngram_rep: Option<f64>,
+    pub top_n_grams: BTreeMap<usize, f64>,
+    pub dup_n_grams: BTreeMap<usize, f64>,
 }
 
 impl Rules {
     /// Built-in Chinese defaults (FineWeb-2 `cmn_Hani` where it has a value).
     pub fn zh() -> Self {
         Rules {
-            min_chars: 50,
-            max_chars: 1_000_000,
-            min_cjk_share: Some(0.3),
-            max_flagged_ratio: Some(0.015),
-            max_flagged_distinct: Some(6),
+            limits: RULES
+                .iter()
+                .map(|r| r.limits.iter().map(|l| l.zh).collect())
+                .collect(),
             flagged_distinct_chars: 20_000,
-            lorem_ipsum: true,
-            max_c4_bad_line_ratio: Some(0.3),
-            min_words: Some(50),
-            max_words: None,
-            min_avg_word_len: Some(1.0),
-            max_avg_word_len: Some(6.0),
-            max_hash_ratio: Some(0.1),
-            max_ellipsis_ratio: Some(0.1),
-            max_bullet_lines_ratio: Some(0.9),
-            max_end_ellipsis_lines_ratio: Some(0.3),
-            min_alpha_words_ratio: Some(0.5),
-            min_stop_words: Some(2),
-            dup_para_frac: Some(0.3),
-            dup_para_char_frac: Some(0.2),
-            dup_line_frac: Some(0.287),
-            dup_line_char_frac: Some(0.2),
+            min_lines_for_line_rules: 3,
+            line_end_punct: "。！？…．.!?\"'”’」』）)".chars().collect(),
+            short_line_chars: 15,
+            char_ngram: 13,
             top_n_grams: BTreeMap::from([(2, 0.256), (3, 0.201), (4, 0.171)]),
             dup_n_grams: BTreeMap::from([
                 (5, 0.198),
@@ -207,43 +146,22 @@ impl Rules {
                 (9, 0.14),
                 (10, 0.127),
             ]),
-            min_line_punct_ratio: Some(0.106),
-            min_lines_for_line_rules: 3,
-            line_end_punct: "。！？…．.!?\"'”’」』）)".chars().collect(),
-            max_short_line_ratio: Some(0.67),
-            short_line_chars: 15,
-            max_char_dup_ratio: Some(0.1),
-            max_newline_ratio: Some(0.178),
-            char_ngram: 13,
-            max_char_ngram_rep: Some(0.4),
         }
     }
 
-    /// Built-in defaults for other languages (datatrove's Gopher and FineWeb defaults).
+    /// Built-in defaults for other languages (datatrove's Gopher and FineWeb defaults);
+    /// `stop_words` is off without a stopword list.
     pub fn generic(has_stopwords: bool) -> Self {
-        Rules {
-            min_chars: 0,
-            max_chars: 1_000_000,
-            min_cjk_share: None,
-            max_flagged_ratio: None,
-            max_flagged_distinct: None,
+        let mut r = Rules {
+            limits: RULES
+                .iter()
+                .map(|r| r.limits.iter().map(|l| l.other).collect())
+                .collect(),
             flagged_distinct_chars: 20_000,
-            lorem_ipsum: true,
-            max_c4_bad_line_ratio: Some(0.3),
-            min_words: Some(50),
-            max_words: None,
-            min_avg_word_len: Some(3.0),
-            max_avg_word_len: Some(10.0),
-            max_hash_ratio: Some(0.1),
-            max_ellipsis_ratio: Some(0.1),
-            max_bullet_lines_ratio: Some(0.9),
-            max_end_ellipsis_lines_ratio: Some(0.3),
-            min_alpha_words_ratio: Some(0.8),
-            min_stop_words: has_stopwords.then_some(2),
-            dup_para_frac: Some(0.3),
-            dup_para_char_frac: Some(0.2),
-            dup_line_frac: Some(0.3),
-            dup_line_char_frac: Some(0.2),
+            min_lines_for_line_rules: 3,
+            line_end_punct: ".?!\"'".chars().collect(),
+            short_line_chars: 30,
+            char_ngram: 13,
             top_n_grams: BTreeMap::from([(2, 0.2), (3, 0.18), (4, 0.16)]),
             dup_n_grams: BTreeMap::from([
                 (5, 0.15),
@@ -253,119 +171,120 @@ impl Rules {
                 (9, 0.11),
                 (10, 0.10),
             ]),
-            min_line_punct_ratio: Some(0.12),
-            min_lines_for_line_rules: 3,
-            line_end_punct: ".?!\"'".chars().collect(),
-            max_short_line_ratio: Some(0.67),
-            short_line_chars: 30,
-            max_char_dup_ratio: Some(0.01),
-            max_newline_ratio: Some(0.3),
-            char_ngram: 13,
-            max_char_ngram_rep: None,
+        };
+        if !has_stopwords {
+            r.disable("stop_words");
         }
+        r
+    }
+
+    /// Whether rule `i` of [`RULES`] runs.
+    pub fn enabled(&self, i: usize) -> bool {
+        match RULES[i].name {
+            "top_n_gram" => !self.top_n_grams.is_empty(),
+            "dup_n_gram" => !self.dup_n_grams.is_empty(),
+            _ => self.limits[i].iter().any(Option::is_some),
+        }
+    }
+
+    /// The length above which a document fails `chars` (`usize::MAX` when off).
+    pub fn max_chars(&self) -> usize {
+        rule_index("chars")
+            .and_then(|i| {
+                let j = RULES[i]
+                    .limits
+                    .iter()
+                    .position(|l| l.param == "max_chars")?;
+                self.limits[i][j]
+            })
+            .map_or(usize::MAX, |v| v as usize)
+    }
+
+    /// Switch a rule off; false for an unknown name.
+    fn disable(&mut self, name: &str) -> bool {
+        let Some(i) = rule_index(name) else {
+            return false;
+        };
+        self.limits[i].iter_mut().for_each(|l| *l = None);
+        match name {
+            "top_n_gram" => self.top_n_grams.clear(),
+            "dup_n_gram" => self.dup_n_grams.clear(),
+            _ => {}
+        }
+        true
     }
 
     /// Apply overrides, then switch off the rules named in `disable`. Returns the problems
     /// (unknown rule names) found.
     pub fn apply(&mut self, p: &LangParams) -> Vec<String> {
+        // Thresholds: every table limit reads its own `LangParams` field by name.
+        let over = serde_json::to_value(p).unwrap_or_default();
+        for (i, rule) in RULES.iter().enumerate() {
+            for (j, l) in rule.limits.iter().enumerate() {
+                if let Some(v) = over.get(l.param).and_then(serde_json::Value::as_f64) {
+                    self.limits[i][j] = Some(v);
+                }
+            }
+        }
         macro_rules! set {
             ($f:ident) => {
-                if let Some(v) = p.$f {
+                if let Some(v) = p.$f.clone() {
                     self.$f = v;
                 }
             };
         }
-        macro_rules! set_opt {
-            ($f:ident) => {
-                if let Some(v) = p.$f {
-                    self.$f = Some(v);
-                }
-            };
-        }
-        set!(min_chars);
-        set!(max_chars);
         set!(flagged_distinct_chars);
-        set_opt!(min_cjk_share);
-        set_opt!(max_flagged_ratio);
-        set_opt!(max_flagged_distinct);
-        set_opt!(max_c4_bad_line_ratio);
-        set_opt!(min_words);
-        set_opt!(max_words);
-        set_opt!(min_avg_word_len);
-        set_opt!(max_avg_word_len);
-        set_opt!(max_hash_ratio);
-        set_opt!(max_ellipsis_ratio);
-        set_opt!(max_bullet_lines_ratio);
-        set_opt!(max_end_ellipsis_lines_ratio);
-        set_opt!(min_alpha_words_ratio);
-        set_opt!(min_stop_words);
-        set_opt!(dup_para_frac);
-        set_opt!(dup_para_char_frac);
-        set_opt!(dup_line_frac);
-        set_opt!(dup_line_char_frac);
-        if let Some(m) = &p.top_n_grams {
-            self.top_n_grams = m.clone();
-        }
-        if let Some(m) = &p.dup_n_grams {
-            self.dup_n_grams = m.clone();
-        }
-        set_opt!(min_line_punct_ratio);
         set!(min_lines_for_line_rules);
+        set!(short_line_chars);
+        set!(char_ngram);
+        set!(top_n_grams);
+        set!(dup_n_grams);
         if let Some(s) = &p.line_end_punct {
             self.line_end_punct = s.chars().collect();
         }
-        set_opt!(max_short_line_ratio);
-        set!(short_line_chars);
-        set_opt!(max_char_dup_ratio);
-        set_opt!(max_newline_ratio);
-        set!(char_ngram);
-        set_opt!(max_char_ngram_rep);
         let mut problems = Vec::new();
         for d in &p.disable {
-            match d.as_str() {
-                "chars" => {
-                    self.min_chars = 0;
-                    self.max_chars = usize::MAX;
-                }
-                "cjk_share" => self.min_cjk_share = None,
-                "flagged_ratio" => self.max_flagged_ratio = None,
-                "flagged_distinct" => self.max_flagged_distinct = None,
-                "lorem_ipsum" => self.lorem_ipsum = false,
-                "c4_bad_lines" => self.max_c4_bad_line_ratio = None,
-                "words" => {
-                    self.min_words = None;
-                    self.max_words = None;
-                }
-                "avg_word_len" => {
-                    self.min_avg_word_len = None;
-                    self.max_avg_word_len = None;
-                }
-                "hash_ratio" => self.max_hash_ratio = None,
-                "ellipsis_ratio" => self.max_ellipsis_ratio = None,
-                "bullet_lines" => self.max_bullet_lines_ratio = None,
-                "end_ellipsis_lines" => self.max_end_ellipsis_lines_ratio = None,
-                "alpha_words" => self.min_alpha_words_ratio = None,
-                "stop_words" => self.min_stop_words = None,
-                "dup_para_frac" => self.dup_para_frac = None,
-                "dup_para_char_frac" => self.dup_para_char_frac = None,
-                "dup_line_frac" => self.dup_line_frac = None,
-                "dup_line_char_frac" => self.dup_line_char_frac = None,
-                "top_n_gram" => self.top_n_grams.clear(),
-                "dup_n_gram" => self.dup_n_grams.clear(),
-                "line_punct_ratio" => self.min_line_punct_ratio = None,
-                "short_line_ratio" => self.max_short_line_ratio = None,
-                "char_dup_ratio" => self.max_char_dup_ratio = None,
-                "newline_ratio" => self.max_newline_ratio = None,
-                "char_ngram_rep" => self.max_char_ngram_rep = None,
-                other => {
-                    let names: Vec<String> = RULE_NAMES.iter().map(|s| s.to_string()).collect();
-                    problems.push(match crate::graph::nearest(other, &names) {
-                        Some(n) => format!("unknown rule \"{other}\" (did you mean \"{n}\"?)"),
-                        None => format!("unknown rule \"{other}\"; rules: {}", names.join(", ")),
-                    })
-                }
+            if !self.disable(d) {
+                let names: Vec<String> = rule_names().map(str::to_string).collect();
+                problems.push(match crate::graph::nearest(d, &names) {
+                    Some(n) => format!("unknown rule \"{d}\" (did you mean \"{n}\"?)"),
+                    None => format!("unknown rule \"{d}\"; rules: {}", names.join(", ")),
+                })
             }
         }
         problems
     }
+}
+
+/// Every rule name, in evaluation order (the first failing one is the reject reason).
+pub fn rule_names() -> impl Iterator<Item = &'static str> {
+    RULES.iter().map(|r| r.name)
+}
+
+/// Values of one language's overrides that make no sense: shares outside [0, 1], a
+/// minimum above its maximum, an n-gram size of 0.
+pub fn check_lang_params(lang: &str, lp: &LangParams) -> Vec<String> {
+    let f = |name: &str| format!("languages.{lang}.{name}");
+    let over = serde_json::to_value(lp).unwrap_or_default();
+    let get = |param: &str| over.get(param).and_then(serde_json::Value::as_f64);
+    let mut c = Checks::new();
+    for rule in RULES {
+        for l in rule.limits.iter().filter(|l| l.check == Check::Fraction) {
+            c.fraction_opt(&f(l.param), get(l.param));
+        }
+        // A rule with a minimum and a maximum: both set, in order.
+        if let [lo, hi] = rule.limits {
+            if let (Some(a), Some(b)) = (get(lo.param), get(hi.param)) {
+                c.min_max(&f(lo.param), a, &f(hi.param), b);
+            }
+        }
+    }
+    for (n, v) in lp.top_n_grams.iter().flatten() {
+        c.fraction(&format!("{}.{n}", f("top_n_grams")), *v);
+    }
+    for (n, v) in lp.dup_n_grams.iter().flatten() {
+        c.fraction(&format!("{}.{n}", f("dup_n_grams")), *v);
+    }
+    c.at_least_opt(&f("char_ngram"), lp.char_ngram, 1);
+    c.into_vec()
 }

@@ -172,3 +172,52 @@ fn per_language_overrides_and_other_langs() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn rule_table_is_consistent_with_the_config_and_the_docs() {
+    // Every configurable limit names a real `languages.<lang>` field (a typo would make
+    // the override silently do nothing).
+    let fields = serde_json::to_value(LangParams::default()).unwrap();
+    let doc = include_str!("mod.rs");
+    let mut names = HashSet::new();
+    for rule in table::RULES {
+        assert!(names.insert(rule.name), "rule {} listed twice", rule.name);
+        for l in rule.limits.iter().filter(|l| !l.param.is_empty()) {
+            assert!(
+                fields.get(l.param).is_some(),
+                "rule {}: no LangParams field {}",
+                rule.name,
+                l.param
+            );
+        }
+        // Every rule is documented in the module doc's table.
+        let shown = rule.name.replace("_n_", "_{n}_");
+        assert!(
+            doc.contains(&format!("`{shown}`")),
+            "rule {} missing from the module doc",
+            rule.name
+        );
+        assert!(
+            rule.per_n || !rule.limits.is_empty(),
+            "{} has no limit",
+            rule.name
+        );
+    }
+}
+
+#[test]
+fn disabled_rules_write_no_value_and_overrides_reach_their_rule() {
+    let cfg: Config = serde_json::from_value(serde_json::json!({
+        "languages": {"zh": {"max_hash_ratio": 0.0, "disable": ["chars", "top_n_gram"]}}
+    }))
+    .unwrap();
+    let f = HeuristicFilter::new(cfg).unwrap();
+    let mut d = Document::new("x", "t", &format!("{CLEAN}#"));
+    d.lang = Some("zh".into());
+    let out = f.evaluate(&mut d).unwrap();
+    let rules: Vec<&str> = out.iter().map(|o| o.rule.as_str()).collect();
+    assert!(!rules.contains(&"chars") && !rules.iter().any(|r| r.starts_with("top_")));
+    assert!(rules.iter().any(|r| r.starts_with("dup_5")));
+    let hash = out.iter().find(|o| o.rule == "hash_ratio").unwrap();
+    assert_eq!(hash.failed.as_deref(), Some("> 0"));
+}

@@ -212,7 +212,7 @@ fn disabled_rules_write_no_value_and_overrides_reach_their_rule() {
     }))
     .unwrap();
     let f = HeuristicFilter::new(cfg).unwrap();
-    let mut d = Document::new("x", "t", &format!("{CLEAN}#"));
+    let mut d = Document::new("x", "t", format!("{CLEAN}#"));
     d.lang = Some("zh".into());
     let out = f.evaluate(&mut d).unwrap();
     let rules: Vec<&str> = out.iter().map(|o| o.rule.as_str()).collect();

@@ -36,9 +36,21 @@ pub enum Error {
         budget: u64,
         last: String,
     },
-    /// Arrow / Parquet failure.
-    #[error("parquet: {0}")]
-    Parquet(String),
+    /// An Arrow / Parquet failure, with the file when known. The library's error is kept
+    /// typed in `err` for callers that act on it; like [`Error::Io`], it is part of the
+    /// message rather than a `source`, so it prints once.
+    #[error("parquet: {}{err}", .path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
+    Parquet {
+        path: Option<PathBuf>,
+        err: ColumnarError,
+    },
+    /// A JSON (de)serialization failure.
+    #[error("json: {0}")]
+    Json(serde_json::Error),
+    /// A problem with one document, named by its id (a stage input that breaks an
+    /// invariant, not a bad record: those are skipped and counted).
+    #[error("document `{id}`: {message}")]
+    Data { id: String, message: String },
     /// A stage panicked; the runtime caught it.
     #[error("node `{node}` panicked on batch {batch}: {message}")]
     Panic {
@@ -92,6 +104,24 @@ impl Error {
             err: source,
         }
     }
+    /// An Arrow / Parquet error (or a schema problem) reading or writing `path`.
+    pub fn parquet_at(path: impl Into<PathBuf>, err: impl Into<ColumnarError>) -> Self {
+        Error::Parquet {
+            path: Some(path.into()),
+            err: err.into(),
+        }
+    }
+    /// A schema problem (missing column, wrong type) in the Parquet file `path`.
+    pub fn schema(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::parquet_at(path, ColumnarError::Schema(message.into()))
+    }
+    /// A problem with one document.
+    pub fn data(id: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Data {
+            id: id.into(),
+            message: message.into(),
+        }
+    }
     /// Tag an error with a node name (idempotent: an already tagged error is kept).
     pub fn in_node(self, node: &str) -> Self {
         match self {
@@ -105,20 +135,29 @@ impl Error {
     }
 }
 
-impl From<parquet::errors::ParquetError> for Error {
-    fn from(e: parquet::errors::ParquetError) -> Self {
-        Error::Parquet(e.to_string())
-    }
+/// The columnar libraries' errors, kept typed, plus schema problems found by sluice's
+/// readers (a missing column, a wrong type).
+#[derive(Debug, thiserror::Error)]
+pub enum ColumnarError {
+    #[error("{0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("{0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("{0}")]
+    Schema(String),
 }
 
-impl From<arrow::error::ArrowError> for Error {
-    fn from(e: arrow::error::ArrowError) -> Self {
-        Error::Parquet(e.to_string())
+impl<E: Into<ColumnarError>> From<E> for Error {
+    fn from(e: E) -> Self {
+        Error::Parquet {
+            path: None,
+            err: e.into(),
+        }
     }
 }
 
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
-        Error::Msg(format!("json: {e}"))
+        Error::Json(e)
     }
 }

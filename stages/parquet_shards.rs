@@ -294,8 +294,17 @@ impl Sink for ParquetShards {
             return Ok(());
         }
         let is_packed = *self.packed.get_or_insert(batch.docs[0].packed.is_some());
-        if batch.docs.iter().any(|d| d.packed.is_some() != is_packed) {
-            return Err(Error::msg("one parquet_shards sink received both packed sequences and plain documents; use two sinks"));
+        if let Some(d) = batch.docs.iter().find(|d| d.packed.is_some() != is_packed) {
+            let (is, was) = match is_packed {
+                true => ("a plain document", "packed sequences"),
+                false => ("a packed sequence", "plain documents"),
+            };
+            return Err(Error::data(
+                &d.id,
+                format!(
+                    "is {is}, but this parquet_shards sink already received {was}; use two sinks"
+                ),
+            ));
         }
         self.count_licenses(&batch.docs);
         let key = |d: &Document| d.packed.as_ref().and_then(|p| p.bucket).unwrap_or(0);

@@ -310,8 +310,11 @@ impl RunView {
     }
 }
 
-pub(super) fn perr(e: impl std::fmt::Display) -> Error {
-    Error::Parquet(e.to_string())
+pub(super) fn perr(e: impl Into<crate::error::ColumnarError>) -> Error {
+    Error::Parquet {
+        path: None,
+        err: e.into(),
+    }
 }
 
 /// A document id without the `#<epoch>` suffix `mix` adds to upsampled copies.

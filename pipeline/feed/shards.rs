@@ -39,8 +39,7 @@ use crate::io::sha256_file;
 /// Rows of a Parquet file and whether it has the packed schema (an `input_ids` column).
 fn footer(path: &Path) -> Result<(u64, bool)> {
     let f = File::open(path).map_err(|e| Error::io(path, e))?;
-    let b = ParquetRecordBatchReaderBuilder::try_new(f)
-        .map_err(|e| Error::Parquet(format!("{}: {e}", path.display())))?;
+    let b = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| Error::parquet_at(path, e))?;
     let rows = b.metadata().file_metadata().num_rows().max(0) as u64;
     let packed = b.schema().field_with_name("input_ids").is_ok();
     Ok((rows, packed))
@@ -214,9 +213,10 @@ impl ShardRows {
     /// columns, or failing [`row_ok`], is kept as an invalid row (so row numbers stay
     /// those of the file) and skipped by the loader.
     pub fn load(path: &Path) -> Result<ShardRows> {
-        let perr = |e: &dyn std::fmt::Display| Error::Parquet(format!("{}: {e}", path.display()));
+        let perr = |e: &dyn std::fmt::Display| Error::schema(path, e.to_string());
         let f = File::open(path).map_err(|e| Error::io(path, e))?;
-        let b = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| perr(&e))?;
+        let b =
+            ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| Error::parquet_at(path, e))?;
         let schema = b.schema().clone();
         let mut roots = Vec::new();
         for name in ["input_ids", "doc_offsets", "n_pad"] {
@@ -230,14 +230,14 @@ impl ShardRows {
             .with_projection(mask)
             .with_batch_size(1024)
             .build()
-            .map_err(|e| perr(&e))?;
+            .map_err(|e| Error::parquet_at(path, e))?;
         let mut out = ShardRows {
             row_start: vec![0],
             off_start: vec![0],
             ..Default::default()
         };
         for batch in reader {
-            let batch = batch.map_err(|e| perr(&e))?;
+            let batch = batch.map_err(|e| Error::parquet_at(path, e))?;
             let list = |name: &str| -> Result<ListArray> {
                 let c = batch
                     .column_by_name(name)

@@ -123,7 +123,12 @@ impl StageConfig for Config {
 
 /// The tokenize transform.
 pub struct Tokenize {
-    tok: Tokenizer,
+    /// The HF tokenizer: the reference engine. Loaded at build when it runs (`hf`, or
+    /// `auto` falling back), otherwise on first use only: with the fast engine nothing
+    /// needs it, and its load (~0.3 CPU-s for Qwen2) was the largest serial part of a run.
+    tok: std::sync::OnceLock<Tokenizer>,
+    /// `get_vocab_size(true)` of the tokenizer, for the manifest.
+    vocab_size: usize,
     eos: Option<u32>,
     cfg: Config,
     sha256: String,
@@ -266,10 +271,62 @@ impl Splitter {
     }
 }
 
+/// Load the HF tokenizer.
+fn load_hf(path: &Path) -> Result<Tokenizer> {
+    Tokenizer::from_file(path)
+        .map_err(|e| Error::msg(format!("cannot load tokenizer {}: {e}", path.display())))
+}
+
+/// The lookups of HF's `Tokenizer` the stage needs besides encoding, answered from
+/// `tokenizer.json` itself, so the fast engine never loads HF: `token_to_id` (added
+/// tokens first, then the model's vocab) and `get_vocab_size(true)` (the vocab plus the
+/// added tokens it lacks). `vocab_lookups_equal_hf` checks both against HF.
+struct JsonVocab<'a>(&'a serde_json::Value);
+
+impl JsonVocab<'_> {
+    fn added(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.0
+            .get("added_tokens")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|t| {
+                let id = u32::try_from(t.get("id")?.as_u64()?).ok()?;
+                Some((t.get("content")?.as_str()?, id))
+            })
+    }
+
+    fn vocab(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        self.0.pointer("/model/vocab")?.as_object()
+    }
+
+    fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.added()
+            .find(|(c, _)| *c == token)
+            .map(|(_, id)| id)
+            .or_else(|| u32::try_from(self.vocab()?.get(token)?.as_u64()?).ok())
+    }
+
+    fn vocab_size(&self) -> usize {
+        let vocab = self.vocab();
+        let base = vocab.map_or(0, |v| v.len());
+        let added: std::collections::HashSet<&str> = self.added().map(|(c, _)| c).collect();
+        let overlapping = added
+            .iter()
+            .filter(|c| vocab.is_some_and(|v| v.contains_key(**c)))
+            .count();
+        base + added.len() - overlapping
+    }
+}
+
 /// Find the EOS id: explicit, from tokenizer_config.json, or a known token.
-pub fn resolve_eos(tok: &Tokenizer, tokenizer_path: &Path, explicit: Option<&str>) -> Result<u32> {
+pub fn resolve_eos(
+    token_to_id: impl Fn(&str) -> Option<u32>,
+    tokenizer_path: &Path,
+    explicit: Option<&str>,
+) -> Result<u32> {
     if let Some(e) = explicit {
-        return tok.token_to_id(e).ok_or_else(|| {
+        return token_to_id(e).ok_or_else(|| {
             Error::msg(format!(
                 "eos_token `{e}` is not in the tokenizer's vocabulary"
             ))
@@ -283,14 +340,14 @@ pub fn resolve_eos(tok: &Tokenizer, tokenizer_path: &Path, explicit: Option<&str
                     Some(o) => o.get("content").and_then(|c| c.as_str()).map(String::from),
                     None => None,
                 };
-                if let Some(id) = name.and_then(|n| tok.token_to_id(&n)) {
+                if let Some(id) = name.and_then(|n| token_to_id(&n)) {
                     return Ok(id);
                 }
             }
         }
     }
     for cand in ["<|endoftext|>", "<｜end▁of▁sentence｜>", "</s>", "<eos>"] {
-        if let Some(id) = tok.token_to_id(cand) {
+        if let Some(id) = token_to_id(cand) {
             return Ok(id);
         }
     }
@@ -304,38 +361,21 @@ impl Tokenize {
     pub fn new(cfg: Config) -> Result<Self> {
         // HF's load and the fast engine's (JSON, merge map, class table) run side by side:
         // start-up is on the critical path of every run.
-        let (tok, sha256, json, fast) = std::thread::scope(|s| {
-            let side = s.spawn(|| {
-                let sha256 = crate::io::sha256_file(&cfg.tokenizer);
-                let json: serde_json::Value = std::fs::read(&cfg.tokenizer)
-                    .ok()
-                    .and_then(|b| serde_json::from_slice(&b).ok())
-                    .unwrap_or_default();
-                let fast = match cfg.engine {
-                    Engine::Hf => Err("engine: hf".to_string()),
-                    Engine::Auto | Engine::Fast => {
-                        FastBpe::from_json(&json, cfg.add_special_tokens)
-                    }
-                };
-                (sha256, json, fast)
-            });
-            let tok = Tokenizer::from_file(&cfg.tokenizer);
-            let (sha256, json, fast) = side.join().expect("tokenizer load thread");
-            (tok, sha256, json, fast)
-        });
-        let tok = tok.map_err(|e| {
-            Error::msg(format!(
-                "cannot load tokenizer {}: {e}",
-                cfg.tokenizer.display()
-            ))
-        })?;
-        let eos = if cfg.append_eos {
-            Some(resolve_eos(&tok, &cfg.tokenizer, cfg.eos_token.as_deref())?)
-        } else {
-            None
+        let sha256 = crate::io::sha256_file(&cfg.tokenizer);
+        let json: serde_json::Value = std::fs::read(&cfg.tokenizer)
+            .map_err(|e| Error::io_doing("cannot read tokenizer", &cfg.tokenizer, e))
+            .and_then(|b| {
+                serde_json::from_slice(&b).map_err(|e| {
+                    Error::msg(format!(
+                        "cannot load tokenizer {}: {e}",
+                        cfg.tokenizer.display()
+                    ))
+                })
+            })?;
+        let fast = match cfg.engine {
+            Engine::Hf => Err("engine: hf".to_string()),
+            Engine::Auto | Engine::Fast => FastBpe::from_json(&json, cfg.add_special_tokens),
         };
-        let sha256 = sha256?;
-        let splitter = Splitter::for_tokenizer(&json, cfg.add_special_tokens);
         let (fast, fast_reason) = match fast {
             Ok(f) => (Some(f), None),
             Err(why) if cfg.engine != Engine::Fast => (None, Some(why)),
@@ -346,6 +386,23 @@ impl Tokenize {
                 )))
             }
         };
+        let tok = std::sync::OnceLock::new();
+        if fast.is_none() {
+            let _ = tok.set(load_hf(&cfg.tokenizer)?);
+        }
+        let vocab = JsonVocab(&json);
+        let eos = if cfg.append_eos {
+            Some(resolve_eos(
+                |t| vocab.token_to_id(t),
+                &cfg.tokenizer,
+                cfg.eos_token.as_deref(),
+            )?)
+        } else {
+            None
+        };
+        let vocab_size = vocab.vocab_size();
+        let sha256 = sha256?;
+        let splitter = Splitter::for_tokenizer(&json, cfg.add_special_tokens);
         match &fast_reason {
             None => tracing::info!(tokenizer = %cfg.tokenizer.display(), "tokenize.engine: fast"),
             Some(why) => tracing::info!(
@@ -355,6 +412,7 @@ impl Tokenize {
         }
         Ok(Tokenize {
             tok,
+            vocab_size,
             eos,
             cfg,
             sha256,
@@ -362,6 +420,15 @@ impl Tokenize {
             fast,
             fast_reason,
         })
+    }
+
+    /// The HF tokenizer, loaded on first use when the fast engine runs.
+    fn hf(&self) -> Result<&Tokenizer> {
+        if let Some(t) = self.tok.get() {
+            return Ok(t);
+        }
+        let t = load_hf(&self.cfg.tokenizer)?;
+        Ok(self.tok.get_or_init(|| t))
     }
 
     /// Which engine runs: `fast` or `hf`.
@@ -402,7 +469,7 @@ impl Tokenize {
         let mut ids: Vec<u32> = Vec::with_capacity(text.len() / 4 + 1);
         for p in pieces {
             let e = self
-                .tok
+                .hf()?
                 .encode(p, self.cfg.add_special_tokens)
                 .map_err(|e| Error::msg(format!("tokenizer: {e}")))?;
             ids.extend_from_slice(e.get_ids());
@@ -419,7 +486,7 @@ impl Tokenize {
     /// Encode texts to ids (no EOS), exactly as the Python library does.
     pub fn encode_texts(&self, texts: Vec<&str>) -> Result<Vec<Vec<u32>>> {
         let enc = self
-            .tok
+            .hf()?
             .encode_batch(texts, self.cfg.add_special_tokens)
             .map_err(|e| Error::msg(format!("tokenizer: {e}")))?;
         Ok(enc.into_iter().map(|e| e.get_ids().to_vec()).collect())
@@ -504,7 +571,7 @@ impl Transform for Tokenize {
             "tokenizer": self.cfg.tokenizer.display().to_string(),
             "sha256": self.sha256,
             "eos_id": self.eos,
-            "vocab_size": self.tok.get_vocab_size(true),
+            "vocab_size": self.vocab_size,
             "engine": self.engine(),
             "engine_reason": self.fast_reason,
         }))
@@ -530,6 +597,32 @@ pub fn kind() -> Kind {
 mod tests {
     use super::*;
     use crate::document::Document;
+
+    #[test]
+    fn vocab_lookups_equal_hf() {
+        // The fast engine answers `token_to_id` and the vocab size from tokenizer.json
+        // without loading HF: the answers must be HF's, for both shipped tokenizers.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        for name in ["qwen2", "deepseek-v3"] {
+            let path = dir.join(format!("samples/tokenizers/{name}/tokenizer.json"));
+            let hf = Tokenizer::from_file(&path).unwrap();
+            let json: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            let v = JsonVocab(&json);
+            assert_eq!(v.vocab_size(), hf.get_vocab_size(true), "{name}");
+            let mut probes: Vec<String> = v.added().map(|(c, _)| c.to_string()).collect();
+            probes.extend(v.vocab().unwrap().keys().step_by(97).cloned());
+            probes.extend(["<|endoftext|>", "</s>", "<eos>", "not a token", ""].map(String::from));
+            for t in &probes {
+                assert_eq!(v.token_to_id(t), hf.token_to_id(t), "{name}: {t:?}");
+            }
+            let eos = |t: &str| v.token_to_id(t);
+            assert_eq!(
+                resolve_eos(eos, &path, None).unwrap(),
+                resolve_eos(|t| hf.token_to_id(t), &path, None).unwrap()
+            );
+        }
+    }
 
     fn qwen2(max_unsplit_bytes: usize) -> Tokenize {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));

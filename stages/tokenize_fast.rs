@@ -13,9 +13,9 @@
 //! 3. pre-tokenization: a hand-written scanner for each known split regex, equal to the
 //!    regex's leftmost-first, backtracking semantics (look-ahead `\s+(?!\S)` included), on a
 //!    character-class table (`\p{L}`, `\p{N}`, `\p{M}`, `\p{P}`, `\p{S}`, `\s`) that is
-//!    *computed by Oniguruma*, the engine HF runs these regexes with, once per process
-//!    (with the merge map, ~0.2 s at start), so Unicode-version differences between
-//!    regex engines cannot creep in;
+//!    *computed by Oniguruma*, the engine HF runs these regexes with (stored as runs and
+//!    checked against Oniguruma by a test), so Unicode-version differences between regex
+//!    engines cannot creep in;
 //! 4. BPE per pre-token on byte ids, HF's rule exactly (lowest merge rank first, leftmost
 //!    among equals, only pairs in `merges`), with a per-thread cache of pieces.
 //!
@@ -59,30 +59,51 @@ const DS3_DIGITS: &str = r"\p{N}{1,3}";
 const DS3_CJK: &str = "[一-龥぀-ゟ゠-ヿ]+";
 const DS3_SPLIT: &str = "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+";
 
-/// The class table, computed by Oniguruma over every scalar value.
+/// The character-class table, indexed by scalar value: one bit per class (`\p{L}`,
+/// `\p{N}`, `\p{M}`, `\p{P}`, `\p{S}`, `\s`). Expanded from [`CLASS_RUNS`], which is
+/// Oniguruma's own answer over every scalar value (see [`onig_classes`]): the test
+/// `class_runs_equal_oniguruma` recomputes it with the Oniguruma HF runs and fails on any
+/// difference, so a Unicode-version change in the regex engine cannot creep in; computing it
+/// at start-up instead cost ~0.1 CPU-s per run.
 fn classes() -> &'static [u8] {
     static T: OnceLock<Box<[u8]>> = OnceLock::new();
     T.get_or_init(|| {
-        let mut all = String::with_capacity(4_500_000);
-        all.extend((0..=0x10FFFFu32).filter_map(char::from_u32));
         let mut t = vec![0u8; 0x110000];
-        for (bit, pat) in [
-            (L, r"\p{L}+"),
-            (N, r"\p{N}+"),
-            (M, r"\p{M}+"),
-            (P, r"\p{P}+"),
-            (S, r"\p{S}+"),
-            (WS, r"\s+"),
-        ] {
-            let re = onig::Regex::new(pat).expect("class regex");
-            for (s, e) in re.find_iter(&all) {
-                for c in all[s..e].chars() {
-                    t[c as usize] |= bit;
-                }
-            }
+        for (i, &(start, class)) in CLASS_RUNS.iter().enumerate() {
+            let end = CLASS_RUNS.get(i + 1).map_or(0x110000, |r| r.0);
+            t[start as usize..end as usize].fill(class);
         }
         t.into_boxed_slice()
     })
+}
+
+/// `(first scalar value, class bits)` of each run of equal classes, ascending from 0.
+/// Generated: `UPDATE_GOLDEN=1 cargo test --lib class_runs_equal_oniguruma`.
+static CLASS_RUNS: &[(u32, u8)] = &include!("tokenize_fast_classes.in");
+
+/// The class table computed by Oniguruma (the engine HF runs the split regexes with) over
+/// every scalar value; surrogates have no class.
+#[cfg(test)]
+fn onig_classes() -> Vec<u8> {
+    let mut all = String::with_capacity(4_500_000);
+    all.extend((0..=0x10FFFFu32).filter_map(char::from_u32));
+    let mut t = vec![0u8; 0x110000];
+    for (bit, pat) in [
+        (L, r"\p{L}+"),
+        (N, r"\p{N}+"),
+        (M, r"\p{M}+"),
+        (P, r"\p{P}+"),
+        (S, r"\p{S}+"),
+        (WS, r"\s+"),
+    ] {
+        let re = onig::Regex::new(pat).expect("class regex");
+        for (s, e) in re.find_iter(&all) {
+            for c in all[s..e].chars() {
+                t[c as usize] |= bit;
+            }
+        }
+    }
+    t
 }
 
 /// The pre-tokenizer shapes the scanner implements.
@@ -157,16 +178,6 @@ fn null_or(v: &Value, k: &str, mut ok: impl FnMut(&Value) -> bool) -> bool {
 impl FastBpe {
     /// An encoder when `tokenizer.json` has a shape this is exact for, else why not.
     pub(crate) fn from_json(json: &Value, add_special_tokens: bool) -> Result<FastBpe, String> {
-        std::thread::scope(|s| {
-            // The class table (first use in the process) builds while the maps do.
-            let table = s.spawn(classes);
-            let f = Self::from_json_inner(json, add_special_tokens);
-            table.join().expect("class table");
-            f
-        })
-    }
-
-    fn from_json_inner(json: &Value, add_special_tokens: bool) -> Result<FastBpe, String> {
         let empty = |x: &Value| x.as_str() == Some("");
         if !null_or(json, "truncation", |_| false) || !null_or(json, "padding", |_| false) {
             return Err("truncation or padding is set".into());
@@ -875,6 +886,38 @@ fn ds3_pieces(b: &[u8], t: &[u8], mut f: impl FnMut(&[u8])) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn class_runs_equal_oniguruma() {
+        let want = onig_classes();
+        let mut runs: Vec<(u32, u8)> = Vec::new();
+        for (c, &class) in want.iter().enumerate() {
+            if runs.last().is_none_or(|r| r.1 != class) {
+                runs.push((c as u32, class));
+            }
+        }
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            let body: Vec<String> = runs
+                .iter()
+                .map(|(c, k)| format!("(0x{c:X}, {k})"))
+                .collect();
+            let text = format!(
+                "// Generated by `UPDATE_GOLDEN=1 cargo test --lib class_runs_equal_oniguruma`:\n// Oniguruma's character classes (see `classes` in tokenize_fast.rs). Do not edit.\n[\n{}\n]\n",
+                body.chunks(8).map(|c| c.join(", ")).collect::<Vec<_>>().join(",\n")
+            );
+            let path = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/stages/tokenize_fast_classes.in"
+            );
+            std::fs::write(path, text).unwrap();
+        }
+        assert_eq!(
+            CLASS_RUNS,
+            runs.as_slice(),
+            "regenerate with UPDATE_GOLDEN=1"
+        );
+        assert!(classes() == want.as_slice());
+    }
 
     /// Pre-tokens by the scanner.
     fn scan(pre: Pre, text: &str) -> Vec<String> {

@@ -13,7 +13,9 @@
 //! of ranks, so every phase below uses it as the global order.
 //!
 //! # Phases (each a set of independent units with completion markers)
-//! State lives under `<run dir>/_minhash/<node>/`.
+//! [`Plan`] declares them to the engine as a [`GlobalStage`] (see [`crate::phases`]); the
+//! registry lists [`global_kind`], so the CLI and the launchers run them without naming
+//! this stage. State lives under `<run dir>/_minhash/<node>/`.
 //! 1. **`minhash-sig`**, one unit per rank: the DAG up to the dedup node (pruned, the node
 //!    replaced by the internal sink `minhash_signatures`) writes, per rank, every indexed
 //!    document's sketch record (`sketches.u32`: the signature, 4 B × `num_perm`, then the
@@ -76,6 +78,7 @@ use crate::config::PipelineSpec;
 use crate::document::{DocBatch, Origin};
 use crate::error::{Error, Result};
 use crate::io::AtomicFile;
+use crate::phases::{GlobalKind, GlobalStage, PhaseDecl, Units, Work};
 use crate::stage::{parse_config, BuildCtx, Emitter, Kind, Node, Role, ShardInfo, Sink, Stage};
 
 mod clusters;
@@ -227,6 +230,88 @@ pub fn signature_spec(spec: &PipelineSpec, plan: &Plan) -> PipelineSpec {
         }
     }
     out
+}
+
+/// Registry entry of the multi-phase form: a config with a `minhash_dedup` node in
+/// `mode: distributed` runs the phases of [`Plan`].
+pub fn global_kind() -> GlobalKind {
+    GlobalKind {
+        kind: "minhash_dedup",
+        plan: |spec, world| Ok(plan(spec, world)?.map(|p| Box::new(p) as Box<dyn GlobalStage>)),
+    }
+}
+
+impl GlobalStage for Plan {
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn kind(&self) -> &'static str {
+        "minhash_dedup"
+    }
+
+    fn state_dir(&self, out: &Path) -> PathBuf {
+        state_dir(out, &self.node)
+    }
+
+    fn phases(&self) -> Vec<PhaseDecl> {
+        vec![
+            PhaseDecl {
+                name: PHASE_SIG,
+                units: Units::PerRank,
+                work: Work::Pipeline { dir: "sig" },
+                reads: &[],
+                writes: &[
+                    "sig/r<U>/sketches.u32",
+                    "sig/r<U>/ids.bin",
+                    "sig/r<U>/ids.idx",
+                    "sig/r<U>/b<B>-<run>.bin",
+                    "sig/ranks/r<U>-of-<N>.done",
+                ],
+            },
+            PhaseDecl {
+                name: PHASE_PAIRS,
+                units: Units::Fixed(self.buckets),
+                work: Work::Custom,
+                reads: &["sig/r<R>/b<U>-<run>.bin", "sig/r<R>/sketches.u32"],
+                writes: &["pairs/b<U>.bin", "pairs/b<U>-of-<buckets>.done"],
+            },
+            PhaseDecl {
+                name: PHASE_CLUSTERS,
+                units: Units::One,
+                work: Work::Custom,
+                reads: &[
+                    "pairs/b<B>.bin",
+                    "sig/r<R>/sketches.u32",
+                    "sig/r<R>/ids.bin",
+                    "sig/r<R>/ids.idx",
+                ],
+                writes: &["remove/r<R>.bin", "remove/done"],
+            },
+        ]
+    }
+
+    fn run_reads(&self) -> &'static [&'static str] {
+        &["remove/done", "remove/r<U>.bin"]
+    }
+
+    fn phase_spec(&self, _phase: &str, spec: &PipelineSpec) -> PipelineSpec {
+        signature_spec(spec, self)
+    }
+
+    fn unit_marker(&self, out: &Path, phase: &str, unit: usize, world: usize) -> PathBuf {
+        unit_marker(out, self, phase, unit, world).unwrap_or_default()
+    }
+
+    fn run_unit(&self, out: &Path, phase: &str, unit: usize, world: usize) -> Result<bool> {
+        match phase {
+            PHASE_PAIRS => run_pairs(out, self, unit, world),
+            PHASE_CLUSTERS => run_clusters(out, self, world),
+            _ => Err(Error::msg(format!(
+                "phase `{phase}` is not run by the stage itself"
+            ))),
+        }
+    }
 }
 
 fn bucket_of(key: u64, buckets: usize) -> usize {

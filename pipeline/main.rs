@@ -301,7 +301,10 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<ExitCode> {
             anyhow::bail!("--phase {ph}: this config has no multi-phase stage")
         }
         (Some(ph), Some(p)) => match p.unit(&spec, &a.out, ph, a.rank, a.world_size)? {
-            phases::UnitWork::Pipeline { spec: s, out_dir: d } => {
+            phases::UnitWork::Pipeline {
+                spec: s,
+                out_dir: d,
+            } => {
                 spec = s;
                 out_dir = d;
             }

@@ -313,7 +313,10 @@ impl Plan {
                 out_dir: self.stage.state_dir(out).join(dir),
             }),
             Work::Custom => {
-                if self.marker(out, phase, unit, world).is_some_and(|m| m.exists()) {
+                if self
+                    .marker(out, phase, unit, world)
+                    .is_some_and(|m| m.exists())
+                {
                     return Ok(UnitWork::Ran(false));
                 }
                 tracing::debug!(

@@ -150,9 +150,10 @@ impl RunSpec {
     /// after its outputs).
     pub fn unit_marker(&self, phase: &Phase, unit: usize) -> String {
         if phase.name != phases::RUN && !storage::is_remote(&self.out) {
-            if let Some(m) = self.phase_plan().and_then(|p| {
-                p.marker(Path::new(&self.out), &phase.name, unit, self.tasks)
-            }) {
+            if let Some(m) = self
+                .phase_plan()
+                .and_then(|p| p.marker(Path::new(&self.out), &phase.name, unit, self.tasks))
+            {
                 return m.to_string_lossy().into_owned();
             }
         }

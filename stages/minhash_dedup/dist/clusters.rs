@@ -11,9 +11,9 @@ use super::*;
 pub struct PairUnionFind {
     index: HashMap<u64, u32>,
     parent: Vec<u32>,
-    origin: Vec<u64>,
+    pub(super) origin: Vec<u64>,
     local: Vec<u32>,
-    dups: Vec<u32>,
+    pub(super) dups: Vec<u32>,
 }
 
 impl PairUnionFind {

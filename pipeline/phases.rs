@@ -87,8 +87,9 @@ pub struct PhaseDecl {
     pub units: Units,
     /// Who runs a unit.
     pub work: Work,
-    /// Files a unit reads, relative to the state dir (`<R>` a rank, `<U>` this unit,
-    /// `<N>` the world size).
+    /// Files a unit reads, relative to the state dir. Placeholders: `<U>` this unit, `<R>`
+    /// every rank, `<B>` every unit of a per-bucket phase, `<N>` the world size, `<NB>` the
+    /// bucket count, `<run>` any run number (all 4-digit, zero-padded).
     pub reads: &'static [&'static str],
     /// Files a unit writes, relative to the state dir (same placeholders).
     pub writes: &'static [&'static str],
@@ -335,5 +336,119 @@ impl Plan {
     /// The pipeline of the `run` phase.
     pub fn run_spec(&self, spec: PipelineSpec) -> PipelineSpec {
         self.stage.run_spec(spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dist_config(extra: &str) -> PipelineSpec {
+        let yaml = format!(
+            "nodes:\n  src:\n    kind: ingest_jsonl\n    paths: [x.jsonl]\n  dd:\n    kind: minhash_dedup\n    inputs: [src]\n    mode: distributed\n{extra}  out:\n    kind: parquet_shards\n    inputs: [dd]\n"
+        );
+        crate::config::parse(&yaml, "t.yaml").unwrap()
+    }
+
+    #[test]
+    fn the_schedule_comes_from_the_stage() {
+        let plan = plan(&dist_config("    buckets: 3\n"), 5).unwrap().unwrap();
+        let got: Vec<(String, usize)> = plan
+            .schedule(5)
+            .into_iter()
+            .map(|p| (p.name, p.units))
+            .collect();
+        let want = [
+            ("minhash-sig", 5),
+            ("minhash-pairs", 3),
+            ("minhash-clusters", 1),
+            (RUN, 5),
+        ];
+        assert_eq!(
+            got,
+            want.map(|(n, u)| (n.to_string(), u)).to_vec(),
+            "phases of a distributed dedup at 5 ranks, 3 buckets"
+        );
+        let out = Path::new("/r");
+        assert_eq!(
+            plan.marker(out, "minhash-sig", 2, 5).unwrap(),
+            Path::new("/r/_minhash/dd/sig/ranks/r0002-of-0005.done")
+        );
+        assert_eq!(
+            plan.marker(out, "minhash-pairs", 1, 5).unwrap(),
+            Path::new("/r/_minhash/dd/pairs/b0001-of-0003.done")
+        );
+        assert_eq!(plan.marker(out, RUN, 0, 5), None);
+        assert!(plan.check_out("s3://b/run").is_err());
+        // No local dedup node is phased.
+        let yaml = "nodes:\n  src:\n    kind: ingest_jsonl\n    paths: [x.jsonl]\n  dd:\n    kind: minhash_dedup\n    inputs: [src]\n  out:\n    kind: parquet_shards\n    inputs: [dd]\n";
+        assert!(plan_of(yaml).is_none());
+    }
+
+    fn plan_of(yaml: &str) -> Option<Plan> {
+        plan(&crate::config::parse(yaml, "t.yaml").unwrap(), 2).unwrap()
+    }
+
+    #[test]
+    fn a_unit_checks_its_phase_its_range_and_the_earlier_phases() {
+        let spec = dist_config("");
+        let plan = plan(&spec, 2).unwrap().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let err = |ph: &str, u: usize| {
+            plan.unit(&spec, tmp.path(), ph, u, 2)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            err("nope", 0).contains("unknown phase `nope`"),
+            "{}",
+            err("nope", 0)
+        );
+        assert!(err("nope", 0).contains("minhash-sig, minhash-pairs, minhash-clusters"));
+        assert!(err("minhash-clusters", 1).contains("out of range"));
+        // Phase 2 before phase 1: refused, naming the missing marker.
+        let e = err("minhash-pairs", 0);
+        assert!(e.contains("phase minhash-sig unit 0 is not done"), "{e}");
+        // Phase 1 is a pipeline the engine runs: the upstream chain into the signature sink.
+        match plan.unit(&spec, tmp.path(), "minhash-sig", 1, 2).unwrap() {
+            UnitWork::Pipeline { spec: s, out_dir } => {
+                assert_eq!(out_dir, tmp.path().join("_minhash/dd/sig"));
+                let kinds: Vec<&str> = s.nodes.iter().map(|n| n.kind.as_str()).collect();
+                assert_eq!(kinds, ["ingest_jsonl", "minhash_signatures"]);
+            }
+            w => panic!("phase 1 should be a pipeline, got {w:?}"),
+        }
+    }
+
+    /// The engine's CLI and launchers name no stage: a new multi-phase stage needs no edit
+    /// there. Reads the sources, so a stage name that creeps back in fails this test.
+    #[test]
+    fn the_cli_and_launchers_name_no_stage() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipeline");
+        let mut files = vec![root.join("main.rs"), root.join("cli_slurm.rs")];
+        let launch = root.join("launch");
+        let mut l: Vec<PathBuf> = std::fs::read_dir(&launch)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+            .collect();
+        l.sort();
+        assert!(l.len() >= 4, "launchers not found: {l:?}");
+        files.extend(l);
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            for (i, line) in text.lines().enumerate() {
+                let low = line.to_lowercase();
+                for word in ["minhash", "dist::", "dedup_plan"] {
+                    assert!(
+                        !low.contains(word),
+                        "{}:{}: names a stage (`{word}`): {line}",
+                        f.display(),
+                        i + 1
+                    );
+                }
+            }
+        }
     }
 }

@@ -274,7 +274,7 @@ impl GlobalStage for Plan {
                 units: Units::Fixed(self.buckets),
                 work: Work::Custom,
                 reads: &["sig/r<R>/b<U>-<run>.bin", "sig/r<R>/sketches.u32"],
-                writes: &["pairs/b<U>.bin", "pairs/b<U>-of-<buckets>.done"],
+                writes: &["pairs/b<U>.bin", "pairs/b<U>-of-<NB>.done"],
             },
             PhaseDecl {
                 name: PHASE_CLUSTERS,

@@ -132,8 +132,11 @@ pub struct GlobalKind {
     /// The `kind:` string.
     pub kind: &'static str,
     /// Planner: (config, world size) → the stage, if this config has one.
-    pub plan: fn(&PipelineSpec, usize) -> Result<Option<Box<dyn GlobalStage>>>,
+    pub plan: PlanFn,
 }
+
+/// A [`GlobalKind`]'s planner.
+pub type PlanFn = fn(&PipelineSpec, usize) -> Result<Option<Box<dyn GlobalStage>>>;
 
 /// What the engine does for one unit of a phase.
 #[derive(Debug)]

@@ -28,6 +28,7 @@ pub mod feed;
 pub mod graph;
 pub mod io;
 pub mod launch;
+pub mod phases;
 pub mod provenance;
 pub mod registry;
 pub mod rundir;

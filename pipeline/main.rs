@@ -7,8 +7,7 @@ use clap::{Parser, Subcommand};
 
 use sluice::runtime::{self, RunOptions};
 use sluice::stage::{BuildCtx, Role};
-use sluice::stages::minhash_dedup::dist;
-use sluice::{config, registry, Error};
+use sluice::{config, phases, registry, Error};
 
 /// sluice: turn raw web scrapes into LLM pretraining data, Chinese first.
 ///
@@ -115,9 +114,9 @@ struct RunArgs {
     /// No progress bar or progress log lines.
     #[arg(long)]
     no_progress: bool,
-    /// Run one unit of one phase (set by the launchers): `minhash-sig`, `minhash-pairs`,
-    /// `minhash-clusters` or `run`; `--rank` is the unit (the bucket for `minhash-pairs`).
-    /// Only configs with a `minhash_dedup` node in `mode: distributed` have phases.
+    /// Run one unit of one phase (set by the launchers): a phase declared by the config's
+    /// multi-phase stage, or `run`; `--rank` is the unit. Only configs with a multi-phase
+    /// node (e.g. a distributed dedup) have phases; their names come from the stage.
     #[arg(long)]
     phase: Option<String>,
 }
@@ -278,15 +277,15 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let out_str = a.out.to_string_lossy().into_owned();
-    let plan = match dist::plan(&spec, a.world_size) {
+    let plan = match phases::plan(&spec, a.world_size) {
         Ok(p) => p,
         Err(e) => {
             print_problems(&a.config, &[e.to_string()]);
             return Ok(ExitCode::from(2));
         }
     };
-    if plan.is_some() && sluice::storage::is_remote(&out_str) {
-        anyhow::bail!("`minhash_dedup` with `mode: distributed` needs a local or shared-filesystem run directory, not {out_str}");
+    if let Some(p) = &plan {
+        p.check_out(&out_str)?;
     }
     let mut spec = spec;
     let mut out_dir = a.out.clone();
@@ -296,29 +295,26 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<ExitCode> {
             sluice::launch::local::run_cli(&a.config, &out_str, 1, a.threads)?;
             return Ok(ExitCode::SUCCESS);
         }
-        (None | Some("run"), _) => {}
+        (None | Some(phases::RUN), Some(p)) => spec = p.run_spec(spec),
+        (None | Some(phases::RUN), None) => {}
         (Some(ph), None) => {
-            anyhow::bail!(
-                "--phase {ph}: this config has no `minhash_dedup` node with `mode: distributed`"
-            )
+            anyhow::bail!("--phase {ph}: this config has no multi-phase stage")
         }
-        (Some(dist::PHASE_SIG), Some(p)) => {
-            out_dir = dist::state_dir(&a.out, &p.node).join("sig");
-            spec = dist::signature_spec(&spec, p);
-        }
-        (Some(dist::PHASE_PAIRS), Some(p)) => {
-            if !dist::run_pairs(&a.out, p, a.rank, a.world_size)? {
-                tracing::info!("bucket {} already done", a.rank);
+        (Some(ph), Some(p)) => match p.unit(&spec, &a.out, ph, a.rank, a.world_size)? {
+            phases::UnitWork::Pipeline {
+                spec: s,
+                out_dir: d,
+            } => {
+                spec = s;
+                out_dir = d;
             }
-            return Ok(ExitCode::SUCCESS);
-        }
-        (Some(dist::PHASE_CLUSTERS), Some(p)) => {
-            if !dist::run_clusters(&a.out, p, a.world_size)? {
-                tracing::info!("clusters already done");
+            phases::UnitWork::Ran(ran) => {
+                if !ran {
+                    tracing::info!("phase {ph} unit {} already done", a.rank);
+                }
+                return Ok(ExitCode::SUCCESS);
             }
-            return Ok(ExitCode::SUCCESS);
-        }
-        (Some(ph), Some(_)) => anyhow::bail!("unknown phase `{ph}`"),
+        },
     }
     let threads = a.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()

@@ -46,6 +46,12 @@ pub fn internal() -> Vec<Kind> {
     vec![minhash_dedup::dist::signatures_kind()]
 }
 
+/// Kinds that may run as a multi-phase ("global") stage before the `run` phase (see
+/// [`crate::phases`]): the CLI and the launchers get a config's phases from here.
+pub fn global() -> Vec<crate::phases::GlobalKind> {
+    vec![minhash_dedup::dist::global_kind()]
+}
+
 /// Look up a kind by name (public or internal).
 pub fn get(name: &str) -> Option<Kind> {
     all().into_iter().chain(internal()).find(|k| k.name == name)

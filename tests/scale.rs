@@ -379,6 +379,79 @@ fn same<T: PartialEq + std::fmt::Debug>(got: &[T], want: &[T], what: &str) {
     );
 }
 
+/// Every file the config's multi-phase stage declares for its phases (and for the `run`
+/// phase to read) exists after a run at `world` ranks: unit 0 of each phase, rank and
+/// bucket 0 (the contract of `sluice::phases`, so the declarations cannot drift).
+fn check_declared_files(cfg: &Path, out: &Path, world: usize) {
+    use sluice::phases::Units;
+    let spec = sluice::config::load(cfg).unwrap();
+    let plan = sluice::phases::plan(&spec, world).unwrap().unwrap();
+    let state = plan.stage().state_dir(out);
+    let nb = plan
+        .phases()
+        .iter()
+        .find_map(|p| match p.units {
+            Units::Fixed(n) => Some(n),
+            _ => None,
+        })
+        .unwrap_or(world);
+    let declared = plan
+        .phases()
+        .iter()
+        .flat_map(|p| p.reads.iter().chain(p.writes).map(move |f| (p.name, *f)))
+        .chain(plan.stage().run_reads().iter().map(|f| ("run", *f)));
+    let mut n = 0;
+    for (phase, pattern) in declared {
+        let rel = ["<U>", "<R>", "<B>"]
+            .iter()
+            .fold(pattern.to_string(), |s, p| s.replace(p, "0000"))
+            .replace("<NB>", &format!("{nb:04}"))
+            .replace("<N>", &format!("{world:04}"));
+        let found = match rel.split_once("<run>") {
+            None => state.join(&rel).is_file(),
+            Some((pre, post)) => {
+                let pre = state.join(pre);
+                let (dir, stem) = (pre.parent().unwrap(), pre.file_name().unwrap());
+                std::fs::read_dir(dir).unwrap().flatten().any(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.starts_with(&*stem.to_string_lossy()) && name.ends_with(post)
+                })
+            }
+        };
+        assert!(
+            found,
+            "phase {phase}: declared file {pattern} ({rel}) missing under {}",
+            state.display()
+        );
+        n += 1;
+    }
+    assert!(n >= 10, "only {n} declared files");
+}
+
+/// `--phase` takes the names the config's stage declares, and only for a phased config.
+fn phase_names_come_from_the_stage(single_cfg: &Path, dist_cfg: &Path, out: &Path) {
+    let fails = |cfg: &Path, phase: &str| {
+        let o = bin()
+            .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .args(["--phase", phase, "--rank", "0", "--world-size", "2"])
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "--phase {phase} ran");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let e = fails(dist_cfg, "minhash-bogus");
+    assert!(
+        e.contains("unknown phase `minhash-bogus`")
+            && e.contains("minhash-sig, minhash-pairs, minhash-clusters"),
+        "{e}"
+    );
+    let e = fails(dist_cfg, "minhash-clusters");
+    assert!(e.contains("phase minhash-sig unit 0 is not done"), "{e}");
+    let e = fails(single_cfg, "minhash-sig");
+    assert!(e.contains("no multi-phase stage"), "{e}");
+    assert!(!out.join("_minhash").exists());
+}
+
 #[test]
 fn distributed_minhash_equals_single_process_at_1_4_7_ranks_and_resumes_after_a_phase3_crash() {
     let tmp = tempfile::tempdir().unwrap();
@@ -405,6 +478,7 @@ fn distributed_minhash_equals_single_process_at_1_4_7_ranks_and_resumes_after_a_
     assert!(want_rej.iter().any(|r| r.3.contains("jaccard_est=0.")));
 
     let dist_cfg_s = dist_cfg.to_str().unwrap();
+    phase_names_come_from_the_stage(&single_cfg, &dist_cfg, &tmp.path().join("bad"));
     for n in [1usize, 4, 7] {
         let out = tmp.path().join(format!("dist{n}"));
         let out_s = out.to_str().unwrap();
@@ -487,6 +561,7 @@ fn distributed_minhash_equals_single_process_at_1_4_7_ranks_and_resumes_after_a_
         let done: serde_json::Value =
             serde_json::from_slice(&std::fs::read(state.join("remove/done")).unwrap()).unwrap();
         assert_eq!(done["stats"]["duplicates"].as_u64(), Some(dups as u64));
+        check_declared_files(&dist_cfg, &out, n);
     }
 }
 

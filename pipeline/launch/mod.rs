@@ -9,8 +9,9 @@
 //! swapped (local processes today, Slurm tomorrow) without losing work.
 //!
 //! A run is a list of [`Phase`]s, each a number of independent units (ranks). Phase `k+1`
-//! starts only when every unit of phase `k` is done. A config without global stages is a
-//! single phase, `run`, with one unit per rank.
+//! starts only when every unit of phase `k` is done. A config without a multi-phase stage
+//! is a single phase, `run`, with one unit per rank; a config with one runs the phases the
+//! stage declares first ([`crate::phases`]), so no launcher names any stage.
 //!
 //! * [`local`]: `sluice run CONFIG --local-tasks N` runs the phases as N child processes of
 //!   the same binary on this machine, with per-rank logs, skipping units already done.
@@ -27,7 +28,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::stages::minhash_dedup::dist;
+use crate::phases;
 use crate::storage;
 
 /// What to run: a config, a run directory and a rank count.
@@ -95,36 +96,31 @@ impl RunSpec {
         })
     }
 
-    /// The distributed `minhash_dedup` node of the config, if any (see
-    /// [`crate::stages::minhash_dedup::dist`]). A config that does not load has none here;
-    /// its units then fail with the config's problems.
-    pub fn dedup_plan(&self) -> Option<dist::Plan> {
+    /// The config's multi-phase stage, if any (see [`crate::phases`]). A config that does
+    /// not load has none here; its units then fail with the config's problems.
+    pub fn phase_plan(&self) -> Option<phases::Plan> {
         let spec = crate::config::load(&self.config).ok()?;
-        dist::plan(&spec, self.tasks).ok().flatten()
+        phases::plan(&spec, self.tasks).ok().flatten()
     }
 
-    /// The phases of this run. A config without global stages is one phase of `tasks`
-    /// ranks. A config with a `minhash_dedup` node in `mode: distributed` has four:
-    /// `minhash-sig` (one unit per rank), `minhash-pairs` (one per bucket),
-    /// `minhash-clusters` (one), then `run` (one per rank).
+    /// The phases of this run. A config without a multi-phase stage is one phase, `run`,
+    /// of `tasks` ranks; otherwise the stage's phases come first (their names and unit
+    /// counts are the stage's), then `run`.
     pub fn phases(&self) -> Vec<Phase> {
-        let run = Phase {
-            name: "run".to_string(),
-            units: self.tasks,
-        };
-        let Some(plan) = self.dedup_plan() else {
-            return vec![run];
-        };
-        let ph = |name: &str, units: usize| Phase {
-            name: name.to_string(),
-            units,
-        };
-        vec![
-            ph(dist::PHASE_SIG, self.tasks),
-            ph(dist::PHASE_PAIRS, plan.buckets),
-            ph(dist::PHASE_CLUSTERS, 1),
-            run,
-        ]
+        match self.phase_plan() {
+            Some(plan) => plan
+                .schedule(self.tasks)
+                .into_iter()
+                .map(|p| Phase {
+                    name: p.name,
+                    units: p.units,
+                })
+                .collect(),
+            None => vec![Phase {
+                name: phases::RUN.to_string(),
+                units: self.tasks,
+            }],
+        }
     }
 
     /// Arguments (after the binary) that run one unit of a phase.
@@ -139,7 +135,7 @@ impl RunSpec {
             "--world-size".to_string(),
             self.tasks.to_string(),
         ];
-        if phase.name != "run" || self.dedup_plan().is_some() {
+        if phase.name != phases::RUN || self.phase_plan().is_some() {
             a.push("--phase".to_string());
             a.push(phase.name.clone());
         }
@@ -150,13 +146,14 @@ impl RunSpec {
         a
     }
 
-    /// The completion marker of one unit (written by the engine or the dedup phase after
-    /// its outputs).
+    /// The completion marker of one unit (written by the engine or the multi-phase stage
+    /// after its outputs).
     pub fn unit_marker(&self, phase: &Phase, unit: usize) -> String {
-        if phase.name != "run" && !storage::is_remote(&self.out) {
-            if let Some(m) = self.dedup_plan().and_then(|p| {
-                dist::unit_marker(Path::new(&self.out), &p, &phase.name, unit, self.tasks)
-            }) {
+        if phase.name != phases::RUN && !storage::is_remote(&self.out) {
+            if let Some(m) = self
+                .phase_plan()
+                .and_then(|p| p.marker(Path::new(&self.out), &phase.name, unit, self.tasks))
+            {
                 return m.to_string_lossy().into_owned();
             }
         }
@@ -171,7 +168,7 @@ impl RunSpec {
     /// ([`crate::rundir::rank_done`]), so a damaged rank or one with changed inputs is
     /// started again (and the engine then redoes or refuses it).
     pub fn unit_done(&self, phase: &Phase, unit: usize) -> Result<bool> {
-        if phase.name == "run" {
+        if phase.name == phases::RUN {
             return Ok(crate::rundir::rank_done(&self.out, unit, self.tasks));
         }
         storage::exists(&self.unit_marker(phase, unit))

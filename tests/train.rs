@@ -560,3 +560,27 @@ fn python_package_tests_pass() {
     }
     let _ = std::fs::remove_dir_all(out);
 }
+
+#[test]
+fn an_unpacked_run_is_refused_with_the_fix() {
+    // A run of documents (the quickstart has no `pack` node) is no training data: the
+    // error names the fix.
+    let out = std::env::temp_dir().join(format!("sluice-train-unpacked-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let st = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(root())
+        .args(["run", "configs/quickstart.yaml", "--out"])
+        .arg(&out)
+        .arg("-q")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let e = ShardSet::discover(&[out.clone()]).err().expect("must refuse");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("hold documents, not training sequences")
+            && msg.contains("add a `tokenize` and a `pack` node"),
+        "{msg}"
+    );
+    let _ = std::fs::remove_dir_all(out);
+}

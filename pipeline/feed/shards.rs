@@ -119,9 +119,11 @@ impl ShardSet {
             }
         }
         let mut shards = Vec::new();
+        let mut unpacked = 0usize;
         for (path, sha) in cands {
             let (rows, packed) = footer(&path)?;
             if !packed {
+                unpacked += 1;
                 continue;
             }
             let sha256 = match sha {
@@ -132,8 +134,16 @@ impl ShardSet {
         }
         shards.sort_by(|a, b| (&a.sha256, &a.path).cmp(&(&b.sha256, &b.path)));
         if shards.is_empty() {
+            let hint = match unpacked {
+                0 => String::new(),
+                n => format!(
+                    "; the {n} shard(s) there hold documents, not training sequences: add a `tokenize` \
+                     and a `pack` node before the sink (as configs/quickstart_packed.yaml does) \
+                     and run again"
+                ),
+            };
             return Err(Error::msg(format!(
-                "no packed shards (Parquet with an `input_ids` column) under {}",
+                "no packed shards (Parquet with an `input_ids` column) under {}{hint}",
                 inputs
                     .iter()
                     .map(|p| p.display().to_string())

@@ -575,7 +575,9 @@ fn an_unpacked_run_is_refused_with_the_fix() {
         .status()
         .unwrap();
     assert!(st.success());
-    let e = ShardSet::discover(&[out.clone()]).err().expect("must refuse");
+    let e = ShardSet::discover(&[out.clone()])
+        .err()
+        .expect("must refuse");
     let msg = e.to_string();
     assert!(
         msg.contains("hold documents, not training sequences")

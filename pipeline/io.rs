@@ -12,9 +12,9 @@
 //! manifest entry costs no second read; big outputs (shards) hash on a thread of their own
 //! ([`AtomicFile::hash_in_background`]) so the writer's thread never waits on sha256.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,10 +29,8 @@ use crate::error::{Error, Result};
 /// The raw bytes read count towards the input progress of the thread that opens it.
 pub fn open_input(path: &str) -> Result<Box<dyn BufRead + Send>> {
     if crate::storage::is_remote(path) {
-        let raw = BufReader::with_capacity(
-            1 << 16,
-            CountingReader::new(crate::storage::open(path)?),
-        );
+        let raw =
+            BufReader::with_capacity(1 << 16, CountingReader::new(crate::storage::open(path)?));
         return wrap_decoder(path, raw);
     }
     let f = File::open(path).map_err(|e| Error::io_doing("cannot open input", path, e))?;

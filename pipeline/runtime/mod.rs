@@ -52,10 +52,10 @@ use crate::stage::{BuildCtx, Node, ShardInfo, REJECTED};
 
 use accounting::{Extras, NodeStats};
 use ports::{Outputs, RejectMsg, Wiring};
+use progress::Progress;
 pub use progress::{
     clock, compact, done_line, eta, input_line, percent, stage_line, thousands, StageCount,
 };
-use progress::Progress;
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -218,10 +218,7 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
                 .build()
                 .map_err(|e| Error::msg(format!("thread pool: {e}")))?,
         ),
-        progress: Progress::new(
-            inputs.iter().map(|i| i.size).sum(),
-            graph.spec.nodes.len(),
-        ),
+        progress: Progress::new(inputs.iter().map(|i| i.size).sum(), graph.spec.nodes.len()),
     };
     execute(&graph, nodes, &sh, opts, &inputs)?;
     if let Some(e) = lock(&sh.abort.first).take() {
@@ -371,7 +368,8 @@ fn execute(
         drop(rej_tx);
         for h in handles {
             if h.join().is_err() {
-                sh.abort.fail("runtime", Error::msg("a node thread panicked"));
+                sh.abort
+                    .fail("runtime", Error::msg("a node thread panicked"));
             }
         }
         sh.progress.done.store(true, Ordering::SeqCst);

@@ -202,12 +202,7 @@ pub fn stage_line(stages: &[StageCount]) -> String {
             Role::Source => format!("{} {}", s.name, compact(s.docs_in)),
             Role::Sink => format!("{} {}", s.name, compact(s.docs_in)),
             _ if s.fed_by_previous => format!("{} →{}", s.name, compact(s.docs_out)),
-            _ => format!(
-                "{} {}→{}",
-                s.name,
-                compact(s.docs_in),
-                compact(s.docs_out)
-            ),
+            _ => format!("{} {}→{}", s.name, compact(s.docs_in), compact(s.docs_out)),
         })
         .collect();
     parts.join("  ")
@@ -399,5 +394,140 @@ fn seconds(secs: f64) -> String {
         format!("{secs:.1} s")
     } else {
         clock(secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn counts_sizes_and_clocks() {
+        assert_eq!(compact(0), "0");
+        assert_eq!(compact(987), "987");
+        assert_eq!(compact(1_000), "1.00k");
+        assert_eq!(compact(12_345), "12.3k");
+        assert_eq!(compact(99_960), "100k");
+        assert_eq!(compact(123_456), "123k");
+        assert_eq!(compact(4_560_000), "4.56M");
+        assert_eq!(compact(1_230_000_000), "1.23G");
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_234), "1,234");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(size(812_000), "812 kB");
+        assert_eq!(size(4_200_000), "4.2 MB");
+        assert_eq!(size(1_234_000_000), "1.23 GB");
+        assert_eq!(clock(7.4), "0:07");
+        assert_eq!(clock(725.0), "12:05");
+        assert_eq!(clock(3723.0), "1:02:03");
+        assert_eq!(seconds(4.24), "4.2 s");
+        assert_eq!(seconds(125.0), "2:05");
+    }
+
+    #[test]
+    fn percent_and_eta() {
+        assert_eq!(percent(0, 0), None);
+        assert_eq!(percent(0, 200), Some(0));
+        assert_eq!(percent(74, 200), Some(37));
+        assert_eq!(percent(250, 200), Some(100));
+        // Not meaningful yet: no total, too early, too little read.
+        assert_eq!(eta(10, 0, 30.0), "ETA —");
+        assert_eq!(eta(50, 100, 1.0), "ETA —");
+        assert_eq!(eta(0, 100, 30.0), "ETA —");
+        assert_eq!(eta(5, 1_000, 30.0), "ETA —");
+        // A quarter in 30 s: 90 s to go.
+        assert_eq!(eta(250, 1_000, 30.0), "ETA 1:30");
+        assert_eq!(eta(100, 1_000, 3_600.0), "ETA 9:00:00");
+        assert_eq!(eta(1_000, 1_000, 30.0), "input read");
+        assert_eq!(
+            input_line(370_000_000, 1_000_000_000, 81_000, 10.0),
+            "37% of 1.00 GB · 37.0 MB/s · 8.10k docs/s · ETA 0:17"
+        );
+        assert_eq!(
+            input_line(3_000_000, 0, 10, 1.0),
+            "3.0 MB read · 3.0 MB/s · 10 docs/s · ETA —"
+        );
+    }
+
+    #[test]
+    fn progress_counts_finished_splits_and_positions_capped() {
+        let p = Progress::new(1_000, 3);
+        let pos = p.begin_split(0, 600);
+        pos.store(250, Ordering::Relaxed);
+        assert_eq!(p.read(), 250);
+        // A reader that overshoots its file (a footer read twice) is capped at its size.
+        pos.store(700, Ordering::Relaxed);
+        assert_eq!(p.read(), 600);
+        p.end_split(0, 600);
+        let pos2 = p.begin_split(2, 400);
+        pos2.store(100, Ordering::Relaxed);
+        assert_eq!(p.read(), 700);
+        // A source whose readers report nothing still counts whole splits.
+        p.end_split(2, 400);
+        assert_eq!(p.read(), 1_000);
+    }
+
+    fn count(name: &str, role: Role, fed: bool, i: u64, o: u64) -> StageCount {
+        StageCount {
+            name: name.into(),
+            role,
+            fed_by_previous: fed,
+            docs_in: i,
+            docs_out: o,
+        }
+    }
+
+    #[test]
+    fn stage_line_is_compact() {
+        let line = stage_line(&[
+            count("docs", Role::Source, false, 12_345, 12_300),
+            count("extract", Role::Transform, true, 12_300, 10_100),
+            count("langid", Role::Transform, true, 10_100, 9_800),
+            count("mix", Role::Stage, false, 9_800, 7_200),
+            count("shards", Role::Sink, true, 7_200, 0),
+        ]);
+        assert_eq!(
+            line,
+            "docs 12.3k  extract →10.1k  langid →9.80k  mix 9.80k→7.20k  shards 7.20k"
+        );
+        assert!(!line.contains('\u{1b}'));
+    }
+
+    #[test]
+    fn done_line_counts_bad_records_and_names_top_reasons() {
+        let stats = json!({
+            "wall_secs": 4.21,
+            "nodes": {
+                "docs": {"role": "source", "docs_in": 1234,
+                         "rejects": {"too_large": 2},
+                         "bad_records": {"count": 3}},
+                "length_filter": {"role": "transform", "docs_in": 1232,
+                                  "rejects": {"too_short": 60, "too_long": 5}},
+                "minhash_dedup": {"role": "stage", "docs_in": 1167,
+                                  "rejects": {"duplicate": 180}},
+                "shards": {"role": "sink", "docs_in": 987, "rejects": {}},
+            }
+        });
+        let manifest = json!({
+            "totals": {"rows": 987, "reject_rows": 247, "tokens": 512_000},
+            "shards": [{}, {}],
+        });
+        assert_eq!(
+            done_line(&stats, &manifest),
+            "done in 4.2 s: 1,234 in → 987 kept, 247 rejected (minhash_dedup/duplicate 180, \
+             length_filter/too_short 60, length_filter/too_long 5, …), 3 bad records; \
+             512,000 tokens in 2 shards"
+        );
+        // Nothing rejected, one bad record, no tokens.
+        let stats = json!({"wall_secs": 75.0, "nodes": {
+            "docs": {"role": "source", "docs_in": 10, "rejects": {}, "bad_records": {"count": 1}}
+        }});
+        let manifest = json!({"totals": {"rows": 10, "reject_rows": 0, "tokens": 0}, "shards": [{}]});
+        assert_eq!(
+            done_line(&stats, &manifest),
+            "done in 1:15: 10 in → 10 kept, 0 rejected, 1 bad record; 1 shard"
+        );
     }
 }

@@ -252,35 +252,22 @@ fn log_interval() -> Duration {
     Duration::from_secs_f64(secs)
 }
 
-/// Two lines redrawn in place (terminal only).
-struct Bars {
-    input: indicatif::ProgressBar,
-    stages: indicatif::ProgressBar,
-}
-
-impl Bars {
-    fn new() -> Bars {
-        let mp = indicatif::MultiProgress::new();
-        let bar = |tpl: &str| {
-            let b = mp.add(indicatif::ProgressBar::new_spinner());
-            b.set_style(
-                indicatif::ProgressStyle::with_template(tpl)
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-            );
-            b
-        };
-        Bars {
-            input: bar("{spinner} {elapsed_precise} {wide_msg}"),
-            stages: bar("  {wide_msg}"),
-        }
-    }
+/// Two lines redrawn in place (terminal only): the input line as the bar's prefix, the
+/// per-stage line as its message, cut to the terminal's width.
+fn terminal_bar() -> indicatif::ProgressBar {
+    let b = indicatif::ProgressBar::new_spinner();
+    b.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {prefix}\n  {wide_msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    b
 }
 
 /// Report progress until `progress.done` is set: redrawn in place on a terminal, a plain
 /// log line every [`log_interval`] elsewhere (and a last one when the run ends).
 pub(super) fn progress_loop(progress: &Progress, graph: &Graph, stats: &[Arc<Mutex<NodeStats>>]) {
     let t0 = Instant::now();
-    let bars = std::io::stderr().is_terminal().then(Bars::new);
+    let bar = std::io::stderr().is_terminal().then(terminal_bar);
     let every = log_interval();
     let tick = Duration::from_millis(200).min(every.max(Duration::from_millis(10)));
     let mut last_log = Instant::now();
@@ -301,12 +288,12 @@ pub(super) fn progress_loop(progress: &Progress, graph: &Graph, stats: &[Arc<Mut
             continue;
         }
         last_tick = Instant::now();
-        match &bars {
+        match &bar {
             Some(b) => {
                 let (input, stages) = lines();
-                b.input.set_message(input);
-                b.stages.set_message(stages);
-                b.input.tick();
+                b.set_prefix(input);
+                b.set_message(stages);
+                b.tick();
             }
             None if last_log.elapsed() >= every => {
                 let (input, stages) = lines();
@@ -316,11 +303,8 @@ pub(super) fn progress_loop(progress: &Progress, graph: &Graph, stats: &[Arc<Mut
             None => {}
         }
     }
-    match bars {
-        Some(b) => {
-            b.input.finish_and_clear();
-            b.stages.finish_and_clear();
-        }
+    match bar {
+        Some(b) => b.finish_and_clear(),
         None => {
             let (input, stages) = lines();
             tracing::info!("progress: {input} | {stages}");

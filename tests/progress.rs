@@ -64,8 +64,12 @@ fn done_line_and_plain_progress_on_a_pipe() {
         serde_json::from_slice(&std::fs::read(out.join("stats.json")).unwrap()).unwrap();
     let n = |node: &str, k: &str| stats["nodes"][node][k].as_u64().unwrap();
     let read = n("docs", "docs_in");
-    let short = stats["nodes"]["long"]["rejects"]["too_short"].as_u64().unwrap();
-    let long = stats["nodes"]["long"]["rejects"]["too_long"].as_u64().unwrap();
+    let short = stats["nodes"]["long"]["rejects"]["too_short"]
+        .as_u64()
+        .unwrap();
+    let long = stats["nodes"]["long"]["rejects"]["too_long"]
+        .as_u64()
+        .unwrap();
     assert!(short > 0 && long > 0 && short != long, "{short} {long}");
     let kept = read - short - long;
     assert_eq!(stats["nodes"]["docs"]["bad_records"]["count"], 3);
@@ -106,7 +110,10 @@ fn done_line_and_plain_progress_on_a_pipe() {
         compact(kept),
         compact(kept)
     );
-    assert!(progress.ends_with(&stages), "{progress}\nexpected …{stages}");
+    assert!(
+        progress.ends_with(&stages),
+        "{progress}\nexpected …{stages}"
+    );
 }
 
 /// The runtime's compact count (what the per-stage line prints).

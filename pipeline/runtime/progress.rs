@@ -257,8 +257,10 @@ fn log_interval() -> Duration {
 fn terminal_bar() -> indicatif::ProgressBar {
     let b = indicatif::ProgressBar::new_spinner();
     b.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {prefix}\n  {wide_msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} {prefix}\n  {wide_msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
     b
 }
@@ -508,7 +510,8 @@ mod tests {
         let stats = json!({"wall_secs": 75.0, "nodes": {
             "docs": {"role": "source", "docs_in": 10, "rejects": {}, "bad_records": {"count": 1}}
         }});
-        let manifest = json!({"totals": {"rows": 10, "reject_rows": 0, "tokens": 0}, "shards": [{}]});
+        let manifest =
+            json!({"totals": {"rows": 10, "reject_rows": 0, "tokens": 0}, "shards": [{}]});
         assert_eq!(
             done_line(&stats, &manifest),
             "done in 1:15: 10 in → 10 kept, 0 rejected, 1 bad record; 1 shard"

@@ -208,3 +208,68 @@ pub(super) fn run_source(
     lock(&sh.extras).insert(env.name.clone(), (src.stats(), None));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use crate::graph;
+    use crate::stage::{BuildCtx, Node};
+    use crate::stages::ingest_warc::CollectSink;
+
+    /// Every source kind reports its position in the raw input file while it reads, so
+    /// progress is a share of the file sizes: at the end of a file the position is its
+    /// size (compressed for `.gz`), never the decoded bytes.
+    #[test]
+    fn every_source_kind_reports_its_position_in_the_raw_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let gz = dir.path().join("cmrc.jsonl.gz");
+        let text = std::fs::read("samples/text/cmrc2018_zh.jsonl").unwrap();
+        let mut e = flate2::write::GzEncoder::new(
+            std::fs::File::create(&gz).unwrap(),
+            flate2::Compression::default(),
+        );
+        e.write_all(&text).unwrap();
+        e.finish().unwrap();
+        let yaml = format!(
+            "nodes:
+  j: {{kind: ingest_jsonl, paths: [{}]}}
+  j2: {{kind: ingest_instructions, paths: [samples/synthetic/alpaca_cot_zh.jsonl]}}
+  p: {{kind: ingest_parquet, paths: [samples/parquet/cmrc2018_zh_200.parquet], text_column: text}}
+  w: {{kind: ingest_warc, paths: [samples/warc/whirlwind.warc.gz]}}
+  shards: {{kind: parquet_shards, inputs: [j, j2, p, w]}}
+",
+            gz.display()
+        );
+        let g = graph::check(crate::config::parse(&yaml, "t.yaml").unwrap()).unwrap();
+        let base = BuildCtx {
+            node: String::new(),
+            inputs: vec![],
+            run: g.spec.run.clone(),
+            out_dir: dir.path().join("out"),
+            scratch_dir: dir.path().join("out/tmp"),
+            rank: 0,
+            world_size: 1,
+            threads: 1,
+            validate_only: false,
+        };
+        for node in graph::build(&g, &base).unwrap() {
+            let Node::Source(mut src) = node else {
+                continue;
+            };
+            let split = src.splits().unwrap().remove(0);
+            let size = std::fs::metadata(&split).unwrap().len();
+            let pos = Arc::new(AtomicU64::new(0));
+            let prev = crate::io::track_input_position(Some(pos.clone()));
+            let mut sink = CollectSink::default();
+            src.read(&split, &mut sink).unwrap();
+            crate::io::track_input_position(prev);
+            assert!(!sink.docs.is_empty(), "{split}");
+            let at = pos.load(Ordering::Relaxed);
+            // A gzip trailer may be consumed after the last document's bytes.
+            assert!(at <= size && at + 64 >= size, "{split}: at {at} of {size}");
+        }
+    }
+}

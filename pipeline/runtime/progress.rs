@@ -7,7 +7,7 @@
 //! On a terminal two lines are redrawn in place every 200 ms:
 //!
 //! ```text
-//! ⠙ 00:00:42 37% of 1.2 GB · 10.4 MB/s · 8.1k docs/s · ETA 1:12
+//! ⠙ 00:00:42 37% of 1.20 GB · 10.6 MB/s · 1.24k docs/s · ETA 1:12
 //!   docs 52.1k  clean →50.3k  langid →41.0k  dedup →30.2k  shards 30.2k
 //! ```
 //!
@@ -179,7 +179,7 @@ pub fn eta(read: u64, total: u64, elapsed: f64) -> String {
     format!("ETA {}", clock(left / (read as f64 / elapsed)))
 }
 
-/// The first progress line: `37% of 1.2 GB · 10.4 MB/s · 8.1k docs/s · ETA 1:12`.
+/// The first progress line: `37% of 1.20 GB · 10.6 MB/s · 1.24k docs/s · ETA 1:12`.
 pub fn input_line(read: u64, total: u64, docs: u64, elapsed: f64) -> String {
     let secs = elapsed.max(1e-6);
     let head = match percent(read, total) {

@@ -1,14 +1,23 @@
 //! File I/O shared by sources and sinks: opening inputs (plain, `.gz`, `.zst`),
 //! expanding input globs deterministically, and atomic outputs.
 //!
+//! **Input progress.** While a source reads a split, the runtime registers a counter for
+//! the thread ([`track_input_position`]); [`open_input`] counts the raw (still
+//! compressed) bytes it reads from the file into it, and readers of their own report
+//! their position with [`CountingReader`] or [`report_input_position`]. Progress and ETA
+//! are then fractions of the input files' sizes, right for `.gz` and `.zst` too.
+//!
 //! Every output file is written as `name.tmp`, fsynced, then renamed, so a crash never
 //! leaves a partial file under a final name. The sha256 is computed while writing, so a
 //! manifest entry costs no second read; big outputs (shards) hash on a thread of their own
 //! ([`AtomicFile::hash_in_background`]) so the writer's thread never waits on sha256.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -17,14 +26,81 @@ use crate::error::{Error, Result};
 /// Open an input file for buffered reading, decompressing by extension
 /// (`.gz` — multi-member aware — and `.zst`).
 /// Object-store URLs (`s3://`, `gs://`, `az://`) stream through [`crate::storage::open`].
+/// The raw bytes read count towards the input progress of the thread that opens it.
 pub fn open_input(path: &str) -> Result<Box<dyn BufRead + Send>> {
     if crate::storage::is_remote(path) {
-        let raw = BufReader::with_capacity(1 << 16, crate::storage::open(path)?);
+        let raw =
+            BufReader::with_capacity(1 << 16, CountingReader::new(crate::storage::open(path)?));
         return wrap_decoder(path, raw);
     }
     let f = File::open(path).map_err(|e| Error::io_doing("cannot open input", path, e))?;
-    let raw = BufReader::with_capacity(1 << 16, f);
+    let raw = BufReader::with_capacity(1 << 16, CountingReader::new(f));
     wrap_decoder(path, raw)
+}
+
+thread_local! {
+    /// Where readers opened on this thread report their position in the input file.
+    static INPUT_POSITION: RefCell<Option<Arc<AtomicU64>>> = const { RefCell::new(None) };
+}
+
+/// Make readers opened on this thread from now on report their position in the input
+/// file to `counter` (`None`: stop). Returns the previous counter. The runtime sets one
+/// per split a source reads.
+pub fn track_input_position(counter: Option<Arc<AtomicU64>>) -> Option<Arc<AtomicU64>> {
+    INPUT_POSITION.with(|c| std::mem::replace(&mut *c.borrow_mut(), counter))
+}
+
+/// Report the position reached in the input file being read on this thread (for readers
+/// that know it, e.g. a Parquet reader's rows of the file's total). A no-op when no
+/// counter is tracked.
+pub fn report_input_position(pos: u64) {
+    INPUT_POSITION.with(|c| {
+        if let Some(c) = &*c.borrow() {
+            c.fetch_max(pos, Ordering::Relaxed);
+        }
+    });
+}
+
+/// A reader that reports how many bytes were read through it as the position in the
+/// input file, to the counter tracked on the thread that created it (see
+/// [`track_input_position`]; without one it only counts).
+pub struct CountingReader<R> {
+    inner: R,
+    pos: u64,
+    counter: Option<Arc<AtomicU64>>,
+}
+
+impl<R> CountingReader<R> {
+    /// Wrap `inner`, which starts at position 0 of the input file.
+    pub fn new(inner: R) -> Self {
+        CountingReader {
+            inner,
+            pos: 0,
+            counter: INPUT_POSITION.with(|c| c.borrow().clone()),
+        }
+    }
+    /// Bytes read so far.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+    /// The wrapped reader.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+    fn advance(&mut self, n: usize) {
+        self.pos += n as u64;
+        if let Some(c) = &self.counter {
+            c.fetch_max(self.pos, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.advance(k);
+        Ok(k)
+    }
 }
 
 /// Wrap a raw reader in the decoder its name implies.
@@ -395,6 +471,38 @@ mod tests {
             g.write_all(&data).unwrap();
         }
         assert!(!q.exists());
+    }
+
+    #[test]
+    fn input_position_counts_compressed_bytes() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let gz = dir.path().join("a.jsonl.gz");
+        let mut e = flate2::write::GzEncoder::new(
+            File::create(&gz).unwrap(),
+            flate2::Compression::default(),
+        );
+        for i in 0..20_000 {
+            writeln!(e, "{{\"text\": \"line {i} of a compressible input\"}}").unwrap();
+        }
+        e.finish().unwrap();
+        let size = std::fs::metadata(&gz).unwrap().len();
+        let counter = Arc::new(AtomicU64::new(0));
+        let prev = track_input_position(Some(counter.clone()));
+        let mut text = String::new();
+        open_input(gz.to_str().unwrap())
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        track_input_position(prev);
+        // The position is in the file's (compressed) bytes, not the decoded text's.
+        assert!(text.len() as u64 > 5 * size, "{} vs {size}", text.len());
+        assert_eq!(counter.load(Ordering::Relaxed), size);
+        // Readers opened with no counter tracked report nowhere.
+        let mut r = open_input(gz.to_str().unwrap()).unwrap();
+        r.read_to_string(&mut String::new()).unwrap();
+        assert_eq!(counter.load(Ordering::Relaxed), size);
+        report_input_position(1);
     }
 
     #[test]

@@ -345,17 +345,9 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Ok(s) => {
-            let t = &s.manifest["totals"];
             tracing::info!(
-                "done in {:.2}s: {} rows, {} tokens in {} shards; {} rejects → {}",
-                s.stats["wall_secs"].as_f64().unwrap_or(0.0),
-                t["rows"],
-                t["tokens"],
-                s.manifest["shards"]
-                    .as_array()
-                    .map(|a| a.len())
-                    .unwrap_or(0),
-                t["reject_rows"],
+                "{} → {}",
+                runtime::done_line(&s.stats, &s.manifest),
                 a.out.display()
             );
             for line in run_notes(&s.stats) {
@@ -375,42 +367,14 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Lines printed after the done line: bad records, the top reject reasons, and each
-/// node's own `summary` (a stage puts one in its stats when a user must know something,
-/// e.g. what capped a mixture). Generic: no stage is named here.
+/// Lines printed after the done line (which counts bad records and names the top reject
+/// reasons): each node's own `summary` (a stage puts one in its stats when a user must
+/// know something, e.g. what capped a mixture). Generic: no stage is named here.
 fn run_notes(stats: &serde_json::Value) -> Vec<String> {
     let mut lines = Vec::new();
     let Some(nodes) = stats["nodes"].as_object() else {
         return lines;
     };
-    let bad: u64 = nodes
-        .values()
-        .filter_map(|n| n["bad_records"]["count"].as_u64())
-        .sum();
-    if bad > 0 {
-        lines.push(format!(
-            "{bad} bad records skipped (see stats.json bad_records)"
-        ));
-    }
-    let mut reasons: Vec<(u64, String)> = nodes
-        .iter()
-        .flat_map(|(name, n)| {
-            n["rejects"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .filter_map(move |(r, c)| c.as_u64().map(|c| (c, format!("{name}/{r}"))))
-        })
-        .collect();
-    reasons.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    if !reasons.is_empty() {
-        let top: Vec<String> = reasons
-            .iter()
-            .take(5)
-            .map(|(c, r)| format!("{r} {c}"))
-            .collect();
-        lines.push(format!("top reject reasons: {}", top.join(", ")));
-    }
     for (name, n) in nodes {
         if let Some(sm) = n["extra"]["summary"].as_str() {
             lines.push(format!("{name}: {sm}"));

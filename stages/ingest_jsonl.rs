@@ -296,6 +296,8 @@ impl Read for GzMembers {
                 }
                 Ok(k) => {
                     self.last = buf[k - 1];
+                    // Progress in the compressed file (see `io::track_input_position`).
+                    crate::io::report_input_position(self.start + dec.get_ref().n);
                     return Ok(k);
                 }
                 Err(e) => {

@@ -103,6 +103,9 @@ impl Source for IngestParquet {
             Err(e) => return ctx.bad_record(split, &format!("not a readable Parquet file: {e}")),
         };
         let schema = builder.schema().clone();
+        // Progress: rows read of the file's rows, as a share of its size.
+        let file_rows = builder.metadata().file_metadata().num_rows().max(1) as u64;
+        let file_size = std::fs::metadata(split).map_or(0, |m| m.len());
         if schema.field_with_name(&self.cfg.text_column).is_err() {
             return Err(Error::msg(format!(
                 "{split}: no column `{}`",
@@ -150,6 +153,10 @@ impl Source for IngestParquet {
                 }
             }
             ctx.bytes_read(batch.get_array_memory_size() as u64);
+            let done = (row + batch.num_rows() as u64).min(file_rows);
+            crate::io::report_input_position(
+                (file_size as u128 * done as u128 / file_rows as u128) as u64,
+            );
             for (i, t) in texts.into_iter().enumerate() {
                 let r = row + i as u64;
                 let Some(text) = t else {

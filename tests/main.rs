@@ -13,6 +13,7 @@ mod extract;
 mod long;
 mod memory;
 mod mix;
+mod progress;
 mod provenance;
 mod rundir;
 #[cfg(feature = "cloud")]

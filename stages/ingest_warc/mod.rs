@@ -469,7 +469,7 @@ impl IngestWarc {
     fn read_split(&mut self, split: &str, ctx: &mut dyn SourceSink) -> Result<()> {
         if crate::storage::is_remote(split) {
             let len = crate::storage::size(split).unwrap_or(0);
-            let r = crate::storage::open(split)?;
+            let r = crate::io::CountingReader::new(crate::storage::open(split)?);
             let file_name = split.rsplit('/').next().unwrap_or(split).to_string();
             self.read_from(r, &file_name, ctx)?;
             ctx.bytes_read(len);
@@ -481,7 +481,8 @@ impl IngestWarc {
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_else(|| split.to_string());
-        self.read_from(file, &file_name, ctx)?;
+        // The position in the (compressed) file drives the run's progress.
+        self.read_from(crate::io::CountingReader::new(file), &file_name, ctx)?;
         ctx.bytes_read(len);
         Ok(())
     }

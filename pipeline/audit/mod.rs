@@ -8,6 +8,7 @@
 //! |------------|-------------------------------------|------|
 //! | `docs`     | output document, or packed sequence | `shards/*.parquet` (all sinks, all ranks) |
 //! | `rejects`  | rejected document                   | `rejects/*.parquet` |
+//! | `docs_index` | document that went into a packed sequence | `docs_index/*.parquet` (written by `pack`) |
 //! | `stats`    | node × metric × key                 | `stats.json` (flattened, see below) |
 //! | `nodes`    | node                                | `stats.json` (wide: in / out / rejected) |
 //! | `manifest` | shard or reject file                | `manifest.json` |
@@ -18,6 +19,9 @@
 //!   n_tokens, n_chars, attrs, meta`) and packed columns (`input_ids, doc_offsets, doc_ids,
 //!   doc_urls, source_mix, n_pad`), so a query written for one kind of run still plans on the other.
 //!   Document rows have `n_chars` set; packed sequences have `source_mix` set.
+//! * `docs_index` has the `docs` columns: the documents of a packed run before packing
+//!   (`n_tokens`, `n_chars`, `lang`, `attrs`, ...; `tokens` NULL; `text` empty except for a
+//!   seeded sample), so document queries run on packed runs with `FROM docs_index`.
 //! * `stats` columns: `run, node, kind, role, metric, key, docs, bytes` where `metric` is
 //!   `docs_in` (key ''), `port` (key = port name), `reject` (key = reason) or `bad_record`
 //!   (key = reason). `nodes` columns: `run, node, kind, role, docs_in, bytes_in, docs_out,
@@ -90,6 +94,8 @@ pub struct RunFiles {
     pub shards: Vec<PathBuf>,
     /// All `rejects/*.parquet`, sorted per directory.
     pub rejects: Vec<PathBuf>,
+    /// All `docs_index/*.parquet` (the `pack` stage's document index), sorted per directory.
+    pub docs_index: Vec<PathBuf>,
     stats: Vec<RunJson>,
     manifests: Vec<RunJson>,
 }
@@ -158,6 +164,7 @@ impl RunFiles {
             }
             rf.shards.extend(parquet_files(&dir.join("shards"))?);
             rf.rejects.extend(parquet_files(&dir.join("rejects"))?);
+            rf.docs_index.extend(parquet_files(&dir.join("docs_index"))?);
             let run = dir.display().to_string();
             for value in run_jsons(dir, "stats")? {
                 rf.stats.push(RunJson {
@@ -338,6 +345,12 @@ impl Audit {
             .await?;
         self.ctx
             .register_table("rejects", rejects)
+            .map_err(df_err)?;
+        let index = self
+            .parquet_table(&self.files.docs_index, canonical_docs_schema())
+            .await?;
+        self.ctx
+            .register_table("docs_index", index)
             .map_err(df_err)?;
         for (name, batch) in [
             ("stats", stats_batch(&self.files.stats)?),

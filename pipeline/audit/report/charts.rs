@@ -101,7 +101,7 @@ impl Hist<'_> {
     pub fn render(&self) -> Markup {
         let n = self.bin_labels.len().max(1);
         let ph = 120.0;
-        let top = 8.0 + 14.0 * self.lines.len() as f64;
+        let top = 16.0 + 14.0 * self.lines.len() as f64;
         let h = top + ph + AX_B + if self.series.len() > 1 { 14.0 } else { 0.0 };
         let w = AX_L + self.width + 12.0;
         let max = self
@@ -146,11 +146,13 @@ impl Hist<'_> {
                             text.val x=(format!("{:.1}", AX_L + bw * i as f64)) y=(top + ph + 12.0) { (T(l)) }
                         }
                     }
-                    text.val x=(AX_L - 4.0) y=(top - 2.0) text-anchor="end" { "docs" }
+                    text.val x=(4.0) y=(top - 8.0) { "docs" }
                     @for (k, (label, pos)) in self.lines.iter().enumerate() {
-                        @let x = format!("{:.1}", AX_L + (pos.clamp(0.0, n as f64)) * bw);
+                        @let frac = pos.clamp(0.0, n as f64) / n as f64;
+                        @let x = format!("{:.1}", AX_L + frac * self.width);
+                        @let anchor = if frac < 0.3 { "start" } else if frac > 0.7 { "end" } else { "middle" };
                         line.threshold x1=(x) x2=(x) y1=(top - 2.0) y2=(top + ph) {}
-                        text.thr x=(x) y=(8.0 + 14.0 * k as f64) text-anchor="middle" { (T(label)) }
+                        text.thr x=(x) y=(10.0 + 14.0 * k as f64) text-anchor=(anchor) { (T(label)) }
                     }
                     @if self.series.len() > 1 {
                         @for (j, (name, _)) in self.series.iter().enumerate() {
@@ -167,7 +169,38 @@ impl Hist<'_> {
 
 /// Histogram of one value range cut in `bins.len()` equal bins, with threshold lines
 /// at their values (clamped to the range).
+/// The caller bins over [lo, hi]; thresholds outside it widen the axis (empty bins are
+/// added on that side, same width) so every line is drawn where its value is.
 pub fn value_hist(title: &str, lo: f64, hi: f64, bins: &[f64], lines: &[(String, f64)]) -> Markup {
+    let (mut lo, mut hi, mut bins) = (lo, hi, bins.to_vec());
+    if hi <= lo {
+        // One value: one bin.
+        bins = vec![bins.iter().sum()];
+        hi = lo + 1.0;
+    }
+    let w = (hi - lo) / bins.len().max(1) as f64;
+    // Up to the range's width again on each side; a threshold further out is marked at
+    // the edge with an arrow (the bars would be too thin to read otherwise).
+    let cap = 2 * bins.len();
+    if w > 0.0 {
+        for (_, v) in lines {
+            let below = ((lo - v) / w).ceil();
+            if below > 0.0 && (bins.len() as f64 + below) as usize <= cap {
+                for _ in 0..below as usize {
+                    bins.insert(0, 0.0);
+                    lo -= w;
+                }
+            }
+            let above = ((v - hi) / w).ceil();
+            if above > 0.0 && (bins.len() as f64 + above) as usize <= cap {
+                for _ in 0..above as usize {
+                    bins.push(0.0);
+                    hi += w;
+                }
+            }
+        }
+    }
+    let bins = &bins[..];
     let n = bins.len().max(1) as f64;
     let span = (hi - lo).max(1e-12);
     let labels = (0..bins.len())
@@ -179,7 +212,16 @@ pub fn value_hist(title: &str, lo: f64, hi: f64, bins: &[f64], lines: &[(String,
         series: vec![("docs", bins.to_vec())],
         lines: lines
             .iter()
-            .map(|(l, v)| (l.clone(), (v - lo) / span * n))
+            .map(|(l, v)| {
+                let label = if *v < lo {
+                    format!("◀ {l} (below the range)")
+                } else if *v > hi {
+                    format!("{l} (above the range) ▶")
+                } else {
+                    l.clone()
+                };
+                (label, (v - lo) / span * n)
+            })
             .collect(),
         width: 300.0,
     }

@@ -230,19 +230,30 @@ pub fn scores(cx: &Ctx) -> Result<Markup> {
         by
     };
     // Ids are not scores (`dedup.cluster_id`); attrs with a configured threshold first.
-    let mut kept: Vec<_> = group(&attr_bins)
+    let (constant, varying): (Vec<_>, Vec<_>) = group(&attr_bins)
         .into_iter()
         .filter(|(name, _)| !name.ends_with("_id"))
+        .partition(|(_, (lo, hi, _, _))| hi <= lo);
+    let mut kept: Vec<_> = varying
+        .into_iter()
         .map(|(name, v)| (cx.graph.attr_thresholds(&name), name, v))
         .collect();
     kept.sort_by_key(|(t, name, _)| (t.is_empty(), name.clone()));
     let rej = group(&rej_bins);
+    let constant: Vec<String> = constant
+        .iter()
+        .map(|(name, (lo, _, b, _))| format!("{name} = {} ({} docs)", num(*lo), num(b.iter().sum())))
+        .collect();
     let body = html! {
         @if !kept.is_empty() {
             h3 { "Kept documents: attrs" }
             @for (lines, name, (lo, hi, b, _)) in kept.iter().take(24) {
                 (value_hist(name, *lo, *hi, b, lines))
             }
+            @if kept.len() > 24 { p.meta { (kept.len() - 24) " more attrs: see `sluice audit RUN --preset attrs`." } }
+        }
+        @if !constant.is_empty() {
+            p.meta { "Same value in every kept document: " (T(&constant.join(" · "))) }
         }
         @if !rej.is_empty() {
             h3 { "Rejected documents: score, per stage / reason" }
@@ -251,7 +262,7 @@ pub fn scores(cx: &Ctx) -> Result<Markup> {
             }
         }
     };
-    let empty = (kept.is_empty() && rej.is_empty()).then(|| {
+    let empty = (kept.is_empty() && rej.is_empty() && constant.is_empty()).then(|| {
         "No scores in this run: no kept document carries a numeric attr and no reject has a score.".to_string()
     });
     Ok(section(

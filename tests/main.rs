@@ -14,6 +14,8 @@ mod long;
 mod memory;
 mod mix;
 mod provenance;
+#[cfg(feature = "audit")]
+mod report_packed;
 mod rundir;
 #[cfg(feature = "cloud")]
 mod s3;

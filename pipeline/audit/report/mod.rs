@@ -66,10 +66,14 @@ impl Default for ReportOptions {
     }
 }
 
+/// The page's font stack: CJK-capable fonts first (Linux, macOS, Windows), so Chinese text
+/// never falls back to whatever font the browser picks first.
+pub const FONT_STACK: &str = "\"Noto Sans CJK SC\",\"Source Han Sans SC\",\"PingFang SC\",\"Hiragino Sans GB\",\"Microsoft YaHei\",\"WenQuanYi Micro Hei\",system-ui,sans-serif";
+
 const CSS: &str = "
-body{font-family:system-ui,-apple-system,'Segoe UI','Noto Sans CJK SC','Source Han Sans SC','PingFang SC','Hiragino Sans GB','Microsoft YaHei','WenQuanYi Micro Hei',sans-serif;margin:0;color:#1d232a;background:#f6f7f9}
-svg text,pre{font-family:'Noto Sans CJK SC','Source Han Sans SC','PingFang SC','Microsoft YaHei',sans-serif}
-pre{font-family:ui-monospace,'Noto Sans Mono CJK SC','Noto Sans CJK SC','Source Han Sans SC','PingFang SC','Microsoft YaHei',monospace}
+body{margin:0;color:#1d232a;background:#f6f7f9}
+body,svg text{font-family:__FONTS__}
+pre{font-family:\"Noto Sans Mono CJK SC\",__FONTS__,monospace}
 main{max-width:1100px;margin:0 auto;padding:24px}
 h1{margin:0 0 4px 0}h2{margin-top:12px;border-bottom:2px solid #d9dde3;padding-bottom:4px}
 section{background:#fff;border:1px solid #e2e5ea;border-radius:8px;padding:8px 20px 20px;margin:18px 0}
@@ -217,7 +221,7 @@ pub fn render(audit: &Audit, opts: &ReportOptions, baseline: Option<&Audit>) -> 
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:";
                 title { (T(&opts.title)) }
-                style { (PreEscaped(CSS)) }
+                style { (PreEscaped(CSS.replace("__FONTS__", FONT_STACK))) }
             }
             body {
                 main {

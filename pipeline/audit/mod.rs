@@ -94,7 +94,7 @@ pub struct RunFiles {
     pub shards: Vec<PathBuf>,
     /// All `rejects/*.parquet`, sorted per directory.
     pub rejects: Vec<PathBuf>,
-    /// All `docs_index/*.parquet` (the `pack` stage's document index), sorted per directory.
+    /// The `pack` stage's document index files (`docs_index/*.parquet`) the manifests list.
     pub docs_index: Vec<PathBuf>,
     stats: Vec<RunJson>,
     manifests: Vec<RunJson>,
@@ -164,7 +164,6 @@ impl RunFiles {
             }
             rf.shards.extend(parquet_files(&dir.join("shards"))?);
             rf.rejects.extend(parquet_files(&dir.join("rejects"))?);
-            rf.docs_index.extend(parquet_files(&dir.join("docs_index"))?);
             let run = dir.display().to_string();
             for value in run_jsons(dir, "stats")? {
                 rf.stats.push(RunJson {
@@ -173,6 +172,18 @@ impl RunFiles {
                 });
             }
             for value in run_jsons(dir, "manifest")? {
+                // Only the index files a manifest lists: a stale `docs_index/` left by an
+                // earlier run in the same directory is never read.
+                let mut listed = Vec::new();
+                docs_index_files(&value["nodes"], &mut listed);
+                listed.sort();
+                listed.dedup();
+                rf.docs_index.extend(
+                    listed
+                        .iter()
+                        .map(|p| dir.join(p))
+                        .filter(|p| p.is_file()),
+                );
                 rf.manifests.push(RunJson {
                     run: run.clone(),
                     value,
@@ -180,6 +191,25 @@ impl RunFiles {
             }
         }
         Ok(rf)
+    }
+}
+
+/// Every path under a `docs_index.files` list in a manifest's `nodes` (the `pack` stage's
+/// document index; merged runs keep node entries `per_rank`).
+fn docs_index_files(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(files) = m.get("docs_index").and_then(|d| d["files"].as_array()) {
+                out.extend(files.iter().filter_map(|f| f.as_str()).map(String::from));
+            }
+            for (k, x) in m {
+                if k != "docs_index" {
+                    docs_index_files(x, out);
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| docs_index_files(x, out)),
+        _ => {}
     }
 }
 

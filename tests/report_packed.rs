@@ -272,13 +272,13 @@ fn packed_flagship_report_renders_chinese_in_chromium() {
         &page,
         &[
             format!("--screenshot={}", shot.display()),
-            "--window-size=1200,6400".into(),
+            "--window-size=1200,9000".into(),
         ],
     );
     let png = std::fs::read(&shot).unwrap();
     assert!(png.len() > 100_000, "screenshot only {} bytes", png.len());
     let (w, h, px) = decode_png(&png);
-    assert_eq!((w, h), (1200, 6400));
+    assert_eq!((w, h), (1200, 9000));
     let bg = px[0];
     let ink = px
         .iter()

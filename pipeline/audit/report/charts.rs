@@ -223,7 +223,8 @@ pub fn value_hist(title: &str, lo: f64, hi: f64, bins: &[f64], lines: &[(String,
                 (label, (v - lo) / span * n)
             })
             .collect(),
-        width: 300.0,
+        // One bin (one value): a narrow chart, not one bar as wide as the page.
+        width: if bins.len() == 1 { 60.0 } else { 250.0 },
     }
     .render()
 }

@@ -193,6 +193,9 @@ fn no_docs_reason(cx: &Ctx) -> String {
     }
 }
 
+/// Histograms drawn per group (kept attrs; rejects): thresholded attrs come first.
+const MAX_HISTS: usize = 12;
+
 /// Score histograms: kept documents' attrs and rejects' scores, with thresholds.
 pub fn scores(cx: &Ctx) -> Result<Markup> {
     let attr_bins = rows(
@@ -247,19 +250,22 @@ pub fn scores(cx: &Ctx) -> Result<Markup> {
     let body = html! {
         @if !kept.is_empty() {
             h3 { "Kept documents: attrs" }
-            @for (lines, name, (lo, hi, b, _)) in kept.iter().take(24) {
+            @for (lines, name, (lo, hi, b, _)) in kept.iter().take(MAX_HISTS) {
                 (value_hist(name, *lo, *hi, b, lines))
             }
-            @if kept.len() > 24 { p.meta { (kept.len() - 24) " more attrs: see `sluice audit RUN --preset attrs`." } }
+            @if kept.len() > MAX_HISTS {
+                p.meta { (kept.len() - MAX_HISTS) " more attrs vary; their count, min, mean and max: `sluice audit RUN --preset attrs`." }
+            }
         }
         @if !constant.is_empty() {
-            p.meta { "Same value in every kept document: " (T(&constant.join(" · "))) }
+            p.meta { "One value only: " (T(&constant.join(" · "))) }
         }
         @if !rej.is_empty() {
             h3 { "Rejected documents: score, per stage / reason" }
-            @for (name, (lo, hi, b, stage)) in rej.iter().take(24) {
+            @for (name, (lo, hi, b, stage)) in rej.iter().take(MAX_HISTS) {
                 (value_hist(name, *lo, *hi, b, &cx.graph.node_thresholds(stage)))
             }
+            @if rej.len() > MAX_HISTS { p.meta { (rej.len() - MAX_HISTS) " more stage / reason pairs: see the rejects table." } }
         }
     };
     let empty = (kept.is_empty() && rej.is_empty() && constant.is_empty()).then(|| {

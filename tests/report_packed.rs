@@ -96,7 +96,11 @@ fn decode_png(bytes: &[u8]) -> (usize, usize, Vec<[u8; 3]>) {
         let line = &raw[y * (stride + 1)..(y + 1) * (stride + 1)];
         let mut cur = line[1..].to_vec();
         for x in 0..stride {
-            let a = if x >= channels { cur[x - channels] as i32 } else { 0 };
+            let a = if x >= channels {
+                cur[x - channels] as i32
+            } else {
+                0
+            };
             let b = prev[x] as i32;
             let c = if x >= channels {
                 prev[x - channels] as i32
@@ -243,7 +247,10 @@ fn packed_flagship_report_renders_chinese_in_chromium() {
     let zh = cjk_run(kept, 6).expect("Chinese text in the kept samples");
 
     let Some(chrome) = chromium() else {
-        skip("chromium", "no chromium/chromium-browser/google-chrome on PATH");
+        skip(
+            "chromium",
+            "no chromium/chromium-browser/google-chrome on PATH",
+        );
         return;
     };
     let fonts = Command::new("fc-list")
@@ -252,7 +259,10 @@ fn packed_flagship_report_renders_chinese_in_chromium() {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     if fonts.is_empty() {
-        skip("cjk-font", "no font covers Chinese (fc-list :lang=zh); install fonts-noto-cjk");
+        skip(
+            "cjk-font",
+            "no font covers Chinese (fc-list :lang=zh); install fonts-noto-cjk",
+        );
         return;
     }
     let profile = tmp.path().join("chromium-profile");
@@ -285,7 +295,11 @@ fn packed_flagship_report_renders_chinese_in_chromium() {
         .filter(|p| (0..3).any(|k| p[k].abs_diff(bg[k]) > 40))
         .count();
     let frac = ink as f64 / px.len() as f64;
-    assert!(frac > 0.03, "screenshot mostly blank: {:.1}% ink", frac * 100.0);
+    assert!(
+        frac > 0.03,
+        "screenshot mostly blank: {:.1}% ink",
+        frac * 100.0
+    );
     let mut colors: Vec<[u8; 3]> = px.iter().step_by(7).copied().collect();
     colors.sort();
     colors.dedup();
@@ -323,7 +337,10 @@ fn packed_flagship_report_renders_chinese_in_chromium() {
             .count()
     };
     let (one, dragon) = (dark(0, 200), dark(200, 400));
-    eprintln!("ink: 一 {one} px, 龍 {dragon} px; fonts: {}", fonts.lines().next().unwrap_or(""));
+    eprintln!(
+        "ink: 一 {one} px, 龍 {dragon} px; fonts: {}",
+        fonts.lines().next().unwrap_or("")
+    );
     assert!(one > 50, "一 did not render ({one} dark pixels)");
     assert!(
         dragon > 3 * one,

@@ -178,12 +178,8 @@ impl RunFiles {
                 docs_index_files(&value["nodes"], &mut listed);
                 listed.sort();
                 listed.dedup();
-                rf.docs_index.extend(
-                    listed
-                        .iter()
-                        .map(|p| dir.join(p))
-                        .filter(|p| p.is_file()),
-                );
+                rf.docs_index
+                    .extend(listed.iter().map(|p| dir.join(p)).filter(|p| p.is_file()));
                 rf.manifests.push(RunJson {
                     run: run.clone(),
                     value,

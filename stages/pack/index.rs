@@ -149,7 +149,10 @@ impl DocIndex {
         // The batch counted the (emptied) text and the absent tokens: put the true counts in.
         let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
         for (name, col) in [
-            ("n_tokens", Arc::new(UInt32Array::from(n_tokens)) as ArrayRef),
+            (
+                "n_tokens",
+                Arc::new(UInt32Array::from(n_tokens)) as ArrayRef,
+            ),
             ("n_chars", Arc::new(UInt64Array::from(n_chars)) as ArrayRef),
         ] {
             let i = schema

@@ -199,7 +199,11 @@ impl Graph {
     pub fn nodes_of(&self, kinds: &[&str]) -> Vec<String> {
         self.order
             .iter()
-            .filter(|n| self.kinds.get(*n).is_some_and(|k| kinds.contains(&k.as_str())))
+            .filter(|n| {
+                self.kinds
+                    .get(*n)
+                    .is_some_and(|k| kinds.contains(&k.as_str()))
+            })
             .cloned()
             .collect()
     }
@@ -218,9 +222,11 @@ impl Graph {
                 }
             }
             Some("quality_classifier") => {
-                let v = p["threshold"]
-                    .as_f64()
-                    .or_else(|| self.manifest.get(node).and_then(|m| m["threshold"].as_f64()));
+                let v = p["threshold"].as_f64().or_else(|| {
+                    self.manifest
+                        .get(node)
+                        .and_then(|m| m["threshold"].as_f64())
+                });
                 if let Some(v) = v {
                     out.push((format!("{node} threshold {}", num(v)), v));
                 }

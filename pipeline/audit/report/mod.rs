@@ -118,8 +118,16 @@ fn kept_table(audit: &Audit) -> Result<(&'static str, bool)> {
 /// The header: title, run, and the headline numbers.
 fn header(cx: &Ctx) -> Result<Markup> {
     let audit = cx.audit;
-    let runs: Vec<String> = audit.files.dirs.iter().map(|d| d.display().to_string()).collect();
-    let meta = rows(audit, "SELECT SUM(bytes) AS bytes FROM manifest WHERE kind = 'shard'")?;
+    let runs: Vec<String> = audit
+        .files
+        .dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect();
+    let meta = rows(
+        audit,
+        "SELECT SUM(bytes) AS bytes FROM manifest WHERE kind = 'shard'",
+    )?;
     let funnel = cx.preset("funnel")?;
     let src_out: f64 = funnel
         .iter()
@@ -133,7 +141,10 @@ fn header(cx: &Ctx) -> Result<Markup> {
     )?;
     let kept = rows(
         audit,
-        &format!("SELECT COUNT(*) AS docs FROM {} WHERE n_chars IS NOT NULL", cx.kept),
+        &format!(
+            "SELECT COUNT(*) AS docs FROM {} WHERE n_chars IS NOT NULL",
+            cx.kept
+        ),
     )?;
     let (m, k, d) = (
         meta.first().cloned().unwrap_or_default(),
@@ -172,13 +183,28 @@ fn diff_section(base: &Audit, audit: &Audit) -> Result<Markup> {
     let (schema, batch) = super::diff::diff(base, audit, true)?;
     let json = super::format_batches(&schema, &[batch], Format::Json)?;
     let d: Vec<Row> = serde_json::from_str(&json).map_err(|e| Error::msg(format!("diff: {e}")))?;
-    let runs: Vec<String> = base.files.dirs.iter().map(|d| d.display().to_string()).collect();
-    let cols = ["section", "stage", "key", "metric", "a", "b", "delta", "pct_change"];
+    let runs: Vec<String> = base
+        .files
+        .dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect();
+    let cols = [
+        "section",
+        "stage",
+        "key",
+        "metric",
+        "a",
+        "b",
+        "delta",
+        "pct_change",
+    ];
     Ok(section(
         "diff",
         "Changes against the baseline",
         None,
-        d.is_empty().then(|| "No changes against the baseline.".into()),
+        d.is_empty()
+            .then(|| "No changes against the baseline.".into()),
         html! {
             p.meta { "a = baseline (" (T(&runs.join(", "))) "), b = this run; unchanged rows omitted" }
             (table(&d, &cols))

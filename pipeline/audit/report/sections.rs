@@ -47,7 +47,13 @@ impl Ctx<'_> {
 }
 
 /// One `<section>`; `empty` (the reason there is no data) replaces the body.
-pub fn section(id: &str, title: &str, note: Option<&str>, empty: Option<String>, body: Markup) -> Markup {
+pub fn section(
+    id: &str,
+    title: &str,
+    note: Option<&str>,
+    empty: Option<String>,
+    body: Markup,
+) -> Markup {
     html! {
         section id=(T(id)) {
             h2 { (T(title)) }
@@ -95,7 +101,14 @@ pub fn funnel(cx: &Ctx) -> Result<Markup> {
         })
         .collect();
     let cols = [
-        "node", "kind", "role", "docs_in", "docs_out", "rejected", "bad_records", "pct_rejected",
+        "node",
+        "kind",
+        "role",
+        "docs_in",
+        "docs_out",
+        "rejected",
+        "bad_records",
+        "pct_rejected",
         "busy_secs",
     ];
     let note = (!cx.graph.order.is_empty()).then_some(
@@ -105,7 +118,9 @@ pub fn funnel(cx: &Ctx) -> Result<Markup> {
         "funnel",
         "Funnel: documents per node",
         note,
-        funnel.is_empty().then(|| "No node statistics (stats.json) in this run.".into()),
+        funnel
+            .is_empty()
+            .then(|| "No node statistics (stats.json) in this run.".into()),
         html! { (bar_chart(&chart, &["in", "out", "rejected"])) (table(&funnel, &cols)) },
     ))
 }
@@ -124,12 +139,21 @@ pub fn rejects(cx: &Ctx) -> Result<Markup> {
             (format!("{} / {}", s(r, "stage"), s(r, "reason")), vec![n])
         })
         .collect();
-    let cols = ["stage", "reason", "docs", "pct_of_stage_in", "written", "chars", "mean_score"];
+    let cols = [
+        "stage",
+        "reason",
+        "docs",
+        "pct_of_stage_in",
+        "written",
+        "chars",
+        "mean_score",
+    ];
     Ok(section(
         "rejects",
         "Rejects by stage and reason",
         None,
-        rej.is_empty().then(|| "No document was rejected in this run.".into()),
+        rej.is_empty()
+            .then(|| "No document was rejected in this run.".into()),
         html! { (bar_chart(&chart, &["rejected docs"])) (table(&rej, &cols)) },
     ))
 }
@@ -245,7 +269,9 @@ pub fn scores(cx: &Ctx) -> Result<Markup> {
     let rej = group(&rej_bins);
     let constant: Vec<String> = constant
         .iter()
-        .map(|(name, (lo, _, b, _))| format!("{name} = {} ({} docs)", num(*lo), num(b.iter().sum())))
+        .map(|(name, (lo, _, b, _))| {
+            format!("{name} = {} ({} docs)", num(*lo), num(b.iter().sum()))
+        })
         .collect();
     let body = html! {
         @if !kept.is_empty() {
@@ -316,7 +342,8 @@ pub fn domains(cx: &Ctx) -> Result<Markup> {
         "domains",
         "Top domains",
         cx.kept_note(),
-        doms.is_empty().then(|| "No URLs in this run: no document has a url (or meta.url).".into()),
+        doms.is_empty()
+            .then(|| "No URLs in this run: no document has a url (or meta.url).".into()),
         bar_chart(&chart, &["kept", "rejected"]),
     ))
 }
@@ -326,9 +353,16 @@ pub fn dedup(cx: &Ctx) -> Result<Markup> {
     let dd = cx.preset("dedup_clusters")?;
     let chart: Vec<(String, Vec<f64>)> = dd
         .iter()
-        .map(|r| (format!("size {}", s(r, "cluster_size")), vec![f(r, "clusters")]))
+        .map(|r| {
+            (
+                format!("size {}", s(r, "cluster_size")),
+                vec![f(r, "clusters")],
+            )
+        })
         .collect();
-    let nodes = cx.graph.nodes_of(&["minhash_dedup", "exact_dedup", "line_dedup"]);
+    let nodes = cx
+        .graph
+        .nodes_of(&["minhash_dedup", "exact_dedup", "line_dedup"]);
     let empty = dd.is_empty().then(|| {
         if nodes.is_empty() && !cx.graph.order.is_empty() {
             "No dedup node in this run.".to_string()
@@ -364,7 +398,14 @@ pub fn mixture(cx: &Ctx) -> Result<Markup> {
             )
         })
         .collect();
-    let cols = ["node", "source", "target_pct", "achieved_pct", "diff_pp", "tokens"];
+    let cols = [
+        "node",
+        "source",
+        "target_pct",
+        "achieved_pct",
+        "diff_pp",
+        "tokens",
+    ];
     let empty = mix.is_empty().then(|| {
         if cx.graph.nodes_of(&["mix"]).is_empty() {
             "No mix node in this run: there is no target mixture to compare with (tokens per source are below).".to_string()
@@ -392,13 +433,19 @@ pub fn tokens(cx: &Ctx) -> Result<Markup> {
     };
     let chart: Vec<(String, Vec<f64>)> = tps
         .iter()
-        .map(|r| (format!("{} ({})", s(r, "source"), s(r, "shard_kind")), vec![f(r, "tokens")]))
+        .map(|r| {
+            (
+                format!("{} ({})", s(r, "source"), s(r, "shard_kind")),
+                vec![f(r, "tokens")],
+            )
+        })
         .collect();
     Ok(section(
         "tokens",
         "Tokens per source",
         None,
-        tps.is_empty().then(|| "No tokens in the output: no shard rows carry tokens.".into()),
+        tps.is_empty()
+            .then(|| "No tokens in the output: no shard rows carry tokens.".into()),
         html! { (bar_chart(&chart, &["tokens"])) (table(&tps, &["shard_kind", "source", "docs", "tokens", "pct_tokens"])) },
     ))
 }
@@ -434,7 +481,11 @@ fn attrs_of(cx: &Ctx, list: &str) -> Result<BTreeMap<String, String>> {
 pub fn samples(cx: &Ctx) -> Result<Markup> {
     let seed = cx.opts.seed as i64;
     let n = cx.opts.samples;
-    let with_text = if cx.kept == "docs_index" { " AND text <> ''" } else { "" };
+    let with_text = if cx.kept == "docs_index" {
+        " AND text <> ''"
+    } else {
+        ""
+    };
     let ids = rows(
         cx.audit,
         &format!(

@@ -193,10 +193,8 @@ pub fn value_hist(title: &str, lo: f64, hi: f64, bins: &[f64], lines: &[(String,
             }
             let above = ((v - hi) / w).ceil();
             if above > 0.0 && (bins.len() as f64 + above) as usize <= cap {
-                for _ in 0..above as usize {
-                    bins.push(0.0);
-                    hi += w;
-                }
+                bins.resize(bins.len() + above as usize, 0.0);
+                hi += w * above;
             }
         }
     }

@@ -278,7 +278,7 @@ mod tests {
         assert_eq!(num(-42.0), "-42");
         assert_eq!(num(0.123456789012345), "0.123");
         assert_eq!(num(0.5), "0.5");
-        assert_eq!(num(3.14159), "3.14");
+        assert_eq!(num(4.56789), "4.57");
         assert_eq!(num(12.3456), "12.3");
         assert_eq!(num(98765.4321), "98,765");
         assert_eq!(num(0.000123456), "0.000123");

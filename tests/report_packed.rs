@@ -347,3 +347,103 @@ fn packed_flagship_report_renders_chinese_in_chromium() {
         "Chinese renders as boxes: 龍 {dragon} vs 一 {one} dark pixels"
     );
 }
+
+/// A packed run whose documents carry `<script>alert(1)</script>` in text, URL and source
+/// name: the kept samples (from the document index) show it escaped, every tag is one the
+/// report writes, and the length_filter bounds are drawn on the length histogram.
+#[test]
+fn packed_report_escapes_hostile_index_samples_and_draws_length_bounds() {
+    const XSS: &str = "<script>alert(1)</script>";
+    let tmp = tempfile::tempdir().unwrap();
+    let inp = tmp.path().join("in.jsonl");
+    let mut lines = String::new();
+    for i in 0..6 {
+        let text = format!(
+            "{XSS} 第{i}个网页：{}",
+            "这是一个包含脚本的网页。".repeat(5 + i)
+        );
+        let url = format!("https://evil.example/{i}/{XSS}");
+        lines.push_str(
+            &serde_json::json!({"id": format!("x{i}"), "text": text, "url": url}).to_string(),
+        );
+        lines.push('\n');
+    }
+    lines.push_str(&serde_json::json!({"id": "short", "text": "短"}).to_string());
+    lines.push('\n');
+    std::fs::write(&inp, lines).unwrap();
+    let cfg = tmp.path().join("packed.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+nodes:
+  web:
+    kind: ingest_jsonl
+    paths: ["{}"]
+    id_field: id
+    source: "{XSS}"
+  keep:
+    kind: length_filter
+    inputs: [web]
+    min_chars: 20
+    max_chars: 100000
+  tok:
+    kind: tokenize
+    inputs: [keep]
+    tokenizer: samples/tokenizers/qwen2/tokenizer.json
+  pack:
+    kind: pack
+    inputs: [tok]
+    seq_len: 256
+    eos_id: 0
+  shards:
+    kind: parquet_shards
+    inputs: [pack]
+"#,
+            inp.display()
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("run");
+    let o = bin()
+        .arg("run")
+        .arg(&cfg)
+        .args(["--no-progress", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let page = tmp.path().join("report.html");
+    let o = bin()
+        .arg("report")
+        .arg(&out)
+        .arg("-o")
+        .arg(&page)
+        .args(["--samples", "50"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let html = std::fs::read_to_string(&page).unwrap();
+    crate::audit::assert_only_safe_markup(&html);
+    let esc = "&lt;script&gt;alert(1)&lt;/script&gt;";
+    let samples = section(&html, "samples");
+    let kept = &samples[..samples.find("Rejected documents").unwrap()];
+    // Six kept documents: text, URL and source each escaped in every one.
+    assert_eq!(kept.matches("class=\"sample kept\"").count(), 6, "{kept}");
+    assert!(kept.matches(esc).count() >= 18, "{kept}");
+    assert!(kept.contains(&format!("evil.example/0/{esc}")));
+    let lengths = section(&html, "lengths");
+    assert!(lengths.contains("keep min_chars 20"), "{lengths}");
+    assert!(lengths.contains("keep max_chars 100,000"), "{lengths}");
+    assert!(!section(&html, "lengths").contains("class=\"empty\""));
+    // Explained once, with the reason: this run has no dedup, mix or langid node.
+    for (id, why) in [
+        ("dedup", "No dedup node in this run."),
+        ("mixture", "No mix node in this run"),
+        ("languages", "no langid node in this run"),
+    ] {
+        let s = section(&html, id);
+        assert_eq!(s.matches("class=\"empty\"").count(), 1, "{s}");
+        assert!(s.contains(why), "{s}");
+    }
+}

@@ -20,7 +20,7 @@ pub struct AuditArgs {
     /// Run directories (`--out` of `sluice run`); several are read as one logical run.
     #[arg(required_unless_present = "list_presets")]
     pub run_dirs: Vec<PathBuf>,
-    /// SQL to run. Tables: docs, rejects, stats, nodes, manifest, mixture.
+    /// SQL to run. Tables: docs, rejects, stats, nodes, manifest, mixture, docs_index.
     #[arg(long, conflicts_with = "preset")]
     pub sql: Option<String>,
     /// A named query (see --list-presets).

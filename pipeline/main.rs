@@ -57,7 +57,7 @@ enum Command {
         /// Show only this kind.
         kind: Option<String>,
     },
-    /// SQL over run directories (tables docs, rejects, stats, nodes, manifest, mixture).
+    /// SQL over run directories (tables docs, rejects, stats, nodes, manifest, mixture, docs_index).
     #[cfg(feature = "audit")]
     Audit(sluice::cli_audit::AuditArgs),
     /// Write a self-contained HTML report about a run.

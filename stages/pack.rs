@@ -94,6 +94,11 @@
 //!   buckets, per bucket (`buckets`: sequences, tokens, padding, fill, share) and
 //!   `split_boundaries`; with upsampling, per source (`upsample`); with `order` or
 //!   `report_relatedness`, `relatedness`.
+//! * Document index: every document that goes into a sequence is also written, without its
+//!   tokens, to `docs_index/<node>-r<rank>-NNNNN.parquet` in the run directory (document
+//!   schema; text kept for a bounded, seeded sample of 64 documents), so `sluice report` and
+//!   `sluice audit` (table `docs_index`) can still describe a packed run's documents; see
+//!   [`index`]. The manifest lists the files (`docs_index`).
 //!
 //! ```yaml
 //! pack:
@@ -117,6 +122,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+
+pub mod index;
 
 use serde::{Deserialize, Serialize};
 
@@ -723,6 +730,10 @@ pub struct Pack {
     assign: SplitMix64,
     buckets: Vec<Option<SpillWriter>>,
     c: Counters,
+    /// Documents as they go in, for audits (`docs_index/`).
+    index: index::DocIndex,
+    /// Files of the document index, once finished.
+    index_files: Vec<String>,
 }
 
 impl Pack {
@@ -781,6 +792,8 @@ impl Pack {
             order: 0,
             next_seq: 0,
             c: Counters::default(),
+            index: index::DocIndex::new(ctx.out_dir.clone(), &ctx.node, ctx.rank, cfg.seed),
+            index_files: Vec::new(),
             cfg,
         }
     }
@@ -1464,6 +1477,7 @@ impl Stage for Pack {
                 continue;
             }
             self.c.docs += 1;
+            self.index.add(&doc, toks.len())?;
             let split = match self.cfg.strategy {
                 Strategy::Greedy => {
                     let start = self.cur.tokens.len();
@@ -1522,6 +1536,7 @@ impl Stage for Pack {
             }
             let _ = std::fs::remove_dir(&self.scratch);
         }
+        self.index_files = self.index.finish()?;
         let s = self.summary();
         tracing::info!(
             node = %self.node,
@@ -1541,7 +1556,9 @@ impl Stage for Pack {
     }
 
     fn manifest(&self) -> Option<serde_json::Value> {
-        Some(self.summary())
+        let mut s = self.summary();
+        s["docs_index"] = serde_json::json!({"rows": self.index.rows, "files": self.index_files});
+        Some(s)
     }
 }
 

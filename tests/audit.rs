@@ -424,6 +424,7 @@ pub fn assert_only_safe_markup(html: &str) {
         "svg",
         "text",
         "rect",
+        "line",
         "table",
         "thead",
         "tbody",

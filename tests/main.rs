@@ -15,6 +15,8 @@ mod memory;
 mod mix;
 mod progress;
 mod provenance;
+#[cfg(feature = "audit")]
+mod report_packed;
 mod rundir;
 #[cfg(feature = "cloud")]
 mod s3;

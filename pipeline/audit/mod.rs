@@ -8,6 +8,7 @@
 //! |------------|-------------------------------------|------|
 //! | `docs`     | output document, or packed sequence | `shards/*.parquet` (all sinks, all ranks) |
 //! | `rejects`  | rejected document                   | `rejects/*.parquet` |
+//! | `docs_index` | document that went into a packed sequence | `docs_index/*.parquet` (written by `pack`) |
 //! | `stats`    | node × metric × key                 | `stats.json` (flattened, see below) |
 //! | `nodes`    | node                                | `stats.json` (wide: in / out / rejected) |
 //! | `manifest` | shard or reject file                | `manifest.json` |
@@ -18,6 +19,9 @@
 //!   n_tokens, n_chars, attrs, meta`) and packed columns (`input_ids, doc_offsets, doc_ids,
 //!   doc_urls, source_mix, n_pad`), so a query written for one kind of run still plans on the other.
 //!   Document rows have `n_chars` set; packed sequences have `source_mix` set.
+//! * `docs_index` has the `docs` columns: the documents of a packed run before packing
+//!   (`n_tokens`, `n_chars`, `lang`, `attrs`, ...; `tokens` NULL; `text` empty except for a
+//!   seeded sample), so document queries run on packed runs with `FROM docs_index`.
 //! * `stats` columns: `run, node, kind, role, metric, key, docs, bytes` where `metric` is
 //!   `docs_in` (key ''), `port` (key = port name), `reject` (key = reason) or `bad_record`
 //!   (key = reason). `nodes` columns: `run, node, kind, role, docs_in, bytes_in, docs_out,
@@ -90,6 +94,8 @@ pub struct RunFiles {
     pub shards: Vec<PathBuf>,
     /// All `rejects/*.parquet`, sorted per directory.
     pub rejects: Vec<PathBuf>,
+    /// The `pack` stage's document index files (`docs_index/*.parquet`) the manifests list.
+    pub docs_index: Vec<PathBuf>,
     stats: Vec<RunJson>,
     manifests: Vec<RunJson>,
 }
@@ -166,6 +172,14 @@ impl RunFiles {
                 });
             }
             for value in run_jsons(dir, "manifest")? {
+                // Only the index files a manifest lists: a stale `docs_index/` left by an
+                // earlier run in the same directory is never read.
+                let mut listed = Vec::new();
+                docs_index_files(&value["nodes"], &mut listed);
+                listed.sort();
+                listed.dedup();
+                rf.docs_index
+                    .extend(listed.iter().map(|p| dir.join(p)).filter(|p| p.is_file()));
                 rf.manifests.push(RunJson {
                     run: run.clone(),
                     value,
@@ -173,6 +187,25 @@ impl RunFiles {
             }
         }
         Ok(rf)
+    }
+}
+
+/// Every path under a `docs_index.files` list in a manifest's `nodes` (the `pack` stage's
+/// document index; merged runs keep node entries `per_rank`).
+fn docs_index_files(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(files) = m.get("docs_index").and_then(|d| d["files"].as_array()) {
+                out.extend(files.iter().filter_map(|f| f.as_str()).map(String::from));
+            }
+            for (k, x) in m {
+                if k != "docs_index" {
+                    docs_index_files(x, out);
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| docs_index_files(x, out)),
+        _ => {}
     }
 }
 
@@ -338,6 +371,12 @@ impl Audit {
             .await?;
         self.ctx
             .register_table("rejects", rejects)
+            .map_err(df_err)?;
+        let index = self
+            .parquet_table(&self.files.docs_index, canonical_docs_schema())
+            .await?;
+        self.ctx
+            .register_table("docs_index", index)
             .map_err(df_err)?;
         for (name, batch) in [
             ("stats", stats_batch(&self.files.stats)?),

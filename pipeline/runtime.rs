@@ -479,7 +479,9 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
         });
     }
     let input_sha = rundir::InputHasher::spawn(&inputs)?;
-    let nodes = graph::build(&graph, &base).map_err(Error::Config)?;
+    let mut nodes = graph::build(&graph, &base).map_err(Error::Config)?;
+    let names: Vec<String> = graph.spec.nodes.iter().map(|s| s.name.clone()).collect();
+    let attrs = crate::attrs::for_graph(&names, &mut nodes).map_err(|e| Error::Config(vec![e.to_string()]))?;
     let started = Instant::now();
     let pool = Arc::new(
         rayon::ThreadPoolBuilder::new()
@@ -544,6 +546,7 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
             let prefix = run.reject_prefix_chars;
             let rows = run.reject_shard_rows as u64;
             let shards = shards.clone();
+            let attrs = attrs.clone();
             let h = std::thread::Builder::new()
                 .name("sluice-rejects".into())
                 .spawn_scoped(scope, move || {
@@ -556,7 +559,7 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
                                     "rejects",
                                     format!("{}-r{rank:04}", names[node]),
                                     names[node].clone(),
-                                    crate::arrow_io::reject_schema(),
+                                    crate::arrow_io::reject_schema(&attrs),
                                     ShardLimits {
                                         shard_size_bytes: 256 << 20,
                                         shard_rows: rows,
@@ -569,7 +572,7 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
                                     },
                                 )
                             });
-                            let rb = crate::arrow_io::rejects_to_batch(&batch.docs, prefix)?;
+                            let rb = crate::arrow_io::rejects_to_batch(&batch.docs, prefix, &attrs)?;
                             w.write(&rb, &vec![0; batch.docs.len()])?;
                         }
                         if abort.aborted() {

@@ -84,6 +84,7 @@ use serde::{Deserialize, Serialize};
 pub use params::{LangParams, Rules, RULE_NAMES};
 use rules::*;
 
+use crate::attrs::AttrDecl;
 use crate::document::{DocBatch, Document};
 use crate::error::{Error, Result};
 use crate::stage::{
@@ -382,6 +383,75 @@ impl HeuristicFilter {
             langs,
             generic,
         })
+    }
+
+    /// Every attribute some language's rules may set: `heuristic_filter.<rule>`, integer
+    /// for counts (`chars`, `words`, `stop_words`, `flagged_distinct`, `lorem_ipsum`), float
+    /// for ratios. The same conditions as `evaluate_rules` enable each rule.
+    fn attr_decls(&self) -> Vec<AttrDecl> {
+        let mut out: BTreeMap<String, bool> = BTreeMap::new();
+        let mut all: Vec<&LangRules> = self.langs.values().map(|a| &**a).collect();
+        all.push(&self.generic);
+        for lr in all {
+            let r = &lr.rules;
+            let mut on = |name: &str, int: bool, enabled: bool| {
+                if enabled {
+                    out.insert(name.to_string(), int);
+                }
+            };
+            on("chars", true, true);
+            on("cjk_share", false, r.min_cjk_share.is_some());
+            let flagged = lr.flagged.is_some();
+            on("flagged_ratio", false, flagged && r.max_flagged_ratio.is_some());
+            on(
+                "flagged_distinct",
+                true,
+                flagged && r.max_flagged_distinct.is_some(),
+            );
+            on("lorem_ipsum", true, r.lorem_ipsum);
+            on("c4_bad_lines", false, r.max_c4_bad_line_ratio.is_some());
+            on("words", true, r.min_words.is_some() || r.max_words.is_some());
+            on(
+                "avg_word_len",
+                false,
+                r.min_avg_word_len.is_some() || r.max_avg_word_len.is_some(),
+            );
+            on("hash_ratio", false, r.max_hash_ratio.is_some());
+            on("ellipsis_ratio", false, r.max_ellipsis_ratio.is_some());
+            on("bullet_lines", false, r.max_bullet_lines_ratio.is_some());
+            on(
+                "end_ellipsis_lines",
+                false,
+                r.max_end_ellipsis_lines_ratio.is_some(),
+            );
+            on("alpha_words", false, r.min_alpha_words_ratio.is_some());
+            on("stop_words", true, r.min_stop_words.is_some());
+            on("dup_para_frac", false, r.dup_para_frac.is_some());
+            on("dup_para_char_frac", false, r.dup_para_char_frac.is_some());
+            on("dup_line_frac", false, r.dup_line_frac.is_some());
+            on("dup_line_char_frac", false, r.dup_line_char_frac.is_some());
+            for n in r.top_n_grams.keys() {
+                on(&format!("top_{n}_gram"), false, true);
+            }
+            for n in r.dup_n_grams.keys() {
+                on(&format!("dup_{n}_gram"), false, true);
+            }
+            on("line_punct_ratio", false, r.min_line_punct_ratio.is_some());
+            on("short_line_ratio", false, r.max_short_line_ratio.is_some());
+            on("char_dup_ratio", false, r.max_char_dup_ratio.is_some());
+            on("newline_ratio", false, r.max_newline_ratio.is_some());
+            on("char_ngram_rep", false, r.max_char_ngram_rep.is_some());
+        }
+        out.into_iter()
+            .map(|(rule, int)| {
+                let key = format!("heuristic_filter.{rule}");
+                if int {
+                    AttrDecl::int(key)
+                } else {
+                    AttrDecl::float(key)
+                }
+            })
+            .collect()
     }
 
     fn rules_for(&self, lang: Option<&str>) -> Option<&LangRules> {
@@ -706,6 +776,10 @@ fn evaluate_rules(lr: &LangRules, doc: &Document) -> Vec<Outcome> {
 }
 
 impl Transform for HeuristicFilter {
+    fn attrs(&self) -> Vec<AttrDecl> {
+        self.attr_decls()
+    }
+
     fn process(&self, batch: DocBatch, out: &mut Emitter) -> Result<()> {
         for mut doc in batch.docs {
             let Some(outcomes) = self.evaluate(&mut doc) else {

@@ -122,7 +122,7 @@ pub fn reject_schema(attrs: &AttrSchema) -> SchemaRef {
 }
 
 /// The `attrs` column of these documents (`None` when the run declares no attribute).
-fn attrs_column(docs: &[Document], attrs: &AttrSchema) -> Result<Option<ArrayRef>> {
+fn attrs_array(docs: &[Document], attrs: &AttrSchema) -> Result<Option<ArrayRef>> {
     attrs.to_array(docs.iter().map(|d| (d.id.as_str(), &d.attrs)))
 }
 
@@ -152,7 +152,7 @@ pub fn docs_to_batch(
     let mut tokens = ListBuilder::with_capacity(UInt32Builder::with_capacity(n_tok), n);
     let mut n_tokens = UInt32Builder::with_capacity(n);
     let mut n_chars = UInt64Builder::with_capacity(n);
-    let attrs = attrs_column(docs, attrs_schema)?;
+    let attrs = attrs_array(docs, attrs_schema)?;
     let mut meta = StringBuilder::with_capacity(n, 16 * n);
     for d in docs {
         id.append_value(&d.id);
@@ -282,7 +282,7 @@ pub fn rejects_to_batch(
     let mut url = StringBuilder::new();
     let mut n_chars = UInt64Builder::new();
     let mut prefix = StringBuilder::new();
-    let attrs = attrs_column(docs, attrs_schema)?;
+    let attrs = attrs_array(docs, attrs_schema)?;
     let mut meta = StringBuilder::new();
     for d in docs {
         let r = d.reject.clone().unwrap_or_default();
@@ -349,6 +349,16 @@ pub fn string_column(batch: &RecordBatch, name: &str) -> Result<Option<Vec<Optio
         "column `{name}` is not a string column ({})",
         col.data_type()
     )))
+}
+
+/// Read the `attrs` column back into per-row maps keyed `<prefix>.<name>` (unset
+/// attributes absent): the struct column, or the JSON strings of older runs. `None` when
+/// the batch has no `attrs` column (a run that declares no attribute).
+pub fn attrs_column(batch: &RecordBatch) -> Result<Option<Vec<BTreeMap<String, f64>>>> {
+    match batch.column_by_name("attrs") {
+        Some(col) => crate::attrs::read_column(col.as_ref()).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Read a `list<uint32>` column by name.

@@ -14,6 +14,7 @@ mod long;
 mod memory;
 mod mix;
 mod provenance;
+mod readers;
 mod rundir;
 #[cfg(feature = "cloud")]
 mod s3;

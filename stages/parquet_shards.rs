@@ -8,8 +8,8 @@
 //!
 //! Documents carrying `packed` (from the `pack` stage) are written with the packed schema
 //! (`input_ids, n_tokens, doc_offsets, doc_ids, doc_urls, source_mix, n_pad, doc_starts`); others with the document
-//! schema (`id, source, text, lang, url, tokens, n_tokens, n_chars, attrs, meta`). See
-//! `crate::arrow_io`. One sink writes one schema: the first non-empty batch decides, and a
+//! schema (`id, source, text, lang, url, tokens, n_tokens, n_chars, attrs, meta`), `attrs`
+//! typed by the run's declared attributes (`crate::attrs`). See `crate::arrow_io`. One sink writes one schema: the first non-empty batch decides, and a
 //! later batch of the other kind is an error. Packed sequences from a `pack` node with
 //! length `buckets` go to one shard series per bucket, `<node>-r<rank>-L<tokens per row>-<idx>`,
 //! so a trainer can read one sequence length at a time.

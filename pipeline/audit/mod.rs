@@ -31,7 +31,10 @@
 //! directory, the merged top-level `stats.json` / `manifest.json` is used when present,
 //! else the per-rank files under `ranks/` (a run still in progress, or not merged yet).
 //!
-//! UDFs, for the JSON `attrs` / `meta` columns and URLs (see [`udf`]):
+//! `attrs` is the run's nested struct (see `crate::attrs`); in a table with no shard (or
+//! only runs without attributes) it is a NULL string column, so SQL over it still plans.
+//!
+//! UDFs, for `meta` (JSON), `attrs` (struct, or the JSON of older runs) and URLs (see [`udf`]):
 //! `json_get(json, key)`, `json_get_f64(json, key)`, `json_find_f64(json, suffix)`,
 //! `json_keys(json)`, `domain(url)`, `sample_key(id, seed)`.
 //!

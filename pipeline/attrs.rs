@@ -308,6 +308,15 @@ impl AttrSchema {
     }
 }
 
+/// The attributes a built node declares (transforms and stages; none for the others).
+pub fn declared(node: &Node) -> Vec<AttrDecl> {
+    match node {
+        Node::Transform(t) => t.attrs(),
+        Node::Stage(s) => s.attrs(),
+        Node::Source(_) | Node::Sink(_) => Vec::new(),
+    }
+}
+
 /// The attribute schema of a built graph: the declarations of every transform and stage
 /// (`names[i]` is node `i`'s name), handed to every sink with [`Sink::use_attrs`].
 ///
@@ -316,14 +325,7 @@ pub fn for_graph(names: &[String], nodes: &mut [Node]) -> Result<Arc<AttrSchema>
     let decls: Vec<(&str, Vec<AttrDecl>)> = names
         .iter()
         .zip(nodes.iter())
-        .map(|(name, node)| {
-            let d = match node {
-                Node::Transform(t) => t.attrs(),
-                Node::Stage(s) => s.attrs(),
-                Node::Source(_) | Node::Sink(_) => Vec::new(),
-            };
-            (name.as_str(), d)
-        })
+        .map(|(name, node)| (name.as_str(), declared(node)))
         .collect();
     let schema = Arc::new(AttrSchema::from_nodes(decls)?);
     for node in nodes.iter_mut() {

@@ -211,3 +211,38 @@ fn attrs_read_as_typed_nested_fields_in_pyarrow_duckdb_polars_and_datasets() {
     assert_eq!(v["hf_ints"], true);
     assert_eq!(v["hf_rows"].as_u64(), Some(kept as u64));
 }
+
+/// Two nodes declaring one attribute with two types cannot share a shard schema:
+/// `sluice validate` says so, naming both nodes, before anything runs.
+#[test]
+fn conflicting_attribute_types_are_a_config_problem() {
+    let yaml = r#"
+nodes:
+  wiki:
+    kind: ingest_jsonl
+    paths: [samples/text/cmrc2018_zh.jsonl]
+  tok:
+    kind: tokenize
+    inputs: [wiki]
+    tokenizer: samples/tokenizers/qwen2/tokenizer.json
+  q:
+    kind: quality_classifier
+    inputs: [tok]
+    model: samples/models/zh_quality.ftz
+    label: hq
+    attr: tokenize.n_tokens
+  shards:
+    kind: parquet_shards
+    inputs: [q]
+"#;
+    let spec = sluice::config::parse(yaml, "t.yaml").unwrap();
+    let ctx = sluice::stage::BuildCtx::for_validation(&spec.run);
+    let Err(problems) = sluice::runtime::validate(spec, &ctx) else {
+        panic!("the config validated");
+    };
+    let all = problems.join("\n");
+    assert!(
+        all.contains("tokenize.n_tokens") && all.contains("`tok`") && all.contains("`q`"),
+        "{all}"
+    );
+}

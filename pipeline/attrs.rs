@@ -304,7 +304,9 @@ impl AttrSchema {
                 }
             }
         }
-        Ok(Some(Arc::new(StructArray::try_new(top_fields, cols, None)?)))
+        Ok(Some(Arc::new(StructArray::try_new(
+            top_fields, cols, None,
+        )?)))
     }
 }
 
@@ -360,10 +362,7 @@ pub fn flatten(col: &dyn Array) -> Result<Vec<(String, Float64Array)>> {
             let v = arrow::compute::cast(c, &DataType::Float64)?;
             let v = v.as_primitive::<arrow::datatypes::Float64Type>();
             let all = NullBuffer::union(nulls.as_ref(), v.nulls());
-            out.push((
-                key,
-                Float64Array::new(v.values().clone(), all),
-            ));
+            out.push((key, Float64Array::new(v.values().clone(), all)));
         }
         Ok(())
     }
@@ -418,10 +417,7 @@ mod tests {
 
     fn schema() -> AttrSchema {
         AttrSchema::from_nodes([
-            (
-                "len",
-                vec![AttrDecl::int("length_filter.chars")],
-            ),
+            ("len", vec![AttrDecl::int("length_filter.chars")]),
             (
                 "lid",
                 vec![AttrDecl::float("langid.score"), AttrDecl::float("q")],
@@ -490,7 +486,12 @@ mod tests {
         let keys: Vec<String> = flatten(&col).unwrap().into_iter().map(|x| x.0).collect();
         assert_eq!(
             keys,
-            ["langid.score", "length_filter.chars", "q", "tokenize.n_tokens"]
+            [
+                "langid.score",
+                "length_filter.chars",
+                "q",
+                "tokenize.n_tokens"
+            ]
         );
     }
 
@@ -498,10 +499,16 @@ mod tests {
     fn undeclared_and_non_integer_values_fail() {
         let s = schema();
         let a: BTreeMap<String, f64> = [("length_filter.words".to_string(), 3.0)].into();
-        let e = s.to_array([("d1", &a)].into_iter()).unwrap_err().to_string();
+        let e = s
+            .to_array([("d1", &a)].into_iter())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("length_filter.words") && e.contains("d1"), "{e}");
         let b: BTreeMap<String, f64> = [("tokenize.n_tokens".to_string(), 2.5)].into();
-        let e = s.to_array([("d2", &b)].into_iter()).unwrap_err().to_string();
+        let e = s
+            .to_array([("d2", &b)].into_iter())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("tokenize.n_tokens"), "{e}");
     }
 
@@ -514,16 +521,15 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("`a`") && e.contains("`b`"), "{e}");
-        assert!(AttrSchema::from_nodes([("a", vec![AttrDecl::int("x"), AttrDecl::int("x.y")])])
-            .is_err());
+        assert!(
+            AttrSchema::from_nodes([("a", vec![AttrDecl::int("x"), AttrDecl::int("x.y")])])
+                .is_err()
+        );
     }
 
     #[test]
     fn json_strings_of_older_runs_read_back() {
-        let col = arrow::array::StringArray::from(vec![
-            Some(r#"{"a.b": 2.0, "c": 0.5}"#),
-            None,
-        ]);
+        let col = arrow::array::StringArray::from(vec![Some(r#"{"a.b": 2.0, "c": 0.5}"#), None]);
         let m = read_column(&col).unwrap();
         assert_eq!(m[0]["a.b"], 2.0);
         assert!(m[1].is_empty());

@@ -481,7 +481,8 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
     let input_sha = rundir::InputHasher::spawn(&inputs)?;
     let mut nodes = graph::build(&graph, &base).map_err(Error::Config)?;
     let names: Vec<String> = graph.spec.nodes.iter().map(|s| s.name.clone()).collect();
-    let attrs = crate::attrs::for_graph(&names, &mut nodes).map_err(|e| Error::Config(vec![e.to_string()]))?;
+    let attrs = crate::attrs::for_graph(&names, &mut nodes)
+        .map_err(|e| Error::Config(vec![e.to_string()]))?;
     let started = Instant::now();
     let pool = Arc::new(
         rayon::ThreadPoolBuilder::new()
@@ -572,7 +573,8 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
                                     },
                                 )
                             });
-                            let rb = crate::arrow_io::rejects_to_batch(&batch.docs, prefix, &attrs)?;
+                            let rb =
+                                crate::arrow_io::rejects_to_batch(&batch.docs, prefix, &attrs)?;
                             w.write(&rb, &vec![0; batch.docs.len()])?;
                         }
                         if abort.aborted() {

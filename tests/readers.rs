@@ -202,7 +202,10 @@ fn attrs_read_as_typed_nested_fields_in_pyarrow_duckdb_polars_and_datasets() {
     assert_eq!(d["t_int"], "BIGINT");
     assert_eq!(d["t_float"], "DOUBLE");
     assert!(d["cluster_docs"].as_u64().unwrap() >= kept as u64);
-    assert!(d["zh_conf"].as_u64().unwrap() * 10 >= kept as u64 * 9, "{d}");
+    assert!(
+        d["zh_conf"].as_u64().unwrap() * 10 >= kept as u64 * 9,
+        "{d}"
+    );
     assert!(!v["duckdb_rejects"].as_array().unwrap().is_empty(), "{v}");
     assert_eq!(v["polars_dtype"], "Int64");
     assert_eq!(v["polars_same"], true);

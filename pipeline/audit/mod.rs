@@ -724,7 +724,11 @@ fn nested_as_json(b: &RecordBatch) -> Result<RecordBatch> {
             continue;
         }
         let one = RecordBatch::try_new(
-            Arc::new(Schema::new(vec![Field::new("v", f.data_type().clone(), true)])),
+            Arc::new(Schema::new(vec![Field::new(
+                "v",
+                f.data_type().clone(),
+                true,
+            )])),
             vec![c.clone()],
         )?;
         let mut buf = Vec::new();
@@ -736,7 +740,8 @@ fn nested_as_json(b: &RecordBatch) -> Result<RecordBatch> {
         let text = String::from_utf8(buf).map_err(|e| Error::msg(format!("csv: {e}")))?;
         let mut out = StringBuilder::new();
         for line in text.lines() {
-            let v: Value = serde_json::from_str(line).map_err(|e| Error::msg(format!("csv: {e}")))?;
+            let v: Value =
+                serde_json::from_str(line).map_err(|e| Error::msg(format!("csv: {e}")))?;
             out.append_option(v.get("v").map(|x| x.to_string()));
         }
         cols.push(Arc::new(out.finish()));

@@ -402,7 +402,11 @@ impl HeuristicFilter {
             on("chars", true, true);
             on("cjk_share", false, r.min_cjk_share.is_some());
             let flagged = lr.flagged.is_some();
-            on("flagged_ratio", false, flagged && r.max_flagged_ratio.is_some());
+            on(
+                "flagged_ratio",
+                false,
+                flagged && r.max_flagged_ratio.is_some(),
+            );
             on(
                 "flagged_distinct",
                 true,
@@ -410,7 +414,11 @@ impl HeuristicFilter {
             );
             on("lorem_ipsum", true, r.lorem_ipsum);
             on("c4_bad_lines", false, r.max_c4_bad_line_ratio.is_some());
-            on("words", true, r.min_words.is_some() || r.max_words.is_some());
+            on(
+                "words",
+                true,
+                r.min_words.is_some() || r.max_words.is_some(),
+            );
             on(
                 "avg_word_len",
                 false,

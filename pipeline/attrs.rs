@@ -252,7 +252,7 @@ impl AttrSchema {
                 if !v.is_finite() {
                     continue;
                 }
-                if self.keys[i].1 == AttrType::Int && (v.fract() != 0.0 || v.abs() > 9.0e15) {
+                if self.keys[i].1 == AttrType::Int && (v.fract() != 0.0 || v.abs() >= 9.2e18) {
                     return Err(Error::msg(format!(
                         "document `{id}`: the integer attribute `{k}` has the value {v}"
                     )));
@@ -504,6 +504,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("length_filter.words") && e.contains("d1"), "{e}");
+        // Every 53-bit id (`dedup.cluster_id`) is an integer and goes through exactly.
+        let big = ((1u64 << 53) - 1) as f64;
+        let c: BTreeMap<String, f64> = [("tokenize.n_tokens".to_string(), big)].into();
+        let col = s.to_array([("d3", &c)].into_iter()).unwrap().unwrap();
+        assert_eq!(read_column(&col).unwrap()[0]["tokenize.n_tokens"], big);
         let b: BTreeMap<String, f64> = [("tokenize.n_tokens".to_string(), 2.5)].into();
         let e = s
             .to_array([("d2", &b)].into_iter())

@@ -162,7 +162,7 @@ fn attrs_read_as_typed_nested_fields_in_pyarrow_duckdb_polars_and_datasets() {
         assert_eq!(v[0]["s"], v[0]["t"], "{v}");
         // The `attrs` preset sees every declared key that any kept document set.
         let (_, b) = audit
-            .sql(&sluice::audit::presets::get("attrs").unwrap().sql)
+            .sql(sluice::audit::presets::get("attrs").unwrap().sql)
             .unwrap();
         assert!(b.iter().map(|b| b.num_rows()).sum::<usize>() >= 10);
     }

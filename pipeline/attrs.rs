@@ -99,6 +99,8 @@ pub struct AttrSchema {
     keys: Vec<(String, AttrType)>,
     index: HashMap<String, usize>,
     members: Vec<Member>,
+    /// Per key prefix, the nodes that declare keys under it (for error messages).
+    owners: BTreeMap<String, Vec<String>>,
 }
 
 impl AttrSchema {
@@ -130,7 +132,16 @@ impl AttrSchema {
                 }
             }
         }
-        Self::from_keys(keys.into_iter().map(|(k, (t, _))| (k, t)))
+        let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (k, (_, node)) in &keys {
+            let v = owners.entry(prefix(k).to_string()).or_default();
+            if !v.iter().any(|n| n == node) {
+                v.push(node.to_string());
+            }
+        }
+        let mut schema = Self::from_keys(keys.into_iter().map(|(k, (t, _))| (k, t)))?;
+        schema.owners = owners;
+        Ok(schema)
     }
 
     /// The schema of these keys (any order; duplicates must agree on the type).
@@ -186,6 +197,7 @@ impl AttrSchema {
             keys,
             index,
             members,
+            owners: BTreeMap::new(),
         })
     }
 
@@ -245,8 +257,17 @@ impl AttrSchema {
         for (row, (id, attrs)) in rows.enumerate() {
             for (k, v) in attrs {
                 let Some(&i) = self.index.get(k) else {
+                    let hint = match self.owners.get(prefix(k)) {
+                        Some(nodes) => format!(
+                            "; node `{}` declares other `{}.*` attributes: add it to that stage's `attrs()`",
+                            nodes.join("`, `"),
+                            prefix(k)
+                        ),
+                        None => "; a stage that sets an attribute must list it in its `attrs()`"
+                            .to_string(),
+                    };
                     return Err(Error::msg(format!(
-                        "document `{id}` carries the attribute `{k}`, which no node of this run declares (a stage that sets an attribute must list it in its `attrs()`)"
+                        "document `{id}` carries the attribute `{k}`, which no node of this run declares{hint}"
                     )));
                 };
                 if !v.is_finite() {
@@ -308,6 +329,12 @@ impl AttrSchema {
             top_fields, cols, None,
         )?)))
     }
+}
+
+/// The struct member a key lives in: the part before the first dot (the key itself when
+/// it has none).
+fn prefix(key: &str) -> &str {
+    key.split_once('.').map_or(key, |(p, _)| p)
 }
 
 /// The attributes a built node declares (transforms and stages; none for the others).

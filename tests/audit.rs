@@ -413,6 +413,15 @@ fn output_formats() {
         j,
         json!([{"stage": "dedup", "n": 4}, {"stage": "len", "n": 6}])
     );
+    // CSV has no nested values: the `attrs` struct is written as JSON text.
+    let (s, b) = a
+        .sql("SELECT id, attrs FROM docs ORDER BY id LIMIT 1")
+        .unwrap();
+    let csv = audit::format_batches(&s, &b, Format::Csv).unwrap();
+    assert!(
+        csv.contains(r#""{""dedup"":{""cluster_size"":"#) && csv.contains(r#"""len"":{""chars"":"#),
+        "{csv}"
+    );
     let (s, b) = a.sql("SELECT * FROM rejects WHERE 1 = 0").unwrap();
     assert_eq!(
         audit::format_batches(&s, &b, Format::Json).unwrap().trim(),

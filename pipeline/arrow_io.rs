@@ -1,14 +1,22 @@
 //! The one module that owns the Document ⇄ Arrow `RecordBatch` schemas.
 //!
 //! Three schemas leave the engine:
-//! * **document shards**: `id, source, text?, lang, url, tokens, n_tokens, n_chars, attrs, meta`;
+//! * **document shards**: `id, source, text?, lang, url, tokens, n_tokens, n_chars, attrs?, meta`;
 //! * **packed shards** (after `pack`): `id, input_ids, n_tokens, doc_offsets, doc_ids,
 //!   doc_urls, source_mix (source, tokens, license), n_pad, doc_starts`;
-//! * **rejects**: `id, source, stage, reason, score, detail, url, n_chars, text_prefix, attrs, meta`.
+//! * **rejects**: `id, source, stage, reason, score, detail, url, n_chars, text_prefix, attrs?, meta`.
 //!
-//! `attrs` and `meta` are JSON-object strings rather than Arrow maps: every reader
-//! (pyarrow, DuckDB, HF datasets, DataFusion) handles strings, while Parquet MAP columns
-//! still trip some of them. Keys are sorted (BTreeMap), so the bytes are deterministic.
+//! `attrs` is a nested struct typed by the run's [`AttrSchema`]: one child struct per
+//! stage prefix, one `Int64` (counts) or `Float64` (scores) field per attribute, e.g.
+//! `attrs: {length_filter: {chars: int64}, langid: {score: double}}`. DuckDB reads
+//! `attrs.length_filter.chars`, polars `pl.col("attrs").struct.field("length_filter")`,
+//! pyarrow and HF datasets nested dicts with ints as ints. Every shard and reject file of
+//! a run has the same `attrs` type; a run that declares no attribute has no `attrs`
+//! column. See `crate::attrs`.
+//!
+//! `meta` stays a JSON-object string (sorted keys, so the bytes are deterministic): its
+//! keys are open-ended (ingest `meta_columns`, WARC headers, per-stage notes) and not known
+//! before the run, and a string reads the same in every reader (`meta->>'url'` in DuckDB).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,6 +27,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 
+use crate::attrs::AttrSchema;
 use crate::document::Document;
 use crate::error::{Error, Result};
 
@@ -30,8 +39,8 @@ fn list_u32(name: &str, nullable: bool) -> Field {
     )
 }
 
-/// Schema of document shards.
-pub fn doc_schema(with_text: bool) -> SchemaRef {
+/// Schema of document shards, with the run's `attrs` type.
+pub fn doc_schema(with_text: bool, attrs: &AttrSchema) -> SchemaRef {
     let mut f = vec![
         Field::new("id", DataType::Utf8, false),
         Field::new("source", DataType::Utf8, false),
@@ -45,9 +54,9 @@ pub fn doc_schema(with_text: bool) -> SchemaRef {
         list_u32("tokens", true),
         Field::new("n_tokens", DataType::UInt32, false),
         Field::new("n_chars", DataType::UInt64, false),
-        Field::new("attrs", DataType::Utf8, false),
-        Field::new("meta", DataType::Utf8, false),
     ]);
+    f.extend(attrs.field());
+    f.push(Field::new("meta", DataType::Utf8, false));
     Arc::new(Schema::new(f))
 }
 
@@ -94,9 +103,9 @@ pub fn packed_schema() -> SchemaRef {
     ]))
 }
 
-/// Schema of reject files.
-pub fn reject_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
+/// Schema of reject files, with the run's `attrs` type.
+pub fn reject_schema(attrs: &AttrSchema) -> SchemaRef {
+    let mut f = vec![
         Field::new("id", DataType::Utf8, false),
         Field::new("source", DataType::Utf8, false),
         Field::new("stage", DataType::Utf8, false),
@@ -106,23 +115,15 @@ pub fn reject_schema() -> SchemaRef {
         Field::new("url", DataType::Utf8, true),
         Field::new("n_chars", DataType::UInt64, false),
         Field::new("text_prefix", DataType::Utf8, false),
-        Field::new("attrs", DataType::Utf8, false),
-        Field::new("meta", DataType::Utf8, false),
-    ]))
+    ];
+    f.extend(attrs.field());
+    f.push(Field::new("meta", DataType::Utf8, false));
+    Arc::new(Schema::new(f))
 }
 
-/// Serialize attrs as a JSON object with sorted keys. Non-finite values become null.
-pub fn attrs_json(attrs: &BTreeMap<String, f64>) -> String {
-    let m: serde_json::Map<String, serde_json::Value> = attrs
-        .iter()
-        .map(|(k, v)| {
-            let val = serde_json::Number::from_f64(*v)
-                .map(serde_json::Value::Number)
-                .unwrap_or(serde_json::Value::Null);
-            (k.clone(), val)
-        })
-        .collect();
-    serde_json::Value::Object(m).to_string()
+/// The `attrs` column of these documents (`None` when the run declares no attribute).
+fn attrs_array(docs: &[Document], attrs: &AttrSchema) -> Result<Option<ArrayRef>> {
+    attrs.to_array(docs.iter().map(|d| (d.id.as_str(), &d.attrs)))
 }
 
 /// Serialize meta as a JSON object with sorted keys.
@@ -130,8 +131,12 @@ pub fn meta_json(meta: &BTreeMap<String, String>) -> String {
     serde_json::to_string(meta).unwrap_or_else(|_| "{}".into())
 }
 
-/// Documents → a document-shard batch.
-pub fn docs_to_batch(docs: &[Document], with_text: bool) -> Result<RecordBatch> {
+/// Documents → a document-shard batch. An attribute `attrs` does not declare is an error.
+pub fn docs_to_batch(
+    docs: &[Document],
+    with_text: bool,
+    attrs_schema: &AttrSchema,
+) -> Result<RecordBatch> {
     // Sized up front: the text and token buffers are most of a batch, and growing them by
     // doubling would copy (and page-fault) them several times over.
     let n = docs.len();
@@ -147,7 +152,7 @@ pub fn docs_to_batch(docs: &[Document], with_text: bool) -> Result<RecordBatch> 
     let mut tokens = ListBuilder::with_capacity(UInt32Builder::with_capacity(n_tok), n);
     let mut n_tokens = UInt32Builder::with_capacity(n);
     let mut n_chars = UInt64Builder::with_capacity(n);
-    let mut attrs = StringBuilder::with_capacity(n, 2 * n);
+    let attrs = attrs_array(docs, attrs_schema)?;
     let mut meta = StringBuilder::with_capacity(n, 16 * n);
     for d in docs {
         id.append_value(&d.id);
@@ -169,7 +174,6 @@ pub fn docs_to_batch(docs: &[Document], with_text: bool) -> Result<RecordBatch> 
             }
         }
         n_chars.append_value(d.text.chars().count() as u64);
-        attrs.append_value(attrs_json(&d.attrs));
         meta.append_value(meta_json(&d.meta));
     }
     let mut cols: Vec<ArrayRef> = vec![Arc::new(id.finish()), Arc::new(source.finish())];
@@ -182,10 +186,13 @@ pub fn docs_to_batch(docs: &[Document], with_text: bool) -> Result<RecordBatch> 
         Arc::new(tokens.finish()),
         Arc::new(n_tokens.finish()),
         Arc::new(n_chars.finish()),
-        Arc::new(attrs.finish()),
-        Arc::new(meta.finish()),
     ]);
-    Ok(RecordBatch::try_new(doc_schema(with_text), cols)?)
+    cols.extend(attrs);
+    cols.push(Arc::new(meta.finish()));
+    Ok(RecordBatch::try_new(
+        doc_schema(with_text, attrs_schema),
+        cols,
+    )?)
 }
 
 /// Packed sequences → a packed-shard batch.
@@ -264,14 +271,18 @@ pub fn packed_to_batch(docs: &[Document]) -> Result<RecordBatch> {
 }
 
 /// Rejected documents → a rejects batch.
-pub fn rejects_to_batch(docs: &[Document], prefix_chars: usize) -> Result<RecordBatch> {
+pub fn rejects_to_batch(
+    docs: &[Document],
+    prefix_chars: usize,
+    attrs_schema: &AttrSchema,
+) -> Result<RecordBatch> {
     let mut b: Vec<StringBuilder> = (0..4).map(|_| StringBuilder::new()).collect();
     let mut score = Float64Builder::new();
     let mut detail = StringBuilder::new();
     let mut url = StringBuilder::new();
     let mut n_chars = UInt64Builder::new();
     let mut prefix = StringBuilder::new();
-    let mut attrs = StringBuilder::new();
+    let attrs = attrs_array(docs, attrs_schema)?;
     let mut meta = StringBuilder::new();
     for d in docs {
         let r = d.reject.clone().unwrap_or_default();
@@ -290,7 +301,6 @@ pub fn rejects_to_batch(docs: &[Document], prefix_chars: usize) -> Result<Record
             .map(|(i, _)| i)
             .unwrap_or(d.text.len());
         prefix.append_value(&d.text[..end]);
-        attrs.append_value(attrs_json(&d.attrs));
         meta.append_value(meta_json(&d.meta));
     }
     let mut cols: Vec<ArrayRef> = b
@@ -303,10 +313,10 @@ pub fn rejects_to_batch(docs: &[Document], prefix_chars: usize) -> Result<Record
         Arc::new(url.finish()),
         Arc::new(n_chars.finish()),
         Arc::new(prefix.finish()),
-        Arc::new(attrs.finish()),
-        Arc::new(meta.finish()),
     ]);
-    Ok(RecordBatch::try_new(reject_schema(), cols)?)
+    cols.extend(attrs);
+    cols.push(Arc::new(meta.finish()));
+    Ok(RecordBatch::try_new(reject_schema(attrs_schema), cols)?)
 }
 
 /// Read a string column by name (Utf8 or LargeUtf8) as owned options.
@@ -339,6 +349,16 @@ pub fn string_column(batch: &RecordBatch, name: &str) -> Result<Option<Vec<Optio
         "column `{name}` is not a string column ({})",
         col.data_type()
     )))
+}
+
+/// Read the `attrs` column back into per-row maps keyed `<prefix>.<name>` (unset
+/// attributes absent): the struct column, or the JSON strings of older runs. `None` when
+/// the batch has no `attrs` column (a run that declares no attribute).
+pub fn attrs_column(batch: &RecordBatch) -> Result<Option<Vec<BTreeMap<String, f64>>>> {
+    match batch.column_by_name("attrs") {
+        Some(col) => crate::attrs::read_column(col.as_ref()).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Read a `list<uint32>` column by name.

@@ -58,7 +58,15 @@ pub fn check(spec: PipelineSpec) -> Result<Graph, Vec<String>> {
 pub fn validate(spec: PipelineSpec, ctx: &BuildCtx) -> Result<Graph, Vec<String>> {
     let mut report = Report::default();
     let s = check_into(&spec, &mut report);
-    build_into(&spec, &s.kinds, ctx, &mut report, |_, _| {});
+    let names: Vec<String> = spec.nodes.iter().map(|n| n.name.clone()).collect();
+    let mut decls = Vec::new();
+    build_into(&spec, &s.kinds, ctx, &mut report, |i, node| {
+        decls.push((names[i].as_str(), crate::attrs::declared(&node)))
+    });
+    // Two nodes declaring one attribute with two types: the shard schema cannot hold both.
+    if let Err(e) = crate::attrs::AttrSchema::from_nodes(decls) {
+        report.tail.push(e.to_string());
+    }
     if report.is_empty() {
         Ok(into_graph(spec, s))
     } else {

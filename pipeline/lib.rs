@@ -9,6 +9,7 @@
 //! module per `kind:`; [`registry`] is the only place that names them.
 
 pub mod arrow_io;
+pub mod attrs;
 #[cfg(feature = "audit")]
 pub mod audit;
 #[cfg(feature = "audit")]

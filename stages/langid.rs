@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
+use crate::attrs::AttrDecl;
 use crate::document::DocBatch;
 use crate::error::{Error, Result};
 use crate::stage::{
@@ -128,6 +129,10 @@ impl Langid {
 }
 
 impl Transform for Langid {
+    fn attrs(&self) -> Vec<AttrDecl> {
+        vec![AttrDecl::float("langid.score")]
+    }
+
     fn process(&self, batch: DocBatch, out: &mut Emitter) -> Result<()> {
         for mut doc in batch.docs {
             // fastText still predicts from the end-of-line token alone; an empty text has no language.

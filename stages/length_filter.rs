@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::attrs::AttrDecl;
 use crate::document::DocBatch;
 use crate::error::Result;
 use crate::stage::{
@@ -63,6 +64,10 @@ impl LengthFilter {
 }
 
 impl Transform for LengthFilter {
+    fn attrs(&self) -> Vec<AttrDecl> {
+        vec![AttrDecl::int("length_filter.chars")]
+    }
+
     fn process(&self, batch: DocBatch, out: &mut Emitter) -> Result<()> {
         for mut doc in batch.docs {
             let n = doc.text.chars().count();

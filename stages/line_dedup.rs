@@ -46,6 +46,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
+use crate::attrs::AttrDecl;
 use crate::document::{DocBatch, Document};
 use crate::error::Result;
 use crate::stage::{
@@ -397,6 +398,13 @@ impl LineDedup {
 }
 
 impl Stage for LineDedup {
+    fn attrs(&self) -> Vec<AttrDecl> {
+        vec![
+            AttrDecl::int("line_dedup.removed_lines"),
+            AttrDecl::float("line_dedup.removed_frac"),
+        ]
+    }
+
     fn process(&mut self, batch: DocBatch, out: &mut Emitter) -> Result<()> {
         for doc in batch.docs {
             self.admit(doc);

@@ -50,6 +50,7 @@ use ferrous_opencc::OpenCC;
 use serde::{Deserialize, Serialize};
 use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
 
+use crate::attrs::AttrDecl;
 use crate::document::DocBatch;
 use crate::error::{Error, Result};
 use crate::stage::{
@@ -363,6 +364,13 @@ impl Normalize {
 }
 
 impl Transform for Normalize {
+    fn attrs(&self) -> Vec<AttrDecl> {
+        vec![
+            AttrDecl::int("normalize.removed_chars"),
+            AttrDecl::int("normalize.t2s_chars"),
+        ]
+    }
+
     fn process(&self, batch: DocBatch, out: &mut Emitter) -> Result<()> {
         for mut doc in batch.docs {
             let (text, t2s) = self.normalize_text(&doc.text);

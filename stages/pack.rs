@@ -1438,6 +1438,10 @@ impl Bucket {
 }
 
 impl Stage for Pack {
+    fn use_attrs(&mut self, attrs: std::sync::Arc<crate::attrs::AttrSchema>) {
+        self.index.attrs = attrs;
+    }
+
     fn accounting(&self) -> crate::stage::Accounting {
         // Documents merge into sequences; `docs` counts every one that went into a row.
         crate::stage::Accounting::Merging {

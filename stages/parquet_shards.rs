@@ -8,8 +8,8 @@
 //!
 //! Documents carrying `packed` (from the `pack` stage) are written with the packed schema
 //! (`input_ids, n_tokens, doc_offsets, doc_ids, doc_urls, source_mix, n_pad, doc_starts`); others with the document
-//! schema (`id, source, text, lang, url, tokens, n_tokens, n_chars, attrs, meta`). See
-//! `crate::arrow_io`. One sink writes one schema: the first non-empty batch decides, and a
+//! schema (`id, source, text, lang, url, tokens, n_tokens, n_chars, attrs, meta`), `attrs`
+//! typed by the run's declared attributes (`crate::attrs`). See `crate::arrow_io`. One sink writes one schema: the first non-empty batch decides, and a
 //! later batch of the other kind is an error. Packed sequences from a `pack` node with
 //! length `buckets` go to one shard series per bucket, `<node>-r<rank>-L<tokens per row>-<idx>`,
 //! so a trainer can read one sequence length at a time.
@@ -45,6 +45,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use serde::{Deserialize, Serialize};
 
 use crate::arrow_io;
+use crate::attrs::AttrSchema;
 use crate::document::{DocBatch, Document};
 use crate::error::{Error, Result};
 use crate::shard_writer::{
@@ -149,6 +150,8 @@ pub struct ParquetShards {
     converting: VecDeque<(u32, Receiver<Converted>)>,
     /// Per-licence totals for the manifest.
     licenses: BTreeMap<String, LicenseTotals>,
+    /// The run's `attrs` type (see `crate::attrs`), from the runtime.
+    attrs: Arc<AttrSchema>,
 }
 
 impl ParquetShards {
@@ -174,7 +177,7 @@ impl ParquetShards {
             let schema = if self.packed == Some(true) {
                 arrow_io::packed_schema()
             } else {
-                arrow_io::doc_schema(self.cfg.write_text)
+                arrow_io::doc_schema(self.cfg.write_text, &self.attrs)
             };
             let mut stem = format!("{}-r{:04}", self.ctx.node, self.ctx.rank);
             if key > 0 {
@@ -263,11 +266,11 @@ impl ParquetShards {
 
 /// Documents → Arrow rows (document or packed schema) and each row's token count (padding
 /// excluded). The documents are dropped here too, so freeing them costs the caller nothing.
-fn convert(docs: Vec<Document>, packed: bool, with_text: bool) -> Converted {
+fn convert(docs: Vec<Document>, packed: bool, with_text: bool, attrs: &AttrSchema) -> Converted {
     let rb = if packed {
         arrow_io::packed_to_batch(&docs)?
     } else {
-        arrow_io::docs_to_batch(&docs, with_text)?
+        arrow_io::docs_to_batch(&docs, with_text, attrs)?
     };
     let tokens = docs
         .iter()
@@ -287,6 +290,10 @@ fn convert(docs: Vec<Document>, packed: bool, with_text: bool) -> Converted {
 impl Sink for ParquetShards {
     fn use_pool(&mut self, pool: Arc<rayon::ThreadPool>) {
         self.pool = Some(pool);
+    }
+
+    fn use_attrs(&mut self, attrs: Arc<AttrSchema>) {
+        self.attrs = attrs;
     }
 
     fn write(&mut self, batch: DocBatch) -> Result<()> {
@@ -324,10 +331,11 @@ impl Sink for ParquetShards {
         let with_text = self.cfg.write_text;
         for (k, docs) in groups {
             self.writer(k);
+            let attrs = self.attrs.clone();
             self.converting.push_back((
                 k,
                 spawn_ordered(self.pool.as_deref(), move || {
-                    convert(docs, is_packed, with_text)
+                    convert(docs, is_packed, with_text, &attrs)
                 }),
             ));
         }
@@ -366,6 +374,7 @@ pub fn kind() -> Kind {
                 pool: None,
                 converting: VecDeque::new(),
                 licenses: BTreeMap::new(),
+                attrs: Arc::default(),
             })))
         },
     }

@@ -37,6 +37,7 @@ use std::sync::Arc;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+use crate::attrs::AttrDecl;
 use crate::document::DocBatch;
 use crate::error::{Error, Result};
 use crate::stage::{
@@ -450,6 +451,14 @@ impl PiiRedact {
 }
 
 impl Transform for PiiRedact {
+    fn attrs(&self) -> Vec<AttrDecl> {
+        PiiType::ALL
+            .iter()
+            .map(|t| AttrDecl::int(format!("pii_redact.{}", t.name())))
+            .chain([AttrDecl::int("pii_redact.total")])
+            .collect()
+    }
+
     fn process(&self, batch: DocBatch, out: &mut Emitter) -> Result<()> {
         for mut doc in batch.docs {
             let (new, counts) = self.det.redact(&doc.text);

@@ -43,6 +43,7 @@ use jieba_rs::Jieba;
 use serde::{Deserialize, Serialize};
 use unicode_segmentation::UnicodeSegmentation;
 
+use crate::attrs::AttrDecl;
 use crate::document::{DocBatch, Document};
 use crate::error::{Error, Result};
 use crate::stage::{
@@ -287,6 +288,10 @@ impl SegmentZh {
 }
 
 impl Transform for SegmentZh {
+    fn attrs(&self) -> Vec<AttrDecl> {
+        vec![AttrDecl::int("segment_zh.words")]
+    }
+
     fn process(&self, batch: DocBatch, out: &mut Emitter) -> Result<()> {
         for mut doc in batch.docs {
             self.apply(&mut doc);

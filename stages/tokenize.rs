@@ -47,6 +47,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
+use crate::attrs::AttrDecl;
 use crate::document::DocBatch;
 use crate::error::{Error, Result};
 use crate::stage::{
@@ -494,6 +495,10 @@ impl Tokenize {
 }
 
 impl Transform for Tokenize {
+    fn attrs(&self) -> Vec<AttrDecl> {
+        vec![AttrDecl::int("tokenize.n_tokens")]
+    }
+
     fn process(&self, batch: DocBatch, out: &mut Emitter) -> Result<()> {
         if let Some(f) = &self.fast {
             use rayon::prelude::*;

@@ -25,7 +25,7 @@ struct Doc {
     lang: &'static str,
     url: String,
     n_tokens: u32,
-    attrs: String,
+    attrs: std::collections::BTreeMap<String, f64>,
 }
 
 /// One rejected document of the fixture.
@@ -46,6 +46,16 @@ fn write_parquet(path: &Path, batch: &RecordBatch) {
     w.close().unwrap();
 }
 
+/// The fixture's attribute schema, as a run with a `len` and a `dedup` node declares it.
+fn attr_schema() -> sluice::attrs::AttrSchema {
+    use sluice::attrs::{AttrDecl, AttrSchema};
+    AttrSchema::from_nodes([
+        ("len", vec![AttrDecl::int("len.chars")]),
+        ("dedup", vec![AttrDecl::int("dedup.cluster_size")]),
+    ])
+    .unwrap()
+}
+
 fn docs_batch(docs: &[Doc]) -> RecordBatch {
     let s = |f: &dyn Fn(&Doc) -> String| -> ArrayRef {
         Arc::new(StringArray::from(docs.iter().map(f).collect::<Vec<_>>()))
@@ -58,7 +68,7 @@ fn docs_batch(docs: &[Doc]) -> RecordBatch {
         tokens.append(true);
     }
     RecordBatch::try_new(
-        sluice::arrow_io::doc_schema(true),
+        sluice::arrow_io::doc_schema(true, &attr_schema()),
         vec![
             s(&|d| d.id.clone()),
             s(&|d| d.source.to_string()),
@@ -74,7 +84,10 @@ fn docs_batch(docs: &[Doc]) -> RecordBatch {
                     .map(|d| d.text.chars().count() as u64)
                     .collect::<Vec<_>>(),
             )),
-            s(&|d| d.attrs.clone()),
+            attr_schema()
+                .to_array(docs.iter().map(|d| (d.id.as_str(), &d.attrs)))
+                .unwrap()
+                .unwrap(),
             s(&|_| "{}".to_string()),
         ],
     )
@@ -86,7 +99,7 @@ fn rejects_batch(rej: &[Rej]) -> RecordBatch {
         Arc::new(StringArray::from(rej.iter().map(f).collect::<Vec<_>>()))
     };
     RecordBatch::try_new(
-        sluice::arrow_io::reject_schema(),
+        sluice::arrow_io::reject_schema(&attr_schema()),
         vec![
             s(&|r| r.id.clone()),
             s(&|_| "web".to_string()),
@@ -103,7 +116,13 @@ fn rejects_batch(rej: &[Rej]) -> RecordBatch {
                     .collect::<Vec<_>>(),
             )),
             s(&|r| r.text.clone()),
-            s(&|_| "{}".to_string()),
+            {
+                let none = std::collections::BTreeMap::new();
+                attr_schema()
+                    .to_array(rej.iter().map(|r| (r.id.as_str(), &none)))
+                    .unwrap()
+                    .unwrap()
+            },
             s(&|_| "{}".to_string()),
         ],
     )
@@ -155,8 +174,11 @@ fn fixture(dir: &Path, rank: u32, n: usize) -> (usize, usize) {
                 lang: if i % 6 == 0 { "en" } else { "zh" },
                 url,
                 n_tokens: (i % 10) as u32 + 1,
-                attrs: json!({"len.chars": i as f64, "dedup.cluster_size": (i % 3 + 1) as f64})
-                    .to_string(),
+                attrs: [
+                    ("len.chars".to_string(), i as f64),
+                    ("dedup.cluster_size".to_string(), (i % 3 + 1) as f64),
+                ]
+                .into(),
             });
         }
     }
@@ -390,6 +412,15 @@ fn output_formats() {
     assert_eq!(
         j,
         json!([{"stage": "dedup", "n": 4}, {"stage": "len", "n": 6}])
+    );
+    // CSV has no nested values: the `attrs` struct is written as JSON text.
+    let (s, b) = a
+        .sql("SELECT id, attrs FROM docs ORDER BY id LIMIT 1")
+        .unwrap();
+    let csv = audit::format_batches(&s, &b, Format::Csv).unwrap();
+    assert!(
+        csv.contains(r#""{""dedup"":{""cluster_size"":"#) && csv.contains(r#"""len"":{""chars"":"#),
+        "{csv}"
     );
     let (s, b) = a.sql("SELECT * FROM rejects WHERE 1 = 0").unwrap();
     assert_eq!(

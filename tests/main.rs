@@ -15,6 +15,7 @@ mod memory;
 mod mix;
 mod progress;
 mod provenance;
+mod readers;
 #[cfg(feature = "audit")]
 mod report_packed;
 mod rundir;

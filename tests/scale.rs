@@ -340,17 +340,18 @@ fn dedup_configs(tmp: &Path, files: usize, copies: usize) -> (PathBuf, PathBuf) 
     (single_cfg, dist_cfg)
 }
 
-/// Kept documents with their cluster attributes: (id, text, attrs JSON), sorted.
+/// Kept documents with their cluster attributes: (id, text, attrs), sorted.
 fn kept_rows(dir: &Path) -> Vec<(String, String, String)> {
     let mut v = Vec::new();
     for b in crate::common::record_batches(dir, "shards") {
         let col = |c: &str| sluice::arrow_io::string_column(&b, c).unwrap().unwrap();
-        let (ids, texts, attrs) = (col("id"), col("text"), col("attrs"));
+        let (ids, texts) = (col("id"), col("text"));
+        let attrs = sluice::arrow_io::attrs_column(&b).unwrap().unwrap();
         for i in 0..ids.len() {
             v.push((
                 ids[i].clone().unwrap(),
                 texts[i].clone().unwrap_or_default(),
-                attrs[i].clone().unwrap_or_default(),
+                format!("{:?}", attrs[i]),
             ));
         }
     }

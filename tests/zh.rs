@@ -74,8 +74,10 @@ import glob, json, sys
 import pyarrow.parquet as pq
 t = pq.read_table(sorted(glob.glob(sys.argv[1] + "/shards/*.parquet")))
 langs = set(t.column("lang").to_pylist())
-attrs = [json.loads(a) for a in t.column("attrs").to_pylist()]
-ok = all("langid.score" in a and "heuristic_filter.top_2_gram" in a and "segment_zh.words" in a for a in attrs)
+attrs = t.column("attrs").to_pylist()
+ok = all(isinstance(a["langid"]["score"], float) and a["heuristic_filter"]["top_2_gram"] is not None
+         and isinstance(a["segment_zh"]["words"], int) and isinstance(a["heuristic_filter"]["chars"], int)
+         for a in attrs)
 print(json.dumps({"langs": sorted(langs), "ok": ok, "rows": t.num_rows}))
 "#;
     let stdout = run_python(&py, script, &[a.path().as_os_str()]);

@@ -35,7 +35,10 @@
 //! directory, the merged top-level `stats.json` / `manifest.json` is used when present,
 //! else the per-rank files under `ranks/` (a run still in progress, or not merged yet).
 //!
-//! UDFs, for the JSON `attrs` / `meta` columns and URLs (see [`udf`]):
+//! `attrs` is the run's nested struct (see `crate::attrs`); in a table with no shard (or
+//! only runs without attributes) it is a NULL string column, so SQL over it still plans.
+//!
+//! UDFs, for `meta` (JSON), `attrs` (struct, or the JSON of older runs) and URLs (see [`udf`]):
 //! `json_get(json, key)`, `json_get_f64(json, key)`, `json_find_f64(json, suffix)`,
 //! `json_keys(json)`, `domain(url)`, `sample_key(id, seed)`.
 //!
@@ -719,6 +722,72 @@ fn mixture_batch(manifests: &[RunJson]) -> Result<RecordBatch> {
 }
 
 /// Render query results in the given format.
+fn is_nested(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Struct(_)
+            | DataType::List(_)
+            | DataType::LargeList(_)
+            | DataType::FixedSizeList(..)
+            | DataType::Map(..)
+    )
+}
+
+/// The schema CSV output has: nested columns (the `attrs` struct, lists) become JSON text.
+fn csv_schema(schema: &SchemaRef) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| {
+                if is_nested(f.data_type()) {
+                    Field::new(f.name(), DataType::Utf8, true)
+                } else {
+                    f.as_ref().clone()
+                }
+            })
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// A batch with its nested columns written as JSON text, one value per cell (CSV has no
+/// nested values).
+fn nested_as_json(b: &RecordBatch) -> Result<RecordBatch> {
+    if !b.schema().fields().iter().any(|f| is_nested(f.data_type())) {
+        return Ok(b.clone());
+    }
+    let mut cols: Vec<ArrayRef> = Vec::with_capacity(b.num_columns());
+    for (f, c) in b.schema().fields().iter().zip(b.columns()) {
+        if !is_nested(f.data_type()) {
+            cols.push(c.clone());
+            continue;
+        }
+        let one = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new(
+                "v",
+                f.data_type().clone(),
+                true,
+            )])),
+            vec![c.clone()],
+        )?;
+        let mut buf = Vec::new();
+        {
+            let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+            w.write(&one)?;
+            w.finish()?;
+        }
+        let text = String::from_utf8(buf).map_err(|e| Error::msg(format!("csv: {e}")))?;
+        let mut out = StringBuilder::new();
+        for line in text.lines() {
+            let v: Value =
+                serde_json::from_str(line).map_err(|e| Error::msg(format!("csv: {e}")))?;
+            out.append_option(v.get("v").map(|x| x.to_string()));
+        }
+        cols.push(Arc::new(out.finish()));
+    }
+    Ok(RecordBatch::try_new(csv_schema(&b.schema()), cols)?)
+}
+
 pub fn format_batches(
     schema: &SchemaRef,
     batches: &[RecordBatch],
@@ -742,10 +811,10 @@ pub fn format_batches(
                     .with_header(true)
                     .build(&mut buf);
                 if nonempty.is_empty() {
-                    w.write(&RecordBatch::new_empty(schema.clone()))?;
+                    w.write(&RecordBatch::new_empty(csv_schema(schema)))?;
                 }
                 for b in &nonempty {
-                    w.write(b)?;
+                    w.write(&nested_as_json(b)?)?;
                 }
             }
             String::from_utf8(buf).map_err(|e| Error::msg(format!("csv: {e}")))

@@ -9,8 +9,14 @@
 //! | `domain(url)` | utf8 | lower-cased host without `www.`, port or user info |
 //! | `sample_key(id, seed)` | u64 | xxh3(id) with the seed: `ORDER BY sample_key(id, 42) LIMIT n` is a seeded, reproducible random sample |
 //!
-//! The `attrs` and `meta` columns are JSON objects (the run-dir schema), so these make
-//! them queryable without a JSON extension.
+//! The `meta` column is a JSON object, so these make it queryable without a JSON
+//! extension. The `json_*` functions also take the `attrs` column, a nested struct (see
+//! `crate::attrs`), with the same SQL and meaning: its fields read as dotted keys
+//! (`json_get_f64(attrs, 'length_filter.chars')`), an attribute that is NULL in a row is
+//! absent from it (`json_keys` lists only the set ones, `json_find_f64` skips unset ones),
+//! and integers read as numbers. (The JSON-string `attrs` of runs written before the struct
+//! still work.) Plain nested access works too: `attrs.length_filter.chars` or
+//! `attrs['length_filter']['chars']` keeps the integer type.
 
 use std::sync::Arc;
 
@@ -19,7 +25,9 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field};
 use datafusion::common::ScalarValue;
-use datafusion::logical_expr::{create_udf, ColumnarValue, ScalarUDF, Volatility};
+use datafusion::logical_expr::{
+    create_udf, ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
 use datafusion::prelude::SessionContext;
 use serde_json::{Map, Value};
 
@@ -102,15 +110,57 @@ fn per_row<T>(
     }
 }
 
-/// `json_get(json, key) -> utf8`.
-pub fn json_get() -> ScalarUDF {
-    create_udf(
-        "json_get",
-        vec![DataType::Utf8, DataType::Utf8],
-        DataType::Utf8,
-        Volatility::Immutable,
-        Arc::new(|args: &[ColumnarValue]| {
-            eval_strings(args, |a, n| {
+/// The object functions: each takes a JSON-object string column or an `attrs` struct.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum ObjOp {
+    Get,
+    GetF64,
+    FindF64,
+    Keys,
+}
+
+/// A `json_*` UDF over JSON text or a struct column (see the module doc).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ObjUdf {
+    name: &'static str,
+    op: ObjOp,
+    signature: Signature,
+}
+
+fn obj_udf(name: &'static str, op: ObjOp) -> ScalarUDF {
+    let n = if op == ObjOp::Keys { 1 } else { 2 };
+    ScalarUDF::new_from_impl(ObjUdf {
+        name,
+        op,
+        signature: Signature::any(n, Volatility::Immutable),
+    })
+}
+
+fn keys_type() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
+}
+
+impl ScalarUDFImpl for ObjUdf {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
+        Ok(match self.op {
+            ObjOp::Get => DataType::Utf8,
+            ObjOp::GetF64 | ObjOp::FindF64 => DataType::Float64,
+            ObjOp::Keys => keys_type(),
+        })
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let args = &args.args;
+        if matches!(args[0].data_type(), DataType::Struct(_)) {
+            return eval_struct(self.op, args);
+        }
+        match self.op {
+            ObjOp::Get => eval_strings(args, |a, n| {
                 let mut b = StringBuilder::new();
                 per_row(
                     a[0],
@@ -126,52 +176,25 @@ pub fn json_get() -> ScalarUDF {
                     },
                 );
                 Ok(Arc::new(b.finish()) as ArrayRef)
-            })
-        }),
-    )
-}
-
-/// A `(json, key) -> f64` UDF that finds the number with `lookup`.
-fn json_f64_udf(name: &str, lookup: fn(&Map<String, Value>, &str) -> Option<f64>) -> ScalarUDF {
-    create_udf(
-        name,
-        vec![DataType::Utf8, DataType::Utf8],
-        DataType::Float64,
-        Volatility::Immutable,
-        Arc::new(move |args: &[ColumnarValue]| {
-            eval_strings(args, |a, n| {
-                let mut b = Float64Builder::with_capacity(n);
-                per_row(a[0], a[1], n, |v| b.append_option(v), lookup);
-                Ok(Arc::new(b.finish()) as ArrayRef)
-            })
-        }),
-    )
-}
-
-/// `json_get_f64(json, key) -> f64`.
-pub fn json_get_f64() -> ScalarUDF {
-    json_f64_udf("json_get_f64", |o, k| o.get(k).and_then(value_f64))
-}
-
-/// `json_find_f64(json, suffix) -> f64`.
-pub fn json_find_f64() -> ScalarUDF {
-    json_f64_udf("json_find_f64", |o, suffix| {
-        let dotted = format!(".{suffix}");
-        o.iter()
-            .find(|(k, _)| *k == suffix || k.ends_with(&dotted))
-            .and_then(|(_, v)| value_f64(v))
-    })
-}
-
-/// `json_keys(json) -> list<utf8>`.
-pub fn json_keys() -> ScalarUDF {
-    create_udf(
-        "json_keys",
-        vec![DataType::Utf8],
-        DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
-        Volatility::Immutable,
-        Arc::new(|args: &[ColumnarValue]| {
-            eval_strings(args, |a, n| {
+            }),
+            ObjOp::GetF64 | ObjOp::FindF64 => {
+                let lookup: fn(&Map<String, Value>, &str) -> Option<f64> =
+                    if self.op == ObjOp::GetF64 {
+                        |o, k| o.get(k).and_then(value_f64)
+                    } else {
+                        |o, suffix| {
+                            o.iter()
+                                .find(|(k, _)| suffix_match(k, suffix))
+                                .and_then(|(_, v)| value_f64(v))
+                        }
+                    };
+                eval_strings(args, |a, n| {
+                    let mut b = Float64Builder::with_capacity(n);
+                    per_row(a[0], a[1], n, |v| b.append_option(v), lookup);
+                    Ok(Arc::new(b.finish()) as ArrayRef)
+                })
+            }
+            ObjOp::Keys => eval_strings(args, |a, n| {
                 let mut b = ListBuilder::new(StringBuilder::new());
                 for i in 0..n {
                     match (!a[0].is_null(i)).then(|| object(a[0].value(i))).flatten() {
@@ -186,9 +209,124 @@ pub fn json_keys() -> ScalarUDF {
                     }
                 }
                 Ok(Arc::new(b.finish()) as ArrayRef)
-            })
-        }),
-    )
+            }),
+        }
+    }
+}
+
+/// `key` is `suffix` or ends with `.suffix`.
+fn suffix_match(key: &str, suffix: &str) -> bool {
+    key == suffix
+        || (key.len() > suffix.len()
+            && key.ends_with(suffix)
+            && key.as_bytes()[key.len() - suffix.len() - 1] == b'.')
+}
+
+/// The object functions over an `attrs` struct column: its leaves as dotted keys, sorted;
+/// a NULL leaf is an absent key.
+fn eval_struct(op: ObjOp, args: &[ColumnarValue]) -> DfResult<ColumnarValue> {
+    let all_scalar = args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+    let arrays = ColumnarValue::values_to_arrays(args)?;
+    let n = arrays[0].len();
+    let leaves = crate::attrs::flatten(arrays[0].as_ref())
+        .map_err(|e| datafusion::common::DataFusionError::Execution(e.to_string()))?;
+    let keys = match arrays.get(1) {
+        Some(k) => Some(arrow::compute::cast(k, &DataType::Utf8)?),
+        None => None,
+    };
+    let keys = keys.as_ref().map(|k| k.as_string::<i32>());
+    // The leaf a row's key names (the key column is usually one literal: look it up once).
+    let mut last: Option<(String, Option<usize>)> = None;
+    let mut find = |i: usize, exact: bool| -> Option<usize> {
+        let k = keys?;
+        if k.is_null(i) {
+            return None;
+        }
+        let key = k.value(i);
+        if exact {
+            if let Some((lk, hit)) = &last {
+                if lk == key {
+                    return *hit;
+                }
+            }
+            let hit = leaves.binary_search_by(|(x, _)| x.as_str().cmp(key)).ok();
+            last = Some((key.to_string(), hit));
+            hit
+        } else {
+            leaves
+                .iter()
+                .position(|(x, v)| v.is_valid(i) && suffix_match(x, key))
+        }
+    };
+    let out: ArrayRef = match op {
+        ObjOp::Get => {
+            let mut b = StringBuilder::new();
+            for i in 0..n {
+                let v = find(i, true)
+                    .map(|j| &leaves[j].1)
+                    .filter(|v| v.is_valid(i))
+                    .map(|v| {
+                        serde_json::Number::from_f64(v.value(i))
+                            .map_or_else(|| v.value(i).to_string(), |x| x.to_string())
+                    });
+                b.append_option(v);
+            }
+            Arc::new(b.finish())
+        }
+        ObjOp::GetF64 | ObjOp::FindF64 => {
+            let mut b = Float64Builder::with_capacity(n);
+            for i in 0..n {
+                let j = find(i, op == ObjOp::GetF64);
+                b.append_option(
+                    j.map(|j| &leaves[j].1)
+                        .filter(|v| v.is_valid(i))
+                        .map(|v| v.value(i)),
+                );
+            }
+            Arc::new(b.finish())
+        }
+        ObjOp::Keys => {
+            let mut b = ListBuilder::new(StringBuilder::new());
+            for i in 0..n {
+                if arrays[0].is_null(i) {
+                    b.append(false);
+                    continue;
+                }
+                for (k, v) in &leaves {
+                    if v.is_valid(i) {
+                        b.values().append_value(k);
+                    }
+                }
+                b.append(true);
+            }
+            Arc::new(b.finish())
+        }
+    };
+    if all_scalar {
+        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
+    } else {
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
+/// `json_get(json, key) -> utf8`.
+pub fn json_get() -> ScalarUDF {
+    obj_udf("json_get", ObjOp::Get)
+}
+
+/// `json_get_f64(json, key) -> f64`.
+pub fn json_get_f64() -> ScalarUDF {
+    obj_udf("json_get_f64", ObjOp::GetF64)
+}
+
+/// `json_find_f64(json, suffix) -> f64`.
+pub fn json_find_f64() -> ScalarUDF {
+    obj_udf("json_find_f64", ObjOp::FindF64)
+}
+
+/// `json_keys(json) -> list<utf8>`.
+pub fn json_keys() -> ScalarUDF {
+    obj_udf("json_keys", ObjOp::Keys)
 }
 
 /// The registrable host of a URL: lower-cased, without scheme, user info, port, or a

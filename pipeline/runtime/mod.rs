@@ -204,9 +204,14 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
         });
     }
     let input_sha = rundir::InputHasher::spawn(&inputs)?;
-    let nodes = graph::build(&graph, &base).map_err(Error::Config)?;
+    let mut nodes = graph::build(&graph, &base).map_err(Error::Config)?;
+    // The run's typed `attrs` schema, from what each node declares (shards and rejects).
+    let names: Vec<String> = graph.spec.nodes.iter().map(|s| s.name.clone()).collect();
+    let attrs = crate::attrs::for_graph(&names, &mut nodes)
+        .map_err(|e| Error::Config(vec![e.to_string()]))?;
     let started = Instant::now();
     let sh = Shared {
+        attrs,
         abort: Abort::default(),
         stats: NodeStats::for_graph(&graph),
         shards: Mutex::default(),
@@ -275,6 +280,8 @@ fn build_ctx(graph: &Graph, opts: &RunOptions) -> BuildCtx {
 
 /// What the node threads share.
 struct Shared {
+    /// The run's `attrs` column type (see [`crate::attrs`]).
+    attrs: Arc<crate::attrs::AttrSchema>,
     abort: Abort,
     stats: Vec<Arc<Mutex<NodeStats>>>,
     /// Files the sinks and the rejects writer finished.

@@ -75,11 +75,15 @@ impl RejectsWriter<'_> {
                         "rejects",
                         format!("{}-r{:04}", self.names[node], self.rank),
                         self.names[node].clone(),
-                        crate::arrow_io::reject_schema(),
+                        crate::arrow_io::reject_schema(&self.sh.attrs),
                         self.limits(),
                     )
                 });
-                let rb = crate::arrow_io::rejects_to_batch(&batch.docs, self.prefix_chars)?;
+                let rb = crate::arrow_io::rejects_to_batch(
+                    &batch.docs,
+                    self.prefix_chars,
+                    &self.sh.attrs,
+                )?;
                 w.write(&rb, &vec![0; batch.docs.len()])?;
             }
             if self.sh.abort.aborted() {

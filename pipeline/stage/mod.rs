@@ -151,6 +151,11 @@ impl<'a> Emitter<'a> {
 pub trait Transform: Send + Sync {
     /// Process one batch, emitting every document to some port.
     fn process(&self, batch: DocBatch, out: &mut Emitter) -> Result<()>;
+    /// The attributes this node may set on documents (see `crate::attrs`): every key it
+    /// writes to `Document::attrs`, typed. The run's shard schema is built from these.
+    fn attrs(&self) -> Vec<crate::attrs::AttrDecl> {
+        Vec::new()
+    }
     /// Extra statistics merged into `stats.json` under this node.
     fn stats(&self) -> Option<serde_json::Value> {
         None
@@ -189,6 +194,13 @@ pub trait Stage: Send {
     }
     /// Process one batch.
     fn process(&mut self, batch: DocBatch, out: &mut Emitter) -> Result<()>;
+    /// The attributes this node may set on documents (see `crate::attrs`).
+    fn attrs(&self) -> Vec<crate::attrs::AttrDecl> {
+        Vec::new()
+    }
+    /// The run's attribute schema, for a stage that writes documents itself (`pack`'s
+    /// document index); given before the first batch.
+    fn use_attrs(&mut self, _attrs: Arc<crate::attrs::AttrSchema>) {}
     /// Called once after the last batch of every input; flush buffered documents here.
     fn finish(&mut self, _out: &mut Emitter) -> Result<()> {
         Ok(())
@@ -259,6 +271,8 @@ pub trait Sink: Send {
     /// and `finish` run on the sink's own thread, not on the pool, so a sink may hand work
     /// to the pool (e.g. encoding row groups) and block waiting for it.
     fn use_pool(&mut self, _pool: Arc<rayon::ThreadPool>) {}
+    /// The run's attribute schema (the `attrs` column type), given before the first write.
+    fn use_attrs(&mut self, _attrs: Arc<crate::attrs::AttrSchema>) {}
     /// Write one batch.
     fn write(&mut self, batch: DocBatch) -> Result<()>;
     /// `Conserving` (default): every document in is one row of the files `finish` returns.

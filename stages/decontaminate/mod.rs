@@ -70,6 +70,7 @@ use std::sync::{Arc, Mutex};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+use crate::attrs::AttrDecl;
 use crate::document::DocBatch;
 use crate::error::{Error, Result};
 use crate::stage::{
@@ -571,6 +572,10 @@ pub fn redact(text: &str, spans: &[Range<usize>], with: &str) -> String {
 }
 
 impl Transform for Decontaminate {
+    fn attrs(&self) -> Vec<AttrDecl> {
+        vec![AttrDecl::float("decontaminate.coverage")]
+    }
+
     fn process(&self, batch: DocBatch, out: &mut Emitter) -> Result<()> {
         let nb = self.cfg.benchmarks.len();
         let mut docs_matched = vec![0u64; nb];

@@ -91,6 +91,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::attrs::AttrDecl;
 use crate::document::DocBatch;
 use crate::error::Result;
 use crate::stage::{
@@ -177,6 +178,10 @@ fn is_html_doc(doc: &crate::document::Document) -> bool {
 }
 
 impl Transform for ExtractHtml {
+    fn attrs(&self) -> Vec<AttrDecl> {
+        vec![AttrDecl::float("extract_html.ratio")]
+    }
+
     fn process(&self, batch: DocBatch, out: &mut Emitter) -> Result<()> {
         for mut doc in batch.docs {
             if !is_html_doc(&doc) {

@@ -90,6 +90,7 @@ pub use params::{rule_names, LangParams, Rules};
 use rules::nchars;
 use table::{Cmp, Ctx, Value, RULES};
 
+use crate::attrs::AttrDecl;
 use crate::document::{DocBatch, Document};
 use crate::error::{Error, Result};
 use crate::stage::{
@@ -313,6 +314,42 @@ impl HeuristicFilter {
         })
     }
 
+    /// Every attribute some language's rules may set: `heuristic_filter.<rule>` for each
+    /// rule of the table enabled for some language (per-n rules: each configured n), an
+    /// integer for counts, a float for ratios.
+    fn attr_decls(&self) -> Vec<AttrDecl> {
+        let mut out: BTreeMap<String, bool> = BTreeMap::new();
+        let all = self.langs.values().chain(std::iter::once(&self.generic));
+        for r in all.map(|lr| &lr.rules) {
+            for (_, rule) in RULES.iter().enumerate().filter(|(i, _)| r.enabled(*i)) {
+                let names: Vec<String> = match rule.name {
+                    "top_n_gram" => r
+                        .top_n_grams
+                        .keys()
+                        .map(|n| format!("top_{n}_gram"))
+                        .collect(),
+                    "dup_n_gram" => r
+                        .dup_n_grams
+                        .keys()
+                        .map(|n| format!("dup_{n}_gram"))
+                        .collect(),
+                    name => vec![name.to_string()],
+                };
+                out.extend(names.into_iter().map(|n| (n, rule.count)));
+            }
+        }
+        out.into_iter()
+            .map(|(rule, int)| {
+                let key = format!("heuristic_filter.{rule}");
+                if int {
+                    AttrDecl::int(key)
+                } else {
+                    AttrDecl::float(key)
+                }
+            })
+            .collect()
+    }
+
     fn rules_for(&self, lang: Option<&str>) -> Option<&LangRules> {
         let lang = lang.unwrap_or(&self.cfg.default_lang);
         if let Some(r) = self.langs.get(lang) {
@@ -394,6 +431,10 @@ fn evaluate_rules(lr: &LangRules, doc: &Document) -> Vec<Outcome> {
 }
 
 impl Transform for HeuristicFilter {
+    fn attrs(&self) -> Vec<AttrDecl> {
+        self.attr_decls()
+    }
+
     fn process(&self, batch: DocBatch, out: &mut Emitter) -> Result<()> {
         for mut doc in batch.docs {
             let Some(outcomes) = self.evaluate(&mut doc) else {

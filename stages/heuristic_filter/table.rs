@@ -70,6 +70,8 @@ pub struct Rule {
     pub line_share: bool,
     /// Per-n thresholds come from `top_n_grams` / `dup_n_grams` instead of `limits`.
     pub per_n: bool,
+    /// The value is a count (an `Int64` attribute); otherwise a ratio (`Float64`).
+    pub count: bool,
     /// Measure the document.
     pub eval: fn(&mut Ctx<'_>) -> Value,
 }
@@ -104,7 +106,18 @@ const fn rule(
         limits,
         line_share: false,
         per_n: false,
+        count: false,
         eval,
+    }
+}
+
+impl Rule {
+    /// The same rule, measuring a count.
+    const fn counts(self) -> Rule {
+        Rule {
+            count: true,
+            ..self
+        }
     }
 }
 
@@ -137,7 +150,8 @@ pub static RULES: &[Rule] = &[
             lim("max_chars", Max, Some(1e6), Some(1e6)),
         ],
         |c| Value::One(c.n_chars as f64),
-    ),
+    )
+    .counts(),
     rule(
         "cjk_share",
         &[share("min_cjk_share", Min, Some(0.3), None)],
@@ -163,10 +177,12 @@ pub static RULES: &[Rule] = &[
             }
             None => Value::Skip,
         },
-    ),
+    )
+    .counts(),
     rule("lorem_ipsum", &[lim("", Max, Some(0.0), Some(0.0))], |c| {
         Value::One(has_lorem_ipsum(c.text) as u8 as f64)
-    }),
+    })
+    .counts(),
     rule(
         "c4_bad_lines",
         &[share("max_c4_bad_line_ratio", Max, Some(0.3), Some(0.3))],
@@ -183,7 +199,8 @@ pub static RULES: &[Rule] = &[
             lim("max_words", Max, None, None),
         ],
         |c| Value::One(c.non_symbol().0 as f64),
-    ),
+    )
+    .counts(),
     rule(
         "avg_word_len",
         &[
@@ -259,7 +276,8 @@ pub static RULES: &[Rule] = &[
             let stop = &c.lr.stopwords;
             Value::One(c.words().filter(|w| stop.contains(*w)).count() as f64)
         },
-    ),
+    )
+    .counts(),
     rule(
         "dup_para_frac",
         &[share("dup_para_frac", Max, Some(0.3), Some(0.3))],

@@ -108,6 +108,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::attrs::AttrDecl;
 use crate::document::{DocBatch, Document};
 use crate::error::Result;
 use crate::stage::{
@@ -652,6 +653,15 @@ impl MinhashDedup {
         std::str::from_utf8(&self.id_bytes[start..end]).unwrap_or("")
     }
 
+    /// The attributes kept documents carry (both the in-process and the distributed
+    /// stage): the cluster id (53 bits of the root's hash) and the cluster size.
+    pub(crate) fn attr_decls() -> Vec<AttrDecl> {
+        vec![
+            AttrDecl::int("dedup.cluster_id"),
+            AttrDecl::int("dedup.cluster_size"),
+        ]
+    }
+
     pub(crate) fn cluster_id(id: &str) -> f64 {
         (xxh3_64(id.as_bytes()) & ((1u64 << 53) - 1)) as f64
     }
@@ -813,6 +823,10 @@ impl MinhashDedup {
 }
 
 impl Stage for MinhashDedup {
+    fn attrs(&self) -> Vec<AttrDecl> {
+        MinhashDedup::attr_decls()
+    }
+
     fn process(&mut self, batch: DocBatch, out: &mut Emitter) -> Result<()> {
         let sketches: Vec<Sketch> = batch.docs.par_iter().map(|d| self.sketch(d)).collect();
         for (doc, sk) in batch.docs.into_iter().zip(sketches) {

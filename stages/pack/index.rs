@@ -60,6 +60,8 @@ pub struct DocIndex {
     sample: BTreeMap<(u64, String), Entry>,
     /// Rows written (sample included, once finished).
     pub rows: u64,
+    /// The run's `attrs` column type (given by the runtime before the first document).
+    pub attrs: Arc<crate::attrs::AttrSchema>,
 }
 
 impl DocIndex {
@@ -75,6 +77,7 @@ impl DocIndex {
             pending: Vec::new(),
             sample: BTreeMap::new(),
             rows: 0,
+            attrs: Arc::default(),
         }
     }
 
@@ -124,7 +127,7 @@ impl DocIndex {
     }
 
     fn write(&mut self, entries: Vec<Entry>) -> Result<()> {
-        let schema = crate::arrow_io::doc_schema(true);
+        let schema = crate::arrow_io::doc_schema(true, &self.attrs);
         let w = self.writer.get_or_insert_with(|| {
             RotatingWriter::new(
                 self.out_dir.clone(),
@@ -145,7 +148,7 @@ impl DocIndex {
         let n_chars: Vec<u64> = entries.iter().map(|e| e.n_chars).collect();
         let tokens: Vec<u64> = n_tokens.iter().map(|&t| t as u64).collect();
         let docs: Vec<Document> = entries.into_iter().map(|e| e.doc).collect();
-        let batch = crate::arrow_io::docs_to_batch(&docs, true)?;
+        let batch = crate::arrow_io::docs_to_batch(&docs, true, &self.attrs)?;
         // The batch counted the (emptied) text and the absent tokens: put the true counts in.
         let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
         for (name, col) in [

@@ -45,6 +45,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::attrs::AttrDecl;
 use crate::document::DocBatch;
 use crate::error::Result;
 use crate::stage::{
@@ -175,6 +176,10 @@ impl QualityClassifier {
 }
 
 impl Transform for QualityClassifier {
+    fn attrs(&self) -> Vec<AttrDecl> {
+        vec![AttrDecl::float(self.attr.clone())]
+    }
+
     fn process(&self, batch: DocBatch, out: &mut Emitter) -> Result<()> {
         let mut line = String::new();
         let c = &self.counters;

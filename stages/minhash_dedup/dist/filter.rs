@@ -83,6 +83,10 @@ impl RemoveFilter {
 }
 
 impl Stage for RemoveFilter {
+    fn attrs(&self) -> Vec<crate::attrs::AttrDecl> {
+        MinhashDedup::attr_decls()
+    }
+
     fn process(&mut self, batch: DocBatch, out: &mut Emitter) -> Result<()> {
         for mut doc in batch.docs {
             self.docs += 1;

@@ -11,7 +11,8 @@
 #              SLUICE_TOK_PARITY_MB=20 SLUICE_TOK_PARITY_OUT=/tmp/c20.jsonl \
 #              cargo test --test integration tokenize_parity)
 # SLUICE_BIN   default target/release/sluice (build: cargo build --release --no-default-features)
-# Env: PEER_MB_PER_CPU_S  datatrove's figure to compare with (default 0.19, the quiet-run
+# Env: ENGINES            engines to run (default "fast hf")
+#      PEER_MB_PER_CPU_S  datatrove's figure to compare with (default 0.19, the quiet-run
 #      figure of datatrove's MinHash + quality + tokenize pipelines quoted in issue 21).
 set -euo pipefail
 case "${1:-}" in -h | --help | "") awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;; esac
@@ -23,7 +24,7 @@ TOK=$(realpath samples/tokenizers/qwen2/tokenizer.json)
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 MB=$(python3 -c "import os,sys; print(os.path.getsize(sys.argv[1])/1e6)" "$IN")
-for engine in fast hf; do
+for engine in ${ENGINES:-fast hf}; do
   cat > "$W/$engine.yaml" <<YAML
 nodes:
   src: {kind: ingest_jsonl, paths: ["$IN"]}
@@ -35,7 +36,7 @@ nodes:
 YAML
 done
 printf "%-6s %-7s %8s %8s %12s %10s %8s\n" engine threads wall_s cpu_s MB_per_cpu_s rss_MB vs_peer
-for engine in fast hf; do
+for engine in ${ENGINES:-fast hf}; do
   for t in 1 2; do
     /usr/bin/time -f "%e %U %S %M" -o "$W/time" "$BIN" run "$W/$engine.yaml" --out "$W/out-$engine-$t" --threads "$t" --no-progress -q
     read -r wall user sys rss < "$W/time"

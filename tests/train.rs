@@ -575,9 +575,7 @@ fn an_unpacked_run_is_refused_with_the_fix() {
         .status()
         .unwrap();
     assert!(st.success());
-    let e = ShardSet::discover(&[out.clone()])
-        .err()
-        .expect("must refuse");
+    let e = ShardSet::discover(std::slice::from_ref(&out)).expect_err("must refuse");
     let msg = e.to_string();
     assert!(
         msg.contains("hold documents, not training sequences")

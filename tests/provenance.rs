@@ -252,7 +252,9 @@ fn assert_index_true(dir: &Path) -> Vec<(String, String, String)> {
     let docs: BTreeSet<String> = ids.iter().map(|i| parse_entry(i).unwrap().doc_id).collect();
     assert_eq!(docs, packed_docs(dir), "index ≠ packed documents");
     let m = json(dir, "manifest.json");
-    let list = m["docs_index"].as_array().expect("manifest lists docs_index");
+    let list = m["docs_index"]
+        .as_array()
+        .expect("manifest lists docs_index");
     let mut listed = 0;
     for e in list {
         let b = std::fs::read(dir.join(e["path"].as_str().unwrap())).unwrap();
@@ -386,10 +388,7 @@ fn a_takedown_of_one_domain_changes_only_the_shards_that_held_it() {
     // row holds any more), and still lists exactly the packed documents.
     let index_after = assert_index_true(&out);
     assert!(index_after.iter().all(|r| host(&r.1) != domain));
-    let index_with = index_before
-        .iter()
-        .filter(|r| host(&r.1) == domain)
-        .count();
+    let index_with = index_before.iter().filter(|r| host(&r.1) == domain).count();
     assert!(index_with > 0);
 
     // The manifest records it and stays consistent with the files.

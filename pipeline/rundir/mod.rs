@@ -208,6 +208,45 @@ mod tests {
     }
 
     #[test]
+    fn document_index_files_are_checked_listed_or_from_the_pack_node() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().to_string_lossy().into_owned();
+        std::fs::create_dir_all(d.path().join("docs_index")).unwrap();
+        let rel = "docs_index/pack-r0000-00000.parquet";
+        std::fs::write(d.path().join(rel), b"PAR1 index PAR1").unwrap();
+        // Listed with its size (this sluice).
+        let m = json!({"docs_index": [{"path": rel, "node": "pack", "rows": 3, "bytes": 15, "sha256": ""}]});
+        assert!(check_outputs(&out, &m, false).is_empty());
+        std::fs::write(d.path().join(rel), b"PAR1").unwrap();
+        assert_eq!(
+            check_outputs(&out, &m, false),
+            [format!("{rel}: size 4 bytes, expected 15")]
+        );
+        // An older manifest: only the pack node's entry, per rank once merged.
+        let old = json!({"nodes": {"pack": {"per_rank": [
+            {"docs_index": {"rows": 3, "files": [rel]}},
+            {"docs_index": {"rows": 2, "files": ["docs_index/pack-r0001-00000.parquet"]}}]}}});
+        assert_eq!(
+            check_outputs(&out, &old, true),
+            ["docs_index/pack-r0001-00000.parquet: missing".to_string()]
+        );
+        let mut files = Vec::new();
+        node_index_files(&old["nodes"], &mut files);
+        assert_eq!(files[0], ("pack".to_string(), rel.to_string()));
+        // Ranks' lists concatenate by path.
+        let r = |p: &str| json!({"shards": [], "rejects": [], "docs_index": [{"path": p}], "nodes": {}});
+        let merged = merge_manifests(&[
+            r("docs_index/b-r0001-00000.parquet"),
+            r("docs_index/a-r0000-00000.parquet"),
+        ]);
+        assert_eq!(
+            merged["docs_index"][0]["path"],
+            "docs_index/a-r0000-00000.parquet"
+        );
+        assert_eq!(merged["docs_index"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
     fn a_rank_lock_is_exclusive_until_dropped() {
         let d = tempfile::tempdir().unwrap();
         let first = RankLock::acquire(d.path(), 3).unwrap();

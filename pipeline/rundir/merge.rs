@@ -4,7 +4,8 @@
 use super::*;
 
 /// Write a rank's stats and manifest, then its marker (config hash and input
-/// fingerprint), then merge if every rank is done.
+/// fingerprint), then merge if every rank is done. The manifest gets its `docs_index`
+/// list ([`index_entries`]) first.
 pub fn finish_rank(
     out: &Path,
     rank: usize,
@@ -12,7 +13,7 @@ pub fn finish_rank(
     config_hash: &str,
     inputs: &[InputFile],
     stats: &Value,
-    manifest: &Value,
+    manifest: &mut Value,
 ) -> Result<bool> {
     let tag = rank_tag(rank, world);
     let ranks = out.join("ranks");
@@ -22,11 +23,10 @@ pub fn finish_rank(
     )?;
     // The `pack` stages' document-index files, listed with size and sha256 like the
     // shards, so a finished rank is checked (and cleaned, and taken down) with them.
-    let mut manifest = manifest.clone();
-    manifest[DOCS_INDEX] = index_entries(out, &manifest)?;
+    manifest[DOCS_INDEX] = index_entries(out, manifest)?;
     write_atomic(
         ranks.join(format!("{tag}.manifest.json")),
-        pretty(&manifest).as_bytes(),
+        pretty(manifest).as_bytes(),
     )?;
     let marker = json!({
         "config_hash": config_hash,

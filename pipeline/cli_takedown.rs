@@ -8,15 +8,20 @@
 //!   document shard row is affected when its `id` or `url` matches; a **packed row is
 //!   removed whole** when any of its `doc_ids` / `doc_urls` matches (the other segments of
 //!   that row go with it and are listed as `collateral`). Rows of `rejects/` that match are
-//!   removed too (they keep a text prefix).
+//!   removed too (they keep a text prefix). So are the rows of the `pack` stage's document
+//!   index (`docs_index/`: id, URL, meta, attrs and, for a sampled document, text) of every
+//!   matched document, and of every collateral document no packed row holds any more (a
+//!   collateral document with a segment left in another row keeps its index row).
 //! * **What is rewritten.** Only the files that hold an affected row: read, filtered, and
 //!   written again with the same schema and compression (temp file, fsync, rename). Every
 //!   other file is left byte-identical.
 //! * **The record.** `manifest.json` (and the rank manifest under `ranks/` that lists each
-//!   rewritten file) gets the new rows, tokens, bytes and sha256 of the rewritten files,
-//!   new totals, `nodes.<sink>.licenses` less what was removed, `version` + 1 (a run starts
+//!   rewritten file) gets the new rows, tokens, bytes and sha256 of the rewritten files
+//!   (in `shards`, `rejects` and `docs_index`), the `pack` nodes' `docs_index.rows` less
+//!   the index rows removed, new totals, `nodes.<sink>.licenses` less what was removed, `version` + 1 (a run starts
 //!   at version 1) and a `takedowns` entry: the request (kind, file, its sha256, entries),
-//!   what matched (documents, per entry), every removed row (file, row, id, its doc ids),
+//!   what matched (documents, per entry), every removed row (file, row, id, its doc ids;
+//!   index rows under `removed_index_rows`),
 //!   the collateral documents and the files rewritten with their old and new sha256. So a
 //!   later `sluice run --verify` on the directory, `sluice audit` and the loaders all see a
 //!   consistent run; `stats.json` stays the record of the run as it ran.
@@ -39,6 +44,7 @@ use sha2::Digest;
 use crate::cli_trace::list_strings;
 use crate::error::{Error, Result};
 use crate::provenance::parse_entry;
+use crate::rundir::{node_index_files, DOCS_INDEX};
 use crate::stages::url_filter::normalize_host;
 
 /// `sluice takedown` arguments.
@@ -173,6 +179,8 @@ pub struct Outcome {
     pub removed_rows: Vec<RemovedRow>,
     /// Removed reject rows.
     pub removed_rejects: Vec<RemovedRow>,
+    /// Removed rows of the `pack` stage's document index (`docs_index/`).
+    pub removed_index_rows: Vec<RemovedRow>,
     /// Documents removed only because they shared a packed row with a matched one.
     pub collateral: BTreeSet<String>,
     /// Files rewritten.
@@ -334,15 +342,111 @@ fn props_for(meta: &parquet::file::metadata::ParquetMetaData, zstd_level: i32) -
     b.build()
 }
 
-/// Filter one file. Returns None when no row matches.
-#[allow(clippy::type_complexity)]
+/// Which output folder a file is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// `shards/`: document or packed rows.
+    Shards,
+    /// `rejects/`.
+    Rejects,
+    /// `docs_index/`: one row per document that went into a packed row.
+    Index,
+}
+
+impl Part {
+    /// The manifest key listing its files.
+    fn key(self) -> &'static str {
+        match self {
+            Part::Shards => "shards",
+            Part::Rejects => "rejects",
+            Part::Index => DOCS_INDEX,
+        }
+    }
+}
+
+/// zstd level of the document index (`stages/pack/index.rs` writes it at level 3).
+const INDEX_ZSTD_LEVEL: i32 = 3;
+
+/// The document-index files a manifest lists, (path, node): its top-level `docs_index`
+/// list, or for a manifest written before that list existed, the `pack` nodes' entries.
+fn index_files(m: &Value) -> Vec<(String, String)> {
+    match m[DOCS_INDEX].as_array() {
+        Some(a) => a
+            .iter()
+            .map(|s| {
+                (
+                    s["path"].as_str().unwrap_or("").to_string(),
+                    s["node"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect(),
+        None => {
+            let mut v = Vec::new();
+            node_index_files(&m["nodes"], &mut v);
+            v.sort();
+            v.dedup();
+            v.into_iter().map(|(n, p)| (p, n)).collect()
+        }
+    }
+}
+
+/// The document an entry (`id`, `id#epoch`, `id#epoch@start`) stands for.
+fn doc_of(entry: &str) -> String {
+    parse_entry(entry)
+        .map(|e| e.doc_id)
+        .unwrap_or_else(|_| entry.to_string())
+}
+
+/// Of the `collateral` documents, those a packed row still holds after the takedown (in a
+/// row not removed): read from the shards' `doc_ids` column only.
+fn still_packed(
+    run: &Path,
+    shards: &[String],
+    removed: &[RemovedRow],
+    collateral: &BTreeSet<String>,
+) -> Result<BTreeSet<String>> {
+    let gone: BTreeSet<(&str, usize)> = removed.iter().map(|r| (r.file.as_str(), r.row)).collect();
+    let mut found = BTreeSet::new();
+    for rel in shards {
+        let path = run.join(rel);
+        let f = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(f)?;
+        let Ok(i) = builder.schema().index_of("doc_ids") else {
+            continue;
+        };
+        let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [i]);
+        let mut row = 0usize;
+        for b in builder.with_projection(mask).build()? {
+            let b = b?;
+            for (k, docs) in list_strings(&b, "doc_ids")?.into_iter().enumerate() {
+                if gone.contains(&(rel.as_str(), row + k)) {
+                    continue;
+                }
+                for d in docs {
+                    let d = doc_of(&d);
+                    if collateral.contains(&d) {
+                        found.insert(d);
+                    }
+                }
+            }
+            row += b.num_rows();
+        }
+    }
+    Ok(found)
+}
+
+/// Filter one file. Returns None when no row matches. `drop_docs`: documents removed
+/// besides those the request matches (index rows of collateral documents no packed row
+/// holds any more).
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
 fn filter_file(
     run: &Path,
     rel: &str,
     req: &Request,
     zstd_level: i32,
     out: &mut Outcome,
-    is_reject: bool,
+    part: Part,
+    drop_docs: &BTreeSet<String>,
     dry_run: bool,
 ) -> Result<Option<(Vec<u8>, u64, u64)>> {
     let path = run.join(rel);
@@ -364,7 +468,9 @@ fn filter_file(
                 .iter()
                 .filter_map(|(d, u)| req.matches(d, u).map(|m| (m, d.clone())))
                 .collect();
-            if hits.is_empty() {
+            let dropped =
+                !drop_docs.is_empty() && docs.iter().any(|(d, _)| drop_docs.contains(&doc_of(d)));
+            if hits.is_empty() && !dropped {
                 keep.push(true);
                 continue;
             }
@@ -384,7 +490,7 @@ fn filter_file(
                     .unwrap_or_else(|_| d.clone());
                 out.matched.entry(m.clone()).or_default().insert(d);
             }
-            if !is_reject {
+            if part == Part::Shards {
                 for (d, _) in &docs {
                     let d = parse_entry(d)
                         .map(|e| e.doc_id)
@@ -406,12 +512,12 @@ fn filter_file(
                 row: row + i,
                 id: ids.get(i).cloned().unwrap_or_default(),
                 doc_ids: docs.into_iter().map(|(d, _)| d).collect(),
-                tokens: if is_reject { 0 } else { tokens },
+                tokens: if part == Part::Rejects { 0 } else { tokens },
             };
-            if is_reject {
-                out.removed_rejects.push(r);
-            } else {
-                out.removed_rows.push(r);
+            match part {
+                Part::Shards => out.removed_rows.push(r),
+                Part::Rejects => out.removed_rejects.push(r),
+                Part::Index => out.removed_index_rows.push(r),
             }
         }
         row += b.num_rows();
@@ -458,8 +564,8 @@ pub fn takedown(run: &Path, req: &Request, request_file: &str, dry_run: bool) ->
     }
     let mut out = Outcome::default();
     let mut changes: Vec<(String, Vec<u8>, u64, u64, &'static str)> = Vec::new();
-    for (key, is_reject) in [("shards", false), ("rejects", true)] {
-        let files: Vec<(String, String)> = manifest[key]
+    let listed = |key: &str| -> Vec<(String, String)> {
+        manifest[key]
             .as_array()
             .into_iter()
             .flatten()
@@ -469,13 +575,29 @@ pub fn takedown(run: &Path, req: &Request, request_file: &str, dry_run: bool) ->
                     s["node"].as_str().unwrap_or("").to_string(),
                 )
             })
-            .collect();
+            .collect()
+    };
+    let index = index_files(&manifest);
+    let mut drop_docs = BTreeSet::new();
+    for part in [Part::Shards, Part::Rejects, Part::Index] {
+        let files = match part {
+            Part::Index => index.clone(),
+            p => listed(p.key()),
+        };
+        if part == Part::Index && !out.collateral.is_empty() {
+            let shards: Vec<String> = listed("shards").into_iter().map(|f| f.0).collect();
+            let kept = still_packed(run, &shards, &out.removed_rows, &out.collateral)?;
+            drop_docs = out.collateral.difference(&kept).cloned().collect();
+        }
         for (rel, node) in files {
-            let level = levels.get(&node).copied().unwrap_or(1);
+            let level = match part {
+                Part::Index => INDEX_ZSTD_LEVEL,
+                _ => levels.get(&node).copied().unwrap_or(1),
+            };
             if let Some((bytes, before, after)) =
-                filter_file(run, &rel, req, level, &mut out, is_reject, dry_run)?
+                filter_file(run, &rel, req, level, &mut out, part, &drop_docs, dry_run)?
             {
-                changes.push((rel, bytes, before, after, key));
+                changes.push((rel, bytes, before, after, part.key()));
             }
         }
     }
@@ -506,7 +628,7 @@ pub fn takedown(run: &Path, req: &Request, request_file: &str, dry_run: bool) ->
         });
     }
     let update = |m: &mut Value, out: &Outcome| {
-        for key in ["shards", "rejects"] {
+        for key in ["shards", "rejects", DOCS_INDEX] {
             if let Some(list) = m[key].as_array_mut() {
                 for s in list.iter_mut() {
                     let Some(rw) = out.rewritten.iter().find(|r| s["path"] == r.file.as_str())
@@ -522,6 +644,35 @@ pub fn takedown(run: &Path, req: &Request, request_file: &str, dry_run: bool) ->
                     }
                 }
             }
+        }
+        // The `pack` nodes' index row counts (per rank in a merged manifest).
+        fn index_rows(v: &mut Value, out: &Outcome) {
+            match v {
+                Value::Object(o) => {
+                    if let Some(ix) = o.get_mut(DOCS_INDEX).filter(|d| d["files"].is_array()) {
+                        let removed = out
+                            .removed_index_rows
+                            .iter()
+                            .filter(|r| {
+                                ix["files"]
+                                    .as_array()
+                                    .is_some_and(|f| f.iter().any(|f| *f == r.file.as_str()))
+                            })
+                            .count() as u64;
+                        if let Some(rows) = ix["rows"].as_u64() {
+                            ix["rows"] = json!(rows.saturating_sub(removed));
+                        }
+                    }
+                    o.iter_mut()
+                        .filter(|(k, _)| *k != DOCS_INDEX)
+                        .for_each(|(_, x)| index_rows(x, out));
+                }
+                Value::Array(a) => a.iter_mut().for_each(|x| index_rows(x, out)),
+                _ => {}
+            }
+        }
+        if !out.removed_index_rows.is_empty() {
+            index_rows(&mut m["nodes"], out);
         }
         // Totals from the file lists.
         let sum = |k: &str, f: &str| -> u64 {
@@ -592,7 +743,9 @@ pub fn takedown(run: &Path, req: &Request, request_file: &str, dry_run: bool) ->
                         .into_iter()
                         .flatten()
                         .any(|s| out.rewritten.iter().any(|r| s["path"] == r.file.as_str()))
-                })
+                }) || index_files(v)
+                    .iter()
+                    .any(|(p, _)| out.rewritten.iter().any(|r| *p == r.file))
             };
             if !lists(&rm) {
                 continue;
@@ -631,6 +784,7 @@ fn bump(m: &mut Value, req: &Request, request_file: &str, out: &Outcome) -> Resu
         "matched": out.matched,
         "removed_rows": out.removed_rows,
         "removed_rejects": out.removed_rejects,
+        "removed_index_rows": out.removed_index_rows,
         "collateral": out.collateral,
         "tokens_removed": out.removed_rows.iter().map(|r| r.tokens).sum::<u64>(),
         "by_license": out.by_license,
@@ -660,7 +814,7 @@ pub fn run(a: TakedownArgs) -> Result<()> {
     }
     let docs: BTreeSet<&String> = out.matched.values().flatten().collect();
     println!(
-        "{}{} documents matched {} of {} {kind} entries; {} shard rows ({} tokens) and {} reject rows removed; {} other documents went with their packed rows",
+        "{}{} documents matched {} of {} {kind} entries; {} shard rows ({} tokens), {} reject rows and {} document-index rows removed; {} other documents went with their packed rows",
         if a.dry_run { "dry run: " } else { "" },
         docs.len(),
         out.matched.len(),
@@ -668,6 +822,7 @@ pub fn run(a: TakedownArgs) -> Result<()> {
         out.removed_rows.len(),
         out.removed_rows.iter().map(|r| r.tokens).sum::<u64>(),
         out.removed_rejects.len(),
+        out.removed_index_rows.len(),
         out.collateral.len()
     );
     for r in &out.rewritten {

@@ -214,6 +214,77 @@ nodes:
   shards: {kind: parquet_shards, inputs: [pack], shard_rows: 3}
 "#;
 
+/// The document index (`docs_index/`): (id, url, text) per row.
+fn index_rows(dir: &Path) -> Vec<(String, String, String)> {
+    let mut v = Vec::new();
+    for b in record_batches(dir, "docs_index") {
+        let col = |c: &str| sluice::arrow_io::string_column(&b, c).unwrap().unwrap();
+        let (ids, urls, texts) = (col("id"), col("url"), col("text"));
+        for i in 0..ids.len() {
+            v.push((
+                ids[i].clone().unwrap(),
+                urls[i].clone().unwrap_or_default(),
+                texts[i].clone().unwrap_or_default(),
+            ));
+        }
+    }
+    v.sort();
+    v
+}
+
+/// The documents the packed rows hold (each `doc_ids` entry's document).
+fn packed_docs(dir: &Path) -> BTreeSet<String> {
+    let mut v = BTreeSet::new();
+    for b in record_batches(dir, "shards") {
+        for row in sluice::cli_trace::list_strings(&b, "doc_ids").unwrap() {
+            v.extend(row.iter().map(|e| parse_entry(e).unwrap().doc_id));
+        }
+    }
+    v
+}
+
+/// The index holds exactly the packed documents, once each, and the manifest's
+/// `docs_index` list (path, rows, bytes, sha256) and the pack node's row count are true.
+fn assert_index_true(dir: &Path) -> Vec<(String, String, String)> {
+    let rows = index_rows(dir);
+    let ids: BTreeSet<String> = rows.iter().map(|r| r.0.clone()).collect();
+    assert_eq!(ids.len(), rows.len(), "an index row twice");
+    let docs: BTreeSet<String> = ids.iter().map(|i| parse_entry(i).unwrap().doc_id).collect();
+    assert_eq!(docs, packed_docs(dir), "index ≠ packed documents");
+    let m = json(dir, "manifest.json");
+    let list = m["docs_index"]
+        .as_array()
+        .expect("manifest lists docs_index");
+    let mut listed = 0;
+    for e in list {
+        let b = std::fs::read(dir.join(e["path"].as_str().unwrap())).unwrap();
+        assert_eq!(e["sha256"], sha(&b), "{e}");
+        assert_eq!(e["bytes"], b.len() as u64, "{e}");
+        listed += e["rows"].as_u64().unwrap();
+    }
+    let on_disk: Vec<String> = files(dir, "docs_index").into_iter().map(|f| f.0).collect();
+    assert_eq!(on_disk.len(), list.len(), "{on_disk:?}");
+    assert_eq!(listed, rows.len() as u64);
+    assert_eq!(m["nodes"]["pack"]["docs_index"]["rows"], rows.len() as u64);
+    rows
+}
+
+/// `sluice audit RUN --sql SQL` → the single number it prints.
+fn audit_number(dir: &Path, sql: &str) -> u64 {
+    let o = bin()
+        .arg("audit")
+        .arg(dir)
+        .args(["--sql", sql, "--format", "csv"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    text.lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("audit output: {text}"))
+}
+
 fn host(u: &str) -> String {
     sluice::stages::url_filter::normalize_host(u).unwrap_or_default()
 }
@@ -243,6 +314,7 @@ fn a_takedown_of_one_domain_changes_only_the_shards_that_held_it() {
     run_yaml(WEB_PACKED, &out, 2);
     let before = shard_urls(&out);
     let before_bytes: BTreeMap<String, Vec<u8>> = files(&out, "shards").into_iter().collect();
+    let index_before = assert_index_true(&out);
     assert!(before.len() >= 3, "{} shards", before.len());
     // A domain held by some shards but not all.
     let mut holders: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -312,6 +384,12 @@ fn a_takedown_of_one_domain_changes_only_the_shards_that_held_it() {
         }
     }
     assert_eq!(reject_rows(&out).len(), rejects_before - rejects_with);
+    // The document index lost the domain's documents (and the collateral ones no packed
+    // row holds any more), and still lists exactly the packed documents.
+    let index_after = assert_index_true(&out);
+    assert!(index_after.iter().all(|r| host(&r.1) != domain));
+    let index_with = index_before.iter().filter(|r| host(&r.1) == domain).count();
+    assert!(index_with > 0);
 
     // The manifest records it and stays consistent with the files.
     let m = json(&out, "manifest.json");
@@ -323,9 +401,19 @@ fn a_takedown_of_one_domain_changes_only_the_shards_that_held_it() {
         td["removed_rejects"].as_array().unwrap().len(),
         rejects_with
     );
+    let removed_index = td["removed_index_rows"].as_array().unwrap().len();
+    assert_eq!(removed_index, index_before.len() - index_after.len());
+    assert!(removed_index >= index_with);
+    let index_files_changed = td["rewritten"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["file"].as_str().unwrap().starts_with("docs_index/"))
+        .count();
+    assert!(index_files_changed > 0);
     assert_eq!(
         td["rewritten"].as_array().unwrap().len(),
-        held.len() + (rejects_with > 0) as usize
+        held.len() + (rejects_with > 0) as usize + index_files_changed
     );
     let mut rows = 0;
     for s in m["shards"].as_array().unwrap() {
@@ -365,6 +453,12 @@ fn a_takedown_of_one_domain_changes_only_the_shards_that_held_it() {
             .0
             .clone()
     };
+    let doc = parse_entry(&id).unwrap().doc_id;
+    let sql = format!(
+        "SELECT count(*) FROM docs_index WHERE id = '{}'",
+        doc.replace('\'', "''")
+    );
+    assert_eq!(audit_number(&out, &sql), 1, "{sql}");
     std::fs::write(dir.path().join("ids.txt"), format!("{id}\n")).unwrap();
     let o = bin()
         .arg("takedown")
@@ -376,7 +470,8 @@ fn a_takedown_of_one_domain_changes_only_the_shards_that_held_it() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let m = json(&out, "manifest.json");
     assert_eq!(m["version"], 3);
-    let doc = parse_entry(&id).unwrap().doc_id;
+    assert!(assert_index_true(&out).iter().all(|r| r.0 != doc));
+    assert_eq!(audit_number(&out, &sql), 0, "{sql}");
     let t = Tracer::open(&out, None, false).unwrap();
     for (f, _) in files(&out, "shards") {
         let n = shard_urls(&out)[&f].len();

@@ -1,6 +1,7 @@
 //! Run-directory truthfulness, through the real binary on the text samples: a damaged
-//! finished rank is redone, changed inputs are refused until `--overwrite`, and two
-//! attempts of the same rank never destroy each other's files.
+//! finished rank is redone, changed inputs are refused until `--overwrite`, two
+//! attempts of the same rank never destroy each other's files, and a packed run killed
+//! mid-way resumes with a document index (`docs_index/`) holding every packed document once.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output};
@@ -74,11 +75,12 @@ fn json(p: &Path) -> Value {
 }
 
 /// Every file the manifest lists exists with its size and sha256, no other file is in
-/// shards/ or rejects/, no temp file is anywhere; returns the manifest's row total.
+/// shards/, rejects/ or docs_index/, no temp file is anywhere; returns the manifest's row
+/// total.
 fn assert_manifest_true(out: &Path, manifest: &str) -> u64 {
     let m = json(&out.join(manifest));
     let mut listed = Vec::new();
-    for key in ["shards", "rejects"] {
+    for key in ["shards", "rejects", "docs_index"] {
         for e in m[key].as_array().unwrap() {
             let rel = e["path"].as_str().unwrap();
             let p = out.join(rel);
@@ -96,7 +98,7 @@ fn assert_manifest_true(out: &Path, manifest: &str) -> u64 {
             listed.push(rel.to_string());
         }
     }
-    let mut present: Vec<String> = ["shards", "rejects"]
+    let mut present: Vec<String> = ["shards", "rejects", "docs_index"]
         .iter()
         .flat_map(|s| {
             files(out, s)
@@ -107,8 +109,11 @@ fn assert_manifest_true(out: &Path, manifest: &str) -> u64 {
     listed.sort();
     present.sort();
     assert_eq!(present, listed, "files on disk differ from the manifest");
-    for sub in ["", "shards", "rejects", "ranks"] {
-        for e in std::fs::read_dir(out.join(sub)).unwrap().flatten() {
+    for sub in ["", "shards", "rejects", "ranks", "docs_index"] {
+        let Ok(rd) = std::fs::read_dir(out.join(sub)) else {
+            continue;
+        };
+        for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             assert!(!name.ends_with(".tmp"), "temp file left: {sub}/{name}");
         }
@@ -614,4 +619,260 @@ fn object_store_run_is_checked_the_same_way() {
         err.contains(&format!("docs: {}: size", p.display())),
         "{err}"
     );
+}
+
+/// ingest → length filter → tokenize → pack → small shards: the pack stage writes
+/// `docs_index/` (several files: `docs_index` rotates only at 256 MiB, so one per rank).
+fn write_packed_config(dir: &Path, inputs: &Path) -> PathBuf {
+    let cfg = dir.join("packed.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"run:
+  batch_size: 16
+nodes:
+  docs:
+    kind: ingest_jsonl
+    paths: ["{}/*.jsonl"]
+  keep:
+    kind: length_filter
+    inputs: [docs]
+    min_chars: 300
+  tok:
+    kind: tokenize
+    inputs: [keep]
+    tokenizer: samples/tokenizers/qwen2/tokenizer.json
+    append_eos: true
+  pack:
+    kind: pack
+    inputs: [tok]
+    seq_len: 1024
+    eos_id: 151643
+    seed: 3
+  shards:
+    kind: parquet_shards
+    inputs: [pack]
+    shard_rows: 16
+"#,
+            inputs.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// The document index of a finished run is true: the files in `docs_index/` are the ones
+/// the manifest lists (checked by [`assert_manifest_true`]), every packed document has
+/// exactly one row, no other document has one, and the pack node's row count and
+/// `sluice audit` agree. Returns the index's (id, n_tokens) rows.
+fn assert_index_true(out: &Path) -> Vec<(String, u32)> {
+    use sluice::provenance::parse_entry;
+    assert_manifest_true(out, "manifest.json");
+    let mut rows = Vec::new();
+    for b in record_batches(out, "docs_index") {
+        let ids = sluice::arrow_io::string_column(&b, "id").unwrap().unwrap();
+        let nt = b.column_by_name("n_tokens").unwrap();
+        let nt = nt
+            .as_any()
+            .downcast_ref::<arrow::array::UInt32Array>()
+            .unwrap();
+        for (i, id) in ids.into_iter().enumerate() {
+            rows.push((id.unwrap(), nt.value(i)));
+        }
+    }
+    rows.sort();
+    let ids: std::collections::BTreeSet<String> = rows.iter().map(|r| r.0.clone()).collect();
+    assert_eq!(ids.len(), rows.len(), "a document twice in docs_index");
+    let mut packed = std::collections::BTreeSet::new();
+    for b in record_batches(out, "shards") {
+        for row in sluice::cli_trace::list_strings(&b, "doc_ids").unwrap() {
+            packed.extend(row.iter().map(|e| parse_entry(e).unwrap().doc_id));
+        }
+    }
+    assert!(!packed.is_empty());
+    assert_eq!(ids, packed, "docs_index ≠ the packed documents");
+    let m = json(&out.join("manifest.json"));
+    let pack = &m["nodes"]["pack"];
+    let node_rows: u64 = match pack["per_rank"].as_array() {
+        Some(ranks) => ranks
+            .iter()
+            .map(|r| r["docs_index"]["rows"].as_u64().unwrap())
+            .sum(),
+        None => pack["docs_index"]["rows"].as_u64().unwrap(),
+    };
+    assert_eq!(node_rows, rows.len() as u64);
+    let o = bin()
+        .arg("audit")
+        .arg(out)
+        .args([
+            "--sql",
+            "SELECT COUNT(*) - COUNT(DISTINCT id) FROM docs_index",
+            "--format",
+            "csv",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).lines().last(),
+        Some("0"),
+        "audit sees duplicates"
+    );
+    rows
+}
+
+#[test]
+fn a_killed_packed_run_resumes_with_every_document_once_in_its_index() {
+    let input = tempfile::tempdir().unwrap();
+    split_inputs(input.path(), 3, 2);
+    let cfg = write_packed_config(input.path(), input.path());
+    let clean = tempfile::tempdir().unwrap();
+    let t0 = Instant::now();
+    ok_run(&cfg, clean.path(), &[]);
+    let span = (t0.elapsed().as_millis() as u64).max(50);
+    let clean_index = assert_index_true(clean.path());
+    assert!(clean_index.len() > 64, "{} indexed", clean_index.len());
+
+    // Killed mid-way, then resumed: the index is the clean run's. Some kills at fixed
+    // points of a run; the others the moment `docs_index/` holds a file (the index is
+    // written as pack finishes: a temp file, then the committed file, before the shards
+    // are done and the rank's marker written), so the crash leaves index files of an
+    // unfinished rank.
+    let parent = tempfile::tempdir().unwrap();
+    let mut partial_seen = 0;
+    let kills: Vec<Option<u64>> = vec![Some(200), Some(500), None, None, None, None];
+    for (k, kill_at) in kills.into_iter().enumerate() {
+        if kill_at.is_none() && partial_seen > 0 && k > 3 {
+            break;
+        }
+        let out = parent.path().join(format!("kill-{k}"));
+        let mut c = run_args(&cfg, &out, &[])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        match kill_at {
+            Some(permille) => std::thread::sleep(Duration::from_millis(span * permille / 1000)),
+            None => {
+                let t = Instant::now();
+                while c.try_wait().unwrap().is_none()
+                    && std::fs::read_dir(out.join("docs_index"))
+                        .map_or(true, |mut d| d.next().is_none())
+                    && t.elapsed() < Duration::from_secs(120)
+                {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        }
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGKILL);
+        }
+        c.wait().unwrap();
+        let left: Vec<String> = std::fs::read_dir(out.join("docs_index"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let done = out.join("ranks/r0000-of-0001.done").exists();
+        partial_seen += usize::from(!left.is_empty() && !done);
+        eprintln!("kill {k} ({kill_at:?}‰): docs_index/ holds {left:?}, rank finished: {done}");
+        ok_run(&cfg, &out, &[]);
+        assert_eq!(assert_index_true(&out), clean_index, "kill {k}");
+    }
+    assert!(
+        partial_seen > 0,
+        "no kill left index files of an unfinished rank"
+    );
+
+    // Deterministic leftovers of a crashed attempt: the marker never written, a partial
+    // index file under a later number and a temp file of a dead writer. The redo removes
+    // them; the index holds each packed document once.
+    let out = clean.path();
+    let ix = files(out, "docs_index");
+    assert_eq!(
+        ix.len(),
+        1,
+        "{:?}",
+        ix.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    std::fs::remove_file(out.join("ranks/r0000-of-0001.done")).unwrap();
+    std::fs::write(out.join("docs_index/pack-r0000-00001.parquet"), &ix[0].1).unwrap();
+    std::fs::write(
+        out.join("docs_index/pack-r0000-00002.parquet.999999999.tmp"),
+        &ix[0].1[..ix[0].1.len() / 2],
+    )
+    .unwrap();
+    ok_run(&cfg, out, &[]);
+    assert_eq!(
+        assert_index_true(out),
+        clean_index,
+        "after a crashed attempt"
+    );
+
+    // A finished rank whose index file is damaged is redone, like a damaged shard.
+    let p = out.join("docs_index").join(&ix[0].0);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+    let err = ok_run(&cfg, out, &[]);
+    assert!(
+        err.contains(&format!("docs_index/{}: size 100 bytes", ix[0].0)),
+        "{err}"
+    );
+    assert!(err.contains("redoing rank 0 of 1"), "{err}");
+    assert_eq!(assert_index_true(out), clean_index, "after a damaged index");
+
+    // A finished rank: this rank's unlisted index file is removed as a stray.
+    std::fs::write(out.join("docs_index/pack-r0000-00005.parquet"), &ix[0].1).unwrap();
+    let err = ok_run(&cfg, out, &[]);
+    assert!(
+        err.contains("removing docs_index/pack-r0000-00005.parquet"),
+        "{err}"
+    );
+    assert!(err.contains("nothing to do"), "{err}");
+    assert_eq!(assert_index_true(out), clean_index, "after a stray");
+
+    // --overwrite removes every index file, a foreign one included.
+    std::fs::write(out.join("docs_index/pack-r0003-00000.parquet"), &ix[0].1).unwrap();
+    ok_run(&cfg, out, &["--overwrite"]);
+    assert_eq!(assert_index_true(out), clean_index, "after --overwrite");
+}
+
+#[test]
+fn ranks_merge_their_document_indexes() {
+    let input = tempfile::tempdir().unwrap();
+    split_inputs(input.path(), 4, 1);
+    let cfg = write_packed_config(input.path(), input.path());
+    let out = tempfile::tempdir().unwrap();
+    let out = out.path();
+    for r in ["1", "0"] {
+        ok_run(&cfg, out, &["--rank", r, "--world-size", "2"]);
+    }
+    let rows = assert_index_true(out);
+    let m = json(&out.join("manifest.json"));
+    let listed: Vec<&str> = m["docs_index"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "docs_index/pack-r0000-00000.parquet",
+            "docs_index/pack-r0001-00000.parquet"
+        ]
+    );
+    let per_rank: u64 = m["docs_index"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["rows"].as_u64().unwrap())
+        .sum();
+    assert_eq!(per_rank, rows.len() as u64);
 }

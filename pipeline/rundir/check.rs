@@ -4,9 +4,19 @@
 
 use super::*;
 
-/// The files a rank's manifest lists (`shards` and `rejects`): (path, bytes, sha256).
-pub(super) fn listed_outputs(manifest: &Value) -> Vec<(String, u64, String)> {
-    ["shards", "rejects"]
+/// The output folders of a run directory, each with the manifest key that lists its files:
+/// training data, rejected documents, and the `pack` stage's document index.
+pub const OUTPUT_DIRS: [&str; 3] = ["shards", "rejects", DOCS_INDEX];
+
+/// The `pack` stage's document index folder (and the manifest key listing its files).
+pub const DOCS_INDEX: &str = "docs_index";
+
+/// The files a rank's manifest lists (`shards`, `rejects`, `docs_index`): (path, bytes,
+/// sha256). Index files of a manifest written before the top-level `docs_index` list
+/// existed come from the `pack` nodes' own entries (`nodes.<pack>.docs_index.files`),
+/// without size (`None`: only their presence is checked) or sha256.
+pub(super) fn listed_outputs(manifest: &Value) -> Vec<(String, Option<u64>, String)> {
+    let mut v: Vec<(String, Option<u64>, String)> = OUTPUT_DIRS
         .iter()
         .flat_map(|k| {
             manifest[*k]
@@ -18,11 +28,67 @@ pub(super) fn listed_outputs(manifest: &Value) -> Vec<(String, u64, String)> {
         .map(|e| {
             (
                 e["path"].as_str().unwrap_or("").to_string(),
-                e["bytes"].as_u64().unwrap_or(u64::MAX),
+                Some(e["bytes"].as_u64().unwrap_or(u64::MAX)),
                 e["sha256"].as_str().unwrap_or("").to_string(),
             )
         })
-        .collect()
+        .collect();
+    if !manifest[DOCS_INDEX].is_array() {
+        let mut files = Vec::new();
+        node_index_files(&manifest["nodes"], &mut files);
+        v.extend(files.into_iter().map(|(_, p)| (p, None, String::new())));
+    }
+    v
+}
+
+/// Every (node, path) under a `docs_index.files` list in a manifest's `nodes` (the `pack`
+/// stage's entries; a merged manifest keeps differing node entries under `per_rank`).
+pub fn node_index_files(nodes: &Value, out: &mut Vec<(String, String)>) {
+    fn walk(v: &Value, node: &str, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(files) = m.get(DOCS_INDEX).and_then(|d| d["files"].as_array()) {
+                    for f in files.iter().filter_map(|f| f.as_str()) {
+                        out.push((node.to_string(), f.to_string()));
+                    }
+                }
+                m.iter()
+                    .filter(|(k, _)| *k != DOCS_INDEX)
+                    .for_each(|(_, x)| walk(x, node, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, node, out)),
+            _ => {}
+        }
+    }
+    for (name, v) in nodes.as_object().into_iter().flatten() {
+        walk(v, name, out);
+    }
+}
+
+/// The top-level `docs_index` list of a rank manifest: every index file its `pack` nodes
+/// wrote, with node, rows (from the file's footer), bytes and sha256, as `shards` lists
+/// the shards. `out` is the local run directory.
+pub fn index_entries(out: &Path, manifest: &Value) -> Result<Value> {
+    let mut files = Vec::new();
+    node_index_files(&manifest["nodes"], &mut files);
+    files.sort_by(|a, b| a.1.cmp(&b.1));
+    files.dedup_by(|a, b| a.1 == b.1);
+    let mut list = Vec::new();
+    for (node, rel) in files {
+        let p = out.join(&rel);
+        let f = File::open(&p).map_err(|e| Error::io(&p, e))?;
+        let rows = parquet::file::reader::FileReader::metadata(
+            &parquet::file::serialized_reader::SerializedFileReader::new(f)?,
+        )
+        .file_metadata()
+        .num_rows() as u64;
+        let bytes = std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?.len();
+        list.push(
+            json!({"path": rel, "node": node, "rows": rows, "bytes": bytes,
+                         "sha256": sha256_file(&p)?}),
+        );
+    }
+    Ok(Value::Array(list))
 }
 
 /// Check every output a rank's manifest lists: size always, sha256 when `verify`. One
@@ -33,9 +99,11 @@ pub fn check_outputs(out: &str, manifest: &Value, verify: bool) -> Vec<String> {
         let p = crate::storage::join(out, &rel);
         match crate::storage::size(&p) {
             Err(_) => problems.push(format!("{rel}: missing")),
-            Ok(len) if len != bytes => {
-                problems.push(format!("{rel}: size {len} bytes, expected {bytes}"))
-            }
+            Ok(_) if bytes.is_none() => {}
+            Ok(len) if Some(len) != bytes => problems.push(format!(
+                "{rel}: size {len} bytes, expected {}",
+                bytes.unwrap_or_default()
+            )),
             Ok(_) if verify => match sha256_any(&p) {
                 Ok(got) if got == sha => {}
                 Ok(got) => problems.push(format!(
@@ -309,7 +377,7 @@ pub(super) fn check_finished(
     Ok(problems)
 }
 
-/// Files in `shards/` and `rejects/` no manifest accounts for. This rank's (`listed` are
+/// Files in `shards/`, `rejects/` and `docs_index/` no manifest accounts for. This rank's (`listed` are
 /// its manifest's files) are removed: the caller holds its lock, so they are leftovers
 /// of an earlier attempt. Files of no rank of this run are warned about.
 pub(super) fn notice_strays(
@@ -346,10 +414,10 @@ pub(super) fn notice_strays(
     Ok(())
 }
 
-/// Every file in `shards/` and `rejects/`: (`sub/name`, name, path).
+/// Every file in `shards/`, `rejects/` and `docs_index/`: (`sub/name`, name, path).
 pub(super) fn output_files(out: &Path) -> Result<Vec<(String, String, PathBuf)>> {
     let mut v = Vec::new();
-    for sub in ["shards", "rejects"] {
+    for sub in OUTPUT_DIRS {
         let d = out.join(sub);
         if !d.is_dir() {
             continue;

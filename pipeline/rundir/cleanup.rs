@@ -1,5 +1,5 @@
 //! Redoing a rank cleanly: its marker first, then the merged files, its shards, rejects,
-//! scratch and temp files; `--overwrite` wipes every rank's outputs under their locks.
+//! document-index files, scratch and temp files; `--overwrite` wipes every rank's outputs under their locks.
 
 use super::*;
 
@@ -57,7 +57,7 @@ pub(super) fn wipe_run(out: &Path, rank: usize, world: usize) -> Result<()> {
             }
         }
     }
-    for sub in ["shards", "rejects", "tmp"] {
+    for sub in OUTPUT_DIRS.iter().chain(&["tmp"]) {
         let p = out.join(sub);
         if p.exists() {
             std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
@@ -106,7 +106,8 @@ pub fn rank_done(out: &str, rank: usize, world: usize) -> bool {
     problems.is_empty()
 }
 
-/// Remove every output of one rank (shards, rejects, scratch, temp files, rank files).
+/// Remove every output of one rank (shards, rejects, document-index files, scratch, temp
+/// files, rank files).
 pub fn clean_rank(out: &Path, rank: usize, world: usize) -> Result<()> {
     let needle = format!("-r{rank:04}-");
     for (_, name, path) in output_files(out)? {

@@ -4,7 +4,8 @@
 use super::*;
 
 /// Write a rank's stats and manifest, then its marker (config hash and input
-/// fingerprint), then merge if every rank is done.
+/// fingerprint), then merge if every rank is done. The manifest gets its `docs_index`
+/// list ([`index_entries`]) first.
 pub fn finish_rank(
     out: &Path,
     rank: usize,
@@ -12,7 +13,7 @@ pub fn finish_rank(
     config_hash: &str,
     inputs: &[InputFile],
     stats: &Value,
-    manifest: &Value,
+    manifest: &mut Value,
 ) -> Result<bool> {
     let tag = rank_tag(rank, world);
     let ranks = out.join("ranks");
@@ -20,6 +21,9 @@ pub fn finish_rank(
         ranks.join(format!("{tag}.stats.json")),
         pretty(stats).as_bytes(),
     )?;
+    // The `pack` stages' document-index files, listed with size and sha256 like the
+    // shards, so a finished rank is checked (and cleaned, and taken down) with them.
+    manifest[DOCS_INDEX] = index_entries(out, manifest)?;
     write_atomic(
         ranks.join(format!("{tag}.manifest.json")),
         pretty(manifest).as_bytes(),
@@ -188,14 +192,18 @@ pub(super) fn merge_accounting(ranks: &[Value]) -> Value {
     Value::Object(acc)
 }
 
-/// Merge per-rank manifests: shard, reject and input lists concatenate (sorted by path),
+/// Merge per-rank manifests: shard, reject, document-index and input lists concatenate
+/// (sorted by path),
 /// totals add up, node entries are kept per rank when there are several.
 pub fn merge_manifests(ranks: &[Value]) -> Value {
     if ranks.len() == 1 {
         return ranks[0].clone();
     }
     let mut merged = ranks[0].clone();
-    for key in ["shards", "rejects", "inputs"] {
+    for key in ["shards", "rejects", DOCS_INDEX, "inputs"] {
+        if ranks.iter().all(|m| m.get(key).is_none()) {
+            continue;
+        }
         let mut all: Vec<Value> = ranks
             .iter()
             .flat_map(|m| {

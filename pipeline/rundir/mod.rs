@@ -6,6 +6,7 @@
 //! out/
 //!   shards/<sink>-r<rank>-<idx>.parquet     training data
 //!   rejects/<node>-r<rank>-<idx>.parquet    every rejected document with stage, reason, score
+//!   docs_index/<node>-r<rank>-<idx>.parquet one row per document a `pack` node packed
 //!   ranks/r<rank>-of-<world>.{stats,manifest}.json, .done
 //!   ranks/r<rank>.lock                      held (flock) by the attempt running the rank
 //!   stats.json, manifest.json               merged once every rank is done
@@ -36,19 +37,24 @@
 //!      refused, naming each changed input and asking for `--overwrite`; stale output is
 //!      never reported as done. With `--verify`, contents decide: an input whose mtime
 //!      changed but whose sha256 equals the manifest's is accepted;
-//!    * every output its manifest lists (shards and rejects) exists with the listed size,
-//!      and with `--verify` the listed sha256. Anything missing or damaged is reported per
+//!    * every output its manifest lists (shards, rejects and document-index files) exists
+//!      with the listed size, and with `--verify` the listed sha256. Anything missing or damaged is reported per
 //!      file (`missing`, `size X bytes, expected Y`, `sha256 mismatch`) and the rank is
 //!      redone from scratch.
 //!
-//!    Files in `shards/` or `rejects/` that no manifest lists are noticed: this rank's
-//!    strays (left by an older attempt) are removed, files of no rank of this run are
-//!    warned about, since `sluice audit` reads every file there.
+//!    Files in `shards/`, `rejects/` or `docs_index/` that no manifest lists are noticed:
+//!    this rank's strays (left by an older attempt) are removed, files of no rank of this
+//!    run are warned about, since `sluice audit` reads every shard and reject file there.
 //! 3. **Redo an unfinished rank cleanly.** Its marker goes first (a crash during the redo
 //!    never leaves a marker over half-written files), then the merged top-level files,
-//!    then its shards, rejects, scratch, temp files and rank files, so nothing is
-//!    duplicated. Every file goes through `io::AtomicFile`.
-//! 4. **Finish.** Rank stats, rank manifest, then the marker, then the merge.
+//!    then its shards, rejects, document-index files, scratch, temp files and rank files,
+//!    so nothing is duplicated. `--overwrite` empties `shards/`, `rejects/`, `docs_index/`
+//!    and `tmp/` under every rank's lock. Every file goes through `io::AtomicFile`.
+//! 4. **Finish.** Rank stats, rank manifest, then the marker, then the merge. The rank
+//!    manifest lists the `pack` nodes' document-index files under `docs_index` (path, node,
+//!    rows, bytes, sha256, like `shards`), so they are checked, cleaned, merged and taken
+//!    down like the shards; a manifest without that list (older sluice) has its index
+//!    files checked for presence from `nodes.<pack>.docs_index.files`.
 //!
 //! **Provenance.** Each manifest lists every input file (`inputs`: node, path or URI, size,
 //! sha256) and embeds the config it ran (`config`: the parsed config as JSON;
@@ -199,6 +205,45 @@ mod tests {
         std::fs::write(d.path().join(rel), b"PAR1").unwrap();
         let p = check_outputs(&out, &m, false);
         assert_eq!(p[0], format!("{rel}: size 4 bytes, expected 14"));
+    }
+
+    #[test]
+    fn document_index_files_are_checked_listed_or_from_the_pack_node() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().to_string_lossy().into_owned();
+        std::fs::create_dir_all(d.path().join("docs_index")).unwrap();
+        let rel = "docs_index/pack-r0000-00000.parquet";
+        std::fs::write(d.path().join(rel), b"PAR1 index PAR1").unwrap();
+        // Listed with its size (this sluice).
+        let m = json!({"docs_index": [{"path": rel, "node": "pack", "rows": 3, "bytes": 15, "sha256": ""}]});
+        assert!(check_outputs(&out, &m, false).is_empty());
+        std::fs::write(d.path().join(rel), b"PAR1").unwrap();
+        assert_eq!(
+            check_outputs(&out, &m, false),
+            [format!("{rel}: size 4 bytes, expected 15")]
+        );
+        // An older manifest: only the pack node's entry, per rank once merged.
+        let old = json!({"nodes": {"pack": {"per_rank": [
+            {"docs_index": {"rows": 3, "files": [rel]}},
+            {"docs_index": {"rows": 2, "files": ["docs_index/pack-r0001-00000.parquet"]}}]}}});
+        assert_eq!(
+            check_outputs(&out, &old, true),
+            ["docs_index/pack-r0001-00000.parquet: missing".to_string()]
+        );
+        let mut files = Vec::new();
+        node_index_files(&old["nodes"], &mut files);
+        assert_eq!(files[0], ("pack".to_string(), rel.to_string()));
+        // Ranks' lists concatenate by path.
+        let r = |p: &str| json!({"shards": [], "rejects": [], "docs_index": [{"path": p}], "nodes": {}});
+        let merged = merge_manifests(&[
+            r("docs_index/b-r0001-00000.parquet"),
+            r("docs_index/a-r0000-00000.parquet"),
+        ]);
+        assert_eq!(
+            merged["docs_index"][0]["path"],
+            "docs_index/a-r0000-00000.parquet"
+        );
+        assert_eq!(merged["docs_index"].as_array().unwrap().len(), 2);
     }
 
     #[test]

@@ -252,7 +252,7 @@ pub fn run(spec: PipelineSpec, opts: &RunOptions) -> Result<RunSummary> {
         &hash,
         &inputs,
         &stats_json,
-        &manifest,
+        &mut manifest,
     )?;
     Ok(RunSummary {
         skipped: false,

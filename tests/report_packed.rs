@@ -229,17 +229,7 @@ fn packed_flagship_report_renders_chinese_in_chromium() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.join("docs_index").is_dir(), "pack wrote no docs_index/");
-    let page = tmp.path().join("report.html");
-    let o = bin()
-        .arg("report")
-        .arg(&out)
-        .arg("-o")
-        .arg(&page)
-        .args(["--samples", "4"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let html = std::fs::read_to_string(&page).unwrap();
+    let (page, html) = render_report(&out, tmp.path(), 4);
     check_html(&html, &out);
     crate::audit::assert_only_safe_markup(&html);
     let kept = section(&html, "samples");
@@ -413,17 +403,7 @@ nodes:
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let page = tmp.path().join("report.html");
-    let o = bin()
-        .arg("report")
-        .arg(&out)
-        .arg("-o")
-        .arg(&page)
-        .args(["--samples", "50"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let html = std::fs::read_to_string(&page).unwrap();
+    let (_, html) = render_report(&out, tmp.path(), 50);
     crate::audit::assert_only_safe_markup(&html);
     let esc = "&lt;script&gt;alert(1)&lt;/script&gt;";
     let samples = section(&html, "samples");
@@ -446,4 +426,20 @@ nodes:
         assert_eq!(s.matches("class=\"empty\"").count(), 1, "{s}");
         assert!(s.contains(why), "{s}");
     }
+}
+
+/// `sluice report RUN -o DIR/report.html --samples N`: the page's path and its HTML.
+fn render_report(run: &Path, dir: &Path, samples: usize) -> (PathBuf, String) {
+    let page = dir.join("report.html");
+    let o = bin()
+        .arg("report")
+        .arg(run)
+        .arg("-o")
+        .arg(&page)
+        .args(["--samples", &samples.to_string()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let html = std::fs::read_to_string(&page).unwrap();
+    (page, html)
 }

@@ -13,12 +13,26 @@ use crate::common::*;
 
 /// ingest → length filter (some rejects) → small shards, no tokenizer: fast in debug builds.
 fn write_config(dir: &Path, inputs: &Path) -> PathBuf {
-    let cfg = dir.join("p.yaml");
+    write_yaml(dir, "p.yaml", inputs, 32, "", "keep", 100)
+}
+
+/// A config `docs` (JSONL under `inputs`) → `keep` (length filter) → `middle` (more nodes,
+/// YAML) → `shards` reading `last`.
+fn write_yaml(
+    dir: &Path,
+    name: &str,
+    inputs: &Path,
+    batch_size: usize,
+    middle: &str,
+    last: &str,
+    shard_rows: usize,
+) -> PathBuf {
+    let cfg = dir.join(name);
     std::fs::write(
         &cfg,
         format!(
             r#"run:
-  batch_size: 32
+  batch_size: {batch_size}
 nodes:
   docs:
     kind: ingest_jsonl
@@ -27,10 +41,10 @@ nodes:
     kind: length_filter
     inputs: [docs]
     min_chars: 300
-  shards:
+{middle}  shards:
     kind: parquet_shards
-    inputs: [keep]
-    shard_rows: 100
+    inputs: [{last}]
+    shard_rows: {shard_rows}
 "#,
             inputs.display()
         ),
@@ -624,21 +638,7 @@ fn object_store_run_is_checked_the_same_way() {
 /// ingest → length filter → tokenize → pack → small shards: the pack stage writes
 /// `docs_index/` (several files: `docs_index` rotates only at 256 MiB, so one per rank).
 fn write_packed_config(dir: &Path, inputs: &Path) -> PathBuf {
-    let cfg = dir.join("packed.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"run:
-  batch_size: 16
-nodes:
-  docs:
-    kind: ingest_jsonl
-    paths: ["{}/*.jsonl"]
-  keep:
-    kind: length_filter
-    inputs: [docs]
-    min_chars: 300
-  tok:
+    let middle = "  tok:
     kind: tokenize
     inputs: [keep]
     tokenizer: samples/tokenizers/qwen2/tokenizer.json
@@ -649,16 +649,8 @@ nodes:
     seq_len: 1024
     eos_id: 151643
     seed: 3
-  shards:
-    kind: parquet_shards
-    inputs: [pack]
-    shard_rows: 16
-"#,
-            inputs.display()
-        ),
-    )
-    .unwrap();
-    cfg
+";
+    write_yaml(dir, "packed.yaml", inputs, 16, middle, "pack", 16)
 }
 
 /// The document index of a finished run is true: the files in `docs_index/` are the ones

@@ -1,7 +1,7 @@
 //! Distributed MinHash dedup, phases 2 (per-bucket pairs) and 3 (clustering), on N
 //! synthetic signatures (default 10,000,000).
 //!
-//! Run: `CARGO_TARGET_DIR=/work/target-release cargo bench --bench minhash_dist -- [N]
+//! Run: `cargo bench --bench minhash_dist -- [N]
 //! [--ranks W] [--buckets B] [--dir D] [--pairs-out DIR]`.
 //!
 //! Phase 1's output is generated directly through the real phase-1 writer

@@ -3,7 +3,7 @@
 //! Run: `cargo bench --bench minhash_quality` (add `CARGO_TARGET_DIR=target-rel` to reuse
 //! prebuilt release dependencies). Data:
 //! * English: `dedup-minhash-articles-groundtruth` (labelled near-duplicate pairs), read
-//!   from `$SLUICE_SHARED_DATA` (default `../shared/data`, then `/work/shared/data`).
+//!   from `$SLUICE_SHARED_DATA` (default `shared/data` beside the repository).
 //! * Chinese: a planted near-duplicate set built by the seeded generator in
 //!   `benches/planted.rs` from CMRC 2018 Wikipedia paragraphs
 //!   (`samples/text/cmrc2018_zh.jsonl` if present, else the shared data folder).
@@ -16,6 +16,8 @@
 
 mod planted;
 
+mod shared_data;
+use shared_data::shared_data;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
@@ -24,18 +26,6 @@ use sluice::stages::minhash_dedup::signature::{exact_jaccard, text_shingles, Shi
 use sluice::stages::minhash_dedup::{Config, MinhashDedup};
 use sluice::testing::run_stage_docs;
 use sluice::Document;
-
-fn shared_data() -> PathBuf {
-    if let Ok(p) = std::env::var("SLUICE_SHARED_DATA") {
-        return PathBuf::from(p);
-    }
-    let rel = PathBuf::from("../shared/data");
-    if rel.is_dir() {
-        rel
-    } else {
-        PathBuf::from("/work/shared/data")
-    }
-}
 
 struct Labelled {
     docs: Vec<Document>,

@@ -15,6 +15,8 @@
 //! `/tmp/sluice-minhash-bench`) as flat little-endian u64 plus u64 row offsets, so the
 //! peers hash the very same shingles. Output: one `RESULT {json}` line per corpus.
 
+mod shared_data;
+use shared_data::shared_data;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -24,18 +26,6 @@ use sluice::stages::minhash_dedup::signature::{shingles, tokens, MinHasher, Shin
 const NUM_PERM: usize = 128;
 const SEED: u64 = 1;
 const REPEATS: usize = 5;
-
-fn shared_data() -> PathBuf {
-    if let Ok(p) = std::env::var("SLUICE_SHARED_DATA") {
-        return PathBuf::from(p);
-    }
-    let rel = PathBuf::from("../shared/data");
-    if rel.is_dir() {
-        rel
-    } else {
-        PathBuf::from("/work/shared/data")
-    }
-}
 
 fn english() -> Vec<String> {
     let p = shared_data().join("dedup-minhash-articles-groundtruth/articles_2500.train");
